@@ -1,0 +1,1 @@
+//! SQL adapters (PostgreSQL, and SQLite for the embedded default).

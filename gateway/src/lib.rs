@@ -1,0 +1,3 @@
+//! The Pingora edge of stockgate.
+
+#![forbid(unsafe_code)]

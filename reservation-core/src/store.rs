@@ -1,0 +1,99 @@
+//! The `ReservationStore` seam: every operation of the reservation hot path, each atomic.
+//! Implementations: [`InMemoryStore`](crate::InMemoryStore) for the embedded default and
+//! tests, and the Redis Lua store in `backend-adapters`. Both pass the same conformance suite
+//! (`testsuite` feature).
+
+use async_trait::async_trait;
+
+use crate::error::ReservationError;
+use crate::types::{
+    AbortTo, BuyerId, Hold, ProductStock, Qty, Reservation, ReservationId, ReserveRequest, Sku,
+    SoldUnits, StockSnapshot,
+};
+
+pub type StoreResult<T> = Result<T, ReservationError>;
+
+/// The atomic operations on stock counters and holds.
+///
+/// Every method is one atomic step with the store's own clock: it checks all of its
+/// preconditions first and either applies all of its changes or none. The counters of a SKU
+/// always satisfy `available + held + confirming + sold == total_stock`, each ≥ 0.
+#[async_trait]
+pub trait ReservationStore: Send + Sync + 'static {
+    /// Creates a SKU's counters, or updates its total stock, limits and sale state.
+    /// A new total moves `available` by the difference; it may not drop below the units
+    /// already held, confirming or sold ([`ReservationError::StockBelowCommitted`]).
+    async fn configure_product(
+        &self,
+        sku: &Sku,
+        stock: &ProductStock,
+    ) -> StoreResult<StockSnapshot>;
+
+    /// Takes `qty` units for a buyer, or replays the reservation made earlier with the same
+    /// buyer and idempotency key.
+    ///
+    /// A key is bound to the SKU and quantity of the first request that used it, whatever that
+    /// request's outcome; a later request under the key with another SKU or quantity is
+    /// [`ReservationError::IdempotencyMismatch`]. The same request again returns the
+    /// reservation it made (`replayed`), or, if it made none, is tried again.
+    ///
+    /// Checks, in order: known SKU, idempotency, sale on, `qty ≤ max_per_order`, per-buyer
+    /// limit, stock. A replay is answered even when the sale has since been paused.
+    async fn reserve(&self, request: &ReserveRequest) -> StoreResult<Reservation>;
+
+    /// The hold as it is now. A due `Held` hold the sweeper has not reached yet reads as
+    /// `Expired`.
+    async fn get_hold(&self, id: &ReservationId) -> StoreResult<Hold>;
+
+    /// Gives a `Held` hold back to stock now (→ `Released`). Releasing a hold that is already
+    /// released or expired succeeds and changes nothing; a confirming or confirmed hold is
+    /// [`ReservationError::InvalidState`].
+    async fn release(&self, id: &ReservationId, buyer: &BuyerId) -> StoreResult<Hold>;
+
+    /// Moves a `Held`, unexpired hold of this buyer to `Confirming`; from then on the sweeper
+    /// leaves it alone. A hold already `Confirming` or `Confirmed` is returned as it is (the
+    /// settlement is idempotent on the reservation id, so the caller may go on). A due hold is
+    /// expired on the spot ([`ReservationError::Expired`]).
+    async fn begin_confirm(&self, id: &ReservationId, buyer: &BuyerId) -> StoreResult<Hold>;
+
+    /// Records that the settlement committed: `Confirming` → `Confirmed`, the units move from
+    /// `confirming` to `sold`. Idempotent on a hold already `Confirmed`.
+    async fn finish_confirm(&self, id: &ReservationId) -> StoreResult<Hold>;
+
+    /// Undoes a begin-confirm whose settlement did not commit: back to `Held` (units to `held`;
+    /// the hold keeps its original expiry) or to `Released` (units back to `available`).
+    async fn abort_confirm(&self, id: &ReservationId, to: AbortTo) -> StoreResult<Hold>;
+
+    /// Expires up to `batch` due `Held` holds of one SKU, returning their units to
+    /// `available`. Each hold is expired exactly once, however many sweepers run.
+    async fn expire_due(&self, sku: &Sku, batch: usize) -> StoreResult<Vec<Hold>>;
+
+    /// The holds of one SKU that are `Confirming` (for the reconciler).
+    async fn confirming_holds(&self, sku: &Sku) -> StoreResult<Vec<Hold>>;
+
+    /// Returns the units of a confirmed-then-cancelled order to stock (`sold` → `available`),
+    /// once per reservation id however often it is called. `Ok(false)` when it had been done.
+    async fn return_cancelled(
+        &self,
+        id: &ReservationId,
+        buyer: &BuyerId,
+        qty: Qty,
+    ) -> StoreResult<bool>;
+
+    /// Rebuilds a SKU's counters from the authority (SQL) after the store lost data:
+    /// `sold` and each buyer's bought units are set from `sold`, `held`/`confirming` are
+    /// recounted from the holds the store still has, and `available` is what remains of
+    /// `total_stock`.
+    async fn repair_counters(
+        &self,
+        sku: &Sku,
+        stock: &ProductStock,
+        sold: &SoldUnits,
+    ) -> StoreResult<StockSnapshot>;
+
+    /// The counters of one SKU.
+    async fn snapshot(&self, sku: &Sku) -> StoreResult<StockSnapshot>;
+
+    /// Every SKU the store has counters for.
+    async fn skus(&self) -> StoreResult<Vec<Sku>>;
+}

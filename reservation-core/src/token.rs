@@ -1,0 +1,330 @@
+//! Reservation tokens: EdDSA-signed JWTs the gateway hands a buyer with each hold, so the
+//! settlement service can verify a confirm on its own. A token is never the authority on
+//! expiry (the hold's state in the store is); its `exp` only bounds how long it is worth
+//! presenting, which is why the verifier's leeway is a few seconds at most.
+//!
+//! Keys rotate: the signer names its key with `kid`, and a [`TokenVerifier`] holds a key set
+//! (published as a JWKS) so tokens of the previous key still verify during a rotation.
+
+use std::collections::HashMap;
+
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::types::{BuyerId, Hold, Qty, ReservationId, Sku};
+
+/// The audience every reservation token names, so that no other JWT is ever taken for one.
+pub const RESERVATION_AUDIENCE: &str = "stockgate:reservation";
+/// Tokens longer than this are refused before any parsing.
+pub const MAX_TOKEN_LEN: usize = 4096;
+/// The largest leeway a verifier accepts for `exp`/`iat`.
+pub const MAX_LEEWAY_SECS: u64 = 5;
+
+/// The claims of a reservation token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationClaims {
+    pub rid: ReservationId,
+    pub sub: BuyerId,
+    pub sku: Sku,
+    pub qty: Qty,
+    /// Issued at, seconds since the Unix epoch.
+    pub iat: u64,
+    /// The hold's expiry, rounded up to whole seconds.
+    pub exp: u64,
+    pub aud: String,
+}
+
+impl ReservationClaims {
+    pub fn for_hold(hold: &Hold) -> Self {
+        ReservationClaims {
+            rid: hold.id.clone(),
+            sub: hold.buyer.clone(),
+            sku: hold.sku.clone(),
+            qty: hold.qty,
+            iat: hold.created_at_ms / 1000,
+            exp: hold.expires_at_ms.div_ceil(1000),
+            aud: RESERVATION_AUDIENCE.to_owned(),
+        }
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TokenError {
+    #[error("reservation token is malformed")]
+    Malformed,
+    #[error("reservation token is signed with an unknown key")]
+    UnknownKey,
+    #[error("reservation token signature is invalid")]
+    BadSignature,
+    #[error("reservation token has expired")]
+    Expired,
+    #[error("reservation token key is invalid: {0}")]
+    InvalidKey(String),
+}
+
+impl TokenError {
+    /// The HTTP status and problem `code` a client sees (an expired token means the hold
+    /// expired too: it carries the hold's expiry).
+    pub fn status_and_code(&self) -> (u16, &'static str) {
+        match self {
+            TokenError::Expired => (410, "reservation_expired"),
+            TokenError::InvalidKey(_) => (500, "token_key_error"),
+            _ => (401, "invalid_reservation_token"),
+        }
+    }
+}
+
+/// Signs reservation tokens with one Ed25519 key.
+pub struct TokenSigner {
+    kid: String,
+    signing_key: SigningKey,
+    encoding_key: EncodingKey,
+}
+
+impl TokenSigner {
+    /// A fresh random key (the embedded default and tests).
+    pub fn generate(kid: &str) -> Self {
+        let signing_key = SigningKey::generate(&mut rand::rngs::OsRng);
+        Self::from_signing_key(kid, signing_key)
+    }
+
+    /// A key from a PKCS#8 PEM file's contents (`openssl genpkey -algorithm ed25519`).
+    pub fn from_pkcs8_pem(kid: &str, pem: &str) -> Result<Self, TokenError> {
+        let signing_key =
+            SigningKey::from_pkcs8_pem(pem).map_err(|e| TokenError::InvalidKey(e.to_string()))?;
+        Ok(Self::from_signing_key(kid, signing_key))
+    }
+
+    fn from_signing_key(kid: &str, signing_key: SigningKey) -> Self {
+        let der = signing_key
+            .to_pkcs8_der()
+            .expect("an in-memory ed25519 key always encodes as pkcs8");
+        TokenSigner {
+            kid: kid.to_owned(),
+            encoding_key: EncodingKey::from_ed_der(der.as_bytes()),
+            signing_key,
+        }
+    }
+
+    /// The private key as PKCS#8 PEM, to write a generated key to a file.
+    pub fn to_pkcs8_pem(&self) -> String {
+        self.signing_key
+            .to_pkcs8_pem(LineEnding::LF)
+            .expect("an in-memory ed25519 key always encodes as pkcs8")
+            .to_string()
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The public half as a JWK with this signer's `kid`.
+    pub fn public_jwk(&self) -> Jwk {
+        let public = DecodingKey::from_ed_der(self.signing_key.verifying_key().as_bytes());
+        let mut jwk = Jwk::from_decoding_key(&public, Some(Algorithm::EdDSA))
+            .expect("an ed25519 public key always converts to a jwk");
+        jwk.common.key_id = Some(self.kid.clone());
+        jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+        jwk.common.key_algorithm = Some(KeyAlgorithm::EdDSA);
+        jwk
+    }
+
+    pub fn sign(&self, claims: &ReservationClaims) -> Result<String, TokenError> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding_key)
+            .map_err(|e| TokenError::InvalidKey(e.to_string()))
+    }
+}
+
+/// Verifies reservation tokens against a set of public keys selected by `kid`.
+#[derive(Clone)]
+pub struct TokenVerifier {
+    keys: HashMap<String, DecodingKey>,
+    validation: Validation,
+}
+
+impl TokenVerifier {
+    /// A verifier for every EdDSA key with a `kid` in `keys`; `leeway_secs` at most
+    /// [`MAX_LEEWAY_SECS`].
+    pub fn new(keys: &JwkSet, leeway_secs: u64) -> Result<Self, TokenError> {
+        let mut by_kid = HashMap::new();
+        for jwk in &keys.keys {
+            let kid = jwk
+                .common
+                .key_id
+                .clone()
+                .ok_or_else(|| TokenError::InvalidKey("a key has no kid".into()))?;
+            let key =
+                DecodingKey::from_jwk(jwk).map_err(|e| TokenError::InvalidKey(e.to_string()))?;
+            if key.family() != jsonwebtoken::AlgorithmFamily::Ed {
+                return Err(TokenError::InvalidKey(format!("key {kid} is not ed25519")));
+            }
+            by_kid.insert(kid, key);
+        }
+        if by_kid.is_empty() {
+            return Err(TokenError::InvalidKey("the key set is empty".into()));
+        }
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.leeway = leeway_secs.min(MAX_LEEWAY_SECS);
+        validation.set_audience(&[RESERVATION_AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "aud"]);
+        Ok(TokenVerifier {
+            keys: by_kid,
+            validation,
+        })
+    }
+
+    /// A verifier for one signer's key (the embedded default and tests).
+    pub fn for_signer(signer: &TokenSigner) -> Self {
+        let keys = JwkSet {
+            keys: vec![signer.public_jwk()],
+        };
+        Self::new(&keys, MAX_LEEWAY_SECS).expect("a signer's own key is a valid key set")
+    }
+
+    pub fn verify(&self, token: &str) -> Result<ReservationClaims, TokenError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Malformed);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(TokenError::BadSignature);
+        }
+        let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+        let key = self.keys.get(&kid).ok_or(TokenError::UnknownKey)?;
+        jsonwebtoken::decode::<ReservationClaims>(token, key, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
+                _ => TokenError::Malformed,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::HoldState;
+
+    fn hold(expires_at_ms: u64) -> Hold {
+        let sku = Sku::parse("HOT").unwrap();
+        Hold {
+            id: ReservationId::generate(&sku),
+            sku,
+            buyer: BuyerId::parse("alice").unwrap(),
+            qty: Qty::new(2).unwrap(),
+            state: HoldState::Held,
+            created_at_ms: 1_000,
+            expires_at_ms,
+        }
+    }
+
+    fn now_ms() -> u64 {
+        jsonwebtoken::get_current_timestamp() * 1000
+    }
+
+    #[test]
+    fn signed_token_verifies_to_the_same_claims() {
+        let signer = TokenSigner::generate("k1");
+        let claims = ReservationClaims::for_hold(&hold(now_ms() + 60_000));
+        let token = signer.sign(&claims).unwrap();
+        assert_eq!(
+            TokenVerifier::for_signer(&signer).verify(&token),
+            Ok(claims)
+        );
+    }
+
+    #[test]
+    fn rotation_keeps_old_tokens_valid_while_both_keys_are_published() {
+        let old = TokenSigner::generate("k1");
+        let new = TokenSigner::generate("k2");
+        let set = JwkSet {
+            keys: vec![old.public_jwk(), new.public_jwk()],
+        };
+        let verifier = TokenVerifier::new(&set, 2).unwrap();
+        let claims = ReservationClaims::for_hold(&hold(now_ms() + 60_000));
+        assert!(verifier.verify(&old.sign(&claims).unwrap()).is_ok());
+        assert!(verifier.verify(&new.sign(&claims).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn refuses_unknown_kid_foreign_key_expired_and_tampered_tokens() {
+        let signer = TokenSigner::generate("k1");
+        let verifier = TokenVerifier::for_signer(&signer);
+        let claims = ReservationClaims::for_hold(&hold(now_ms() + 60_000));
+
+        let stranger = TokenSigner::generate("k9");
+        assert_eq!(
+            verifier.verify(&stranger.sign(&claims).unwrap()),
+            Err(TokenError::UnknownKey)
+        );
+        // Same kid, different key: the signature cannot match.
+        let impostor = TokenSigner::generate("k1");
+        assert_eq!(
+            verifier.verify(&impostor.sign(&claims).unwrap()),
+            Err(TokenError::BadSignature)
+        );
+        let expired = ReservationClaims::for_hold(&hold(now_ms() - 60_000));
+        assert_eq!(
+            verifier.verify(&signer.sign(&expired).unwrap()),
+            Err(TokenError::Expired)
+        );
+        let token = signer.sign(&claims).unwrap();
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let other = signer
+            .sign(&ReservationClaims {
+                qty: Qty::new(9).unwrap(),
+                ..claims.clone()
+            })
+            .unwrap();
+        parts[1] = other.split('.').nth(1).unwrap();
+        assert_eq!(
+            verifier.verify(&parts.join(".")),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(verifier.verify("garbage"), Err(TokenError::Malformed));
+        assert_eq!(
+            verifier.verify(&"a".repeat(MAX_TOKEN_LEN + 1)),
+            Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn refuses_alg_none_and_hmac_signed_with_the_public_key() {
+        let signer = TokenSigner::generate("k1");
+        let verifier = TokenVerifier::for_signer(&signer);
+        let claims = ReservationClaims::for_hold(&hold(now_ms() + 60_000));
+        let body = signer.sign(&claims).unwrap();
+        let payload = body.split('.').nth(1).unwrap();
+        // {"alg":"none","kid":"k1"}
+        let none = format!("eyJhbGciOiJub25lIiwia2lkIjoiazEifQ.{payload}.");
+        assert!(verifier.verify(&none).is_err());
+
+        let jwk = signer.public_jwk();
+        let x = match &jwk.algorithm {
+            jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(p) => p.x.clone(),
+            _ => unreachable!(),
+        };
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("k1".into());
+        let hmac = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(x.as_bytes()))
+            .unwrap();
+        assert_eq!(verifier.verify(&hmac), Err(TokenError::BadSignature));
+    }
+
+    #[test]
+    fn pem_round_trip_keeps_the_key() {
+        let signer = TokenSigner::generate("k1");
+        let again = TokenSigner::from_pkcs8_pem("k1", &signer.to_pkcs8_pem()).unwrap();
+        assert_eq!(signer.public_jwk(), again.public_jwk());
+        assert!(TokenSigner::from_pkcs8_pem("k1", "not a key").is_err());
+    }
+}

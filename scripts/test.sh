@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine or this one:
+#   installs what is missing (Redis, PostgreSQL, cmake), starts Redis and PostgreSQL if they
+#   are not running, then runs the format check, clippy with -D warnings, and every test
+#   against the real services.
+# Tests read REDIS_URL and DATABASE_URL; each test uses its own key prefix / schema, so they
+# run in parallel. A test that needs a service fails (never skips) when it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+export DATABASE_URL="${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/test}"
+
+log() { printf '\n== %s\n' "$*"; }
+
+# --- packages -----------------------------------------------------------------------------
+need_pkgs=()
+command -v redis-server >/dev/null || need_pkgs+=(redis-server)
+command -v redis-cli >/dev/null || need_pkgs+=(redis-tools)
+command -v pg_ctlcluster >/dev/null || need_pkgs+=(postgresql)
+command -v psql >/dev/null || need_pkgs+=(postgresql-client)
+command -v cmake >/dev/null || need_pkgs+=(cmake)   # pingora's zlib-ng build
+command -v cc >/dev/null || need_pkgs+=(build-essential)
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+  log "installing ${need_pkgs[*]}"
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_pkgs[@]}"
+fi
+
+# --- services -----------------------------------------------------------------------------
+if ! redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1; then
+  log "starting redis-server"
+  mkdir -p /var/lib/redis /var/log/redis 2>/dev/null || true
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir /tmp --logfile /tmp/stockgate-redis.log
+  for _ in $(seq 50); do redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+redis-cli -u "$REDIS_URL" ping >/dev/null || { echo "redis is not reachable at $REDIS_URL" >&2; exit 1; }
+
+if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  log "starting postgresql"
+  version="$(ls /etc/postgresql | sort -V | tail -n 1)"
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start
+  for _ in $(seq 100); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.1; done
+fi
+if ! psql "$DATABASE_URL" -qAtc 'select 1' >/dev/null 2>&1; then
+  # A fresh Debian cluster asks for a password over TCP and has no `test` database.
+  log "preparing the postgres role and the test database"
+  su postgres -c "psql -qc \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null
+  su postgres -c "createdb test" 2>/dev/null || true
+fi
+psql "$DATABASE_URL" -qAtc 'select 1' >/dev/null || { echo "postgres is not reachable at $DATABASE_URL" >&2; exit 1; }
+
+# --- checks and tests ---------------------------------------------------------------------
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+log "cargo test"
+cargo test --workspace --all-targets
+cargo test --workspace --doc
