@@ -221,7 +221,8 @@ impl ReservationStore for InMemoryStore {
             qty: request.qty,
             state: HoldState::Held,
             created_at_ms: now,
-            expires_at_ms: now + request.hold_ttl_ms,
+            // The TTL is a caller's input: saturate rather than overflow on an absurd one.
+            expires_at_ms: now.saturating_add(request.hold_ttl_ms),
         };
         book.available -= qty;
         book.held += qty;

@@ -1,0 +1,253 @@
+//! Conformance cases of the per-SKU operations: configuring products, listing SKUs and
+//! confirming holds, returning cancelled units, repairing counters and the snapshot.
+
+use super::*;
+use crate::error::ReservationError;
+use crate::types::{HoldState, SoldUnits};
+
+// ---------------------------------------------------------------------------------------
+// products and counters
+
+pub async fn configure_product_moves_available_by_the_difference<S: ReservationStore>(
+    store: SharedStore<S>,
+) {
+    let sku = product(&*store, "A", 10).await;
+    let sold = hold(&*store, "A", "alice", 2, "k1").await;
+    confirm(&*store, &sold).await;
+    hold(&*store, "A", "alice", 3, "k2").await;
+    assert_eq!(counters(&*store, &sku).await, (5, 3, 0, 2));
+
+    let s = store
+        .configure_product(&sku, &stock(20, 7, 5))
+        .await
+        .unwrap();
+    assert_eq!((s.total_stock, s.available), (20, 15));
+    assert_eq!((s.per_buyer_limit, s.max_per_order), (7, 5));
+    assert_eq!(s.sale_state, SaleState::OnSale);
+    assert_eq!(counters(&*store, &sku).await, (15, 3, 0, 2));
+
+    // Down to exactly the committed units leaves nothing available.
+    store
+        .configure_product(&sku, &stock(5, 7, 5))
+        .await
+        .unwrap();
+    assert_eq!(counters(&*store, &sku).await, (0, 3, 0, 2));
+    let err = store.reserve(&request("A", "bob", 1, "k1")).await;
+    assert_eq!(err.unwrap_err(), ReservationError::SoldOut);
+}
+
+pub async fn configure_product_refuses_total_below_committed<S: ReservationStore>(
+    store: SharedStore<S>,
+) {
+    let sku = product(&*store, "A", 10).await;
+    let sold = hold(&*store, "A", "alice", 2, "k1").await;
+    confirm(&*store, &sold).await;
+    let confirming = hold(&*store, "A", "alice", 1, "k2").await;
+    store
+        .begin_confirm(&confirming.id, &confirming.buyer)
+        .await
+        .unwrap();
+    hold(&*store, "A", "alice", 3, "k3").await;
+
+    let err = store.configure_product(&sku, &stock(5, 1, 1)).await;
+    assert_eq!(
+        err.unwrap_err(),
+        ReservationError::StockBelowCommitted { committed: 6 }
+    );
+    // Nothing changed, not even the limits.
+    let s = store.snapshot(&sku).await.unwrap();
+    assert_eq!(
+        (s.total_stock, s.per_buyer_limit, s.max_per_order),
+        (10, 100, 100)
+    );
+    assert_eq!(counters(&*store, &sku).await, (4, 3, 1, 2));
+}
+
+pub async fn configure_product_rejects_invalid_stock<S: ReservationStore>(store: SharedStore<S>) {
+    let sku = sku("A");
+    for bad in [stock(10, 0, 1), stock(10, 1, 0)] {
+        let err = store.configure_product(&sku, &bad).await.unwrap_err();
+        assert!(
+            matches!(err, ReservationError::InvalidInput { .. }),
+            "{err:?}"
+        );
+    }
+    // A refused configuration does not create the sku.
+    assert_eq!(
+        store.snapshot(&sku).await.unwrap_err(),
+        ReservationError::UnknownSku
+    );
+}
+
+pub async fn skus_lists_configured_products<S: ReservationStore>(store: SharedStore<S>) {
+    product(&*store, "B", 1).await;
+    product(&*store, "A", 1).await;
+    product(&*store, "A", 2).await;
+    let mut skus = store.skus().await.unwrap();
+    skus.sort();
+    assert_eq!(skus, vec![sku("A"), sku("B")]);
+}
+
+pub async fn confirming_holds_lists_only_confirming_ones<S: ReservationStore>(
+    store: SharedStore<S>,
+) {
+    let a = product(&*store, "A", 10).await;
+    let b = product(&*store, "B", 10).await;
+    hold(&*store, "A", "alice", 1, "k1").await;
+    let c1 = hold(&*store, "A", "alice", 1, "k2").await;
+    let c2 = hold(&*store, "A", "bob", 2, "k2").await;
+    let done = hold(&*store, "A", "bob", 1, "k3").await;
+    let other = hold(&*store, "B", "bob", 1, "k4").await;
+    for h in [&c1, &c2, &other] {
+        store.begin_confirm(&h.id, &h.buyer).await.unwrap();
+    }
+    confirm(&*store, &done).await;
+    let released = hold(&*store, "A", "carol", 1, "k1").await;
+    store.release(&released.id, &released.buyer).await.unwrap();
+
+    let mut listed = store.confirming_holds(&a).await.unwrap();
+    listed.sort_by(|x, y| x.id.cmp(&y.id));
+    let mut expected = vec![c1.id, c2.id];
+    expected.sort();
+    assert_eq!(
+        listed.iter().map(|h| h.id.clone()).collect::<Vec<_>>(),
+        expected
+    );
+    assert!(listed.iter().all(|h| h.state == HoldState::Confirming));
+    let listed_b = store.confirming_holds(&b).await.unwrap();
+    assert_eq!(listed_b.len(), 1);
+    assert_eq!(listed_b[0].id, other.id);
+}
+
+pub async fn return_cancelled_returns_units_once<S: ReservationStore>(store: SharedStore<S>) {
+    let sku = sku("A");
+    store
+        .configure_product(&sku, &stock(10, 3, 3))
+        .await
+        .unwrap();
+    let h = hold(&*store, "A", "alice", 3, "k1").await;
+    confirm(&*store, &h).await;
+    assert_eq!(counters(&*store, &sku).await, (7, 0, 0, 3));
+    // alice bought her limit.
+    let err = store.reserve(&request("A", "alice", 1, "k2")).await;
+    assert_eq!(
+        err.unwrap_err(),
+        ReservationError::PurchaseLimit { limit: 3 }
+    );
+
+    assert!(
+        store
+            .return_cancelled(&h.id, &h.buyer, h.qty)
+            .await
+            .unwrap()
+    );
+    assert_eq!(counters(&*store, &sku).await, (10, 0, 0, 0));
+    assert!(
+        !store
+            .return_cancelled(&h.id, &h.buyer, h.qty)
+            .await
+            .unwrap()
+    );
+    assert_eq!(counters(&*store, &sku).await, (10, 0, 0, 0));
+    // The cancelled units no longer count against her limit.
+    hold(&*store, "A", "alice", 3, "k3").await;
+    assert_eq!(counters(&*store, &sku).await, (7, 3, 0, 0));
+}
+
+pub async fn repair_counters_rebuilds_from_sold_units<S: ReservationStore>(store: SharedStore<S>) {
+    // The store lost its data: ops configured the sku afresh, and buyers have reserved since
+    // (carol holds 2, dave is confirming 1). SQL knows 12 units exist and 4 were sold, 3 of
+    // them to alice.
+    let sku = sku("A");
+    store
+        .configure_product(&sku, &stock(10, 4, 4))
+        .await
+        .unwrap();
+    hold(&*store, "A", "carol", 2, "k1").await;
+    let dave = hold(&*store, "A", "dave", 1, "k1").await;
+    store.begin_confirm(&dave.id, &dave.buyer).await.unwrap();
+    assert_eq!(counters(&*store, &sku).await, (7, 2, 1, 0));
+    let sold = SoldUnits {
+        total: 4,
+        by_buyer: vec![(buyer("alice"), 3), (buyer("bob"), 1)],
+    };
+    let s = store
+        .repair_counters(&sku, &stock(12, 4, 4), &sold)
+        .await
+        .unwrap();
+    // Total and sold come from SQL, held and confirming are recounted from the live holds,
+    // available is the rest.
+    assert_eq!(s.total_stock, 12);
+    assert_eq!((s.available, s.held, s.confirming, s.sold), (5, 2, 1, 4));
+    assert_eq!(counters(&*store, &sku).await, (5, 2, 1, 4));
+
+    // Each buyer's bought and held units count against the limit again.
+    let err = store.reserve(&request("A", "alice", 2, "k1")).await;
+    assert_eq!(
+        err.unwrap_err(),
+        ReservationError::PurchaseLimit { limit: 4 }
+    );
+    hold(&*store, "A", "alice", 1, "k2").await;
+    let err = store.reserve(&request("A", "carol", 3, "k2")).await;
+    assert_eq!(
+        err.unwrap_err(),
+        ReservationError::PurchaseLimit { limit: 4 }
+    );
+    assert_eq!(counters(&*store, &sku).await, (4, 3, 1, 4));
+    // The confirming hold survived the repair and can still be finished.
+    store.finish_confirm(&dave.id).await.unwrap();
+    assert_eq!(counters(&*store, &sku).await, (4, 3, 0, 5));
+
+    // SQL claims more than the stock can hold: refused, nothing changes.
+    let too_many = SoldUnits {
+        total: 10,
+        by_buyer: vec![(buyer("alice"), 10)],
+    };
+    let err = store
+        .repair_counters(&sku, &stock(12, 4, 4), &too_many)
+        .await;
+    assert_eq!(
+        err.unwrap_err(),
+        ReservationError::StockBelowCommitted { committed: 13 }
+    );
+    assert_eq!(counters(&*store, &sku).await, (4, 3, 0, 5));
+}
+
+pub async fn snapshot_display_state_follows_stock_and_sale<S: ReservationStore>(
+    store: SharedStore<S>,
+) {
+    let sku = product(&*store, "A", 2).await;
+    let s = store.snapshot(&sku).await.unwrap();
+    assert_eq!(s.display_state(), "on_sale");
+    assert_eq!(s.sale_state, SaleState::OnSale);
+
+    let h = hold(&*store, "A", "alice", 2, "k1").await;
+    assert_eq!(
+        store.snapshot(&sku).await.unwrap().display_state(),
+        "sold_out"
+    );
+
+    let paused = ProductStock {
+        sale_state: SaleState::Paused,
+        ..stock(2, 100, 100)
+    };
+    store.configure_product(&sku, &paused).await.unwrap();
+    let s = store.snapshot(&sku).await.unwrap();
+    assert_eq!(s.display_state(), "paused");
+    assert_eq!(s.sale_state, SaleState::Paused);
+
+    // Paused shows paused even with units available.
+    store.release(&h.id, &h.buyer).await.unwrap();
+    assert_eq!(
+        store.snapshot(&sku).await.unwrap().display_state(),
+        "paused"
+    );
+    store
+        .configure_product(&sku, &stock(2, 100, 100))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.snapshot(&sku).await.unwrap().display_state(),
+        "on_sale"
+    );
+}
