@@ -401,13 +401,14 @@ impl ReservationStore for InMemoryStore {
     ) -> StoreResult<StockSnapshot> {
         stock.validate()?;
         let mut state = self.lock();
-        let book = state
-            .books
-            .entry(sku.clone())
-            .or_insert_with(|| Book::new(stock.clone()));
         let mut per_buyer: HashMap<BuyerId, u64> = sold.by_buyer.iter().cloned().collect();
         let (mut held, mut confirming) = (0, 0);
-        for hold in book.holds.values() {
+        let live_holds = state
+            .books
+            .get(sku)
+            .into_iter()
+            .flat_map(|b| b.holds.values());
+        for hold in live_holds {
             let qty = u64::from(hold.qty.get());
             match hold.state {
                 HoldState::Held => held += qty,
@@ -418,8 +419,13 @@ impl ReservationStore for InMemoryStore {
         }
         let committed = held + confirming + sold.total;
         if stock.total_stock < committed {
+            // Checked before the book is created: a refused repair leaves no trace.
             return Err(ReservationError::StockBelowCommitted { committed });
         }
+        let book = state
+            .books
+            .entry(sku.clone())
+            .or_insert_with(|| Book::new(stock.clone()));
         book.stock = stock.clone();
         book.held = held;
         book.confirming = confirming;

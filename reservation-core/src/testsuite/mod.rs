@@ -189,6 +189,7 @@ macro_rules! reservation_store_conformance {
             confirming_holds_lists_only_confirming_ones,
             return_cancelled_returns_units_once,
             repair_counters_rebuilds_from_sold_units,
+            refused_repair_of_a_lost_sku_leaves_no_trace,
             snapshot_display_state_follows_stock_and_sale,
             concurrent_reservations_never_oversell,
         );

@@ -251,3 +251,25 @@ pub async fn snapshot_display_state_follows_stock_and_sale<S: ReservationStore>(
         "on_sale"
     );
 }
+
+pub async fn refused_repair_of_a_lost_sku_leaves_no_trace<S: ReservationStore>(
+    store: SharedStore<S>,
+) {
+    // SQL says 9 units were sold but ops now claim a total of 5: the repair is refused, and a
+    // store that had lost the SKU must not have grown an empty one from the attempt.
+    let sku = sku("GONE");
+    let sold = SoldUnits {
+        total: 9,
+        by_buyer: vec![(buyer("alice"), 9)],
+    };
+    let err = store
+        .repair_counters(&sku, &stock(5, 10, 10), &sold)
+        .await
+        .unwrap_err();
+    assert_eq!(err, ReservationError::StockBelowCommitted { committed: 9 });
+    assert_eq!(
+        store.snapshot(&sku).await.unwrap_err(),
+        ReservationError::UnknownSku
+    );
+    assert!(!store.skus().await.unwrap().contains(&sku));
+}
