@@ -1,2 +1,13 @@
 //! Redis adapters. Every key of one SKU carries the `{sku}` hash tag so each script touches
 //! one slot and runs unchanged on Redis Cluster.
+//!
+//! [`RedisStore`] is the reservation store: one Lua script per operation (`lua/*.lua`).
+
+mod keys;
+pub mod lock;
+mod reply;
+mod scripts;
+pub mod store;
+pub mod stream;
+
+pub use store::{RedisStore, RedisStoreConfig};

@@ -1,0 +1,117 @@
+//! Names of the Redis keys of the reservation store. Every key of one SKU carries the SKU as
+//! its `{sku}` hash tag, so a script touching them all runs in one slot of Redis Cluster.
+//!
+//! ```text
+//! <prefix>:{<sku>}:stock                 hash: total available held confirming sold limit max state
+//! <prefix>:{<sku>}:hold:<id>             hash: buyer qty state created expires idem
+//! <prefix>:{<sku>}:expiry                zset: id of every held hold, scored by expires_at_ms
+//! <prefix>:{<sku>}:confirming            set: id of every confirming hold
+//! <prefix>:{<sku>}:buyers                hash: buyer -> units held + confirming + confirmed
+//! <prefix>:{<sku>}:idem:<n>:<buyer>:<key> string: id of the hold made under that key
+//! <prefix>:{<sku>}:returned              set: ids whose cancelled units went back to stock
+//! <prefix>:idem:<n>:<buyer>:<key>        string "<sku>|<qty>": what the key is bound to
+//! <prefix>:skus                          set: every SKU with counters
+//! ```
+//!
+//! `<n>` is the byte length of the buyer: a buyer may contain `:`, and the length keeps
+//! `("a:b", "c")` and `("a", "b:c")` apart. The last two keys are the only ones outside a
+//! SKU's slot; no script touches them.
+
+use reservation_core::{BuyerId, IdempotencyKey, ReservationId, Sku};
+
+/// The keys of one SKU, all under its `{sku}` hash tag.
+#[derive(Debug, Clone)]
+pub(crate) struct SkuKeys {
+    pub stock: String,
+    pub expiry: String,
+    pub confirming: String,
+    pub buyers: String,
+    pub returned: String,
+    /// A hold's key is this followed by its id. Scripts that find ids in an index (expiry,
+    /// confirming, idempotency record) name the hold keys from it.
+    pub hold_prefix: String,
+    idem_prefix: String,
+}
+
+impl SkuKeys {
+    pub fn new(prefix: &str, sku: &Sku) -> Self {
+        let base = format!("{prefix}:{{{sku}}}");
+        SkuKeys {
+            stock: format!("{base}:stock"),
+            expiry: format!("{base}:expiry"),
+            confirming: format!("{base}:confirming"),
+            buyers: format!("{base}:buyers"),
+            returned: format!("{base}:returned"),
+            hold_prefix: format!("{base}:hold:"),
+            idem_prefix: format!("{base}:idem:"),
+        }
+    }
+
+    pub fn hold(&self, id: &ReservationId) -> String {
+        format!("{}{}", self.hold_prefix, id)
+    }
+
+    /// The per-SKU idempotency record: the id of the hold made under (buyer, key).
+    pub fn idempotency(&self, buyer: &BuyerId, key: &IdempotencyKey) -> String {
+        format!("{}{}", self.idem_prefix, buyer_and_key(buyer, key))
+    }
+}
+
+/// The cross-slot binding of (buyer, key) to the SKU and quantity of its first request.
+pub(crate) fn binding_key(prefix: &str, buyer: &BuyerId, key: &IdempotencyKey) -> String {
+    format!("{prefix}:idem:{}", buyer_and_key(buyer, key))
+}
+
+/// The set of every SKU with counters.
+pub(crate) fn skus_key(prefix: &str) -> String {
+    format!("{prefix}:skus")
+}
+
+fn buyer_and_key(buyer: &BuyerId, key: &IdempotencyKey) -> String {
+    format!("{}:{}:{}", buyer.as_str().len(), buyer, key.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse<T>(r: Result<T, reservation_core::ReservationError>) -> T {
+        r.unwrap_or_else(|e| panic!("test input is valid: {e}"))
+    }
+
+    #[test]
+    fn every_key_of_a_sku_carries_its_hash_tag() {
+        let sku = parse(Sku::parse("HOT-1"));
+        let keys = SkuKeys::new("sg", &sku);
+        let id = ReservationId::generate(&sku);
+        let buyer = parse(BuyerId::parse("alice"));
+        let key = parse(IdempotencyKey::parse("k1"));
+        for name in [
+            keys.stock.clone(),
+            keys.expiry.clone(),
+            keys.confirming.clone(),
+            keys.buyers.clone(),
+            keys.returned.clone(),
+            keys.hold(&id),
+            keys.idempotency(&buyer, &key),
+        ] {
+            assert!(name.starts_with("sg:{HOT-1}:"), "{name}");
+        }
+    }
+
+    #[test]
+    fn buyer_length_keeps_colons_apart() {
+        let a = binding_key(
+            "sg",
+            &parse(BuyerId::parse("a:b")),
+            &parse(IdempotencyKey::parse("c")),
+        );
+        let b = binding_key(
+            "sg",
+            &parse(BuyerId::parse("a")),
+            &parse(IdempotencyKey::parse("b:c")),
+        );
+        assert_ne!(a, b);
+        assert_eq!(a, "sg:idem:3:a:b:c");
+    }
+}

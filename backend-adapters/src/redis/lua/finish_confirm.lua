@@ -1,0 +1,28 @@
+-- finish_confirm: the settlement committed; confirming -> confirmed, units confirming -> sold.
+-- KEYS[1] stock hash {sku}   KEYS[2] confirming set {sku}   KEYS[3] hold hash {sku}
+-- ARGV[1] reservation id   ARGV[2] retention ms of a final hold
+-- Returns: {"ok", id, buyer, qty, state, created_ms, expires_at_ms} or {error code, detail}
+-- Idempotent on a confirmed hold; any other state is invalid_state.
+
+local h = redis.call('HMGET', KEYS[3], 'buyer', 'qty', 'state', 'created', 'expires', 'idem')
+if not h[1] or redis.call('EXISTS', KEYS[1]) == 0 then
+  return {'not_found', ''}
+end
+local state = h[3]
+if state == 'confirmed' then
+  return {'ok', ARGV[1], h[1], h[2], state, h[4], h[5]}
+end
+if state ~= 'confirming' then
+  return {'invalid_state', state}
+end
+
+local qty = tonumber(h[2])
+redis.call('HINCRBY', KEYS[1], 'confirming', -qty)
+redis.call('HINCRBY', KEYS[1], 'sold', qty)
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[3], 'state', 'confirmed')
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+if h[6] then
+  redis.call('PEXPIRE', h[6], ARGV[2])
+end
+return {'ok', ARGV[1], h[1], h[2], 'confirmed', h[4], h[5]}

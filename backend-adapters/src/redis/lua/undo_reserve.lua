@@ -1,0 +1,35 @@
+-- undo_reserve: erase a hold that reserve made for a request whose idempotency key turned out
+-- to be bound to another SKU or quantity (the binding lives outside the SKU's slot, so the
+-- reserve script could not see it). Leaves the SKU as if the hold had never been made.
+-- KEYS[1] stock hash {sku}   KEYS[2] buyers hash {sku}   KEYS[3] expiry zset {sku}
+-- KEYS[4] idempotency record {sku}   KEYS[5] hold hash {sku}
+-- ARGV[1] reservation id
+-- Returns: {"ok", 1} (erased), {"ok", 0} (no such hold) or {"invalid_state", state}
+-- Nobody was told the id, so the hold can only be held, or expired/released by a sweep or
+-- another undo; a confirming or confirmed one is left alone.
+
+local h = redis.call('HMGET', KEYS[5], 'buyer', 'qty', 'state')
+if not h[1] then
+  return {'ok', 0}
+end
+if h[3] == 'confirming' or h[3] == 'confirmed' then
+  return {'invalid_state', h[3]}
+end
+
+if h[3] == 'held' then
+  local qty = tonumber(h[2])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('HINCRBY', KEYS[1], 'held', -qty)
+  redis.call('HINCRBY', KEYS[1], 'available', qty)
+  local left = tonumber(redis.call('HGET', KEYS[2], h[1]) or '0') - qty
+  if left > 0 then
+    redis.call('HSET', KEYS[2], h[1], left)
+  else
+    redis.call('HDEL', KEYS[2], h[1])
+  end
+end
+if redis.call('GET', KEYS[4]) == ARGV[1] then
+  redis.call('DEL', KEYS[4])
+end
+redis.call('DEL', KEYS[5])
+return {'ok', 1}

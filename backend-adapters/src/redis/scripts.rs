@@ -1,0 +1,93 @@
+//! The Lua scripts of the reservation store, one per operation (`lua/*.lua`, each headed by
+//! its KEYS, ARGV and reply), and how they are sent: `EVALSHA`, and on `NOSCRIPT` (a restarted
+//! or flushed Redis) `SCRIPT LOAD` and one more `EVALSHA`.
+
+use redis::aio::ConnectionManager;
+use redis::{Cmd, RedisResult, Script, ServerErrorKind, Value};
+
+/// Every script of the store, hashed once at start.
+pub(crate) struct Scripts {
+    pub configure_product: Script,
+    pub reserve: Script,
+    pub get_hold: Script,
+    pub release: Script,
+    pub begin_confirm: Script,
+    pub finish_confirm: Script,
+    pub abort_confirm: Script,
+    pub expire_due: Script,
+    pub confirming_holds: Script,
+    pub return_cancelled: Script,
+    pub repair_counters: Script,
+    pub undo_reserve: Script,
+}
+
+impl Scripts {
+    pub fn new() -> Self {
+        Scripts {
+            configure_product: Script::new(include_str!("lua/configure_product.lua")),
+            reserve: Script::new(include_str!("lua/reserve.lua")),
+            get_hold: Script::new(include_str!("lua/get_hold.lua")),
+            release: Script::new(include_str!("lua/release.lua")),
+            begin_confirm: Script::new(include_str!("lua/begin_confirm.lua")),
+            finish_confirm: Script::new(include_str!("lua/finish_confirm.lua")),
+            abort_confirm: Script::new(include_str!("lua/abort_confirm.lua")),
+            expire_due: Script::new(include_str!("lua/expire_due.lua")),
+            confirming_holds: Script::new(include_str!("lua/confirming_holds.lua")),
+            return_cancelled: Script::new(include_str!("lua/return_cancelled.lua")),
+            repair_counters: Script::new(include_str!("lua/repair_counters.lua")),
+            undo_reserve: Script::new(include_str!("lua/undo_reserve.lua")),
+        }
+    }
+
+    pub fn all(&self) -> [&Script; 12] {
+        [
+            &self.configure_product,
+            &self.reserve,
+            &self.get_hold,
+            &self.release,
+            &self.begin_confirm,
+            &self.finish_confirm,
+            &self.abort_confirm,
+            &self.expire_due,
+            &self.confirming_holds,
+            &self.return_cancelled,
+            &self.repair_counters,
+            &self.undo_reserve,
+        ]
+    }
+
+    /// Loads every script into Redis' script cache (`SCRIPT LOAD` is idempotent).
+    pub async fn load_all(&self, conn: &mut ConnectionManager) -> RedisResult<()> {
+        for script in self.all() {
+            script.load_async(conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether Redis has every script cached (`SCRIPT EXISTS`), for readiness checks.
+    pub async fn all_loaded(&self, conn: &mut ConnectionManager) -> RedisResult<bool> {
+        let mut cmd = redis::cmd("SCRIPT");
+        cmd.arg("EXISTS");
+        for script in self.all() {
+            cmd.arg(script.get_hash());
+        }
+        let found: Vec<i64> = cmd.query_async(conn).await?;
+        Ok(found.iter().all(|&f| f == 1))
+    }
+}
+
+/// `EVALSHA <sha> <numkeys> keys... args...`. Built by hand rather than with
+/// `ScriptInvocation` so it can also go into a pipeline (reserve sends it beside a `SET`).
+pub(crate) fn evalsha(script: &Script, keys: &[&str], args: &[&str]) -> Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash())
+        .arg(keys.len())
+        .arg(keys)
+        .arg(args);
+    cmd
+}
+
+/// Whether a reply is Redis saying it does not have the script cached.
+pub(crate) fn is_noscript(value: &Value) -> bool {
+    matches!(value, Value::ServerError(e) if e.kind() == Some(ServerErrorKind::NoScript))
+}

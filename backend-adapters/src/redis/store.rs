@@ -1,0 +1,550 @@
+//! `RedisStore`: the [`ReservationStore`] on Redis, one Lua script per operation so every
+//! operation is one atomic step with Redis `TIME` as the only clock. It has the same semantics
+//! as `reservation_core::InMemoryStore`; the conformance suite and the model test check both.
+//!
+//! All keys of a SKU share its `{sku}` hash tag (the layout is in `keys.rs`), so each script
+//! touches one slot. The one cross-slot rule, that an idempotency key is bound to the SKU and
+//! quantity of its first request, is kept by a `SET NX GET` pipelined with the reserve script.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind, RedisError, RetryMethod, Script, ServerErrorKind, Value};
+use reservation_core::{
+    AbortTo, BuyerId, Hold, ProductStock, Qty, Reservation, ReservationError, ReservationId,
+    ReservationStore, ReserveRequest, Sku, SoldUnits, StockSnapshot, StoreResult,
+};
+
+use super::keys::{SkuKeys, binding_key, skus_key};
+use super::reply;
+use super::scripts::{Scripts, evalsha, is_noscript};
+
+/// Longest lifetime given to any hold or record (100 years): keeps `now + ttl` and `PX`
+/// arguments far inside Redis' 64-bit millisecond range, however large a caller's TTL.
+const MAX_LIFETIME_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// How the store names its keys and how long it waits.
+#[derive(Debug, Clone)]
+pub struct RedisStoreConfig {
+    /// Start of every key name; lets several stores (or test runs) share one Redis.
+    /// Must not contain `{`, `}` (they would move the hash tag) or whitespace.
+    pub prefix: String,
+    /// How long a final hold (confirmed, released, expired) and its idempotency record are
+    /// kept for replays before Redis drops them.
+    pub retention: Duration,
+    /// Longest wait for any one reply, so no request hangs on a dead Redis.
+    pub response_timeout: Duration,
+    /// Longest wait for a (re)connect.
+    pub connect_timeout: Duration,
+}
+
+impl Default for RedisStoreConfig {
+    fn default() -> Self {
+        RedisStoreConfig {
+            prefix: "stockgate".to_owned(),
+            retention: Duration::from_secs(24 * 3600),
+            response_timeout: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl RedisStoreConfig {
+    pub fn validate(&self) -> StoreResult<()> {
+        let invalid = |field, reason: &str| ReservationError::InvalidInput {
+            field,
+            reason: reason.to_owned(),
+        };
+        if self.prefix.is_empty()
+            || self
+                .prefix
+                .chars()
+                .any(|c| c == '{' || c == '}' || c.is_whitespace() || c.is_control())
+        {
+            return Err(invalid(
+                "prefix",
+                "must be non-empty, without braces or whitespace",
+            ));
+        }
+        if self.retention.is_zero() {
+            return Err(invalid("retention", "must be positive"));
+        }
+        if self.response_timeout.is_zero() {
+            return Err(invalid("response_timeout", "must be positive"));
+        }
+        Ok(())
+    }
+}
+
+/// The reservation store on Redis. Cheap to clone; clones share one multiplexed connection
+/// (a `ConnectionManager`, which reconnects by itself), cloned per call and never locked.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    scripts: Arc<Scripts>,
+    prefix: Arc<str>,
+    retention_ms: u64,
+}
+
+/// A Redis failure as the domain sees it: connection trouble and timeouts may be retried.
+fn backend_error(err: RedisError) -> ReservationError {
+    let retryable = !matches!(err.retry_method(), RetryMethod::NoRetry);
+    ReservationError::backend(retryable, err.to_string())
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl RedisStore {
+    /// Connects to `url` (e.g. `redis://127.0.0.1:6379`) and loads every script.
+    pub async fn connect(url: &str, config: RedisStoreConfig) -> StoreResult<Self> {
+        config.validate()?;
+        let client = redis::Client::open(url).map_err(backend_error)?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(config.response_timeout))
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(200));
+        let conn = ConnectionManager::new_with_config(client, manager_config)
+            .await
+            .map_err(backend_error)?;
+        let store = RedisStore {
+            conn,
+            scripts: Arc::new(Scripts::new()),
+            prefix: config.prefix.into(),
+            retention_ms: millis(config.retention).min(MAX_LIFETIME_MS),
+        };
+        store.load_scripts().await?;
+        Ok(store)
+    }
+
+    /// The key prefix this store writes under.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Loads every script into Redis (at start; again after a Redis restart if you like —
+    /// calls also reload a missing script on their own).
+    pub async fn load_scripts(&self) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        self.scripts
+            .load_all(&mut conn)
+            .await
+            .map_err(backend_error)
+    }
+
+    /// Readiness: Redis answers and has every script cached.
+    pub async fn scripts_loaded(&self) -> StoreResult<bool> {
+        let mut conn = self.conn.clone();
+        self.scripts
+            .all_loaded(&mut conn)
+            .await
+            .map_err(backend_error)
+    }
+
+    /// The SHA1 of the reserve script (for `redis-benchmark EVALSHA` comparisons).
+    pub fn reserve_script_sha(&self) -> &str {
+        self.scripts.reserve.get_hash()
+    }
+
+    fn keys(&self, sku: &Sku) -> SkuKeys {
+        SkuKeys::new(&self.prefix, sku)
+    }
+
+    /// Runs one script and splits its reply; on `NOSCRIPT` loads it and runs it once more.
+    async fn run(&self, script: &Script, keys: &[&str], args: &[&str]) -> StoreResult<Vec<String>> {
+        let cmd = evalsha(script, keys, args);
+        let mut conn = self.conn.clone();
+        let value = match cmd.query_async::<Value>(&mut conn).await {
+            Ok(value) => value,
+            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                script.load_async(&mut conn).await.map_err(backend_error)?;
+                cmd.query_async(&mut conn).await.map_err(backend_error)?
+            }
+            Err(err) => return Err(backend_error(err)),
+        };
+        reply::fields(value)
+    }
+
+    async fn run_hold(&self, script: &Script, keys: &[&str], args: &[&str]) -> StoreResult<Hold> {
+        reply::hold(&self.run(script, keys, args).await?)
+    }
+
+    /// Adds a SKU to the global set (outside the SKU's slot, so not in its script).
+    async fn remember_sku(&self, sku: &Sku) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("SADD")
+            .arg(skus_key(&self.prefix))
+            .arg(sku.as_str())
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(backend_error)
+    }
+
+    /// The reserve script in one round trip with the cross-slot binding of its idempotency
+    /// key: `SET <binding> "<sku>|<qty>" NX GET PX ..` then `EVALSHA reserve`. Returns the
+    /// binding found before (None: this request made it) and the script's answer.
+    async fn reserve_round_trip(
+        &self,
+        request: &ReserveRequest,
+        binding: &str,
+        keys: &[&str],
+        args: &[&str],
+        record_ms: u64,
+    ) -> StoreResult<(Option<String>, StoreResult<Reservation>)> {
+        let script = &self.scripts.reserve;
+        let mut pipe = redis::pipe();
+        // Each reply is looked at on its own: a NOSCRIPT must not hide the SET's answer.
+        pipe.ignore_errors();
+        pipe.cmd("SET")
+            .arg(binding_key(
+                &self.prefix,
+                &request.buyer,
+                &request.idempotency_key,
+            ))
+            .arg(binding)
+            .arg("NX")
+            .arg("GET")
+            .arg("PX")
+            .arg(record_ms);
+        pipe.add_command(evalsha(script, keys, args));
+        let mut conn = self.conn.clone();
+        let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(backend_error)?;
+        let [bound, answer] = <[Value; 2]>::try_from(replies).map_err(|_| {
+            ReservationError::backend(false, "reserve pipeline: expected 2 replies")
+        })?;
+        let answer = if is_noscript(&answer) {
+            // Redis lost its script cache (restart, SCRIPT FLUSH). The SET above already ran and
+            // its answer is kept; only the script is loaded and sent again.
+            self.run(script, keys, args).await
+        } else if let Value::ServerError(err) = answer {
+            Err(backend_error(err.into()))
+        } else {
+            reply::fields(answer)
+        }
+        .and_then(|f| reservation(&f));
+        let earlier = match bound {
+            Value::Nil => Ok(None),
+            Value::ServerError(err) => Err(backend_error(err.into())),
+            other => redis::from_redis_value::<String>(other)
+                .map(Some)
+                .map_err(|e| ReservationError::backend(false, format!("idempotency binding: {e}"))),
+        };
+        match earlier {
+            Ok(earlier) => Ok((earlier, answer)),
+            Err(err) => {
+                // The binding could not be checked (e.g. its key has the wrong type): refuse,
+                // and take back any hold the script made for this request.
+                if let Ok(made) = &answer
+                    && !made.replayed
+                {
+                    self.undo_reserve(&made.hold, keys).await;
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+/// A reserve reply's fields: replayed flag, then the hold.
+fn reservation(f: &[String]) -> StoreResult<Reservation> {
+    let (replayed, hold) = f.split_first().ok_or_else(|| {
+        ReservationError::backend(false, "malformed script reply: empty reservation")
+    })?;
+    Ok(Reservation {
+        hold: reply::hold(hold)?,
+        replayed: replayed == "1",
+    })
+}
+
+#[async_trait]
+impl ReservationStore for RedisStore {
+    async fn configure_product(
+        &self,
+        sku: &Sku,
+        stock: &ProductStock,
+    ) -> StoreResult<StockSnapshot> {
+        stock.validate()?;
+        let k = self.keys(sku);
+        let (total, limit, max) = (
+            stock.total_stock.to_string(),
+            stock.per_buyer_limit.to_string(),
+            stock.max_per_order.to_string(),
+        );
+        let f = self
+            .run(
+                &self.scripts.configure_product,
+                &[&k.stock],
+                &[&total, &limit, &max, stock.sale_state.as_str()],
+            )
+            .await?;
+        let snapshot = reply::snapshot(sku, &f)?;
+        self.remember_sku(sku).await?;
+        Ok(snapshot)
+    }
+
+    async fn reserve(&self, request: &ReserveRequest) -> StoreResult<Reservation> {
+        let k = self.keys(&request.sku);
+        let id = ReservationId::generate(&request.sku);
+        let hold_key = k.hold(&id);
+        let idem_key = k.idempotency(&request.buyer, &request.idempotency_key);
+        let ttl_ms = request.hold_ttl_ms.min(MAX_LIFETIME_MS);
+        // The idempotency records outlive the hold by the retention, counted from the latest
+        // moment the hold can still be held; a final hold renews them for one more retention.
+        let record_ms = (ttl_ms + self.retention_ms).max(1);
+        let (ttl, record, qty) = (
+            ttl_ms.to_string(),
+            record_ms.to_string(),
+            request.qty.get().to_string(),
+        );
+        let binding = format!("{}|{}", request.sku, request.qty.get());
+        let keys = [k.stock.as_str(), &k.buyers, &k.expiry, &idem_key, &hold_key];
+        let args = [
+            id.as_str(),
+            request.buyer.as_str(),
+            &qty,
+            &ttl,
+            &k.hold_prefix,
+            &record,
+        ];
+        let (earlier, answer) = self
+            .reserve_round_trip(request, &binding, &keys, &args, record_ms)
+            .await?;
+
+        match (&answer, earlier) {
+            // An unknown SKU is refused before the key is bound (as in the model): undo the
+            // binding this request just made.
+            (Err(ReservationError::UnknownSku), None) => {
+                self.unbind(request).await;
+                answer
+            }
+            (Err(ReservationError::UnknownSku), Some(_)) => answer,
+            (_, Some(earlier)) if earlier != binding => {
+                // The key belongs to another SKU or quantity. If the script (which cannot see
+                // the binding, it lives in another slot) took units for this request, give
+                // them back at once. Only a misusing client gets here.
+                if let Ok(made) = &answer
+                    && !made.replayed
+                {
+                    self.undo_reserve(&made.hold, &keys).await;
+                }
+                Err(ReservationError::IdempotencyMismatch)
+            }
+            _ => answer,
+        }
+    }
+
+    async fn get_hold(&self, id: &ReservationId) -> StoreResult<Hold> {
+        let k = self.keys(&id.sku());
+        self.run_hold(&self.scripts.get_hold, &[&k.hold(id)], &[id.as_str()])
+            .await
+    }
+
+    async fn release(&self, id: &ReservationId, buyer: &BuyerId) -> StoreResult<Hold> {
+        let k = self.keys(&id.sku());
+        let retention = self.retention_ms.to_string();
+        self.run_hold(
+            &self.scripts.release,
+            &[&k.stock, &k.buyers, &k.expiry, &k.hold(id)],
+            &[id.as_str(), buyer.as_str(), &retention],
+        )
+        .await
+    }
+
+    async fn begin_confirm(&self, id: &ReservationId, buyer: &BuyerId) -> StoreResult<Hold> {
+        let k = self.keys(&id.sku());
+        let retention = self.retention_ms.to_string();
+        self.run_hold(
+            &self.scripts.begin_confirm,
+            &[&k.stock, &k.buyers, &k.expiry, &k.confirming, &k.hold(id)],
+            &[id.as_str(), buyer.as_str(), &retention],
+        )
+        .await
+    }
+
+    async fn finish_confirm(&self, id: &ReservationId) -> StoreResult<Hold> {
+        let k = self.keys(&id.sku());
+        let retention = self.retention_ms.to_string();
+        self.run_hold(
+            &self.scripts.finish_confirm,
+            &[&k.stock, &k.confirming, &k.hold(id)],
+            &[id.as_str(), &retention],
+        )
+        .await
+    }
+
+    async fn abort_confirm(&self, id: &ReservationId, to: AbortTo) -> StoreResult<Hold> {
+        let k = self.keys(&id.sku());
+        let retention = self.retention_ms.to_string();
+        let to = match to {
+            AbortTo::Held => "held",
+            AbortTo::Released => "released",
+        };
+        self.run_hold(
+            &self.scripts.abort_confirm,
+            &[&k.stock, &k.buyers, &k.expiry, &k.confirming, &k.hold(id)],
+            &[id.as_str(), to, &retention],
+        )
+        .await
+    }
+
+    async fn expire_due(&self, sku: &Sku, batch: usize) -> StoreResult<Vec<Hold>> {
+        let k = self.keys(sku);
+        if batch == 0 {
+            // ZRANGEBYSCORE .. LIMIT 0 0 would be empty anyway, but the SKU must still exist.
+            self.snapshot(sku).await?;
+            return Ok(Vec::new());
+        }
+        let (batch, retention) = (batch.to_string(), self.retention_ms.to_string());
+        let f = self
+            .run(
+                &self.scripts.expire_due,
+                &[&k.stock, &k.buyers, &k.expiry],
+                &[&batch, &k.hold_prefix, &retention],
+            )
+            .await?;
+        reply::holds(&f)
+    }
+
+    async fn confirming_holds(&self, sku: &Sku) -> StoreResult<Vec<Hold>> {
+        let k = self.keys(sku);
+        let f = self
+            .run(
+                &self.scripts.confirming_holds,
+                &[&k.stock, &k.confirming],
+                &[&k.hold_prefix],
+            )
+            .await?;
+        let mut holds = reply::holds(&f)?;
+        // A set has no order; callers get a stable one.
+        holds.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(holds)
+    }
+
+    async fn return_cancelled(
+        &self,
+        id: &ReservationId,
+        buyer: &BuyerId,
+        qty: Qty,
+    ) -> StoreResult<bool> {
+        let k = self.keys(&id.sku());
+        let units = qty.get().to_string();
+        let f = self
+            .run(
+                &self.scripts.return_cancelled,
+                &[&k.stock, &k.buyers, &k.returned],
+                &[id.as_str(), buyer.as_str(), &units],
+            )
+            .await?;
+        Ok(f.first().map(String::as_str) == Some("1"))
+    }
+
+    async fn repair_counters(
+        &self,
+        sku: &Sku,
+        stock: &ProductStock,
+        sold: &SoldUnits,
+    ) -> StoreResult<StockSnapshot> {
+        stock.validate()?;
+        let k = self.keys(sku);
+        let mut args = vec![
+            stock.total_stock.to_string(),
+            stock.per_buyer_limit.to_string(),
+            stock.max_per_order.to_string(),
+            stock.sale_state.as_str().to_owned(),
+            sold.total.to_string(),
+            k.hold_prefix.clone(),
+        ];
+        for (buyer, units) in &sold.by_buyer {
+            args.push(buyer.as_str().to_owned());
+            args.push(units.to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let f = self
+            .run(
+                &self.scripts.repair_counters,
+                &[&k.stock, &k.buyers, &k.expiry, &k.confirming],
+                &args,
+            )
+            .await?;
+        let snapshot = reply::snapshot(sku, &f)?;
+        self.remember_sku(sku).await?;
+        Ok(snapshot)
+    }
+
+    async fn snapshot(&self, sku: &Sku) -> StoreResult<StockSnapshot> {
+        // One HMGET is atomic on its own: no script needed to read the counters.
+        let k = self.keys(sku);
+        let mut conn = self.conn.clone();
+        let values: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(&k.stock)
+            .arg(&[
+                "total",
+                "available",
+                "held",
+                "confirming",
+                "sold",
+                "limit",
+                "max",
+                "state",
+            ])
+            .query_async(&mut conn)
+            .await
+            .map_err(backend_error)?;
+        let Some(values) = values.into_iter().collect::<Option<Vec<String>>>() else {
+            return Err(ReservationError::UnknownSku);
+        };
+        reply::snapshot(sku, &values)
+    }
+
+    async fn skus(&self) -> StoreResult<Vec<Sku>> {
+        let mut conn = self.conn.clone();
+        let names: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(skus_key(&self.prefix))
+            .query_async(&mut conn)
+            .await
+            .map_err(backend_error)?;
+        let mut skus = names
+            .iter()
+            .map(|name| {
+                Sku::parse(name).map_err(|_| {
+                    ReservationError::backend(false, format!("bad sku in set: {name}"))
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        skus.sort();
+        Ok(skus)
+    }
+}
+
+impl RedisStore {
+    /// Drops the binding a reserve of an unknown SKU just made. Best effort: if it fails, the
+    /// key stays bound to that SKU until the binding's lifetime ends.
+    async fn unbind(&self, request: &ReserveRequest) {
+        let mut conn = self.conn.clone();
+        let key = binding_key(&self.prefix, &request.buyer, &request.idempotency_key);
+        if let Err(err) = redis::cmd("DEL")
+            .arg(&key)
+            .query_async::<()>(&mut conn)
+            .await
+        {
+            tracing::warn!(error = %err, key, "could not drop the binding of an unknown sku");
+        }
+    }
+
+    /// Erases a hold made for a request whose idempotency key was bound elsewhere, with its
+    /// per-SKU idempotency record, so a later request under the key sees no trace of it.
+    /// `keys` are the reserve's KEYS. Best effort: if it fails, the hold returns to stock when
+    /// it expires.
+    async fn undo_reserve(&self, hold: &Hold, keys: &[&str]) {
+        let undone = self
+            .run(&self.scripts.undo_reserve, keys, &[hold.id.as_str()])
+            .await;
+        if let Err(err) = undone {
+            tracing::warn!(error = %err, reservation_id = %hold.id, "could not undo a hold made under a mismatched idempotency key");
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The events stream: the outbox relay appends to it, readers consume it with consumer groups.
+//!
+//! Each entry's stream id is `<outbox id>-0`. Redis refuses an XADD whose id is not above the
+//! stream's last generated id, so a relay that crashed after XADD but before marking the row
+//! published republishes nothing twice: [`StreamPublisher::publish`] skips ids at or below the
+//! last generated one. Readers get every event once per group (XREADGROUP), acknowledge after
+//! handling (XACK), and take over the entries of dead consumers (XAUTOCLAIM); a reader that
+//! crashes after handling but before XACK sees the entry again, so handlers dedupe on `event_id`.
+
+use std::future::Future;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::streams::{
+    StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamInfoStreamReply, StreamMaxlen,
+    StreamReadOptions, StreamReadReply,
+};
+use redis::{AsyncCommands, RedisError};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StreamError {
+    #[error("redis error: {0}")]
+    Redis(#[from] RedisError),
+    #[error("malformed stream entry {0}")]
+    Malformed(String),
+}
+
+/// One event as it travels through the stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamEvent {
+    /// The stream entry id (`<event_id>-0`), what XACK takes.
+    pub entry_id: String,
+    /// The outbox id: stable across republishing, what consumers dedupe on.
+    pub event_id: i64,
+    pub topic: String,
+    /// JSON text.
+    pub payload: String,
+}
+
+impl StreamEvent {
+    fn from_entry(entry: &StreamId) -> Result<Self, StreamError> {
+        let bad = || StreamError::Malformed(entry.id.clone());
+        Ok(StreamEvent {
+            entry_id: entry.id.clone(),
+            event_id: entry.get::<i64>("id").ok_or_else(bad)?,
+            topic: entry.get::<String>("topic").ok_or_else(bad)?,
+            payload: entry.get::<String>("payload").ok_or_else(bad)?,
+        })
+    }
+}
+
+/// The stream's last generated id's first part (0 for a stream that does not exist).
+async fn last_event_id(conn: &mut ConnectionManager, stream: &str) -> Result<i64, StreamError> {
+    let exists: bool = conn.exists(stream).await?;
+    if !exists {
+        return Ok(0);
+    }
+    let info: StreamInfoStreamReply = conn.xinfo_stream(stream).await?;
+    let ms = info.last_generated_id.split('-').next().unwrap_or("0");
+    ms.parse()
+        .map_err(|_| StreamError::Malformed(info.last_generated_id.clone()))
+}
+
+/// Appends outbox events to the stream, capped at about `maxlen` entries.
+#[derive(Clone)]
+pub struct StreamPublisher {
+    conn: ConnectionManager,
+    stream: String,
+    maxlen: usize,
+}
+
+impl StreamPublisher {
+    pub fn new(conn: ConnectionManager, stream: &str, maxlen: usize) -> Self {
+        StreamPublisher {
+            conn,
+            stream: stream.to_owned(),
+            maxlen,
+        }
+    }
+
+    pub async fn connect(url: &str, stream: &str, maxlen: usize) -> Result<Self, StreamError> {
+        let client = redis::Client::open(url)?;
+        Ok(Self::new(
+            ConnectionManager::new(client).await?,
+            stream,
+            maxlen,
+        ))
+    }
+
+    /// Publishes `(event_id, topic, payload)` in ascending id order, skipping ids the stream
+    /// already has; returns how many were appended. Only one relay may publish at a time
+    /// (it runs under a leader lease).
+    pub async fn publish(&self, events: &[(i64, &str, &str)]) -> Result<usize, StreamError> {
+        let mut conn = self.conn.clone();
+        let last = last_event_id(&mut conn, &self.stream).await?;
+        let mut pipe = redis::pipe();
+        let mut appended = 0;
+        for (id, topic, payload) in events.iter().filter(|(id, _, _)| *id > last) {
+            let fields = [
+                ("id", id.to_string()),
+                ("topic", (*topic).to_owned()),
+                ("payload", (*payload).to_owned()),
+            ];
+            pipe.xadd_maxlen(
+                &self.stream,
+                StreamMaxlen::Approx(self.maxlen),
+                format!("{id}-0"),
+                &fields,
+            )
+            .ignore();
+            appended += 1;
+        }
+        if appended > 0 {
+            pipe.query_async::<()>(&mut conn).await?;
+        }
+        Ok(appended)
+    }
+}
+
+/// One consumer of one consumer group.
+#[derive(Clone)]
+pub struct ConsumerGroup {
+    conn: ConnectionManager,
+    stream: String,
+    group: String,
+    consumer: String,
+}
+
+impl ConsumerGroup {
+    pub fn new(conn: ConnectionManager, stream: &str, group: &str, consumer: &str) -> Self {
+        ConsumerGroup {
+            conn,
+            stream: stream.to_owned(),
+            group: group.to_owned(),
+            consumer: consumer.to_owned(),
+        }
+    }
+
+    pub async fn connect(
+        url: &str,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+    ) -> Result<Self, StreamError> {
+        let client = redis::Client::open(url)?;
+        let conn = ConnectionManager::new(client).await?;
+        Ok(Self::new(conn, stream, group, consumer))
+    }
+
+    /// Creates the group (reading from the stream's start) unless it exists.
+    pub async fn ensure(&self) -> Result<(), StreamError> {
+        let mut conn = self.conn.clone();
+        let created: Result<(), RedisError> = conn
+            .xgroup_create_mkstream(&self.stream, &self.group, "0")
+            .await;
+        match created {
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            other => Ok(other?),
+        }
+    }
+
+    /// Entries never delivered to this group, waiting up to `block` for the first.
+    pub async fn read_new(
+        &self,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<StreamEvent>, StreamError> {
+        let mut conn = self.conn.clone();
+        let options = StreamReadOptions::default()
+            .group(&self.group, &self.consumer)
+            .count(count)
+            .block(block.as_millis() as usize);
+        let reply: Option<StreamReadReply> = conn
+            .xread_options(&[&self.stream], &[">"], &options)
+            .await?;
+        reply
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|k| k.ids)
+            .map(|entry| StreamEvent::from_entry(&entry))
+            .collect()
+    }
+
+    /// Takes over entries another consumer of the group read but did not acknowledge for
+    /// `min_idle` (it died), up to `count`.
+    pub async fn claim_stale(
+        &self,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<StreamEvent>, StreamError> {
+        let mut conn = self.conn.clone();
+        let reply: StreamAutoClaimReply = conn
+            .xautoclaim_options(
+                &self.stream,
+                &self.group,
+                &self.consumer,
+                min_idle.as_millis() as u64,
+                "0-0",
+                StreamAutoClaimOptions::default().count(count),
+            )
+            .await?;
+        reply.claimed.iter().map(StreamEvent::from_entry).collect()
+    }
+
+    pub async fn ack(&self, entry_ids: &[String]) -> Result<(), StreamError> {
+        if entry_ids.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let _: i64 = conn.xack(&self.stream, &self.group, entry_ids).await?;
+        Ok(())
+    }
+
+    /// One round: claim stale entries of dead consumers, else read new ones; run `handle` on
+    /// each in order and XACK those it handled. An entry whose handler fails stays pending and
+    /// comes back through [`claim_stale`](Self::claim_stale). Returns how many were acked.
+    pub async fn process<F, Fut, E>(
+        &self,
+        count: usize,
+        block: Duration,
+        min_idle: Duration,
+        mut handle: F,
+    ) -> Result<usize, StreamError>
+    where
+        F: FnMut(StreamEvent) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let mut events = self.claim_stale(min_idle, count).await?;
+        if events.is_empty() {
+            events = self.read_new(count, block).await?;
+        }
+        let mut handled = Vec::new();
+        for event in events {
+            let entry_id = event.entry_id.clone();
+            match handle(event).await {
+                Ok(()) => handled.push(entry_id),
+                Err(e) => tracing::warn!(entry_id, error = %e, "stream event handler failed"),
+            }
+        }
+        self.ack(&handled).await?;
+        Ok(handled.len())
+    }
+}

@@ -1,0 +1,370 @@
+//! Redis-specific behaviour of `RedisStore` that the shared conformance suite cannot see:
+//! script reloading, hash slots, key lifetimes, the cross-slot idempotency binding, and
+//! failing fast when Redis is gone. Runs against the Redis at `REDIS_URL`.
+
+mod redis_support;
+
+use std::time::{Duration, Instant};
+
+use backend_adapters::redis::{RedisStore, RedisStoreConfig};
+use redis::AsyncCommands;
+use redis_support::{clean_up, fresh_prefix, keys_under, raw_connection, store_on};
+use reservation_core::testsuite::{buyer, product, request};
+use reservation_core::{ReservationError, ReservationStore};
+
+/// CRC16/XMODEM, the checksum Redis Cluster maps keys to slots with (spec: `CLUSTER KEYSLOT`
+/// is not available on this non-cluster server, so the slot is computed here).
+fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in bytes {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// The cluster slot of a key, honouring the first non-empty `{...}` hash tag.
+fn key_slot(key: &str) -> u16 {
+    let hashed = match key.find('{') {
+        Some(open) => match key[open + 1..].find('}') {
+            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
+            _ => key,
+        },
+        None => key,
+    };
+    crc16(hashed.as_bytes()) % 16384
+}
+
+#[test]
+fn key_slot_matches_the_cluster_spec() {
+    // Test vectors from the Redis Cluster specification.
+    assert_eq!(crc16(b"123456789"), 0x31C3);
+    assert_eq!(
+        key_slot("{user1000}.following"),
+        key_slot("{user1000}.followers")
+    );
+    assert_eq!(key_slot("foo{}{bar}"), crc16(b"foo{}{bar}") % 16384);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_keys_of_a_sku_share_one_hash_slot() {
+    let prefix = fresh_prefix();
+    let store = store_on(&prefix).await;
+    let sku = product(&store, "SLOT-1", 10).await;
+    let a = store
+        .reserve(&request("SLOT-1", "alice", 1, "k1"))
+        .await
+        .unwrap_or_else(|e| panic!("reserve: {e}"));
+    let b = store
+        .reserve(&request("SLOT-1", "bob", 2, "k1"))
+        .await
+        .unwrap_or_else(|e| panic!("reserve: {e}"));
+    store.begin_confirm(&a.hold.id, &a.hold.buyer).await.ok();
+    store.finish_confirm(&a.hold.id).await.ok();
+    store
+        .return_cancelled(&a.hold.id, &a.hold.buyer, a.hold.qty)
+        .await
+        .unwrap_or_else(|e| panic!("return_cancelled: {e}"));
+    store.release(&b.hold.id, &b.hold.buyer).await.ok();
+
+    let keys = keys_under(&prefix).await;
+    let tag = format!("{{{sku}}}");
+    let (in_sku, global): (Vec<&String>, Vec<&String>) =
+        keys.iter().partition(|k| k.contains(&tag));
+    // What is left: stock, returned, two final holds and their idempotency records (the
+    // buyers hash and the expiry index went away when they emptied).
+    for part in [":stock", ":returned", ":hold:", ":idem:"] {
+        assert!(
+            in_sku.iter().any(|k| k.contains(part)),
+            "no {part} key in {keys:?}"
+        );
+    }
+    let slot = key_slot(in_sku[0]);
+    for key in &in_sku {
+        assert_eq!(key_slot(key), slot, "{key} is outside the SKU's slot");
+    }
+    // Only the SKU list and the cross-slot idempotency bindings live elsewhere.
+    for key in &global {
+        assert!(
+            **key == format!("{prefix}:skus") || key.starts_with(&format!("{prefix}:idem:")),
+            "unexpected key outside the SKU's slot: {key}"
+        );
+    }
+    clean_up(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_flush_between_calls_reloads_the_scripts() {
+    let prefix = fresh_prefix();
+    let store = store_on(&prefix).await;
+    let sku = product(&store, "FLUSH", 10).await;
+    let mut conn = raw_connection().await;
+    let flush = || redis::cmd("SCRIPT").arg("FLUSH").to_owned();
+
+    flush()
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("SCRIPT FLUSH: {e}"));
+    // reserve sends its script in a pipeline beside the idempotency SET.
+    let first = store
+        .reserve(&request("FLUSH", "alice", 2, "k1"))
+        .await
+        .unwrap_or_else(|e| panic!("reserve after SCRIPT FLUSH: {e}"));
+    assert!(!first.replayed);
+
+    flush()
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("SCRIPT FLUSH: {e}"));
+    // The binding made before the flush is still there: the same request replays.
+    let again = store
+        .reserve(&request("FLUSH", "alice", 2, "k1"))
+        .await
+        .unwrap_or_else(|e| panic!("replay after SCRIPT FLUSH: {e}"));
+    assert!(again.replayed);
+    assert_eq!(again.hold.id, first.hold.id);
+
+    flush()
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("SCRIPT FLUSH: {e}"));
+    // The other operations send their script on its own.
+    let released = store
+        .release(&first.hold.id, &buyer("alice"))
+        .await
+        .unwrap_or_else(|e| panic!("release after SCRIPT FLUSH: {e}"));
+    assert_eq!(released.state, reservation_core::HoldState::Released);
+    let s = store.snapshot(&sku).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((s.available, s.held), (10, 0));
+
+    flush()
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("SCRIPT FLUSH: {e}"));
+    assert_eq!(store.scripts_loaded().await, Ok(false));
+    store
+        .load_scripts()
+        .await
+        .unwrap_or_else(|e| panic!("load: {e}"));
+    assert_eq!(store.scripts_loaded().await, Ok(true));
+    clean_up(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_holds_and_idempotency_records_expire_after_the_retention() {
+    let prefix = fresh_prefix();
+    let retention = Duration::from_secs(600);
+    let config = RedisStoreConfig {
+        prefix: prefix.clone(),
+        retention,
+        ..RedisStoreConfig::default()
+    };
+    let store = RedisStore::connect(&redis_support::redis_url(), config)
+        .await
+        .unwrap_or_else(|e| panic!("Redis unreachable: {e}"));
+    product(&store, "RET", 10).await;
+    let r = store
+        .reserve(&request("RET", "alice", 1, "k1"))
+        .await
+        .unwrap_or_else(|e| panic!("reserve: {e}"));
+    let hold_key = format!("{prefix}:{{RET}}:hold:{}", r.hold.id);
+    let record_key = format!("{prefix}:{{RET}}:idem:5:alice:k1");
+    let binding_key = format!("{prefix}:idem:5:alice:k1");
+    let mut conn = raw_connection().await;
+
+    // While held: the hold has no TTL; its records last the hold's TTL plus the retention.
+    let pttl: i64 = conn.pttl(&hold_key).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pttl, -1, "a live hold must not expire on its own");
+    let binding: String = conn
+        .get(&binding_key)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(binding, "RET|1");
+    let max = (retention.as_millis() as i64) + 60_000;
+    for key in [&record_key, &binding_key] {
+        let pttl: i64 = conn.pttl(key).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(pttl > max - 5_000 && pttl <= max, "{key}: pttl {pttl}");
+    }
+
+    store
+        .release(&r.hold.id, &buyer("alice"))
+        .await
+        .unwrap_or_else(|e| panic!("release: {e}"));
+    let retention_ms = retention.as_millis() as i64;
+    for key in [&hold_key, &record_key] {
+        let pttl: i64 = conn.pttl(key).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            pttl > retention_ms - 5_000 && pttl <= retention_ms,
+            "{key}: pttl {pttl}"
+        );
+    }
+    clean_up(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_bound_to_another_sku_leaves_no_trace_in_the_second_sku() {
+    let prefix = fresh_prefix();
+    let store = store_on(&prefix).await;
+    product(&store, "ONE", 10).await;
+    let two = product(&store, "TWO", 10).await;
+    let first = store
+        .reserve(&request("ONE", "alice", 2, "k1"))
+        .await
+        .unwrap_or_else(|e| panic!("reserve: {e}"));
+
+    // The reserve script of TWO cannot see the binding (another slot) and takes units; the
+    // store must give them back and erase the hold and its record.
+    let err = store.reserve(&request("TWO", "alice", 2, "k1")).await;
+    assert_eq!(err.unwrap_err(), ReservationError::IdempotencyMismatch);
+    let s = store.snapshot(&two).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((s.available, s.held), (10, 0));
+    let leftovers: Vec<String> = keys_under(&prefix)
+        .await
+        .into_iter()
+        .filter(|k| k.contains("{TWO}") && !k.ends_with(":stock"))
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+
+    // The key still replays its first request.
+    let again = store
+        .reserve(&request("ONE", "alice", 2, "k1"))
+        .await
+        .unwrap_or_else(|e| panic!("replay: {e}"));
+    assert!(again.replayed);
+    assert_eq!(again.hold.id, first.hold.id);
+    clean_up(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_an_unknown_sku_does_not_bind_its_key() {
+    let prefix = fresh_prefix();
+    let store = store_on(&prefix).await;
+    let err = store.reserve(&request("LATER", "alice", 1, "k1")).await;
+    assert_eq!(err.unwrap_err(), ReservationError::UnknownSku);
+    product(&store, "NOW", 5).await;
+    let made = store
+        .reserve(&request("NOW", "alice", 3, "k1"))
+        .await
+        .unwrap_or_else(|e| panic!("the key must still be free: {e}"));
+    assert!(!made.replayed);
+    let mut conn = raw_connection().await;
+    let binding: String = conn
+        .get(format!("{prefix}:idem:5:alice:k1"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(binding, "NOW|3");
+    clean_up(&prefix).await;
+}
+
+#[tokio::test]
+async fn unreachable_redis_is_a_retryable_backend_error() {
+    let started = Instant::now();
+    // Port 1 on loopback: nothing listens there.
+    let result = RedisStore::connect("redis://127.0.0.1:1", RedisStoreConfig::default()).await;
+    match result {
+        Err(ReservationError::Backend { retryable, message }) => {
+            assert!(retryable, "connection refused must be retryable: {message}");
+        }
+        Err(other) => panic!("expected a backend error, got {other:?}"),
+        Ok(_) => panic!("connected to a closed port"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_redis_that_never_answers_times_out_quickly() {
+    // A server that accepts connections and never replies: a hung Redis.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("local_addr: {e}"));
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket); // keep it open, never answer
+        }
+    });
+    let config = RedisStoreConfig {
+        response_timeout: Duration::from_millis(200),
+        connect_timeout: Duration::from_millis(200),
+        ..RedisStoreConfig::default()
+    };
+    let started = Instant::now();
+    let result = RedisStore::connect(&format!("redis://{addr}"), config).await;
+    let elapsed = started.elapsed();
+    silent.abort();
+    match result {
+        Err(ReservationError::Backend { retryable, message }) => {
+            assert!(retryable, "a timeout must be retryable: {message}");
+        }
+        Err(other) => panic!("expected a backend error, got {other:?}"),
+        Ok(_) => panic!("a silent server cannot load scripts"),
+    }
+    assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
+}
+
+#[test]
+fn prefix_must_not_move_the_hash_tag() {
+    for bad in ["", "a{b", "a}b", "a b"] {
+        let config = RedisStoreConfig {
+            prefix: bad.to_owned(),
+            ..RedisStoreConfig::default()
+        };
+        assert!(
+            matches!(
+                config.validate(),
+                Err(ReservationError::InvalidInput {
+                    field: "prefix",
+                    ..
+                })
+            ),
+            "{bad:?} accepted"
+        );
+    }
+    assert_eq!(RedisStoreConfig::default().validate(), Ok(()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uncheckable_binding_refuses_and_takes_back_the_hold() {
+    let prefix = fresh_prefix();
+    let store = store_on(&prefix).await;
+    let sku = product(&store, "BROKEN", 10).await;
+    // A key of the wrong type where the binding should be: SET .. GET fails on it.
+    let mut conn = raw_connection().await;
+    let _: i64 = conn
+        .lpush(format!("{prefix}:idem:5:alice:k1"), "junk")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = store.reserve(&request("BROKEN", "alice", 2, "k1")).await;
+    assert!(
+        matches!(
+            err,
+            Err(ReservationError::Backend {
+                retryable: false,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    let s = store.snapshot(&sku).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((s.available, s.held), (10, 0));
+    let holds: Vec<String> = keys_under(&prefix)
+        .await
+        .into_iter()
+        .filter(|k| k.contains(":hold:") || k.contains("{BROKEN}:idem:"))
+        .collect();
+    assert!(holds.is_empty(), "left behind: {holds:?}");
+    clean_up(&prefix).await;
+}
