@@ -1,3 +1,208 @@
-//! The settlement service: the SQL side of stockgate, final authority on stock.
+//! The settlement service: the SQL side of stockgate, final authority on stock. It turns
+//! confirmed reservations into orders in group-committed transactions, serves the buyer's
+//! orders and the ops routes, relays the outbox to Redis (or applies it in process), and runs
+//! the sweeper and reconciler under a leader lease.
+//!
+//! Embed it with [`start`] (the `stockgate` binary does, for `settlement` and `all-in-one`),
+//! apply the schema with [`migrate`], and reconcile from the command line with
+//! [`reconcile_once`].
 
 #![forbid(unsafe_code)]
+
+pub mod commit;
+pub mod config;
+pub mod error;
+mod http;
+pub mod leader;
+pub mod maintenance;
+pub mod metrics;
+pub mod relay;
+pub mod views;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backend_adapters::redis::lock::FencedLock;
+use backend_adapters::redis::stream::StreamPublisher;
+use backend_adapters::sql::{Db, SqlError};
+use reservation_core::{ReservationStore, TokenVerifier};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::{CommitMode, SettlementConfig};
+pub use error::{ApiError, StartError};
+pub use maintenance::{MaintenanceError, ReconcileOptions, ReconcileReport};
+pub use metrics::Metrics;
+pub use relay::{OutboxSink, StoreEffects, StreamSink};
+
+use crate::commit::Committer;
+use crate::http::{AppState, StatusLock};
+use crate::leader::Leader;
+
+/// What the service is given rather than builds itself.
+pub struct SettlementDeps {
+    /// The reservation store: the Redis store in production, the in-memory store in the
+    /// embedded default. Product upserts configure it; the relay returns cancelled units to
+    /// it; the sweeper and reconciler work on it.
+    pub store: Arc<dyn ReservationStore>,
+    /// Verifies reservation tokens with the gateway's public key set.
+    pub verifier: TokenVerifier,
+    /// Where the metrics are registered (the gateway passes the one its admin port serves).
+    pub registry: prometheus::Registry,
+}
+
+/// A started service.
+pub struct RunningSettlement {
+    /// The address the API listens on (the real port when configured with port 0).
+    pub addr: SocketAddr,
+    pub metrics: Metrics,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningSettlement {
+    /// Stops accepting requests, lets in-flight ones (and their batch) finish, stops the
+    /// relay and maintenance tasks, and waits for all of it.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            if let Err(e) = task.await {
+                tracing::warn!(error = %e, "settlement task ended abnormally");
+            }
+        }
+    }
+}
+
+/// Starts the service: validates the config, connects to SQL and applies the migrations,
+/// connects to Redis when configured, spawns the group-commit worker, the outbox relay and
+/// the maintenance task, and listens on `config.listen_addr`.
+pub async fn start(
+    config: SettlementConfig,
+    deps: SettlementDeps,
+) -> Result<RunningSettlement, StartError> {
+    config.validate()?;
+    let db = Db::connect(&config.database_url, config.db_max_connections).await?;
+    db.migrate().await?;
+    let metrics = Metrics::new(&deps.registry)?;
+
+    let redis_error = |e: &dyn std::fmt::Display| StartError::Redis(e.to_string());
+    let (lock, publisher) = match &config.redis_url {
+        Some(url) => {
+            let lock = FencedLock::connect(url, &config.redis_key_prefix)
+                .await
+                .map_err(|e| redis_error(&e))?;
+            let publisher =
+                StreamPublisher::connect(url, &config.outbox.stream, config.outbox.stream_maxlen)
+                    .await
+                    .map_err(|e| redis_error(&e))?;
+            (Some(lock), Some(publisher))
+        }
+        None => (None, None),
+    };
+
+    // Bind before spawning anything, so a taken port leaves no task behind.
+    let listener = tokio::net::TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen_addr,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen_addr,
+        source,
+    })?;
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let (committer, worker) = Committer::start(db.clone(), metrics.clone(), &config);
+    tasks.extend(worker);
+
+    let mut sinks: Vec<Arc<dyn OutboxSink>> = vec![Arc::new(StoreEffects(deps.store.clone()))];
+    if let Some(publisher) = publisher {
+        sinks.push(Arc::new(StreamSink(publisher)));
+    }
+    let lease = Duration::from_millis(config.maintenance.leader_lease_ms);
+    tasks.push(tokio::spawn(relay::run(
+        db.clone(),
+        sinks,
+        Leader::new(lock.clone(), "leader:outbox-relay", lease),
+        metrics.clone(),
+        config.outbox.batch,
+        Duration::from_millis(config.outbox.poll_interval_ms),
+        shutdown_rx.clone(),
+    )));
+    if config.maintenance.enabled {
+        tasks.push(tokio::spawn(maintenance::run(
+            db.clone(),
+            deps.store.clone(),
+            Leader::new(lock.clone(), "leader:maintenance", lease),
+            metrics.clone(),
+            config.maintenance.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
+
+    let status_lock = match lock {
+        Some(lock) => StatusLock::Redis {
+            lock,
+            lease: Duration::from_millis(config.status_lock_lease_ms),
+        },
+        None => StatusLock::local(),
+    };
+    let state = Arc::new(AppState {
+        db,
+        store: deps.store,
+        verifier: deps.verifier,
+        committer,
+        metrics: metrics.clone(),
+        status_lock,
+    });
+    let mut stop = shutdown_rx;
+    let server = axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
+        let _ = stop.changed().await;
+    });
+    // The server goes first in the list: once it returns, the state (and with it the
+    // committer's queue) is dropped, which ends the batch worker.
+    tasks.insert(
+        0,
+        tokio::spawn(async move {
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "settlement server failed");
+            }
+        }),
+    );
+    tracing::info!(%addr, mode = ?config.commit_mode, "settlement service listening");
+    Ok(RunningSettlement {
+        addr,
+        metrics,
+        shutdown,
+        tasks,
+    })
+}
+
+/// Applies the pending migrations to `database_url` (`stockgate migrate`).
+pub async fn migrate(database_url: &str) -> Result<(), SqlError> {
+    backend_adapters::sql::migrate(database_url).await
+}
+
+/// One reconcile run against the configured database (`stockgate reconcile [--repair]`):
+/// resolves holds stuck in `confirming` past the configured grace, reports drift, and with
+/// `repair` rebuilds drifted counters from SQL.
+pub async fn reconcile_once(
+    config: &SettlementConfig,
+    store: Arc<dyn ReservationStore>,
+    repair: bool,
+) -> Result<ReconcileReport, MaintenanceError> {
+    let db = Db::connect(&config.database_url, 2).await?;
+    db.migrate().await?;
+    let options = ReconcileOptions {
+        repair,
+        confirming_grace: Some(Duration::from_millis(
+            config.maintenance.confirming_grace_ms,
+        )),
+    };
+    let report = maintenance::reconcile(&db, store.as_ref(), None, options).await;
+    db.close().await;
+    report
+}

@@ -1,0 +1,147 @@
+//! The transactional outbox: events are appended in the same transaction as the change they
+//! describe, and the relay publishes them in id order and marks them published.
+//!
+//! Ids are stable and commit in id order: on PostgreSQL every appender first takes one
+//! transaction-scoped advisory lock, so a transaction that took id `n` commits before any
+//! transaction takes `n + 1`; SQLite serializes writers anyway. A relay that has seen id `n`
+//! committed has therefore seen every lower id too: publishing "unpublished rows in id order"
+//! never skips a late committer, and consumers may dedupe on the id.
+
+use serde::Serialize;
+use sqlx::{Any, Row, Transaction};
+
+use super::db::{Backend, Db};
+use super::{SqlError, now_ms, placeholders, value_rows};
+
+/// Topics of the events the settlement writes.
+pub mod topic {
+    /// `{"order_id","reservation_id","user_sub","sku","qty"}`
+    pub const ORDER_CREATED: &str = "order.created";
+    /// Same fields as `order.created`: the units return to stock (Redis `return_cancelled`).
+    pub const ORDER_CANCELLED: &str = "order.cancelled";
+    /// `{"order_id","from","to","fence"}`
+    pub const ORDER_STATUS_CHANGED: &str = "order.status_changed";
+    /// `{"sku","version"}`: cached product pages are stale.
+    pub const PRODUCT_UPDATED: &str = "product.updated";
+}
+
+/// An arbitrary 64-bit key for the advisory lock that orders outbox appends.
+const OUTBOX_APPEND_LOCK: i64 = 0x5354_4f43_4b47_0001;
+
+/// An event to append.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    pub topic: &'static str,
+    pub payload: serde_json::Value,
+}
+
+impl NewEvent {
+    pub fn new(topic: &'static str, payload: impl Serialize) -> Self {
+        NewEvent {
+            topic,
+            payload: serde_json::to_value(payload).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
+/// A stored event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxEvent {
+    pub id: i64,
+    pub topic: String,
+    /// JSON text.
+    pub payload: String,
+    pub created_at_ms: i64,
+}
+
+/// Appends events inside the caller's transaction. Call it last in a transaction: on
+/// PostgreSQL it holds the append lock until COMMIT.
+pub async fn append(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    events: &[NewEvent],
+) -> Result<(), SqlError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(OUTBOX_APPEND_LOCK)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let sql = format!(
+        "INSERT INTO outbox (topic, payload, created_at_ms) VALUES {}",
+        value_rows(events.len(), 3)
+    );
+    let now = now_ms();
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for event in events {
+        query = query
+            .bind(event.topic)
+            .bind(event.payload.to_string())
+            .bind(now);
+    }
+    query.execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Up to `limit` unpublished events, oldest id first.
+pub async fn unpublished(db: &Db, limit: i64) -> Result<Vec<OutboxEvent>, SqlError> {
+    let rows = sqlx::query(
+        "SELECT id, topic, payload, created_at_ms FROM outbox \
+         WHERE published_at_ms IS NULL ORDER BY id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(OutboxEvent {
+                id: row.try_get("id")?,
+                topic: row.try_get("topic")?,
+                payload: row.try_get("payload")?,
+                created_at_ms: row.try_get("created_at_ms")?,
+            })
+        })
+        .collect()
+}
+
+/// Marks events published (idempotent).
+pub async fn mark_published(db: &Db, ids: &[i64]) -> Result<(), SqlError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "UPDATE outbox SET published_at_ms = $1 WHERE id IN ({}) AND published_at_ms IS NULL",
+        placeholders(2, ids.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms());
+    for id in ids {
+        query = query.bind(*id);
+    }
+    query.execute(db.pool()).await?;
+    Ok(())
+}
+
+/// How far the relay is behind: unpublished events and the age of the oldest, in ms.
+pub async fn lag(db: &Db) -> Result<(i64, i64), SqlError> {
+    let row = sqlx::query(
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n, CAST(COALESCE(MIN(created_at_ms), 0) AS BIGINT) AS oldest \
+         FROM outbox WHERE published_at_ms IS NULL",
+    )
+    .fetch_one(db.pool())
+    .await?;
+    let count: i64 = row.try_get("n")?;
+    let oldest: i64 = row.try_get("oldest")?;
+    let age = if count == 0 { 0 } else { now_ms() - oldest };
+    Ok((count, age.max(0)))
+}
+
+/// Appends events in a transaction of their own (tests and tools).
+pub async fn append_now(db: &Db, events: &[NewEvent]) -> Result<(), SqlError> {
+    let mut tx = db.begin_write().await?;
+    append(&mut tx, db.backend(), events).await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,286 @@
+//! The SQL settlement repository against real PostgreSQL (each test in its own schema) and
+//! SQLite (each test in its own file): idempotency under concurrent duplicates, no oversell
+//! under 1,000 concurrent settlements, the partial-batch policy, cancel's optimistic lock, the
+//! fence check, and outbox ordering. A missing PostgreSQL fails the tests.
+
+use std::sync::Arc;
+
+use backend_adapters::sql::orders::{self, CancelOutcome, StatusOutcome};
+use backend_adapters::sql::outbox;
+use backend_adapters::sql::products::{self, UpsertOutcome};
+use backend_adapters::sql::{
+    Db, OrderStatus, ProductUpsert, SettleOutcome, SettleRequest, settle_batch,
+};
+use reservation_core::{BuyerId, Qty, ReservationId, SaleState, Sku};
+
+async fn postgres() -> anyhow::Result<Db> {
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into());
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let admin = Db::connect(&url, 1).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(admin.pool())
+        .await?;
+    admin.close().await;
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let db = Db::connect(&format!("{url}{sep}options[search_path]={schema}"), 20).await?;
+    db.migrate().await?;
+    Ok(db)
+}
+
+async fn sqlite() -> anyhow::Result<Db> {
+    let path = std::env::temp_dir().join(format!("sg-{}.db", uuid::Uuid::new_v4().simple()));
+    let db = Db::connect(&format!("sqlite://{}?mode=rwc", path.display()), 8).await?;
+    db.migrate().await?;
+    Ok(db)
+}
+
+/// Runs one case on both databases.
+macro_rules! on_both {
+    ($case:ident) => {
+        mod $case {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() -> anyhow::Result<()> {
+                super::$case(super::postgres().await?).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() -> anyhow::Result<()> {
+                super::$case(super::sqlite().await?).await
+            }
+        }
+    };
+}
+
+async fn product(db: &Db, sku: &str, total_stock: i64) -> anyhow::Result<Sku> {
+    let sku = Sku::parse(sku)?;
+    let upsert = ProductUpsert {
+        name: format!("{sku} tee"),
+        price_cents: 1999,
+        total_stock,
+        per_buyer_limit: 5,
+        max_per_order: 5,
+        sale_state: SaleState::OnSale,
+    };
+    match products::begin_upsert(db, &sku, &upsert).await? {
+        UpsertOutcome::Pending(p) => {
+            p.commit().await?;
+        }
+        UpsertOutcome::StockBelowSold { .. } => anyhow::bail!("fresh product refused"),
+    }
+    Ok(sku)
+}
+
+fn request(sku: &Sku, buyer: &str, qty: u32) -> anyhow::Result<SettleRequest> {
+    Ok(SettleRequest {
+        reservation_id: ReservationId::generate(sku),
+        buyer: BuyerId::parse(buyer)?,
+        sku: sku.clone(),
+        qty: Qty::new(qty)?,
+    })
+}
+
+async fn count_orders(db: &Db, sku: &str) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT CAST(COUNT(*) AS BIGINT) FROM orders WHERE sku = $1")
+            .bind(sku)
+            .fetch_one(db.pool())
+            .await?,
+    )
+}
+
+/// DESIGN §6: SQL `sold` is the sum of the non-cancelled orders' quantities.
+async fn assert_sold_is_sum_of_live_orders(db: &Db, sku: &str) -> anyhow::Result<()> {
+    let live: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(qty), 0) AS BIGINT) FROM orders \
+         WHERE sku = $1 AND status <> 'cancelled'",
+    )
+    .bind(sku)
+    .fetch_one(db.pool())
+    .await?;
+    let sold = products::get(db, sku).await?.map(|p| p.sold);
+    assert_eq!(sold, Some(live), "sold of {sku}");
+    Ok(())
+}
+
+async fn concurrent_duplicates_make_one_order(db: Db) -> anyhow::Result<()> {
+    let sku = product(&db, "DUP", 100).await?;
+    let req = request(&sku, "alice", 2)?;
+    let db = Arc::new(db);
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (db, req) = (db.clone(), req.clone());
+        tasks.push(tokio::spawn(async move { settle_batch(&db, &[req]).await }));
+    }
+    // The same reservation three times inside one batch, too.
+    let in_batch = settle_batch(&db, &[req.clone(), req.clone(), req.clone()]).await?;
+    let mut outcomes = in_batch;
+    for task in tasks {
+        outcomes.extend(task.await??);
+    }
+    let created = outcomes
+        .iter()
+        .filter(|o| matches!(o, SettleOutcome::Created(_)))
+        .count();
+    assert_eq!(created, 1, "{outcomes:?}");
+    let ids: std::collections::HashSet<String> = outcomes
+        .iter()
+        .map(|o| match o {
+            SettleOutcome::Created(o) | SettleOutcome::Existing(o) => o.id.clone(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "every answer names the same order: {ids:?}");
+    assert_eq!(count_orders(&db, "DUP").await?, 1);
+    assert_eq!(products::get(&db, "DUP").await?.map(|p| p.sold), Some(2));
+    Ok(())
+}
+on_both!(concurrent_duplicates_make_one_order);
+
+async fn thousand_concurrent_settlements_sell_exactly_the_stock(db: Db) -> anyhow::Result<()> {
+    let sku = product(&db, "HOT", 600).await?;
+    let db = Arc::new(db);
+    let mut tasks = Vec::new();
+    for i in 0..1000 {
+        let req = request(&sku, &format!("buyer-{i}"), 1)?;
+        let db = db.clone();
+        // One transaction per order, all at once: the conditional UPDATE is what holds.
+        tasks.push(tokio::spawn(async move { settle_batch(&db, &[req]).await }));
+    }
+    let (mut created, mut refused) = (0, 0);
+    for task in tasks {
+        match task.await??.as_slice() {
+            [SettleOutcome::Created(_)] => created += 1,
+            [SettleOutcome::Oversell] => refused += 1,
+            other => anyhow::bail!("unexpected outcome {other:?}"),
+        }
+    }
+    assert_eq!((created, refused), (600, 400));
+    assert_eq!(count_orders(&db, "HOT").await?, 600);
+    assert_eq!(products::get(&db, "HOT").await?.map(|p| p.sold), Some(600));
+    assert_sold_is_sum_of_live_orders(&db, "HOT").await
+}
+on_both!(thousand_concurrent_settlements_sell_exactly_the_stock);
+
+async fn a_batch_fits_as_many_orders_as_possible_first_come(db: Db) -> anyhow::Result<()> {
+    let sku = product(&db, "FIT", 5).await?;
+    let other = Sku::parse("NOPE")?;
+    let batch = vec![
+        request(&sku, "a", 3)?,
+        request(&sku, "b", 3)?,
+        request(&sku, "c", 2)?,
+        request(&sku, "d", 1)?,
+        request(&other, "e", 1)?,
+    ];
+    let outcomes = settle_batch(&db, &batch).await?;
+    let kinds: Vec<&str> = outcomes
+        .iter()
+        .map(|o| match o {
+            SettleOutcome::Created(_) => "created",
+            SettleOutcome::Existing(_) => "existing",
+            SettleOutcome::Oversell => "oversell",
+            SettleOutcome::UnknownSku => "unknown",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["created", "oversell", "created", "oversell", "unknown"]
+    );
+    let p = products::get(&db, "FIT").await?;
+    assert_eq!(p.map(|p| (p.sold, p.total_stock)), Some((5, 5)));
+    Ok(())
+}
+on_both!(a_batch_fits_as_many_orders_as_possible_first_come);
+
+async fn cancel_checks_version_and_returns_stock(db: Db) -> anyhow::Result<()> {
+    let sku = product(&db, "CXL", 10).await?;
+    let outcome = settle_batch(&db, &[request(&sku, "bob", 3)?]).await?;
+    let Some(SettleOutcome::Created(order)) = outcome.into_iter().next() else {
+        anyhow::bail!("not created");
+    };
+    assert_eq!(
+        orders::cancel(&db, &order.id, "bob", 7).await?,
+        CancelOutcome::StaleVersion { current: 1 }
+    );
+    assert_eq!(
+        orders::cancel(&db, &order.id, "mallory", 1).await?,
+        CancelOutcome::NotFound
+    );
+    let CancelOutcome::Cancelled(cancelled) = orders::cancel(&db, &order.id, "bob", 1).await?
+    else {
+        anyhow::bail!("not cancelled");
+    };
+    assert_eq!(
+        (cancelled.status, cancelled.version),
+        (OrderStatus::Cancelled, 2)
+    );
+    assert_eq!(products::get(&db, "CXL").await?.map(|p| p.sold), Some(0));
+    assert_sold_is_sum_of_live_orders(&db, "CXL").await?;
+    assert_eq!(
+        orders::cancel(&db, &order.id, "bob", 2).await?,
+        CancelOutcome::NotCancellable {
+            status: OrderStatus::Cancelled
+        }
+    );
+    let topics: Vec<String> = outbox::unpublished(&db, 100)
+        .await?
+        .into_iter()
+        .map(|e| e.topic)
+        .collect();
+    assert_eq!(
+        topics,
+        [
+            "product.updated",
+            "order.created",
+            "order.cancelled",
+            "order.status_changed"
+        ]
+    );
+    Ok(())
+}
+on_both!(cancel_checks_version_and_returns_stock);
+
+async fn a_status_write_with_an_older_fence_is_refused(db: Db) -> anyhow::Result<()> {
+    let sku = product(&db, "FNC", 10).await?;
+    let outcome = settle_batch(&db, &[request(&sku, "carol", 1)?]).await?;
+    let Some(SettleOutcome::Created(order)) = outcome.into_iter().next() else {
+        anyhow::bail!("not created");
+    };
+    let shipped = orders::set_status_fenced(&db, &order.id, OrderStatus::Shipped, 5, "ops").await?;
+    assert!(matches!(shipped, StatusOutcome::Changed(ref o) if o.fence == 5));
+    assert_eq!(
+        orders::set_status_fenced(&db, &order.id, OrderStatus::Cancelled, 4, "ops").await?,
+        StatusOutcome::StaleFence { current: 5 }
+    );
+    assert_eq!(
+        orders::set_status_fenced(&db, &order.id, OrderStatus::Cancelled, 6, "ops").await?,
+        StatusOutcome::InvalidTransition {
+            from: OrderStatus::Shipped
+        }
+    );
+    let now = orders::get(&db, &order.id).await?;
+    assert_eq!(now.map(|o| o.status), Some(OrderStatus::Shipped));
+    Ok(())
+}
+on_both!(a_status_write_with_an_older_fence_is_refused);
+
+async fn total_stock_cannot_drop_below_sold(db: Db) -> anyhow::Result<()> {
+    let sku = product(&db, "LOW", 10).await?;
+    settle_batch(&db, &[request(&sku, "dan", 4)?]).await?;
+    let upsert = ProductUpsert {
+        name: "low".into(),
+        price_cents: 100,
+        total_stock: 3,
+        per_buyer_limit: 5,
+        max_per_order: 5,
+        sale_state: SaleState::Paused,
+    };
+    let refused = products::begin_upsert(&db, &sku, &upsert).await?;
+    assert!(matches!(refused, UpsertOutcome::StockBelowSold { sold: 4 }));
+    // The CHECK constraint holds even against a direct write.
+    let direct = sqlx::query("UPDATE products SET sold = total_stock + 1 WHERE sku = 'LOW'")
+        .execute(db.pool())
+        .await;
+    assert!(direct.is_err());
+    Ok(())
+}
+on_both!(total_stock_cannot_drop_below_sold);

@@ -1,0 +1,222 @@
+//! Settlements per second on one hot SKU: group commit vs one transaction per order, same
+//! run, same PostgreSQL, same client. Each mode gets a fresh schema and a fresh service on
+//! `127.0.0.1:0`; the client fires `--requests` settlements (one unit each, distinct buyers,
+//! tokens signed before the clock starts) with `--concurrency` in flight over HTTP.
+//!
+//! ```sh
+//! DATABASE_URL=postgres://postgres:postgres@127.0.0.1:5432/test \
+//!   cargo run --release -p settlement --example settle_bench -- --requests 4000 --concurrency 64
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use backend_adapters::sql::Db;
+use reservation_core::token::RESERVATION_AUDIENCE;
+use reservation_core::{
+    BuyerId, InMemoryStore, Qty, ReservationClaims, ReservationId, Sku, TokenSigner, TokenVerifier,
+};
+use settlement::{CommitMode, SettlementConfig, SettlementDeps};
+
+struct Args {
+    requests: usize,
+    concurrency: usize,
+    max_batch: usize,
+    max_wait_us: u64,
+    rounds: usize,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args {
+        requests: 4000,
+        concurrency: 64,
+        max_batch: 128,
+        max_wait_us: 2000,
+        rounds: 2,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--requests" => args.requests = value.parse()?,
+            "--concurrency" => args.concurrency = value.parse()?,
+            "--max-batch" => args.max_batch = value.parse()?,
+            "--max-wait-us" => args.max_wait_us = value.parse()?,
+            "--rounds" => args.rounds = value.parse()?,
+            other => anyhow::bail!("unknown flag {other}"),
+        }
+    }
+    Ok(args)
+}
+
+struct Result {
+    mode: CommitMode,
+    seconds: f64,
+    ok: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    transactions: u64,
+}
+
+async fn fresh_schema_url() -> anyhow::Result<String> {
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into());
+    let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
+    let admin = Db::connect(&url, 1).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(admin.pool())
+        .await?;
+    admin.close().await;
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Ok(format!("{url}{sep}options[search_path]={schema}"))
+}
+
+async fn run_mode(mode: CommitMode, args: &Args) -> anyhow::Result<Result> {
+    let signer = TokenSigner::generate("bench");
+    let mut config = SettlementConfig {
+        listen_addr: "127.0.0.1:0".parse()?,
+        database_url: fresh_schema_url().await?,
+        db_max_connections: 32,
+        commit_mode: mode,
+        ..SettlementConfig::default()
+    };
+    config.group_commit.max_batch = args.max_batch;
+    config.group_commit.max_wait_us = args.max_wait_us;
+    config.maintenance.enabled = false;
+    let running = settlement::start(
+        config,
+        SettlementDeps {
+            store: Arc::new(InMemoryStore::new()),
+            verifier: TokenVerifier::for_signer(&signer),
+            registry: prometheus::Registry::new(),
+        },
+    )
+    .await?;
+    let base = format!("http://{}", running.addr);
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
+    let created = http
+        .put(format!("{base}/api/v1/admin/products/HOT"))
+        .header("x-user-roles", "ops")
+        .json(&serde_json::json!({"name": "hot", "price_cents": 100,
+            "total_stock": args.requests, "per_buyer_limit": 1, "sale_state": "on_sale"}))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        created.status().is_success(),
+        "product: {}",
+        created.status()
+    );
+
+    let sku = Sku::parse("HOT")?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let mut tokens = Vec::with_capacity(args.requests);
+    for i in 0..args.requests {
+        let claims = ReservationClaims {
+            rid: ReservationId::generate(&sku),
+            sub: BuyerId::parse(&format!("buyer-{i}"))?,
+            sku: sku.clone(),
+            qty: Qty::new(1)?,
+            iat: now.as_secs(),
+            exp: now.as_secs() + 3600,
+            aud: RESERVATION_AUDIENCE.to_owned(),
+        };
+        tokens.push((format!("buyer-{i}"), signer.sign(&claims)?));
+    }
+    let tokens = Arc::new(tokens);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency {
+        let (http, base, tokens, next) = (http.clone(), base.clone(), tokens.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut ok = 0;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((buyer, token)) = tokens.get(i) else {
+                    break;
+                };
+                let sent = Instant::now();
+                let answer = http
+                    .post(format!("{base}/internal/settlements"))
+                    .header("x-user-sub", buyer)
+                    .json(&serde_json::json!({ "reservation_token": token }))
+                    .send()
+                    .await;
+                latencies.push(sent.elapsed());
+                if answer.is_ok_and(|r| r.status() == 201) {
+                    ok += 1;
+                }
+            }
+            (ok, latencies)
+        }));
+    }
+    let mut ok = 0;
+    let mut latencies: Vec<Duration> = Vec::new();
+    for worker in workers {
+        let (n, l) = worker.await?;
+        ok += n;
+        latencies.extend(l);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    let result = Result {
+        mode,
+        seconds,
+        ok,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        transactions: running.metrics.batch_size.get_sample_count(),
+    };
+    running.shutdown().await;
+    Ok(result)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    println!(
+        "requests={} concurrency={} max_batch={} max_wait_us={} rounds={}",
+        args.requests, args.concurrency, args.max_batch, args.max_wait_us, args.rounds
+    );
+    println!("| round | mode | settlements/s | ok | p50 ms | p99 ms | transactions | avg batch |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let (mut group_rate, mut per_order_rate) = (0.0, 0.0);
+    for round in 1..=args.rounds {
+        for mode in [CommitMode::PerOrder, CommitMode::Group] {
+            let r = run_mode(mode, &args).await?;
+            let rate = r.ok as f64 / r.seconds;
+            match r.mode {
+                CommitMode::Group => group_rate += rate,
+                CommitMode::PerOrder => per_order_rate += rate,
+            }
+            println!(
+                "| {round} | {:?} | {rate:.0} | {} | {:.1} | {:.1} | {} | {:.1} |",
+                r.mode,
+                r.ok,
+                r.p50_ms,
+                r.p99_ms,
+                r.transactions,
+                r.ok as f64 / r.transactions.max(1) as f64
+            );
+        }
+    }
+    let rounds = args.rounds as f64;
+    println!(
+        "mean: group {:.0}/s, per-order {:.0}/s, ratio {:.2}x",
+        group_rate / rounds,
+        per_order_rate / rounds,
+        group_rate / per_order_rate.max(f64::MIN_POSITIVE)
+    );
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! Group commit: concurrent settlement requests queue up for one worker, which gathers them
+//! for at most `max_wait` or `max_batch` requests and settles the lot in one SQL transaction;
+//! each caller is answered after COMMIT. While a batch commits, the next one fills up, so under
+//! load batches grow by themselves and the wait only costs latency when traffic is light.
+//!
+//! `CommitMode::PerOrder` bypasses the queue: every request runs its own transaction (the
+//! same `settle_batch` with one request), which is the baseline the benchmark compares with.
+
+use std::time::{Duration, Instant};
+
+use backend_adapters::sql::{Db, SettleOutcome, SettleRequest, SqlError, settle_batch};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::config::{CommitMode, SettlementConfig};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+type Reply = oneshot::Sender<Result<SettleOutcome, ApiError>>;
+
+struct Job {
+    request: SettleRequest,
+    reply: Reply,
+}
+
+/// Settles requests, grouped or one by one according to the configured mode.
+pub struct Committer {
+    db: Db,
+    metrics: Metrics,
+    /// `Some` in group mode: the queue of the batch worker.
+    queue: Option<mpsc::Sender<Job>>,
+}
+
+impl Committer {
+    /// In group mode, also spawns the batch worker; it ends once the committer is dropped.
+    pub fn start(
+        db: Db,
+        metrics: Metrics,
+        config: &SettlementConfig,
+    ) -> (Committer, Option<JoinHandle<()>>) {
+        match config.commit_mode {
+            CommitMode::PerOrder => (
+                Committer {
+                    db,
+                    metrics,
+                    queue: None,
+                },
+                None,
+            ),
+            CommitMode::Group => {
+                // Enough room for a few batches; past that, callers wait to enqueue
+                // (backpressure instead of unbounded memory).
+                let (tx, rx) = mpsc::channel(config.group_commit.max_batch * 8);
+                let worker = tokio::spawn(run_batches(
+                    db.clone(),
+                    metrics.clone(),
+                    rx,
+                    config.group_commit.max_batch,
+                    config.max_wait(),
+                ));
+                (
+                    Committer {
+                        db,
+                        metrics,
+                        queue: Some(tx),
+                    },
+                    Some(worker),
+                )
+            }
+        }
+    }
+
+    /// Settles one request; returns once its transaction committed (or failed).
+    pub async fn settle(&self, request: SettleRequest) -> Result<SettleOutcome, ApiError> {
+        let Some(queue) = &self.queue else {
+            let mut outcomes = commit(&self.db, &self.metrics, &[request]).await?;
+            return outcomes
+                .pop()
+                .ok_or_else(|| ApiError::new(500, "internal_error", "no settlement outcome"));
+        };
+        let (reply, answer) = oneshot::channel();
+        let shutting_down = || ApiError::new(503, "shutting_down", "the service is stopping");
+        queue
+            .send(Job { request, reply })
+            .await
+            .map_err(|_| shutting_down())?;
+        answer.await.map_err(|_| shutting_down())?
+    }
+}
+
+/// One transaction for `requests`, timed and counted.
+async fn commit(
+    db: &Db,
+    metrics: &Metrics,
+    requests: &[SettleRequest],
+) -> Result<Vec<SettleOutcome>, SqlError> {
+    let started = Instant::now();
+    let outcomes = settle_batch(db, requests).await;
+    metrics
+        .commit_seconds
+        .observe(started.elapsed().as_secs_f64());
+    metrics.batch_size.observe(requests.len() as f64);
+    outcomes
+}
+
+async fn run_batches(
+    db: Db,
+    metrics: Metrics,
+    mut rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    max_wait: Duration,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        let deadline = tokio::time::Instant::now() + max_wait;
+        while jobs.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(job)) => jobs.push(job),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            }
+        }
+        settle_jobs(&db, &metrics, jobs).await;
+    }
+}
+
+async fn settle_jobs(db: &Db, metrics: &Metrics, jobs: Vec<Job>) {
+    let requests: Vec<SettleRequest> = jobs.iter().map(|j| j.request.clone()).collect();
+    match commit(db, metrics, &requests).await {
+        Ok(outcomes) => {
+            for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                // A caller that went away (timeout) simply does not read its answer.
+                let _ = job.reply.send(Ok(outcome));
+            }
+        }
+        Err(e) if jobs.len() > 1 && !e.is_transient() => {
+            // Keep one odd request from failing everyone: settle each alone.
+            tracing::warn!(error = %e, batch = jobs.len(), "batch failed, settling one by one");
+            for job in jobs {
+                let answer = commit(db, metrics, std::slice::from_ref(&job.request))
+                    .await
+                    .map_err(ApiError::from)
+                    .and_then(|mut o| {
+                        o.pop().ok_or_else(|| {
+                            ApiError::new(500, "internal_error", "no settlement outcome")
+                        })
+                    });
+                let _ = job.reply.send(answer);
+            }
+        }
+        Err(e) => {
+            let error = ApiError::from(e);
+            for job in jobs {
+                let _ = job.reply.send(Err(error.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! The settlement service's configuration: a typed struct read from TOML/JSON (unknown fields
+//! refused), with defaults for the embedded mode and a `validate()` that names the bad field.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// A configuration value that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("invalid settlement config: {field} {reason}")]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+fn invalid(field: &'static str, reason: &str) -> ConfigError {
+    ConfigError {
+        field,
+        reason: reason.to_owned(),
+    }
+}
+
+/// How settlements reach SQL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommitMode {
+    /// Gather concurrent settlements and commit them together (the default).
+    Group,
+    /// One transaction per settlement (the benchmark's baseline).
+    PerOrder,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupCommitConfig {
+    /// Most settlements in one transaction.
+    pub max_batch: usize,
+    /// Longest a settlement waits for others to join its batch, in microseconds.
+    pub max_wait_us: u64,
+}
+
+impl Default for GroupCommitConfig {
+    fn default() -> Self {
+        GroupCommitConfig {
+            max_batch: 128,
+            max_wait_us: 2_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    /// The Redis stream events are published to (only with `redis_url`).
+    pub stream: String,
+    /// Approximate cap on the stream's length.
+    pub stream_maxlen: usize,
+    /// How often the relay looks for unpublished rows, in ms.
+    pub poll_interval_ms: u64,
+    /// Most rows per relay round.
+    pub batch: usize,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            stream: "stockgate:events".into(),
+            stream_maxlen: 100_000,
+            poll_interval_ms: 100,
+            batch: 256,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaintenanceConfig {
+    /// Run the sweeper and reconciler periodically (under a leader lease).
+    pub enabled: bool,
+    /// Time between sweeps, in ms.
+    pub sweep_interval_ms: u64,
+    /// Time between reconciler runs (report + confirming resolution; never repair), in ms.
+    pub reconcile_interval_ms: u64,
+    /// A hold `confirming` for longer than this is resolved from SQL, in ms.
+    pub confirming_grace_ms: u64,
+    /// Holds expired per `expire_due` call.
+    pub sweep_batch: usize,
+    /// The leader lease, in ms.
+    pub leader_lease_ms: u64,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        MaintenanceConfig {
+            enabled: true,
+            sweep_interval_ms: 1_000,
+            reconcile_interval_ms: 30_000,
+            confirming_grace_ms: 60_000,
+            sweep_batch: 100,
+            leader_lease_ms: 10_000,
+        }
+    }
+}
+
+/// Everything the settlement service needs to start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SettlementConfig {
+    /// Where the HTTP API listens (`127.0.0.1:0` picks a free port).
+    pub listen_addr: SocketAddr,
+    /// `postgres://…` or `sqlite://file?mode=rwc`.
+    pub database_url: String,
+    pub db_max_connections: u32,
+    /// Redis for the fenced lock, the leader lease and the events stream; without it, events
+    /// are applied in process and locks are local (single-process embedded mode).
+    pub redis_url: Option<String>,
+    /// Prefix of this service's own Redis keys (locks).
+    pub redis_key_prefix: String,
+    pub commit_mode: CommitMode,
+    pub group_commit: GroupCommitConfig,
+    pub outbox: OutboxConfig,
+    pub maintenance: MaintenanceConfig,
+    /// Lease of the per-order lock of an ops status change, in ms.
+    pub status_lock_lease_ms: u64,
+}
+
+impl Default for SettlementConfig {
+    fn default() -> Self {
+        SettlementConfig {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            database_url: "sqlite://stockgate.db?mode=rwc".into(),
+            db_max_connections: 16,
+            redis_url: None,
+            redis_key_prefix: "stockgate".into(),
+            commit_mode: CommitMode::Group,
+            group_commit: GroupCommitConfig::default(),
+            outbox: OutboxConfig::default(),
+            maintenance: MaintenanceConfig::default(),
+            status_lock_lease_ms: 5_000,
+        }
+    }
+}
+
+impl SettlementConfig {
+    /// Environment overrides for URLs and secrets: `STOCKGATE_DATABASE_URL`,
+    /// `STOCKGATE_REDIS_URL`.
+    pub fn with_env_overrides(mut self) -> Self {
+        if let Ok(url) = std::env::var("STOCKGATE_DATABASE_URL") {
+            self.database_url = url;
+        }
+        if let Ok(url) = std::env::var("STOCKGATE_REDIS_URL") {
+            self.redis_url = Some(url);
+        }
+        self
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.database_url.starts_with("postgres://")
+            || self.database_url.starts_with("postgresql://")
+            || self.database_url.starts_with("sqlite:"))
+        {
+            return Err(invalid(
+                "database_url",
+                "must start with postgres:// or sqlite:",
+            ));
+        }
+        if self.db_max_connections == 0 {
+            return Err(invalid("db_max_connections", "must be at least 1"));
+        }
+        if let Some(url) = &self.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(invalid(
+                "redis_url",
+                "must start with redis:// or rediss://",
+            ));
+        }
+        if self.redis_key_prefix.is_empty() || self.redis_key_prefix.contains(['{', '}']) {
+            return Err(invalid(
+                "redis_key_prefix",
+                "must be non-empty and contain no braces",
+            ));
+        }
+        let group = &self.group_commit;
+        if group.max_batch == 0 || group.max_batch > 1_000 {
+            return Err(invalid(
+                "group_commit.max_batch",
+                "must be between 1 and 1000",
+            ));
+        }
+        if group.max_wait_us > 100_000 {
+            return Err(invalid(
+                "group_commit.max_wait_us",
+                "must be at most 100000 (100 ms)",
+            ));
+        }
+        if self.outbox.stream.is_empty() {
+            return Err(invalid("outbox.stream", "must not be empty"));
+        }
+        if self.outbox.batch == 0 || self.outbox.batch > 10_000 {
+            return Err(invalid("outbox.batch", "must be between 1 and 10000"));
+        }
+        if self.outbox.poll_interval_ms == 0 {
+            return Err(invalid("outbox.poll_interval_ms", "must be at least 1"));
+        }
+        let m = &self.maintenance;
+        if m.sweep_interval_ms == 0 || m.reconcile_interval_ms == 0 {
+            return Err(invalid(
+                "maintenance.sweep_interval_ms",
+                "and reconcile_interval_ms must be at least 1",
+            ));
+        }
+        if m.sweep_batch == 0 {
+            return Err(invalid("maintenance.sweep_batch", "must be at least 1"));
+        }
+        if m.leader_lease_ms < 100 {
+            return Err(invalid(
+                "maintenance.leader_lease_ms",
+                "must be at least 100",
+            ));
+        }
+        if self.status_lock_lease_ms < 10 {
+            return Err(invalid("status_lock_lease_ms", "must be at least 10"));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn max_wait(&self) -> Duration {
+        Duration::from_micros(self.group_commit.max_wait_us)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejects(mutate: impl FnOnce(&mut SettlementConfig), field: &str) {
+        let mut config = SettlementConfig::default();
+        mutate(&mut config);
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.field, field);
+        assert!(err.to_string().contains(field), "{err}");
+    }
+
+    #[test]
+    fn default_is_valid() {
+        assert_eq!(SettlementConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn each_rule_names_its_field() {
+        rejects(|c| c.database_url = "mysql://x".into(), "database_url");
+        rejects(|c| c.db_max_connections = 0, "db_max_connections");
+        rejects(|c| c.redis_url = Some("http://x".into()), "redis_url");
+        rejects(|c| c.redis_key_prefix = "{x}".into(), "redis_key_prefix");
+        rejects(|c| c.group_commit.max_batch = 0, "group_commit.max_batch");
+        rejects(
+            |c| c.group_commit.max_wait_us = 1_000_000,
+            "group_commit.max_wait_us",
+        );
+        rejects(|c| c.outbox.stream = String::new(), "outbox.stream");
+        rejects(|c| c.outbox.batch = 0, "outbox.batch");
+        rejects(|c| c.outbox.poll_interval_ms = 0, "outbox.poll_interval_ms");
+        rejects(|c| c.maintenance.sweep_batch = 0, "maintenance.sweep_batch");
+        rejects(
+            |c| c.maintenance.leader_lease_ms = 1,
+            "maintenance.leader_lease_ms",
+        );
+        rejects(|c| c.status_lock_lease_ms = 1, "status_lock_lease_ms");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = serde_json::from_str::<SettlementConfig>(r#"{"listen":"x"}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        let err = serde_json::from_str::<SettlementConfig>(r#"{"group_commit":{"batch":3}}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        let ok: SettlementConfig =
+            serde_json::from_str(r#"{"commit_mode":"per_order","group_commit":{"max_batch":8}}"#)
+                .unwrap();
+        assert_eq!(ok.commit_mode, CommitMode::PerOrder);
+        assert_eq!(ok.group_commit.max_batch, 8);
+    }
+}

@@ -1,0 +1,154 @@
+//! Errors of the settlement service: the HTTP problem (RFC 9457) every handler answers with,
+//! the one table of settlement-specific codes, and the start-up errors.
+//!
+//! | status | code | when |
+//! |---|---|---|
+//! | 400 | `invalid_request` | malformed body, path or header |
+//! | 401 | `unauthenticated` | no `x-user-sub` from the gateway |
+//! | 401 | `invalid_reservation_token` | token signature, key or shape refused |
+//! | 403 | `forbidden` | an ops route without the `ops` role |
+//! | 403 | `not_owner` | the token belongs to another buyer |
+//! | 404 | `order_not_found` / `unknown_sku` / `not_found` | no such order (or not yours) / product / route |
+//! | 409 | `oversell_prevented` | SQL has no stock left for this reservation |
+//! | 409 | `not_cancellable` / `invalid_transition` | the order's status does not allow it |
+//! | 409 | `stale_fence` | a newer lock holder already changed the order |
+//! | 409 | `stock_below_sold` | a new total stock below the units SQL sold |
+//! | 410 | `reservation_expired` | the token has expired |
+//! | 412 | `stale_version` | `If-Match` names an old version |
+//! | 428 | `precondition_required` | cancel without `If-Match` |
+//! | 503 | `lock_busy` / `database_unavailable` | retry later (`Retry-After`) |
+//!
+//! Reservation-store errors use [`ReservationError::status_and_code`].
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use backend_adapters::sql::SqlError;
+use reservation_core::{ReservationError, TokenError};
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::config::ConfigError;
+
+/// A problem answer. The request-id middleware adds `request_id` to its body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+    pub retry_after_secs: Option<u64>,
+}
+
+/// The problem body as serialized (kept in the response's extensions until the middleware
+/// knows the request id).
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    pub code: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &'static str, detail: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            code,
+            detail: detail.into(),
+            retry_after_secs: (status == 503 || status == 429).then_some(1),
+        }
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(400, "invalid_request", detail)
+    }
+
+    pub fn reservation(e: &ReservationError) -> Self {
+        let (status, code) = e.status_and_code();
+        Self::new(status, code, e.to_string())
+    }
+
+    pub fn token(e: &TokenError) -> Self {
+        let (status, code) = e.status_and_code();
+        Self::new(status, code, e.to_string())
+    }
+
+    pub(crate) fn problem(&self) -> Problem {
+        Problem {
+            kind: format!("https://stockgate.dev/problems/{}", self.code),
+            title: self
+                .status
+                .canonical_reason()
+                .unwrap_or("error")
+                .to_lowercase(),
+            status: self.status.as_u16(),
+            detail: self.detail.clone(),
+            code: self.code,
+            request_id: None,
+        }
+    }
+}
+
+impl From<SqlError> for ApiError {
+    fn from(e: SqlError) -> Self {
+        if e.is_transient() {
+            tracing::warn!(error = %e, "database unavailable");
+            ApiError::new(503, "database_unavailable", "the database is unavailable")
+        } else {
+            tracing::error!(error = %e, "database error");
+            ApiError::new(500, "internal_error", "internal error")
+        }
+    }
+}
+
+impl From<ReservationError> for ApiError {
+    fn from(e: ReservationError) -> Self {
+        ApiError::reservation(&e)
+    }
+}
+
+/// Renders a problem body (with the request id once known).
+pub(crate) fn problem_response(status: StatusCode, problem: &Problem) -> Response {
+    let body = serde_json::to_vec(problem).unwrap_or_default();
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = self.problem();
+        let mut response = problem_response(self.status, &problem);
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response.extensions_mut().insert(problem);
+        response
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("database: {0}")]
+    Database(#[from] SqlError),
+    #[error("redis: {0}")]
+    Redis(String),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,299 @@
+//! The settlement service's HTTP API (axum): routes, the request-id middleware that also puts
+//! the id into every problem body, and the helpers handlers share (identity headers set by
+//! the gateway, JSON bodies, ETags).
+
+mod admin;
+mod orders;
+mod settle;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use backend_adapters::redis::lock::{FencedLock, LockLease};
+use backend_adapters::sql::Db;
+use reservation_core::{ReservationStore, TokenVerifier};
+use serde::de::DeserializeOwned;
+
+use crate::commit::Committer;
+use crate::error::{ApiError, Problem, problem_response};
+use crate::metrics::Metrics;
+
+/// What every handler reaches.
+pub(crate) struct AppState {
+    pub db: Db,
+    pub store: Arc<dyn ReservationStore>,
+    pub verifier: TokenVerifier,
+    pub committer: Committer,
+    pub metrics: Metrics,
+    pub status_lock: StatusLock,
+}
+
+/// The lock an ops status change runs under.
+pub(crate) enum StatusLock {
+    /// The fenced Redis lock, one per order id, shared by every replica.
+    Redis {
+        lock: FencedLock,
+        lease: std::time::Duration,
+    },
+    /// One process (embedded mode): a mutex, and fencing tokens from a counter seeded with
+    /// the clock in microseconds so they keep growing across restarts.
+    Local {
+        mutex: tokio::sync::Mutex<()>,
+        next_fence: AtomicU64,
+    },
+}
+
+impl StatusLock {
+    pub fn local() -> Self {
+        let seed = backend_adapters::sql::now_ms().max(0) as u64 * 1000;
+        StatusLock::Local {
+            mutex: tokio::sync::Mutex::new(()),
+            next_fence: AtomicU64::new(seed),
+        }
+    }
+}
+
+pub(crate) type Shared = State<Arc<AppState>>;
+
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/internal/settlements", post(settle::settle))
+        .route("/api/v1/products", get(admin::list_products))
+        .route("/api/v1/products/{sku}", get(admin::get_product))
+        .route("/api/v1/orders", get(orders::list))
+        .route("/api/v1/orders/{id}", get(orders::get))
+        .route("/api/v1/orders/{id}/cancel", post(orders::cancel))
+        .route("/api/v1/admin/products/{sku}", put(admin::put_product))
+        .route("/api/v1/admin/orders/{id}/status", post(admin::set_status))
+        .route("/api/v1/admin/reconcile", get(admin::reconcile))
+        .fallback(|| async { ApiError::new(404, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                405,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )
+        })
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): Shared) -> Response {
+    match state.db.ping().await {
+        Ok(()) => "ready".into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: database unreachable");
+            ApiError::new(503, "not_ready", "database unreachable").into_response()
+        }
+    }
+}
+
+async fn metrics(State(state): Shared) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+fn acceptable_request_id(value: &HeaderValue) -> Option<String> {
+    let raw = value.to_str().ok()?;
+    (!raw.is_empty() && raw.len() <= 128 && raw.bytes().all(|b| b.is_ascii_graphic()))
+        .then(|| raw.to_owned())
+}
+
+/// Keeps the caller's `x-request-id` (or makes one), echoes it on every response and writes
+/// it into problem bodies.
+async fn request_id(req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(acceptable_request_id)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let mut response = next.run(req).await;
+    if let Some(mut problem) = response.extensions_mut().remove::<Problem>() {
+        problem.request_id = Some(id.clone());
+        let status = response.status();
+        let mut rebuilt = problem_response(status, &problem);
+        for (name, value) in response.headers() {
+            if name != header::CONTENT_LENGTH && name != header::CONTENT_TYPE {
+                rebuilt.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
+        response = rebuilt;
+    }
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// The buyer the gateway authenticated (`x-user-sub`).
+pub(crate) fn buyer(headers: &HeaderMap) -> Result<String, ApiError> {
+    headers
+        .get("x-user-sub")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::new(401, "unauthenticated", "no authenticated buyer"))
+}
+
+/// The caller must carry role `ops` in `x-user-roles` (comma or space separated). Returns
+/// who they are, for the status history.
+pub(crate) fn ops(headers: &HeaderMap) -> Result<String, ApiError> {
+    let roles = headers
+        .get("x-user-roles")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !roles
+        .split([',', ' '])
+        .any(|role| role.trim().eq_ignore_ascii_case("ops"))
+    {
+        return Err(ApiError::new(
+            403,
+            "forbidden",
+            "this route needs the ops role",
+        ));
+    }
+    Ok(buyer(headers).unwrap_or_else(|_| "ops".to_owned()))
+}
+
+/// Parses a JSON body into `T`, as a 400 problem when it does not fit.
+pub(crate) fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body: {e}")))
+}
+
+/// A JSON response with a status and an optional strong `ETag` of `version`.
+pub(crate) fn json_response<T: serde::Serialize>(
+    status: StatusCode,
+    body: &T,
+    version: Option<i64>,
+) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut response = (status, Body::from(bytes)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(version) = version
+        && let Ok(value) = HeaderValue::from_str(&etag(version))
+    {
+        headers.insert(header::ETAG, value);
+    }
+    response
+}
+
+pub(crate) fn etag(version: i64) -> String {
+    format!("\"{version}\"")
+}
+
+/// The versions an `If-Match` / `If-None-Match` lists; `Some(None)` for `*`.
+pub(crate) fn listed_versions(value: &str) -> Option<Option<Vec<i64>>> {
+    if value.trim() == "*" {
+        return Some(None);
+    }
+    value
+        .split(',')
+        .map(|tag| {
+            let tag = tag.trim();
+            let tag = tag.strip_prefix("W/").unwrap_or(tag);
+            tag.trim_matches('"').parse::<i64>().ok()
+        })
+        .collect::<Option<Vec<_>>>()
+        .map(Some)
+}
+
+/// A held status lock of one order: the fencing token to write with, and what releases it.
+pub(crate) struct OrderLock<'a> {
+    pub fence: i64,
+    lease: Option<LockLease>,
+    _local: Option<tokio::sync::MutexGuard<'a, ()>>,
+}
+
+/// Takes the status lock of one order. `floor` is the order's current fence: a new token
+/// always exceeds it, even after Redis lost the fence counter.
+pub(crate) async fn lock_order<'a>(
+    lock: &'a StatusLock,
+    order_id: &str,
+    floor: i64,
+) -> Result<OrderLock<'a>, ApiError> {
+    let floor = u64::try_from(floor).unwrap_or(0);
+    match lock {
+        StatusLock::Redis { lock, lease } => {
+            let held = lock
+                .acquire_above(&format!("order:{order_id}"), *lease, *lease, floor)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "status lock unavailable");
+                    ApiError::new(503, "lock_busy", "the order lock is unavailable")
+                })?
+                .ok_or_else(|| {
+                    ApiError::new(503, "lock_busy", "another status change holds this order")
+                })?;
+            Ok(OrderLock {
+                fence: i64::try_from(held.fence).unwrap_or(i64::MAX),
+                lease: Some(held),
+                _local: None,
+            })
+        }
+        StatusLock::Local { mutex, next_fence } => {
+            let guard = mutex.lock().await;
+            next_fence.fetch_max(floor, Ordering::SeqCst);
+            let fence = next_fence.fetch_add(1, Ordering::SeqCst) + 1;
+            Ok(OrderLock {
+                fence: i64::try_from(fence).unwrap_or(i64::MAX),
+                lease: None,
+                _local: Some(guard),
+            })
+        }
+    }
+}
+
+impl OrderLock<'_> {
+    /// Gives the lock back (owner only). A failed release is logged: the lease expires by
+    /// itself and the fence already protects the data.
+    pub async fn release(self, lock: &StatusLock) {
+        if let (Some(lease), StatusLock::Redis { lock, .. }) = (&self.lease, lock)
+            && let Err(e) = lock.release(lease).await
+        {
+            tracing::warn!(error = %e, "status lock release failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_match_accepts_quoted_weak_and_star() {
+        assert_eq!(listed_versions("\"3\""), Some(Some(vec![3])));
+        assert_eq!(listed_versions("W/\"3\", \"4\""), Some(Some(vec![3, 4])));
+        assert_eq!(listed_versions("*"), Some(None));
+        assert_eq!(listed_versions("\"abc\""), None);
+    }
+
+    #[test]
+    fn ops_role_is_read_from_the_gateway_header() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(ops(&headers).unwrap_err().status, StatusCode::FORBIDDEN);
+        headers.insert("x-user-roles", HeaderValue::from_static("buyer, ops"));
+        headers.insert("x-user-sub", HeaderValue::from_static("olga"));
+        assert_eq!(ops(&headers).ok().as_deref(), Some("olga"));
+    }
+}

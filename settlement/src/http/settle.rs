@@ -1,0 +1,87 @@
+//! `POST /internal/settlements`: the gateway's confirm, turned into one SQL order. The token is
+//! verified here again (the settlement never trusts the gateway's word on it); the answer
+//! table is in `docs/internal-api.md`.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use backend_adapters::sql::{SettleOutcome, SettleRequest};
+use serde::Deserialize;
+
+use super::{Shared, json_response};
+use crate::error::ApiError;
+use crate::views::OrderView;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettleBody {
+    reservation_token: String,
+}
+
+pub(crate) async fn settle(
+    State(state): Shared,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let result = settle_inner(&state, &headers, &body).await;
+    let outcome = match &result {
+        Ok((StatusCode::CREATED, _)) => "created",
+        Ok(_) => "existing",
+        Err(e) if e.code == "oversell_prevented" => "oversell",
+        Err(e) if e.code == "unknown_sku" => "unknown_sku",
+        Err(e) if e.status.is_client_error() => "rejected",
+        Err(_) => "error",
+    };
+    state.metrics.settled(outcome);
+    result.map(|(status, view)| json_response(status, &view, Some(view.version)))
+}
+
+async fn settle_inner(
+    state: &super::AppState,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(StatusCode, OrderView), ApiError> {
+    let body: SettleBody = super::json_body(body)?;
+    let claims = state
+        .verifier
+        .verify(&body.reservation_token)
+        .map_err(|e| ApiError::token(&e))?;
+    if claims.rid.sku() != claims.sku {
+        return Err(ApiError::new(
+            401,
+            "invalid_reservation_token",
+            "the token's sku does not match its reservation",
+        ));
+    }
+    // The gateway passes the authenticated buyer; a token must be presented by its owner.
+    if let Ok(sub) = super::buyer(headers)
+        && sub != claims.sub.as_str()
+    {
+        return Err(ApiError::new(
+            403,
+            "not_owner",
+            "this reservation belongs to another buyer",
+        ));
+    }
+    let request = SettleRequest {
+        reservation_id: claims.rid,
+        buyer: claims.sub,
+        sku: claims.sku,
+        qty: claims.qty,
+    };
+    match state.committer.settle(request).await? {
+        SettleOutcome::Created(order) => Ok((StatusCode::CREATED, OrderView::from(&order))),
+        SettleOutcome::Existing(order) => Ok((StatusCode::OK, OrderView::from(&order))),
+        SettleOutcome::Oversell => {
+            state.metrics.oversell_prevented.inc();
+            tracing::warn!("settlement refused: sql would oversell (redis drifted)");
+            Err(ApiError::new(
+                409,
+                "oversell_prevented",
+                "no stock left in sql for this reservation",
+            ))
+        }
+        SettleOutcome::UnknownSku => Err(ApiError::new(404, "unknown_sku", "unknown sku")),
+    }
+}

@@ -1,0 +1,234 @@
+//! The reconciler and the sweeper, as library functions (`stockgate reconcile [--repair]`,
+//! `GET /api/v1/admin/reconcile`) and as one periodic task under a leader lease.
+//!
+//! Reconciler, per SKU SQL knows: resolve holds stuck in `confirming` past a grace period from
+//! SQL (an order with that reservation id exists → `finish_confirm`, else
+//! `abort_confirm(Released)`), then compare the store's counters with SQL:
+//! `available + held + confirming + sold == total_stock` and Redis `sold + confirming ≥` SQL
+//! `sold` (a committed order is `confirming` in Redis until the gateway finishes it). A SKU
+//! that fails either is drift; `repair` rebuilds its counters from SQL with `repair_counters`.
+//! Sold drift above zero is normal for a moment (a cancellation not yet relayed), below zero
+//! Redis lost sales.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backend_adapters::sql::{Db, SqlError, now_ms, orders, products};
+use reservation_core::{AbortTo, ReservationError, ReservationStore, StockSnapshot};
+use serde::Serialize;
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::config::MaintenanceConfig;
+use crate::leader::Leader;
+use crate::metrics::Metrics;
+use crate::views::rfc3339;
+
+#[derive(Debug, Error)]
+pub enum MaintenanceError {
+    #[error("database: {0}")]
+    Database(#[from] SqlError),
+    #[error("reservation store: {0}")]
+    Store(#[from] ReservationError),
+}
+
+/// What one reconcile run does besides reporting.
+#[derive(Clone, Copy, Debug)]
+pub struct ReconcileOptions {
+    /// Rebuild the counters of every drifted SKU from SQL.
+    pub repair: bool,
+    /// Resolve holds `confirming` for longer than this (`None`: leave them).
+    pub confirming_grace: Option<Duration>,
+}
+
+impl Default for ReconcileOptions {
+    fn default() -> Self {
+        ReconcileOptions {
+            repair: false,
+            confirming_grace: Some(Duration::from_secs(60)),
+        }
+    }
+}
+
+/// One SKU of the drift report.
+#[derive(Clone, Debug, Serialize)]
+pub struct SkuReport {
+    pub sku: String,
+    pub sql_total_stock: i64,
+    pub sql_sold: i64,
+    /// The store's counters after resolution (and after repair, when repaired); `None` when
+    /// the store has no counters for the SKU.
+    pub store: Option<StockSnapshot>,
+    /// Redis `sold + confirming − SQL sold` before repair.
+    pub sold_drift: i64,
+    pub balanced: bool,
+    pub ok: bool,
+    pub confirming_confirmed: u32,
+    pub confirming_released: u32,
+    pub repaired: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ReconcileReport {
+    pub generated_at: String,
+    pub ok: bool,
+    pub skus: Vec<SkuReport>,
+}
+
+/// Reconciles every SKU in SQL against the store. Updates the drift metrics when given.
+pub async fn reconcile(
+    db: &Db,
+    store: &dyn ReservationStore,
+    metrics: Option<&Metrics>,
+    options: ReconcileOptions,
+) -> Result<ReconcileReport, MaintenanceError> {
+    let mut skus = Vec::new();
+    for product in products::list(db).await? {
+        let sku = product.sku()?;
+        let mut report = SkuReport {
+            sku: product.sku.clone(),
+            sql_total_stock: product.total_stock,
+            sql_sold: product.sold,
+            store: None,
+            sold_drift: -product.sold,
+            balanced: false,
+            ok: false,
+            confirming_confirmed: 0,
+            confirming_released: 0,
+            repaired: false,
+        };
+        if let (Some(grace), Some(_)) = (options.confirming_grace, snapshot(store, &sku).await?) {
+            resolve_confirming(db, store, &sku, grace, &mut report, metrics).await?;
+        }
+        let snap = snapshot(store, &sku).await?;
+        if let Some(s) = &snap {
+            report.sold_drift = (s.sold + s.confirming) as i64 - product.sold;
+            report.balanced = s.is_balanced() && s.total_stock as i64 == product.total_stock;
+        }
+        report.ok = report.balanced && report.sold_drift >= 0;
+        report.store = snap;
+        if options.repair && !report.ok {
+            let sold = products::sold_units(db, &product.sku).await?;
+            report.store = Some(store.repair_counters(&sku, &product.stock(), &sold).await?);
+            report.repaired = true;
+            tracing::warn!(sku = %sku, drift = report.sold_drift, "counters rebuilt from sql");
+        }
+        if let Some(m) = metrics {
+            m.drift_sold
+                .with_label_values(&[&report.sku])
+                .set(report.sold_drift);
+            m.drift_unbalanced
+                .with_label_values(&[&report.sku])
+                .set(i64::from(!report.balanced));
+        }
+        skus.push(report);
+    }
+    Ok(ReconcileReport {
+        generated_at: rfc3339(now_ms()),
+        ok: skus.iter().all(|s| s.ok),
+        skus,
+    })
+}
+
+async fn snapshot(
+    store: &dyn ReservationStore,
+    sku: &reservation_core::Sku,
+) -> Result<Option<StockSnapshot>, MaintenanceError> {
+    match store.snapshot(sku).await {
+        Ok(s) => Ok(Some(s)),
+        Err(ReservationError::UnknownSku) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Settles holds stuck in `confirming` (the gateway died between its confirm and its
+/// finish/abort) by asking SQL, the authority, whether the order exists.
+async fn resolve_confirming(
+    db: &Db,
+    store: &dyn ReservationStore,
+    sku: &reservation_core::Sku,
+    grace: Duration,
+    report: &mut SkuReport,
+    metrics: Option<&Metrics>,
+) -> Result<(), MaintenanceError> {
+    let cutoff = (now_ms().max(0) as u64).saturating_sub(grace.as_millis() as u64);
+    for hold in store.confirming_holds(sku).await? {
+        if hold.created_at_ms > cutoff {
+            continue;
+        }
+        let result = if orders::by_reservation(db, hold.id.as_str())
+            .await?
+            .is_some()
+        {
+            store.finish_confirm(&hold.id).await?;
+            report.confirming_confirmed += 1;
+            "confirmed"
+        } else {
+            store.abort_confirm(&hold.id, AbortTo::Released).await?;
+            report.confirming_released += 1;
+            "released"
+        };
+        tracing::info!(reservation_id = %hold.id, result, "stuck confirming hold resolved");
+        if let Some(m) = metrics {
+            m.confirming_resolved.with_label_values(&[result]).inc();
+        }
+    }
+    Ok(())
+}
+
+/// Expires due holds of every SKU the store knows, `batch` at a time. Returns how many.
+pub async fn sweep(store: &dyn ReservationStore, batch: usize) -> Result<usize, MaintenanceError> {
+    let mut expired = 0;
+    for sku in store.skus().await? {
+        loop {
+            let done = store.expire_due(&sku, batch).await?.len();
+            expired += done;
+            if done < batch {
+                break;
+            }
+        }
+    }
+    Ok(expired)
+}
+
+/// The periodic task: sweeps every `sweep_interval`, reconciles (report + confirming
+/// resolution, never repair: a repair is an operator's decision) every
+/// `reconcile_interval`, only while leader.
+pub(crate) async fn run(
+    db: Db,
+    store: Arc<dyn ReservationStore>,
+    leader: Leader,
+    metrics: Metrics,
+    config: MaintenanceConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut sweep_tick = tokio::time::interval(Duration::from_millis(config.sweep_interval_ms));
+    let mut reconcile_tick =
+        tokio::time::interval(Duration::from_millis(config.reconcile_interval_ms));
+    sweep_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    reconcile_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let reconcile_now = tokio::select! {
+            _ = sweep_tick.tick() => false,
+            _ = reconcile_tick.tick() => true,
+            _ = shutdown.changed() => return,
+        };
+        if !leader.is_leader().await {
+            continue;
+        }
+        if reconcile_now {
+            let options = ReconcileOptions {
+                repair: false,
+                confirming_grace: Some(Duration::from_millis(config.confirming_grace_ms)),
+            };
+            if let Err(e) = reconcile(&db, store.as_ref(), Some(&metrics), options).await {
+                tracing::warn!(error = %e, "reconcile round failed");
+            }
+        } else {
+            match sweep(store.as_ref(), config.sweep_batch).await {
+                Ok(n) => metrics.holds_expired.inc_by(n as u64),
+                Err(e) => tracing::warn!(error = %e, "sweep round failed"),
+            }
+        }
+    }
+}

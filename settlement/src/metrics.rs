@@ -1,0 +1,128 @@
+//! The settlement service's Prometheus metrics, registered in the registry the caller passes
+//! (the gateway serves one registry on its admin port; a standalone settlement serves its own
+//! at `GET /metrics`).
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Every metric of the service. Cheap to clone (prometheus metrics are `Arc`s inside).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `stockgate_settlements_total{outcome}`: created, existing, oversell, unknown_sku, rejected, error.
+    pub settlements: IntCounterVec,
+    /// `stockgate_oversell_prevented_total`: orders SQL refused because Redis drifted.
+    pub oversell_prevented: IntCounter,
+    pub batch_size: Histogram,
+    pub commit_seconds: Histogram,
+    pub outbox_pending: IntGauge,
+    pub outbox_lag_seconds: prometheus::Gauge,
+    pub outbox_published: IntCounter,
+    /// `stockgate_reconcile_sold_drift{sku}`: Redis sold + confirming − SQL sold.
+    pub drift_sold: IntGaugeVec,
+    /// `stockgate_reconcile_unbalanced{sku}`: 1 when Redis counters do not add up to total stock.
+    pub drift_unbalanced: IntGaugeVec,
+    pub confirming_resolved: IntCounterVec,
+    pub holds_expired: IntCounter,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let m = Metrics {
+            registry: registry.clone(),
+            settlements: IntCounterVec::new(
+                Opts::new(
+                    "stockgate_settlements_total",
+                    "settlement requests by outcome",
+                ),
+                &["outcome"],
+            )?,
+            oversell_prevented: IntCounter::new(
+                "stockgate_oversell_prevented_total",
+                "orders refused by SQL because they would oversell (Redis drifted)",
+            )?,
+            batch_size: Histogram::with_opts(
+                HistogramOpts::new(
+                    "stockgate_settlement_batch_size",
+                    "settlements per group-commit transaction",
+                )
+                .buckets(vec![
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
+                ]),
+            )?,
+            commit_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "stockgate_settlement_commit_seconds",
+                    "latency of one settlement transaction, begin to commit",
+                )
+                .buckets(prometheus::exponential_buckets(0.0005, 2.0, 14)?),
+            )?,
+            outbox_pending: IntGauge::new(
+                "stockgate_outbox_pending",
+                "outbox rows not yet published",
+            )?,
+            outbox_lag_seconds: prometheus::Gauge::new(
+                "stockgate_outbox_lag_seconds",
+                "age of the oldest unpublished outbox row",
+            )?,
+            outbox_published: IntCounter::new(
+                "stockgate_outbox_published_total",
+                "outbox events delivered by the relay",
+            )?,
+            drift_sold: IntGaugeVec::new(
+                Opts::new(
+                    "stockgate_reconcile_sold_drift",
+                    "Redis sold + confirming minus SQL sold, per SKU (negative: Redis lost sales)",
+                ),
+                &["sku"],
+            )?,
+            drift_unbalanced: IntGaugeVec::new(
+                Opts::new(
+                    "stockgate_reconcile_unbalanced",
+                    "1 when Redis available + held + confirming + sold differs from total stock",
+                ),
+                &["sku"],
+            )?,
+            confirming_resolved: IntCounterVec::new(
+                Opts::new(
+                    "stockgate_reconcile_confirming_resolved_total",
+                    "holds stuck in confirming resolved from SQL, by result",
+                ),
+                &["result"],
+            )?,
+            holds_expired: IntCounter::new(
+                "stockgate_sweeper_expired_total",
+                "holds the sweeper returned to stock",
+            )?,
+        };
+        registry.register(Box::new(m.settlements.clone()))?;
+        registry.register(Box::new(m.oversell_prevented.clone()))?;
+        registry.register(Box::new(m.batch_size.clone()))?;
+        registry.register(Box::new(m.commit_seconds.clone()))?;
+        registry.register(Box::new(m.outbox_pending.clone()))?;
+        registry.register(Box::new(m.outbox_lag_seconds.clone()))?;
+        registry.register(Box::new(m.outbox_published.clone()))?;
+        registry.register(Box::new(m.drift_sold.clone()))?;
+        registry.register(Box::new(m.drift_unbalanced.clone()))?;
+        registry.register(Box::new(m.confirming_resolved.clone()))?;
+        registry.register(Box::new(m.holds_expired.clone()))?;
+        Ok(m)
+    }
+
+    /// The registry in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for lack of space; a metric family error is logged.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!(error = %e, "metrics encoding failed");
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    pub fn settled(&self, outcome: &str) {
+        self.settlements.with_label_values(&[outcome]).inc();
+    }
+}

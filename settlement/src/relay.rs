@@ -1,0 +1,171 @@
+//! The outbox relay: publishes unpublished outbox rows in id order to its sinks, then marks
+//! them published. At least once with stable ids: a crash between delivering and marking
+//! delivers the same rows again, which the stream publisher skips (stream ids are the outbox
+//! ids) and the store effects ignore (`return_cancelled` is once per reservation id).
+//!
+//! Sinks: [`StoreEffects`] applies the Redis side of an event itself (a cancellation returns
+//! its units with `return_cancelled`), so stock comes back even when no one consumes the
+//! stream; [`StreamSink`] appends to the Redis stream for the gateway (cache invalidation) and
+//! any other consumer group. With Redis both run; in the embedded mode (no Redis) only
+//! `StoreEffects` does, against the in-memory store: the events are applied in process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use backend_adapters::redis::stream::StreamPublisher;
+use backend_adapters::sql::outbox::{self, OutboxEvent, topic};
+use backend_adapters::sql::{Db, SqlError};
+use reservation_core::{BuyerId, Qty, ReservationId, ReservationStore};
+use serde::Deserialize;
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::leader::Leader;
+use crate::metrics::Metrics;
+
+#[derive(Debug, Error)]
+pub enum RelayError {
+    #[error("database: {0}")]
+    Database(#[from] SqlError),
+    #[error("sink {sink}: {message}")]
+    Sink { sink: &'static str, message: String },
+}
+
+/// Where published events go. `deliver` must be idempotent per event id.
+#[async_trait]
+pub trait OutboxSink: Send + Sync {
+    async fn deliver(&self, events: &[OutboxEvent]) -> Result<(), RelayError>;
+}
+
+/// Appends events to the Redis stream.
+pub struct StreamSink(pub StreamPublisher);
+
+#[async_trait]
+impl OutboxSink for StreamSink {
+    async fn deliver(&self, events: &[OutboxEvent]) -> Result<(), RelayError> {
+        let items: Vec<(i64, &str, &str)> = events
+            .iter()
+            .map(|e| (e.id, e.topic.as_str(), e.payload.as_str()))
+            .collect();
+        self.0
+            .publish(&items)
+            .await
+            .map(|_| ())
+            .map_err(|e| RelayError::Sink {
+                sink: "stream",
+                message: e.to_string(),
+            })
+    }
+}
+
+/// Applies events to the reservation store: `order.cancelled` → `return_cancelled`.
+pub struct StoreEffects(pub Arc<dyn ReservationStore>);
+
+#[derive(Deserialize)]
+struct CancelledOrder {
+    reservation_id: String,
+    user_sub: String,
+    qty: u32,
+}
+
+#[async_trait]
+impl OutboxSink for StoreEffects {
+    async fn deliver(&self, events: &[OutboxEvent]) -> Result<(), RelayError> {
+        for event in events.iter().filter(|e| e.topic == topic::ORDER_CANCELLED) {
+            let parsed = serde_json::from_str::<CancelledOrder>(&event.payload)
+                .ok()
+                .and_then(|c| {
+                    Some((
+                        ReservationId::parse(&c.reservation_id).ok()?,
+                        BuyerId::parse(&c.user_sub).ok()?,
+                        Qty::new(c.qty).ok()?,
+                    ))
+                });
+            let Some((rid, buyer, qty)) = parsed else {
+                // A payload this code wrote cannot be malformed; skipping beats blocking the
+                // relay forever behind one event.
+                tracing::error!(event_id = event.id, "malformed order.cancelled event");
+                continue;
+            };
+            match self.0.return_cancelled(&rid, &buyer, qty).await {
+                Ok(_) => {}
+                // Only a store outage is worth retrying. Anything else (the store lost the
+                // SKU after a wipe, or its counters cannot give the units back) will not heal
+                // by retrying and must not block every later event: the reconciler reports
+                // the drift and its repair rebuilds the counters from SQL, which already
+                // counts the cancellation.
+                Err(e) if e.status_and_code().0 != 503 => {
+                    tracing::warn!(event_id = event.id, error = %e, "cancellation not applied to the store");
+                }
+                Err(e) => {
+                    return Err(RelayError::Sink {
+                        sink: "store",
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One round: delivers up to `batch` unpublished events to every sink, in id order, then
+/// marks them published. Returns how many were published.
+pub async fn relay_once(
+    db: &Db,
+    sinks: &[Arc<dyn OutboxSink>],
+    batch: usize,
+) -> Result<usize, RelayError> {
+    let events = outbox::unpublished(db, batch as i64).await?;
+    if events.is_empty() {
+        return Ok(0);
+    }
+    for sink in sinks {
+        sink.deliver(&events).await?;
+    }
+    let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+    outbox::mark_published(db, &ids).await?;
+    Ok(events.len())
+}
+
+/// The relay task: every poll interval, while leader, drains the outbox.
+pub(crate) async fn run(
+    db: Db,
+    sinks: Vec<Arc<dyn OutboxSink>>,
+    leader: Leader,
+    metrics: Metrics,
+    batch: usize,
+    poll: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if !leader.is_leader().await {
+            continue;
+        }
+        loop {
+            match relay_once(&db, &sinks, batch).await {
+                Ok(n) => {
+                    metrics.outbox_published.inc_by(n as u64);
+                    if n < batch {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox relay round failed");
+                    break;
+                }
+            }
+        }
+        if let Ok((pending, age_ms)) = outbox::lag(&db).await {
+            metrics.outbox_pending.set(pending);
+            metrics.outbox_lag_seconds.set(age_ms as f64 / 1000.0);
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! JSON bodies of the API (`Order`, `Product`, the product input), as documented in
+//! `docs/internal-api.md` and `openapi.yaml`. Money is in integer cents, times RFC 3339 UTC.
+
+use backend_adapters::sql::{Order, Product, ProductUpsert};
+use reservation_core::SaleState;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderView {
+    pub order_id: String,
+    pub reservation_id: String,
+    pub user_sub: String,
+    pub sku: String,
+    pub qty: i64,
+    pub unit_price: i64,
+    pub total: i64,
+    pub status: String,
+    pub version: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&Order> for OrderView {
+    fn from(o: &Order) -> Self {
+        OrderView {
+            order_id: o.id.clone(),
+            reservation_id: o.reservation_id.clone(),
+            user_sub: o.user_sub.clone(),
+            sku: o.sku.clone(),
+            qty: o.qty,
+            unit_price: o.unit_price_cents,
+            total: o.total_cents,
+            status: o.status.as_str().to_owned(),
+            version: o.version,
+            created_at: rfc3339(o.created_at_ms),
+            updated_at: rfc3339(o.updated_at_ms),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductView {
+    pub sku: String,
+    pub name: String,
+    pub price_cents: i64,
+    pub total_stock: i64,
+    /// Units SQL has sold (not cancelled).
+    pub sold: i64,
+    pub per_buyer_limit: i64,
+    pub max_per_order: i64,
+    pub sale_state: SaleState,
+    pub version: i64,
+    pub updated_at: String,
+}
+
+impl From<&Product> for ProductView {
+    fn from(p: &Product) -> Self {
+        ProductView {
+            sku: p.sku.clone(),
+            name: p.name.clone(),
+            price_cents: p.price_cents,
+            total_stock: p.total_stock,
+            sold: p.sold,
+            per_buyer_limit: p.per_buyer_limit,
+            max_per_order: p.max_per_order,
+            sale_state: p.sale_state,
+            version: p.version,
+            updated_at: rfc3339(p.updated_at_ms),
+        }
+    }
+}
+
+/// The body of `PUT /api/v1/admin/products/{sku}`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductInput {
+    pub name: String,
+    pub price_cents: i64,
+    pub total_stock: i64,
+    pub per_buyer_limit: i64,
+    /// Defaults to `per_buyer_limit`.
+    pub max_per_order: Option<i64>,
+    pub sale_state: SaleState,
+}
+
+impl ProductInput {
+    pub fn validate(self) -> Result<ProductUpsert, ApiError> {
+        let bad = |field: &str, reason: &str| ApiError::bad_request(format!("{field} {reason}"));
+        let name = self.name.trim();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(bad("name", "must be 1 to 200 characters"));
+        }
+        if self.price_cents < 0 {
+            return Err(bad("price_cents", "must be at least 0"));
+        }
+        if !(0..=i64::MAX / 4).contains(&self.total_stock) {
+            return Err(bad("total_stock", "must be at least 0"));
+        }
+        let limit_range = 1..=i64::from(u32::MAX);
+        if !limit_range.contains(&self.per_buyer_limit) {
+            return Err(bad("per_buyer_limit", "must be at least 1"));
+        }
+        let max_per_order = self.max_per_order.unwrap_or(self.per_buyer_limit);
+        if !(1..=1_000_000).contains(&max_per_order) {
+            return Err(bad("max_per_order", "must be between 1 and 1000000"));
+        }
+        Ok(ProductUpsert {
+            name: name.to_owned(),
+            price_cents: self.price_cents,
+            total_stock: self.total_stock,
+            per_buyer_limit: self.per_buyer_limit,
+            max_per_order,
+            sale_state: self.sale_state,
+        })
+    }
+}
+
+/// Epoch milliseconds as RFC 3339 UTC with millisecond precision (civil-from-days, Howard
+/// Hinnant's algorithm; no calendar crate needed for UTC).
+pub fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let tod = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        tod / 3600,
+        tod % 3600 / 60,
+        tod % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(1_795_503_600_000), "2026-11-24T07:00:00.000Z");
+    }
+
+    #[test]
+    fn product_input_rules_name_their_field() {
+        let input = |f: fn(&mut ProductInput)| {
+            let mut p = ProductInput {
+                name: "Tee".into(),
+                price_cents: 1999,
+                total_stock: 10,
+                per_buyer_limit: 2,
+                max_per_order: None,
+                sale_state: SaleState::OnSale,
+            };
+            f(&mut p);
+            p.validate()
+        };
+        assert_eq!(input(|_| {}).map(|u| u.max_per_order), Ok(2));
+        let detail = |r: Result<ProductUpsert, ApiError>| r.unwrap_err().detail;
+        assert!(detail(input(|p| p.name = " ".into())).starts_with("name"));
+        assert!(detail(input(|p| p.price_cents = -1)).starts_with("price_cents"));
+        assert!(detail(input(|p| p.total_stock = -1)).starts_with("total_stock"));
+        assert!(detail(input(|p| p.per_buyer_limit = 0)).starts_with("per_buyer_limit"));
+        assert!(detail(input(|p| p.max_per_order = Some(0))).starts_with("max_per_order"));
+    }
+}

@@ -1,0 +1,297 @@
+//! The settlement service over HTTP, started in-process on `127.0.0.1:0` against real
+//! PostgreSQL (own schema per test) and, for the embedded path, SQLite.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{TestApp, scalar, start_postgres, start_with, test_config};
+use reservation_core::{
+    AbortTo, BuyerId, IdempotencyKey, InMemoryStore, Qty, ReservationId, ReservationStore,
+    ReserveRequest, Sku,
+};
+use serde_json::Value;
+use settlement::CommitMode;
+
+async fn body(response: reqwest::Response) -> anyhow::Result<(u16, Value)> {
+    let status = response.status().as_u16();
+    Ok((status, response.json().await?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_duplicate_submissions_make_one_order() -> anyhow::Result<()> {
+    let app = Arc::new(start_postgres().await?);
+    app.put_product("DUP", 10).await?;
+    let (rid, token) = app.token("DUP", "alice", 2)?;
+    let mut tasks = Vec::new();
+    for _ in 0..30 {
+        let (app, token) = (app.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            body(app.settle("alice", &token).await?).await
+        }));
+    }
+    let mut statuses = Vec::new();
+    let mut order_ids = HashSet::new();
+    for task in tasks {
+        let (status, order) = task.await??;
+        statuses.push(status);
+        order_ids.insert(order["order_id"].as_str().unwrap_or("").to_owned());
+        assert_eq!(order["reservation_id"], rid.as_str());
+        assert_eq!(order["total"], 3998);
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1);
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 29);
+    assert_eq!(order_ids.len(), 1, "every answer names one order");
+    let db = app.db().await?;
+    assert_eq!(
+        scalar(&db, "SELECT CAST(COUNT(*) AS BIGINT) FROM orders").await?,
+        1
+    );
+    assert_eq!(scalar(&db, "SELECT sold FROM products").await?, 2);
+    Ok(())
+}
+
+/// `requests` settlements of one unit each at once against SQL stock `stock`.
+async fn sell_out(app: &Arc<TestApp>, requests: usize, stock: i64) -> anyhow::Result<()> {
+    app.put_product("HOT", stock).await?;
+    let mut tasks = Vec::new();
+    for i in 0..requests {
+        let buyer = format!("buyer-{i}");
+        let (_, token) = app.token("HOT", &buyer, 1)?;
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            body(app.settle(&buyer, &token).await?).await
+        }));
+    }
+    let (mut created, mut refused) = (0i64, 0usize);
+    for task in tasks {
+        match task.await?? {
+            (201, _) => created += 1,
+            (409, problem) if problem["code"] == "oversell_prevented" => refused += 1,
+            other => anyhow::bail!("unexpected answer {other:?}"),
+        }
+    }
+    let refusals = requests - stock as usize;
+    assert_eq!((created, refused), (stock, refusals));
+    let db = app.db().await?;
+    let orders = scalar(
+        &db,
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM orders WHERE sku = 'HOT'",
+    );
+    assert_eq!(orders.await?, stock);
+    let sold = scalar(&db, "SELECT sold FROM products WHERE sku = 'HOT'");
+    assert_eq!(sold.await?, stock);
+    assert_eq!(
+        app.running.metrics.oversell_prevented.get(),
+        refusals as u64
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thousand_concurrent_settlements_on_stock_600_sell_exactly_600() -> anyhow::Result<()> {
+    let app = Arc::new(start_postgres().await?);
+    sell_out(&app, 1000, 600).await?;
+    // Group commit really grouped: far fewer transactions than requests.
+    let batches = app.running.metrics.batch_size.get_sample_count();
+    assert!(
+        batches < 1000,
+        "{batches} transactions for 1000 settlements"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_transaction_per_order_mode_never_oversells_either() -> anyhow::Result<()> {
+    let url = common::postgres_url().await?;
+    let mut config = test_config(&url);
+    config.commit_mode = CommitMode::PerOrder;
+    let app = Arc::new(start_with(config, Arc::new(InMemoryStore::new())).await?);
+    // Fewer requests: one transaction each holds the hot row's lock in turn, which is the
+    // slow path the benchmark measures.
+    sell_out(&app, 300, 180).await?;
+    assert_eq!(app.running.metrics.batch_size.get_sample_count(), 300);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_needs_the_current_version() -> anyhow::Result<()> {
+    let app = start_postgres().await?;
+    app.put_product("CXL", 10).await?;
+    let (_, token) = app.token("CXL", "bob", 3)?;
+    let (status, order) = body(app.settle("bob", &token).await?).await?;
+    assert_eq!(status, 201);
+    let id = order["order_id"].as_str().unwrap_or_default().to_owned();
+
+    let get = |sub: &'static str| {
+        app.http
+            .get(app.url(&format!("/api/v1/orders/{id}")))
+            .header("x-user-sub", sub)
+            .send()
+    };
+    let mine = get("bob").await?;
+    assert_eq!(mine.headers()["etag"], "\"1\"");
+    assert_eq!(get("mallory").await?.status(), 404);
+
+    let cancel = |if_match: Option<&'static str>| {
+        let mut request = app
+            .http
+            .post(app.url(&format!("/api/v1/orders/{id}/cancel")))
+            .header("x-user-sub", "bob")
+            .header("x-request-id", "req-cancel");
+        if let Some(tag) = if_match {
+            request = request.header("if-match", tag);
+        }
+        request.send()
+    };
+    let (status, problem) = body(cancel(None).await?).await?;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (428, Some("precondition_required"))
+    );
+
+    let stale = cancel(Some("\"0\"")).await?;
+    assert_eq!(stale.headers()["content-type"], "application/problem+json");
+    assert_eq!(stale.headers()["x-request-id"], "req-cancel");
+    let (status, problem) = body(stale).await?;
+    assert_eq!(status, 412);
+    assert_eq!(problem["code"], "stale_version");
+    assert_eq!(problem["request_id"], "req-cancel");
+
+    let (status, cancelled) = body(cancel(Some("\"1\"")).await?).await?;
+    assert_eq!(
+        (status, cancelled["status"].as_str()),
+        (200, Some("cancelled"))
+    );
+    assert_eq!(cancelled["version"], 2);
+    let (status, problem) = body(cancel(Some("\"2\"")).await?).await?;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (409, Some("not_cancellable"))
+    );
+
+    let db = app.db().await?;
+    assert_eq!(scalar(&db, "SELECT sold FROM products").await?, 0);
+    let list = app
+        .http
+        .get(app.url("/api/v1/orders"))
+        .header("x-user-sub", "bob")
+        .send()
+        .await?;
+    let (_, orders) = body(list).await?;
+    assert_eq!(orders.as_array().map(Vec::len), Some(1));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_is_a_problem_with_code_and_request_id() -> anyhow::Result<()> {
+    let app = start_postgres().await?;
+    app.put_product("ERR", 5).await?;
+
+    let (status, problem) = body(app.settle("alice", "not-a-token").await?).await?;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (401, Some("invalid_reservation_token"))
+    );
+    assert_eq!(problem["request_id"], "req-test");
+
+    let (_, token) = app.token("NOSUCH", "alice", 1)?;
+    let (status, problem) = body(app.settle("alice", &token).await?).await?;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (404, Some("unknown_sku"))
+    );
+
+    let (_, token) = app.token("ERR", "alice", 1)?;
+    let (status, problem) = body(app.settle("mallory", &token).await?).await?;
+    assert_eq!((status, problem["code"].as_str()), (403, Some("not_owner")));
+
+    let not_ops = app
+        .http
+        .put(app.url("/api/v1/admin/products/ERR"))
+        .header("x-user-sub", "alice")
+        .json(&serde_json::json!({}))
+        .send()
+        .await?;
+    let (status, problem) = body(not_ops).await?;
+    assert_eq!((status, problem["code"].as_str()), (403, Some("forbidden")));
+
+    let product = app.http.get(app.url("/api/v1/products/ERR")).send().await?;
+    assert!(product.headers().contains_key("x-request-id"));
+    let etag = product.headers()["etag"].clone();
+    let again = app
+        .http
+        .get(app.url("/api/v1/products/ERR"))
+        .header("if-none-match", etag)
+        .send()
+        .await?;
+    assert_eq!(again.status(), 304);
+    let (status, problem) = body(app.http.get(app.url("/nowhere")).send().await?).await?;
+    assert_eq!((status, problem["code"].as_str()), (404, Some("not_found")));
+    assert_eq!(app.http.get(app.url("/readyz")).send().await?.status(), 200);
+    Ok(())
+}
+
+/// The embedded default: SQLite, the in-memory store, no Redis. A reservation goes through
+/// the store and settlement as the gateway drives it; the cancel's stock comes back to the
+/// store through the outbox, applied in process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_sqlite_settles_and_returns_cancelled_stock_in_process() -> anyhow::Result<()> {
+    let store: Arc<dyn ReservationStore> = Arc::new(InMemoryStore::new());
+    let app = start_with(test_config(&common::sqlite_url()), store.clone()).await?;
+    app.put_product("EMB", 10).await?;
+    let sku = Sku::parse("EMB")?;
+    let buyer = BuyerId::parse("erin")?;
+    let reserved = store
+        .reserve(&ReserveRequest {
+            sku: sku.clone(),
+            buyer: buyer.clone(),
+            qty: Qty::new(2)?,
+            idempotency_key: IdempotencyKey::parse("k1")?,
+            hold_ttl_ms: 60_000,
+        })
+        .await?;
+    let hold = store.begin_confirm(&reserved.hold.id, &buyer).await?;
+    let claims = reservation_core::ReservationClaims::for_hold(&hold);
+    let token = app.signer.sign(&claims)?;
+    let (status, order) = body(app.settle("erin", &token).await?).await?;
+    assert_eq!(status, 201);
+    store.finish_confirm(&hold.id).await?;
+    assert_eq!(store.snapshot(&sku).await?.sold, 2);
+
+    let cancel = app
+        .http
+        .post(app.url(&format!(
+            "/api/v1/orders/{}/cancel",
+            order["order_id"].as_str().unwrap_or_default()
+        )))
+        .header("x-user-sub", "erin")
+        .header("if-match", "\"1\"")
+        .send()
+        .await?;
+    assert_eq!(cancel.status(), 200);
+    let mut snapshot = store.snapshot(&sku).await?;
+    for _ in 0..100 {
+        if snapshot.sold == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        snapshot = store.snapshot(&sku).await?;
+    }
+    assert_eq!((snapshot.sold, snapshot.available), (0, 10));
+    let db = app.db().await?;
+    assert_eq!(scalar(&db, "SELECT sold FROM products").await?, 0);
+
+    // A second hold whose settlement is refused goes back to stock.
+    let other = ReservationId::generate(&sku);
+    assert!(
+        store
+            .abort_confirm(&other, AbortTo::Released)
+            .await
+            .is_err()
+    );
+    app.running.shutdown().await;
+    Ok(())
+}

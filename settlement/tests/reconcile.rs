@@ -1,0 +1,180 @@
+//! The reconciler against the real Redis store and PostgreSQL: it resolves holds stuck in
+//! `confirming` from SQL, reports drift after Redis lost this test's keys (deleted by prefix,
+//! not FLUSHALL, because other tests share the server), and `repair` rebuilds the counters
+//! from SQL. The sweeper expires due holds.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backend_adapters::redis::{RedisStore, RedisStoreConfig};
+use backend_adapters::sql::Db;
+use common::{TestApp, redis_prefix, redis_url, start_with, test_config, wipe_redis_prefix};
+use reservation_core::{
+    BuyerId, Hold, HoldState, IdempotencyKey, Qty, ReservationClaims, ReservationStore,
+    ReserveRequest, Sku,
+};
+use settlement::maintenance::{ReconcileOptions, reconcile, sweep};
+
+async fn reserve(store: &RedisStore, buyer: &str, key: &str, ttl_ms: u64) -> anyhow::Result<Hold> {
+    let reservation = store
+        .reserve(&ReserveRequest {
+            sku: Sku::parse("REC")?,
+            buyer: BuyerId::parse(buyer)?,
+            qty: Qty::new(1)?,
+            idempotency_key: IdempotencyKey::parse(key)?,
+            hold_ttl_ms: ttl_ms,
+        })
+        .await?;
+    Ok(reservation.hold)
+}
+
+/// Begin-confirm and settle, as the gateway does; `finish` says whether the gateway lived to
+/// call `finish_confirm`.
+async fn buy(app: &TestApp, store: &RedisStore, hold: &Hold, finish: bool) -> anyhow::Result<()> {
+    let hold = store.begin_confirm(&hold.id, &hold.buyer).await?;
+    let token = app.signer.sign(&ReservationClaims::for_hold(&hold))?;
+    let settled = app.settle(hold.buyer.as_str(), &token).await?;
+    anyhow::ensure!(settled.status() == 201, "settle: {}", settled.status());
+    if finish {
+        store.finish_confirm(&hold.id).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_resolves_confirming_and_repairs_counters_after_redis_lost_data()
+-> anyhow::Result<()> {
+    let prefix = redis_prefix();
+    let store = RedisStore::connect(
+        &redis_url(),
+        RedisStoreConfig {
+            prefix: prefix.clone(),
+            ..RedisStoreConfig::default()
+        },
+    )
+    .await?;
+    let db_url = common::postgres_url().await?;
+    let app = start_with(test_config(&db_url), Arc::new(store.clone())).await?;
+    app.put_product("REC", 50).await?;
+    let sku = Sku::parse("REC")?;
+
+    for i in 0..8 {
+        let hold = reserve(&store, &format!("b{i}"), "k", 60_000).await?;
+        buy(&app, &store, &hold, true).await?;
+    }
+    // The gateway died after SQL committed this one, and before settling that one.
+    let committed = reserve(&store, "late", "k", 60_000).await?;
+    buy(&app, &store, &committed, false).await?;
+    let orphan = reserve(&store, "orphan", "k", 60_000).await?;
+    store.begin_confirm(&orphan.id, &orphan.buyer).await?;
+
+    let db = Db::connect(&db_url, 2).await?;
+    let resolve = ReconcileOptions {
+        repair: false,
+        confirming_grace: Some(Duration::ZERO),
+    };
+    let report = reconcile(&db, &store, None, resolve).await?;
+    let rec = &report.skus[0];
+    assert_eq!((rec.confirming_confirmed, rec.confirming_released), (1, 1));
+    assert!(report.ok, "{report:?}");
+    assert_eq!(
+        store.get_hold(&committed.id).await?.state,
+        HoldState::Confirmed
+    );
+    assert_eq!(store.get_hold(&orphan.id).await?.state, HoldState::Released);
+    let snap = store.snapshot(&sku).await?;
+    assert_eq!((snap.sold, snap.available, snap.confirming), (9, 41, 0));
+
+    // Redis loses every key of this test.
+    assert!(wipe_redis_prefix(&prefix).await? > 0);
+    let report = reconcile(&db, &store, None, resolve).await?;
+    assert!(!report.ok);
+    assert!(report.skus[0].store.is_none(), "{report:?}");
+
+    let repair = ReconcileOptions {
+        repair: true,
+        ..resolve
+    };
+    let report = reconcile(&db, &store, None, repair).await?;
+    assert!(report.skus[0].repaired);
+    let snap = store.snapshot(&sku).await?;
+    assert_eq!(
+        (snap.total_stock, snap.sold, snap.available, snap.held),
+        (50, 9, 41, 0)
+    );
+    assert!(snap.is_balanced());
+    assert!(reconcile(&db, &store, None, resolve).await?.ok);
+
+    // The rebuilt counters serve reservations again.
+    reserve(&store, "after", "k2", 60_000).await?;
+    assert_eq!(store.snapshot(&sku).await?.available, 40);
+    app.running.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_returns_due_holds_to_stock() -> anyhow::Result<()> {
+    let prefix = redis_prefix();
+    let store = RedisStore::connect(
+        &redis_url(),
+        RedisStoreConfig {
+            prefix,
+            ..RedisStoreConfig::default()
+        },
+    )
+    .await?;
+    let app = start_with(
+        test_config(&common::postgres_url().await?),
+        Arc::new(store.clone()),
+    )
+    .await?;
+    app.put_product("REC", 10).await?;
+    for i in 0..5 {
+        reserve(&store, &format!("s{i}"), "k", 50).await?;
+    }
+    reserve(&store, "keeper", "k", 60_000).await?;
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(sweep(&store, 2).await?, 5);
+    let snap = store.snapshot(&Sku::parse("REC")?).await?;
+    assert_eq!((snap.available, snap.held), (9, 1));
+    Ok(())
+}
+
+/// The service's own maintenance task, under its Redis leader lease, expires due holds
+/// without anyone calling the sweeper.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_service_sweeps_under_its_leader_lease() -> anyhow::Result<()> {
+    let prefix = redis_prefix();
+    let store = RedisStore::connect(
+        &redis_url(),
+        RedisStoreConfig {
+            prefix: prefix.clone(),
+            ..RedisStoreConfig::default()
+        },
+    )
+    .await?;
+    let mut config = test_config(&common::postgres_url().await?);
+    config.redis_url = Some(redis_url());
+    config.redis_key_prefix = prefix.clone();
+    config.outbox.stream = format!("{prefix}:events");
+    config.maintenance.enabled = true;
+    config.maintenance.sweep_interval_ms = 30;
+    let app = start_with(config, Arc::new(store.clone())).await?;
+    app.put_product("REC", 10).await?;
+    reserve(&store, "s", "k", 50).await?;
+    let sku = Sku::parse("REC")?;
+    let mut snap = store.snapshot(&sku).await?;
+    for _ in 0..100 {
+        if snap.held == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        snap = store.snapshot(&sku).await?;
+    }
+    assert_eq!((snap.available, snap.held), (10, 0));
+    assert!(app.running.metrics.holds_expired.get() >= 1);
+    app.running.shutdown().await;
+    Ok(())
+}
