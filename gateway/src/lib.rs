@@ -1,3 +1,22 @@
-//! The Pingora edge of stockgate.
+//! The Pingora edge of stockgate and the library behind the `stockgate` binary.
+//!
+//! A request meets, in order: the limits and the header-read deadline ([`server`]), buyer
+//! authentication ([`auth`]), then the route table ([`edge::routes`]): reservation routes are
+//! answered at the edge against a [`reservation_core::ReservationStore`], the order confirm
+//! goes through the store and the settlement service, and everything else is proxied to the
+//! settlement upstream ([`proxy`]). [`config`] holds every option, [`problem`] the error
+//! format, [`metrics`] the Prometheus series, [`app`] the wiring, [`embedded`] the
+//! all-in-one process, [`cli`] the subcommands.
 
 #![forbid(unsafe_code)]
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod edge;
+pub mod embedded;
+pub mod metrics;
+pub mod problem;
+pub mod proxy;
+pub mod server;

@@ -1,0 +1,172 @@
+//! Wiring one gateway from its configuration: the reservation store (Redis or in-memory),
+//! the reservation-token signer and the metrics registry it shares with an in-process
+//! settlement service ([`Shared`]), the buyer key set, the settlement client and upstream;
+//! then the Pingora server around them. The subcommands, [`crate::embedded`] and the
+//! integration tests all start the gateway through here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backend_adapters::redis::{RedisStore, RedisStoreConfig};
+use reservation_core::{InMemoryStore, ReservationStore, TokenSigner, TokenVerifier};
+use thiserror::Error;
+
+use crate::auth::devkeys::{self, KeyError};
+use crate::auth::{BuyerAuth, KeySet, KeySource};
+use crate::config::{Config, ms};
+use crate::edge::settle::SettlementClient;
+use crate::edge::sold_out::SoldOutMemory;
+use crate::edge::{EdgeLimits, EdgeState};
+use crate::metrics::Metrics;
+use crate::proxy::{HealthCheckService, Upstream};
+use crate::server::{self, RunningServer, ServerError};
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Jwks(#[from] crate::auth::jwks::JwksError),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error("reservation store")]
+    Store(#[from] reservation_core::ReservationError),
+    #[error("settlement service")]
+    Settlement(#[from] settlement::StartError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// What the gateway shares with an in-process settlement service.
+#[derive(Clone)]
+pub struct Shared {
+    pub store: Arc<dyn ReservationStore>,
+    /// The Redis store behind `store`, when it is one (readiness checks its scripts).
+    pub redis: Option<RedisStore>,
+    pub signer: Arc<TokenSigner>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    /// The signer from the configured key (or the generated one) and fresh metrics.
+    pub fn new(config: &Config, store: Arc<dyn ReservationStore>) -> Result<Self, StartError> {
+        Ok(Shared {
+            store,
+            redis: None,
+            signer: Arc::new(devkeys::reservation_signer(config)?),
+            metrics: Arc::new(Metrics::new().map_err(|e| StartError::Setup(e.to_string()))?),
+        })
+    }
+
+    /// Connects the store the configuration asks for: Redis with `redis_url`, else memory.
+    pub async fn connect(config: &Config) -> Result<Self, StartError> {
+        match &config.redis_url {
+            Some(url) => {
+                let redis = connect_redis(config, url).await?;
+                let mut shared = Shared::new(config, Arc::new(redis.clone()))?;
+                shared.redis = Some(redis);
+                Ok(shared)
+            }
+            None => Shared::new(config, Arc::new(InMemoryStore::new())),
+        }
+    }
+
+    /// Verifies the tokens this gateway's signer issues.
+    pub fn verifier(&self) -> TokenVerifier {
+        TokenVerifier::for_signer(&self.signer)
+    }
+}
+
+/// The Redis reservation store under the configured key prefix (scripts loaded).
+pub async fn connect_redis(config: &Config, url: &str) -> Result<RedisStore, StartError> {
+    let store_config = RedisStoreConfig {
+        prefix: config.redis_key_prefix.clone(),
+        ..RedisStoreConfig::default()
+    };
+    Ok(RedisStore::connect(url, store_config).await?)
+}
+
+/// Where buyer keys come from: the configured JWKS, else the dev JWKS in `data_dir`
+/// (generated on first use, together with the dev identity key `stockgate token` uses).
+pub fn key_source(config: &Config) -> Result<KeySource, StartError> {
+    if let Some(url) = &config.auth.jwks_url {
+        return Ok(KeySource::Url(url.clone()));
+    }
+    if config.auth.jwks_file.is_none() {
+        devkeys::ensure_dev_identity(config)?;
+    }
+    Ok(KeySource::File(config.jwks_file_or_dev()))
+}
+
+/// Loads the buyer key set from its configured source.
+pub async fn load_keys(config: &Config) -> Result<Arc<KeySet>, StartError> {
+    let min_refresh = Duration::from_secs(config.auth.jwks_min_refresh_secs);
+    Ok(KeySet::load(key_source(config)?, min_refresh).await?)
+}
+
+/// The parts of a gateway that live outside Pingora.
+pub struct Gateway {
+    pub state: Arc<EdgeState>,
+    pub keys: Arc<KeySet>,
+    health: HealthCheckService,
+}
+
+impl Gateway {
+    /// Builds the edge state around a loaded key set.
+    pub fn build(config: &Config, shared: Shared, keys: Arc<KeySet>) -> Result<Self, StartError> {
+        let auth = BuyerAuth::new(&config.auth, keys.clone()).map_err(StartError::Setup)?;
+        let verifier = shared.verifier();
+        let upstream_addr = config.settlement_host_port();
+        let (upstream, health) =
+            Upstream::new(upstream_addr, &config.upstream).map_err(StartError::Setup)?;
+        let settlement = SettlementClient::new(
+            upstream_addr,
+            ms(config.upstream.connect_timeout_ms),
+            ms(config.upstream.settle_timeout_ms),
+            Duration::from_secs(config.upstream.pool_idle_timeout_secs),
+        )
+        .map_err(StartError::Setup)?;
+        let limits = &config.limits;
+        let state = EdgeState {
+            limits: EdgeLimits {
+                max_body_bytes: limits.max_body_bytes,
+                max_header_count: limits.max_header_count,
+                max_header_bytes: limits.max_header_bytes,
+                body_read_timeout: ms(limits.body_read_timeout_ms),
+                idle_timeout_secs: limits.idle_timeout_secs,
+            },
+            hold_ttl_ms: config.reservations.hold_ttl_secs * 1000,
+            store: shared.store,
+            redis: shared.redis,
+            signer: shared.signer,
+            verifier,
+            auth,
+            metrics: shared.metrics,
+            sold_out: SoldOutMemory::new(ms(config.reservations.sold_out_memory_ms)),
+            settlement,
+            upstream,
+            max_retries: config.upstream.max_retries,
+        };
+        Ok(Gateway {
+            state: Arc::new(state),
+            keys,
+            health,
+        })
+    }
+
+    /// Spawns the periodic JWKS re-read on the current Tokio runtime.
+    pub fn spawn_key_refresh(&self, config: &Config) {
+        let every = Duration::from_secs(config.auth.jwks_refresh_secs);
+        tokio::spawn(self.keys.clone().refresh_periodically(every));
+    }
+
+    /// Prepares the Pingora server (listeners bound when it runs).
+    pub fn into_server(self, config: &Config) -> Result<server::Prepared, StartError> {
+        Ok(server::prepare(config, self.state, self.health)?)
+    }
+
+    /// Starts the server on its own thread (tests, `all-in-one`). Blocks until it listens.
+    pub fn start_background(self, config: &Config) -> Result<RunningServer, StartError> {
+        Ok(server::start_background(self.into_server(config)?)?)
+    }
+}

@@ -1,0 +1,201 @@
+//! Buyer authentication at the edge: `Authorization: Bearer <JWT>` from an identity provider,
+//! verified against a cached JWKS ([`jwks`]) selected by `kid`, with an algorithm allowlist and
+//! deliberate `exp`/`nbf`/`iss`/`aud` checks. The verified `sub` and `roles` are what the edge
+//! acts on and forwards upstream; nothing the client sends about its identity is trusted.
+//!
+//! [`devkeys`] holds the dev identity key used by `stockgate token` and the embedded default.
+
+pub mod devkeys;
+pub mod jwks;
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use jsonwebtoken::{Algorithm, AlgorithmFamily, Validation};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::config::AuthConfig;
+pub use jwks::{KeySet, KeySource};
+
+/// Buyer tokens longer than this are refused before any parsing (a 64 KiB token costs nothing).
+pub const MAX_BUYER_TOKEN_LEN: usize = 8 * 1024;
+/// The role that opens the ops routes (`/api/v1/admin/*`).
+pub const OPS_ROLE: &str = "ops";
+
+/// The claims a buyer token must carry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuyerClaims {
+    pub sub: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    pub iss: String,
+    pub aud: String,
+    pub exp: u64,
+    pub nbf: u64,
+    #[serde(default)]
+    pub iat: u64,
+}
+
+/// Who is calling, after the token checked out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub sub: String,
+    pub roles: Vec<String>,
+}
+
+impl Identity {
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// The `x-user-roles` header value: roles joined by commas.
+    pub fn roles_header(&self) -> String {
+        self.roles.join(",")
+    }
+}
+
+/// Why a request was not authenticated. Every variant answers 401 except `Forbidden` (403).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum AuthError {
+    #[error("missing bearer token")]
+    Missing,
+    #[error("bearer token is malformed")]
+    Malformed,
+    #[error("bearer token algorithm is not allowed")]
+    AlgorithmNotAllowed,
+    #[error("bearer token is signed with an unknown key")]
+    UnknownKey,
+    #[error("bearer token signature is invalid")]
+    BadSignature,
+    #[error("bearer token has expired")]
+    Expired,
+    #[error("bearer token is not valid yet")]
+    NotYetValid,
+    #[error("bearer token has the wrong issuer or audience")]
+    WrongIssuerOrAudience,
+    #[error("this route needs the {0} role")]
+    Forbidden(&'static str),
+}
+
+impl AuthError {
+    pub fn status_and_code(&self) -> (u16, &'static str) {
+        match self {
+            AuthError::Forbidden(_) => (403, "forbidden"),
+            AuthError::Missing => (401, "missing_token"),
+            AuthError::Expired => (401, "token_expired"),
+            _ => (401, "invalid_token"),
+        }
+    }
+}
+
+/// Parses an algorithm name from the config allowlist; symmetric algorithms are refused
+/// because a shared secret cannot be published in a JWKS.
+pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
+    let alg = Algorithm::from_str(name).map_err(|_| format!("unknown algorithm {name:?}"))?;
+    if alg.family() == AlgorithmFamily::Hmac {
+        return Err(format!(
+            "{name} is symmetric; only public-key algorithms are allowed"
+        ));
+    }
+    Ok(alg)
+}
+
+/// Verifies buyer tokens. Cheap to clone (shared key cache).
+#[derive(Clone)]
+pub struct BuyerAuth {
+    keys: Arc<KeySet>,
+    /// One prepared validation per allowed algorithm (built once, not per request).
+    allowed: Arc<Vec<(Algorithm, Validation)>>,
+}
+
+impl BuyerAuth {
+    pub fn new(config: &AuthConfig, keys: Arc<KeySet>) -> Result<Self, String> {
+        let mut allowed = Vec::new();
+        for name in &config.algorithms {
+            let alg = parse_algorithm(name)?;
+            let mut validation = Validation::new(alg);
+            validation.leeway = config.leeway_secs;
+            validation.validate_nbf = true;
+            validation.set_issuer(&[&config.issuer]);
+            validation.set_audience(&[&config.audience]);
+            validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+            allowed.push((alg, validation));
+        }
+        Ok(BuyerAuth {
+            keys,
+            allowed: Arc::new(allowed),
+        })
+    }
+
+    pub fn key_set(&self) -> &Arc<KeySet> {
+        &self.keys
+    }
+
+    /// Checks an `Authorization` header value and returns the caller's identity.
+    pub async fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Identity, AuthError> {
+        let raw = authorization.ok_or(AuthError::Missing)?;
+        if raw.len() > MAX_BUYER_TOKEN_LEN + 7 {
+            return Err(AuthError::Malformed);
+        }
+        let value = std::str::from_utf8(raw).map_err(|_| AuthError::Malformed)?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or(AuthError::Missing)?
+            .trim();
+        self.verify(token).await
+    }
+
+    /// Verifies one token: allowlisted algorithm, known `kid` of the same key family, then
+    /// signature, `exp`, `nbf`, `iss`, `aud` and a non-empty `sub`.
+    pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        if token.is_empty() || token.len() > MAX_BUYER_TOKEN_LEN {
+            return Err(AuthError::Malformed);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+        // The allowlist is checked before any key is looked up, so `alg: none` and HMAC
+        // tokens (the "HS256 signed with the public key" confusion) never reach a verifier.
+        let validation = self
+            .allowed
+            .iter()
+            .find(|(alg, _)| *alg == header.alg)
+            .map(|(_, validation)| validation)
+            .ok_or(AuthError::AlgorithmNotAllowed)?;
+        let kid = header.kid.ok_or(AuthError::UnknownKey)?;
+        let key = self.keys.get(&kid).await.ok_or(AuthError::UnknownKey)?;
+        if key.family() != header.alg.family() {
+            return Err(AuthError::AlgorithmNotAllowed);
+        }
+        let data = jsonwebtoken::decode::<BuyerClaims>(token, &key, validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                ErrorKind::InvalidSignature => AuthError::BadSignature,
+                ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => {
+                    AuthError::WrongIssuerOrAudience
+                }
+                ErrorKind::InvalidAlgorithm => AuthError::AlgorithmNotAllowed,
+                _ => AuthError::Malformed,
+            }
+        })?;
+        let claims = data.claims;
+        // The sub becomes a store key and an upstream header: the same rule as BuyerId.
+        reservation_core::BuyerId::parse(&claims.sub).map_err(|_| AuthError::Malformed)?;
+        if claims
+            .roles
+            .iter()
+            .any(|r| r.is_empty() || !r.bytes().all(|b| b.is_ascii_graphic() && b != b','))
+        {
+            return Err(AuthError::Malformed);
+        }
+        Ok(Identity {
+            sub: claims.sub,
+            roles: claims.roles,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,258 @@
+//! The `stockgate` command line: `gateway | settlement | all-in-one | migrate | reconcile |
+//! token`. Each subcommand loads the configuration and calls into the library; nothing here
+//! decides behaviour.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use std::sync::Arc;
+
+use crate::app::{self, Gateway, Shared};
+use crate::auth::devkeys;
+use crate::config::Config;
+use crate::embedded;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "stockgate",
+    version,
+    about = "Flash-sale edge gateway and settlement service"
+)]
+pub struct Cli {
+    /// TOML configuration file (see config/stockgate.toml); defaults are the embedded setup.
+    #[arg(long, short, global = true, env = "STOCKGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the edge gateway (proxies to the settlement service at upstream.settlement_addr).
+    Gateway,
+    /// Run the settlement service.
+    Settlement,
+    /// Run gateway and settlement in one process (the embedded default without a config).
+    AllInOne,
+    /// Apply the SQL migrations and exit.
+    Migrate,
+    /// Compare store counters with SQL and report drift.
+    Reconcile(ReconcileArgs),
+    /// Mint a buyer JWT with the local dev identity key.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Rebuild the store's counters from SQL.
+    #[arg(long)]
+    pub repair: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The buyer's subject.
+    #[arg(long)]
+    pub sub: String,
+    /// A role to grant (repeatable), e.g. `--role ops`.
+    #[arg(long = "role")]
+    pub roles: Vec<String>,
+    /// Lifetime: a number with unit s, m, h or d (e.g. 90s, 15m, 1h, 7d).
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    pub ttl: Duration,
+}
+
+/// Parses `90s`, `15m`, `1h`, `7d`.
+pub fn parse_ttl(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{raw:?} does not start with a number"))?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("unknown unit {unit:?}; use s, m, h or d")),
+    };
+    if secs == 0 || secs > 30 * 86_400 {
+        return Err("ttl must be between 1s and 30d".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let config = Config::load(cli.config.as_deref()).context("loading the configuration")?;
+    match cli.command {
+        Command::Token(args) => {
+            let token = devkeys::mint_dev_token(&config, &args.sub, &args.roles, args.ttl)?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Gateway => run_gateway(&config),
+        Command::AllInOne => background_runtime()?.block_on(run_all_in_one(config)),
+        Command::Settlement => background_runtime()?.block_on(run_settlement(&config)),
+        Command::Migrate => background_runtime()?.block_on(async {
+            let url = config.database_url_or_embedded();
+            settlement::migrate(&url)
+                .await
+                .context("applying migrations")?;
+            println!("migrations applied");
+            Ok(())
+        }),
+        Command::Reconcile(args) => {
+            background_runtime()?.block_on(run_reconcile(&config, args.repair))
+        }
+    }
+}
+
+/// A runtime for everything outside Pingora's own (key refresh, store connections, the
+/// in-process settlement service).
+fn background_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("stockgate-bg")
+        .enable_all()
+        .build()
+        .context("starting the background runtime")
+}
+
+fn run_gateway(config: &Config) -> Result<()> {
+    if config.redis_url.is_none() {
+        tracing::warn!(
+            "no redis_url: the gateway runs an in-memory store that a separate settlement \
+             service cannot see; use all-in-one, or set redis_url"
+        );
+    }
+    let runtime = background_runtime()?;
+    let prepared = runtime.block_on(async {
+        let shared = Shared::connect(config).await?;
+        let gateway = Gateway::build(config, shared, app::load_keys(config).await?)?;
+        gateway.spawn_key_refresh(config);
+        gateway.into_server(config)
+    })?;
+    println!("stockgate gateway on http://{}", prepared.public_addr);
+    println!("admin (metrics) on http://{}", prepared.admin_addr);
+    // Blocks until SIGTERM (graceful drain) or SIGINT; the background runtime lives until then.
+    crate::server::run_forever(prepared);
+    drop(runtime);
+    Ok(())
+}
+
+/// Waits for SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn run_all_in_one(config: Config) -> Result<()> {
+    let all = embedded::start(config.clone(), None, true).await?;
+    let token = devkeys::mint_dev_token(&config, "alice", &[], Duration::from_secs(24 * 3600))?;
+    let base = format!("http://{}", all.public_addr());
+    println!("stockgate is running on {base}");
+    println!("  metrics: http://{}/metrics", all.admin_addr());
+    println!("  buyer token for alice (valid 24h; mint more with `stockgate token --sub bob`):");
+    println!("{token}");
+    println!("  try: curl {base}/api/v1/products");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    all.shutdown().await;
+    Ok(())
+}
+
+/// The settlement service on its own. It shares its reservation store with the gateways,
+/// so it needs Redis.
+async fn run_settlement(config: &Config) -> Result<()> {
+    let Some(url) = &config.redis_url else {
+        bail!(
+            "config field `redis_url` must be set for `stockgate settlement`: the gateways and \
+             the settlement service share the reservation store through Redis"
+        );
+    };
+    let store = app::connect_redis(config, url).await?;
+    let jwks_path = config.reservation_jwks_file();
+    let jwks = std::fs::read_to_string(&jwks_path)
+        .with_context(|| format!("reading the reservation jwks {}", jwks_path.display()))?;
+    let jwks = serde_json::from_str(&jwks).context("parsing the reservation jwks")?;
+    let verifier =
+        reservation_core::TokenVerifier::new(&jwks, reservation_core::token::MAX_LEEWAY_SECS)
+            .context("loading the reservation jwks")?;
+    let running = settlement::start(
+        config.settlement_config(),
+        settlement::SettlementDeps {
+            store: Arc::new(store),
+            verifier,
+            registry: prometheus::Registry::new(),
+        },
+    )
+    .await?;
+    println!("stockgate settlement on http://{}", running.addr);
+    shutdown_signal().await;
+    running.shutdown().await;
+    Ok(())
+}
+
+/// One reconcile run; exits non-zero when drift remains.
+async fn run_reconcile(config: &Config, repair: bool) -> Result<()> {
+    let Some(url) = &config.redis_url else {
+        bail!(
+            "config field `redis_url` must be set for `stockgate reconcile`: the in-memory \
+             store lives inside the all-in-one process, which rebuilds it from SQL at start"
+        );
+    };
+    let store = app::connect_redis(config, url).await?;
+    let report = settlement::reconcile_once(&config.settlement_config(), Arc::new(store), repair)
+        .await
+        .context("reconciling")?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if !report.ok && !repair {
+        bail!("drift found; run again with --repair to rebuild the counters from sql");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_units() {
+        assert_eq!(parse_ttl("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_ttl("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_ttl("2d"), Ok(Duration::from_secs(172_800)));
+        assert!(parse_ttl("h").is_err());
+        assert!(parse_ttl("5w").is_err());
+        assert!(parse_ttl("0s").is_err());
+    }
+
+    #[test]
+    fn command_line_parses() {
+        let cli =
+            Cli::try_parse_from(["stockgate", "token", "--sub", "alice", "--role", "ops"]).unwrap();
+        match cli.command {
+            Command::Token(args) => {
+                assert_eq!(args.sub, "alice");
+                assert_eq!(args.roles, vec!["ops".to_owned()]);
+                assert_eq!(args.ttl, Duration::from_secs(3600));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(Cli::try_parse_from(["stockgate", "nope"]).is_err());
+    }
+}

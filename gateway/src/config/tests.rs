@@ -1,0 +1,136 @@
+//! One fixture per validation rule, each asserting the message names the field.
+
+use std::collections::HashMap;
+
+use super::*;
+
+fn error_of(toml: &str) -> String {
+    let config = Config::from_toml(toml).expect("fixture parses");
+    config
+        .validate()
+        .expect_err("fixture is invalid")
+        .to_string()
+}
+
+#[test]
+fn defaults_are_the_embedded_setup_and_valid() {
+    let config = Config::default();
+    config.validate().unwrap();
+    assert_eq!(config.server.listen, "127.0.0.1:8080");
+    assert_eq!(config.redis_url, None);
+}
+
+#[test]
+fn the_shipped_example_file_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/stockgate.toml");
+    let config = Config::from_file(&path).unwrap();
+    config.validate().unwrap();
+    // The file documents the defaults: it must say exactly what running without it does.
+    assert_eq!(format!("{config:?}"), format!("{:?}", Config::default()));
+}
+
+#[test]
+fn unknown_fields_are_refused_with_their_name() {
+    let message =
+        Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap_err();
+    assert!(message.contains("listen_port"), "{message}");
+    let message = Config::from_toml("colour = \"blue\"\n").unwrap_err();
+    assert!(message.contains("colour"), "{message}");
+}
+
+#[test]
+fn each_rule_names_its_field() {
+    let cases = [
+        ("[server]\nlisten = \"localhost\"\n", "server.listen"),
+        ("[server]\nadmin_listen = \"nope\"\n", "server.admin_listen"),
+        ("[server]\nthreads = 0\n", "server.threads"),
+        ("[limits]\nmax_body_bytes = 0\n", "limits.max_body_bytes"),
+        (
+            "[limits]\nmax_header_count = 2\n",
+            "limits.max_header_count",
+        ),
+        (
+            "[limits]\nmax_header_bytes = 10\n",
+            "limits.max_header_bytes",
+        ),
+        (
+            "[limits]\nheader_read_timeout_ms = 0\n",
+            "limits.header_read_timeout_ms",
+        ),
+        (
+            "[limits]\nidle_timeout_secs = 0\n",
+            "limits.idle_timeout_secs",
+        ),
+        (
+            "[auth]\njwks_file = \"a\"\njwks_url = \"http://b\"\n",
+            "auth.jwks_url",
+        ),
+        ("[auth]\njwks_url = \"https://idp\"\n", "auth.jwks_url"),
+        ("[auth]\nissuer = \"\"\n", "auth.issuer"),
+        ("[auth]\naudience = \"\"\n", "auth.audience"),
+        ("[auth]\nalgorithms = [\"HS256\"]\n", "auth.algorithms"),
+        ("[auth]\nalgorithms = []\n", "auth.algorithms"),
+        ("[auth]\nleeway_secs = 600\n", "auth.leeway_secs"),
+        (
+            "[reservations]\nhold_ttl_secs = 0\n",
+            "reservations.hold_ttl_secs",
+        ),
+        (
+            "[reservations]\nsigning_key_id = \"\"\n",
+            "reservations.signing_key_id",
+        ),
+        (
+            "[upstream]\nsettlement_addr = \"settlement\"\n",
+            "upstream.settlement_addr",
+        ),
+        (
+            "[upstream]\nsettle_timeout_ms = 0\n",
+            "upstream.settle_timeout_ms",
+        ),
+        ("[upstream]\nmax_retries = 9\n", "upstream.max_retries"),
+        ("redis_url = \"localhost:6379\"\n", "redis_url"),
+        ("database_url = \"test\"\n", "database_url"),
+        ("redis_key_prefix = \"{x}\"\n", "redis_key_prefix"),
+        (
+            "[settlement]\ndatabase_url = \"sqlite://x.db\"\n",
+            "settlement.database_url",
+        ),
+        (
+            "[settlement]\nredis_url = \"redis://r\"\n",
+            "settlement.redis_url",
+        ),
+        ("[settlement.group_commit]\nmax_batch = 0\n", "settlement"),
+    ];
+    for (toml, field) in cases {
+        let message = error_of(toml);
+        assert!(
+            message.contains(&format!("`{field}`")),
+            "{toml:?} → {message}"
+        );
+    }
+}
+
+#[test]
+fn environment_overrides_urls_and_paths() {
+    let env: HashMap<&str, &str> = [
+        ("STOCKGATE_REDIS_URL", "redis://10.0.0.1:6379"),
+        ("STOCKGATE_SETTLEMENT_ADDR", "http://10.0.0.2:8081/"),
+        ("STOCKGATE_JWKS_URL", "http://idp/jwks.json"),
+        ("STOCKGATE_LISTEN", ""),
+    ]
+    .into_iter()
+    .collect();
+    let mut config = Config::default();
+    config.apply_env(|name| env.get(name).map(|v| v.to_string()));
+    assert_eq!(config.redis_url.as_deref(), Some("redis://10.0.0.1:6379"));
+    assert_eq!(config.settlement_host_port(), "10.0.0.2:8081");
+    assert_eq!(
+        config.auth.jwks_url.as_deref(),
+        Some("http://idp/jwks.json")
+    );
+    assert_eq!(
+        config.server.listen, "127.0.0.1:8080",
+        "empty values do not override"
+    );
+    config.validate().unwrap();
+}

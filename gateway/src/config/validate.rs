@@ -1,0 +1,156 @@
+//! `Config::validate`: every rule a TOML file cannot express, each error naming its field.
+
+use std::net::SocketAddr;
+
+use super::{Config, ConfigError, invalid};
+
+impl Config {
+    /// Checks every rule a file cannot express; the error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        parse_addr("server.listen", &self.server.listen)?;
+        parse_addr("server.admin_listen", &self.server.admin_listen)?;
+        parse_addr("upstream.settlement_addr", self.settlement_host_port())?;
+        if self.server.threads == 0 || self.server.threads > 256 {
+            return Err(invalid("server.threads", "must be between 1 and 256"));
+        }
+        if self.limits.max_body_bytes == 0 || self.limits.max_body_bytes > 16 * 1024 * 1024 {
+            return Err(invalid(
+                "limits.max_body_bytes",
+                "must be between 1 and 16777216",
+            ));
+        }
+        if !(8..=1024).contains(&self.limits.max_header_count) {
+            return Err(invalid(
+                "limits.max_header_count",
+                "must be between 8 and 1024",
+            ));
+        }
+        if !(1024..=1024 * 1024).contains(&self.limits.max_header_bytes) {
+            return Err(invalid(
+                "limits.max_header_bytes",
+                "must be between 1024 and 1048576",
+            ));
+        }
+        positive(
+            "limits.header_read_timeout_ms",
+            self.limits.header_read_timeout_ms,
+        )?;
+        positive(
+            "limits.body_read_timeout_ms",
+            self.limits.body_read_timeout_ms,
+        )?;
+        positive("limits.idle_timeout_secs", self.limits.idle_timeout_secs)?;
+        self.validate_auth()?;
+        if self.reservations.hold_ttl_secs == 0 || self.reservations.hold_ttl_secs > 86_400 {
+            return Err(invalid(
+                "reservations.hold_ttl_secs",
+                "must be between 1 and 86400",
+            ));
+        }
+        if self.reservations.signing_key_id.is_empty() {
+            return Err(invalid("reservations.signing_key_id", "must not be empty"));
+        }
+        positive(
+            "upstream.connect_timeout_ms",
+            self.upstream.connect_timeout_ms,
+        )?;
+        positive("upstream.read_timeout_ms", self.upstream.read_timeout_ms)?;
+        positive("upstream.write_timeout_ms", self.upstream.write_timeout_ms)?;
+        positive(
+            "upstream.settle_timeout_ms",
+            self.upstream.settle_timeout_ms,
+        )?;
+        positive(
+            "upstream.health_check_interval_secs",
+            self.upstream.health_check_interval_secs,
+        )?;
+        if self.upstream.max_retries > 5 {
+            return Err(invalid("upstream.max_retries", "must be at most 5"));
+        }
+        for (field, url) in [
+            ("redis_url", &self.redis_url),
+            ("database_url", &self.database_url),
+        ] {
+            if url.as_deref().is_some_and(|u| !u.contains("://")) {
+                return Err(invalid(field, "must be a URL with a scheme"));
+            }
+        }
+        if self.redis_key_prefix.is_empty() || self.redis_key_prefix.contains(['{', '}', ' ']) {
+            return Err(invalid(
+                "redis_key_prefix",
+                "must be non-empty, without braces or spaces",
+            ));
+        }
+        // One place for each URL: the settlement table must not carry its own.
+        let defaults = settlement::SettlementConfig::default();
+        if self.settlement.database_url != defaults.database_url {
+            return Err(invalid(
+                "settlement.database_url",
+                "is not used; set the top-level database_url",
+            ));
+        }
+        if self.settlement.redis_url.is_some() {
+            return Err(invalid(
+                "settlement.redis_url",
+                "is not used; set the top-level redis_url",
+            ));
+        }
+        self.settlement_config()
+            .validate()
+            .map_err(|e| invalid("settlement", e.to_string()))?;
+        Ok(())
+    }
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let auth = &self.auth;
+        if auth.jwks_file.is_some() && auth.jwks_url.is_some() {
+            return Err(invalid(
+                "auth.jwks_url",
+                "cannot be set together with auth.jwks_file",
+            ));
+        }
+        if auth
+            .jwks_url
+            .as_ref()
+            .is_some_and(|url| !url.starts_with("http://"))
+        {
+            return Err(invalid("auth.jwks_url", "must start with http://"));
+        }
+        if auth.issuer.is_empty() {
+            return Err(invalid("auth.issuer", "must not be empty"));
+        }
+        if auth.audience.is_empty() {
+            return Err(invalid("auth.audience", "must not be empty"));
+        }
+        if auth.algorithms.is_empty() {
+            return Err(invalid(
+                "auth.algorithms",
+                "must name at least one algorithm",
+            ));
+        }
+        for name in &auth.algorithms {
+            crate::auth::parse_algorithm(name)
+                .map_err(|reason| invalid("auth.algorithms", reason))?;
+        }
+        if auth.leeway_secs > 60 {
+            return Err(invalid("auth.leeway_secs", "must be at most 60"));
+        }
+        positive("auth.jwks_refresh_secs", auth.jwks_refresh_secs)?;
+        Ok(())
+    }
+}
+
+fn parse_addr(field: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        invalid(
+            field,
+            format!("must be host:port with an IP host, got {value:?}"),
+        )
+    })
+}
+
+fn positive(field: &'static str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(invalid(field, "must be greater than 0"));
+    }
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! The Pingora hooks of the edge, in the order Pingora calls them for one request:
+//! `early_request_filter` (request id, timeouts, header deadline mark) → `request_filter`
+//! (limits, identity headers stripped, route, auth, edge handlers) → for proxied routes
+//! `upstream_peer` → `upstream_request_filter` (verified identity headers) →
+//! `request_body_filter` (streamed body cap) → `response_filter` (`x-request-id`); on failure
+//! `fail_to_connect` (retry idempotent requests) and `fail_to_proxy` (problem+json); always
+//! `logging` (metrics).
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType};
+
+use super::respond::{REQUEST_ID, Reply};
+use super::routes::{self, Route};
+use super::{Edge, RequestCtx, USER_ROLES, USER_SUB, has_body, request_id_of};
+use crate::problem::Problem;
+
+#[async_trait]
+impl ProxyHttp for Edge {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            request_id: String::new(),
+            route: Route::NotFound,
+            started: Instant::now(),
+            identity: None,
+            body_seen: 0,
+            retries: 0,
+            in_flight: false,
+        }
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        crate::server::mark_headers_read();
+        ctx.started = Instant::now();
+        ctx.request_id = request_id_of(session);
+        ctx.in_flight = true;
+        self.state.metrics.in_flight.inc();
+        session.set_keepalive(Some(self.state.limits.idle_timeout_secs));
+        session.set_read_timeout(Some(self.state.limits.body_read_timeout));
+        Ok(())
+    }
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
+        // Never trust identity headers from a client, whatever the route.
+        session.req_header_mut().remove_header(USER_SUB);
+        session.req_header_mut().remove_header(USER_ROLES);
+
+        let matched = routes::classify(
+            &session.req_header().method,
+            session.req_header().uri.path(),
+        );
+        ctx.route = matched.route;
+        if let Some(problem) = self.check_limits(session) {
+            self.answer(
+                session,
+                ctx,
+                Reply::problem(&problem, &ctx.request_id).closing(),
+            )
+            .await;
+            return Ok(true);
+        }
+        match self.authorize(session, matched.route.access()).await {
+            Ok(identity) => ctx.identity = identity,
+            Err(problem) => {
+                let mut reply = Reply::problem(&problem, &ctx.request_id);
+                if has_body(session) {
+                    reply = reply.closing();
+                }
+                self.answer(session, ctx, reply).await;
+                return Ok(true);
+            }
+        }
+        if matched.route.is_proxied() {
+            return Ok(false);
+        }
+        let reply = self.handle(session, ctx, &matched).await;
+        self.answer(session, ctx, reply).await;
+        Ok(true)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        self.state.upstream.peer().ok_or_else(|| {
+            Error::explain(ErrorType::HTTPStatus(503), "no healthy settlement upstream")
+        })
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        upstream_request.remove_header(USER_SUB);
+        upstream_request.remove_header(USER_ROLES);
+        if let Some(identity) = &ctx.identity {
+            upstream_request.insert_header(USER_SUB, identity.sub.as_str())?;
+            upstream_request.insert_header(USER_ROLES, identity.roles_header())?;
+        }
+        upstream_request.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        // Chunked bodies have no declared length: count what streams through.
+        ctx.body_seen += body.as_ref().map_or(0, Bytes::len);
+        if ctx.body_seen > self.state.limits.max_body_bytes {
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(413),
+                "request body too large",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        upstream_response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        self.state.metrics.upstream_connect_errors.inc();
+        // Retry only requests that are safe to repeat, however sure we are nothing was sent.
+        let retry = routes::is_idempotent(&session.req_header().method)
+            && ctx.retries < self.state.max_retries;
+        if retry {
+            ctx.retries += 1;
+        }
+        e.set_retry(retry);
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let problem = problem_for(e);
+        let code = problem.as_ref().map_or(0, |p| p.status);
+        if let Some(problem) = problem
+            && session.response_written().is_none()
+        {
+            if ctx.request_id.is_empty() {
+                ctx.request_id = request_id_of(session);
+            }
+            let reply = Reply::problem(&problem, &ctx.request_id).closing();
+            self.answer(session, ctx, reply).await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn persist_connection_context(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+    ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        // Lets the header deadline tell a reused keep-alive connection from a new one.
+        Some(crate::server::connection_seen())
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let elapsed = ctx.started.elapsed();
+        self.state
+            .metrics
+            .observe_request(ctx.route, status, elapsed.as_secs_f64());
+        // The access log, at debug level: the metrics carry the aggregate picture.
+        tracing::debug!(
+            request_id = %ctx.request_id,
+            route = ctx.route.name(),
+            status,
+            micros = elapsed.as_micros() as u64,
+            error = e.map(|e| e.to_string()),
+            "request"
+        );
+        if ctx.in_flight {
+            self.state.metrics.in_flight.dec();
+            ctx.in_flight = false;
+        }
+    }
+}
+
+/// The problem a failed proxy attempt answers with; `None` when the client is gone.
+fn problem_for(e: &Error) -> Option<Problem> {
+    use ErrorType::*;
+    if let HTTPStatus(code) = e.etype() {
+        return Some(match *code {
+            413 => Problem::new(413, "payload_too_large", "request body too large"),
+            503 => Problem::upstream_unavailable("the settlement service is unavailable"),
+            other => Problem::new(other, "upstream_error", "the request could not be proxied"),
+        });
+    }
+    match e.esource() {
+        ErrorSource::Downstream => match e.etype() {
+            WriteError | ReadError | ConnectionClosed => None,
+            ReadTimedout => Some(Problem::new(
+                408,
+                "request_timeout",
+                "the request was not received in time",
+            )),
+            _ => Some(Problem::bad_request("malformed request")),
+        },
+        ErrorSource::Upstream => Some(match e.etype() {
+            ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError
+            | ConnectProxyFailure => {
+                Problem::upstream_unavailable("the settlement service is unavailable")
+            }
+            ReadTimedout | WriteTimedout => Problem::new(
+                504,
+                "upstream_timeout",
+                "the settlement service did not answer in time",
+            ),
+            _ => Problem::new(502, "bad_gateway", "the settlement service failed"),
+        }),
+        _ => Some(Problem::internal("internal error")),
+    }
+}

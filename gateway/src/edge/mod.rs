@@ -1,0 +1,210 @@
+//! The edge: one Pingora [`ProxyHttp`] implementation that applies the limits, authenticates
+//! buyers, answers the reservation routes itself ([`reservations`], [`orders`]) and proxies
+//! everything else to the settlement upstream ([`crate::proxy`]).
+//!
+//! Order of checks for every request (see `filters.rs`): strip client identity headers →
+//! route → header limits and declared body size → authentication and role → handler or
+//! proxy. A request refused by any check never reaches the store or the upstream.
+
+mod filters;
+pub mod orders;
+pub mod reservations;
+pub mod respond;
+pub mod routes;
+pub mod settle;
+pub mod sold_out;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pingora::proxy::Session;
+use reservation_core::{ReservationStore, TokenSigner, TokenVerifier};
+
+use crate::auth::{BuyerAuth, Identity, OPS_ROLE};
+use crate::metrics::Metrics;
+use crate::problem::Problem;
+use crate::proxy::Upstream;
+use respond::{REQUEST_ID, Reply};
+use routes::{Access, Matched, Route};
+use settle::SettlementClient;
+use sold_out::SoldOutMemory;
+
+/// Identity headers the settlement service trusts: only the edge may set them.
+const USER_SUB: &str = "x-user-sub";
+const USER_ROLES: &str = "x-user-roles";
+
+/// The limits the edge enforces per request.
+#[derive(Debug, Clone)]
+pub struct EdgeLimits {
+    pub max_body_bytes: usize,
+    pub max_header_count: usize,
+    pub max_header_bytes: usize,
+    pub body_read_timeout: Duration,
+    pub idle_timeout_secs: u64,
+}
+
+/// Everything the edge's handlers share, built once at start.
+pub struct EdgeState {
+    pub limits: EdgeLimits,
+    pub hold_ttl_ms: u64,
+    pub store: Arc<dyn ReservationStore>,
+    /// The Redis store behind `store`, when it is one: `/readyz` checks its scripts.
+    pub redis: Option<backend_adapters::redis::RedisStore>,
+    pub signer: Arc<TokenSigner>,
+    pub verifier: TokenVerifier,
+    pub auth: BuyerAuth,
+    pub metrics: Arc<Metrics>,
+    pub sold_out: SoldOutMemory,
+    pub settlement: SettlementClient,
+    pub upstream: Upstream,
+    pub max_retries: usize,
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    pub request_id: String,
+    pub route: Route,
+    pub started: Instant,
+    pub identity: Option<Identity>,
+    /// Body bytes passed to the upstream so far (the cap applies to streamed bodies too).
+    body_seen: usize,
+    retries: usize,
+    in_flight: bool,
+}
+
+/// The Pingora proxy application.
+pub struct Edge {
+    pub state: Arc<EdgeState>,
+}
+
+/// A client's `x-request-id` is kept when it is short visible ASCII; otherwise a new one.
+fn request_id_of(session: &Session) -> String {
+    match respond::header_str(session, REQUEST_ID) {
+        Some(id)
+            if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            id.to_owned()
+        }
+        _ => uuid::Uuid::now_v7().simple().to_string(),
+    }
+}
+
+/// Whether the request carries a body the edge has not read (then an early answer closes).
+fn has_body(session: &Session) -> bool {
+    let headers = &session.req_header().headers;
+    headers.contains_key(http::header::TRANSFER_ENCODING)
+        || respond::declared_length(session).is_some_and(|len| len > 0)
+}
+
+impl Edge {
+    /// The checks every request passes before routing; `Some` is the refusal.
+    fn check_limits(&self, session: &Session) -> Option<Problem> {
+        let limits = &self.state.limits;
+        let headers = &session.req_header().headers;
+        if headers.len() > limits.max_header_count {
+            return Some(Problem::headers_too_large(format!(
+                "more than {} request headers",
+                limits.max_header_count
+            )));
+        }
+        let bytes: usize = headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
+        if bytes > limits.max_header_bytes {
+            return Some(Problem::headers_too_large(format!(
+                "request headers larger than {} bytes",
+                limits.max_header_bytes
+            )));
+        }
+        if respond::declared_length(session).is_some_and(|len| len > limits.max_body_bytes) {
+            return Some(Problem::payload_too_large(limits.max_body_bytes));
+        }
+        None
+    }
+
+    /// Authenticates when the route needs it; `Err` is the 401/403 answer.
+    async fn authorize(
+        &self,
+        session: &Session,
+        access: Access,
+    ) -> Result<Option<Identity>, Problem> {
+        if access == Access::Anyone {
+            return Ok(None);
+        }
+        let authorization = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        let identity = self
+            .state
+            .auth
+            .authenticate(authorization)
+            .await
+            .map_err(|e| {
+                self.state.metrics.auth_failures.inc();
+                tracing::debug!(error = %e, "buyer authentication failed");
+                Problem::from(e)
+            })?;
+        if access == Access::Ops && !identity.has_role(OPS_ROLE) {
+            self.state.metrics.auth_failures.inc();
+            return Err(Problem::from(crate::auth::AuthError::Forbidden(OPS_ROLE)));
+        }
+        Ok(Some(identity))
+    }
+
+    async fn answer(&self, session: &mut Session, ctx: &RequestCtx, reply: Reply) {
+        if let Err(error) = respond::send(session, &ctx.request_id, reply).await {
+            tracing::debug!(%error, request_id = %ctx.request_id, "writing the answer failed");
+        }
+    }
+
+    /// Runs an edge-handled route.
+    async fn handle(&self, session: &mut Session, ctx: &RequestCtx, matched: &Matched) -> Reply {
+        let state = &self.state;
+        match matched.route {
+            Route::Healthz => Reply::json(200, &serde_json::json!({"status": "ok"})),
+            Route::Readyz => readiness(state, &ctx.request_id).await,
+            Route::ReservationCreate => reservations::create(state, session, ctx).await,
+            Route::ReservationGet => reservations::get(state, ctx, matched).await,
+            Route::ReservationRelease => reservations::release(state, ctx, matched).await,
+            Route::Stock => reservations::stock(state, ctx, matched).await,
+            Route::OrderConfirm => orders::confirm(state, session, ctx).await,
+            Route::MethodNotAllowed => {
+                Reply::problem(&Problem::method_not_allowed(), &ctx.request_id)
+            }
+            Route::NotFound | Route::Products | Route::Orders | Route::Admin => {
+                Reply::problem(&Problem::not_found(), &ctx.request_id)
+            }
+        }
+    }
+}
+
+/// `/readyz`: the store answers and the settlement upstream passes its health check.
+async fn readiness(state: &EdgeState, request_id: &str) -> Reply {
+    let mut failing = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(1), state.store.skus()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => failing.push(format!("reservation store: {error}")),
+        Err(_) => failing.push("reservation store: timed out".to_owned()),
+    }
+    if let Some(redis) = &state.redis {
+        match redis.scripts_loaded().await {
+            Ok(true) => {}
+            Ok(false) => failing.push("redis: lua scripts not loaded".to_owned()),
+            Err(error) => failing.push(format!("redis: {error}")),
+        }
+    }
+    if !state.upstream.is_healthy() {
+        failing.push("settlement upstream: unhealthy".to_owned());
+    }
+    if failing.is_empty() {
+        Reply::json(200, &serde_json::json!({"status": "ready"}))
+    } else {
+        Reply::problem(
+            &Problem::new(503, "not_ready", failing.join("; ")),
+            request_id,
+        )
+    }
+}

@@ -1,0 +1,199 @@
+//! Writing the edge's own answers (JSON and problem+json, always with `x-request-id`, and
+//! `Retry-After` on 429/503) and reading request bodies under the size cap.
+
+use bytes::{Bytes, BytesMut};
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use serde::Serialize;
+
+use crate::problem::Problem;
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// One answer of the edge, before it is written.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Bytes,
+    pub headers: Vec<(&'static str, String)>,
+    /// Close the connection afterwards (the request body was not read to its end).
+    pub close: bool,
+}
+
+impl Reply {
+    pub fn json(status: u16, value: &impl Serialize) -> Reply {
+        match serde_json::to_vec(value) {
+            Ok(body) => Reply {
+                status,
+                content_type: "application/json",
+                body: body.into(),
+                headers: Vec::new(),
+                close: false,
+            },
+            Err(error) => {
+                tracing::error!(%error, "response serialization failed");
+                Reply::problem(&Problem::internal("response serialization failed"), "")
+            }
+        }
+    }
+
+    /// A JSON body that is already encoded (e.g. the settlement's order, passed on as is).
+    pub fn raw_json(status: u16, body: Bytes) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body,
+            headers: Vec::new(),
+            close: false,
+        }
+    }
+
+    pub fn empty(status: u16) -> Reply {
+        Reply {
+            status,
+            content_type: "",
+            body: Bytes::new(),
+            headers: Vec::new(),
+            close: false,
+        }
+    }
+
+    pub fn problem(problem: &Problem, request_id: &str) -> Reply {
+        let mut headers = Vec::new();
+        if let Some(secs) = problem.retry_after {
+            headers.push(("retry-after", secs.to_string()));
+        }
+        Reply {
+            status: problem.status,
+            content_type: "application/problem+json",
+            body: problem.to_json(request_id).into(),
+            headers,
+            close: false,
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn closing(mut self) -> Reply {
+        self.close = true;
+        self
+    }
+}
+
+/// Writes `reply` as the whole response. Errors mean the client went away; the caller only
+/// logs them.
+pub async fn send(session: &mut Session, request_id: &str, reply: Reply) -> pingora::Result<()> {
+    let mut header = ResponseHeader::build(reply.status, Some(4 + reply.headers.len()))?;
+    header.insert_header(REQUEST_ID, request_id)?;
+    if !reply.content_type.is_empty() {
+        header.insert_header("content-type", reply.content_type)?;
+    }
+    header.insert_header("content-length", reply.body.len().to_string())?;
+    for (name, value) in reply.headers {
+        header.insert_header(name, value)?;
+    }
+    if reply.close {
+        // The unread rest of the body stays on the socket; the connection cannot be reused.
+        session.set_keepalive(None);
+        header.insert_header("connection", "close")?;
+    }
+    let head_only = session.req_header().method == http::Method::HEAD || reply.body.is_empty();
+    session
+        .write_response_header(Box::new(header), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(reply.body), true).await?;
+    }
+    Ok(())
+}
+
+/// Reads the whole request body, refusing with 413 as soon as it passes `limit` (a declared
+/// `Content-Length` over the limit is refused before the first byte is read).
+pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Problem> {
+    if declared_length(session).is_some_and(|len| len > limit) {
+        return Err(Problem::payload_too_large(limit));
+    }
+    let mut body = BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(Problem::payload_too_large(limit));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(error) => {
+                tracing::debug!(%error, "reading request body failed");
+                return Err(Problem::new(
+                    408,
+                    "request_timeout",
+                    "the request body was not received in time",
+                ));
+            }
+        }
+    }
+}
+
+/// The request's `Content-Length`, when present and a number.
+pub fn declared_length(session: &Session) -> Option<usize> {
+    session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A request header as text, if present and valid UTF-8.
+pub fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
+    session
+        .req_header()
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// Milliseconds since the epoch as RFC 3339 UTC (`2026-11-24T07:00:00.123Z`).
+pub fn rfc3339_ms(epoch_ms: u64) -> String {
+    let secs = epoch_ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        epoch_ms % 1000
+    )
+}
+
+/// Days since 1970-01-01 to a (year, month, day) date (H. Hinnant's civil_from_days).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_795_935_600_123), "2026-11-29T07:00:00.123Z");
+        assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}

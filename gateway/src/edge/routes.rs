@@ -1,0 +1,227 @@
+//! The route table of DESIGN.md §2: which requests the edge answers itself, which it proxies
+//! to the settlement service, and who may call each (anyone, a buyer, ops). Classification is
+//! a pure function of method and path so it is tested without a server.
+
+use http::Method;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Anyone,
+    Buyer,
+    /// A buyer token with the `ops` role.
+    Ops,
+}
+
+/// Every route the edge knows; also the `route` label of the request metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Healthz,
+    Readyz,
+    ReservationCreate,
+    ReservationGet,
+    ReservationRelease,
+    Stock,
+    OrderConfirm,
+    /// Proxied: catalog reads.
+    Products,
+    /// Proxied: the buyer's own orders (list, get, cancel) and other buyer routes.
+    Orders,
+    /// Proxied: `/api/v1/admin/*`.
+    Admin,
+    /// A known path with a method it does not take.
+    MethodNotAllowed,
+    NotFound,
+}
+
+impl Route {
+    pub const ALL: [Route; 12] = [
+        Route::Healthz,
+        Route::Readyz,
+        Route::ReservationCreate,
+        Route::ReservationGet,
+        Route::ReservationRelease,
+        Route::Stock,
+        Route::OrderConfirm,
+        Route::Products,
+        Route::Orders,
+        Route::Admin,
+        Route::MethodNotAllowed,
+        Route::NotFound,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Route::Healthz => "healthz",
+            Route::Readyz => "readyz",
+            Route::ReservationCreate => "reservations_create",
+            Route::ReservationGet => "reservations_get",
+            Route::ReservationRelease => "reservations_release",
+            Route::Stock => "stock",
+            Route::OrderConfirm => "orders_confirm",
+            Route::Products => "products",
+            Route::Orders => "orders",
+            Route::Admin => "admin",
+            Route::MethodNotAllowed => "method_not_allowed",
+            Route::NotFound => "not_found",
+        }
+    }
+
+    /// Position in [`Route::ALL`] (the metrics arrays are indexed by it): the declaration
+    /// order, which `ALL` follows (a unit test checks it).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn access(self) -> Access {
+        match self {
+            Route::Healthz
+            | Route::Readyz
+            | Route::Stock
+            | Route::Products
+            | Route::MethodNotAllowed
+            | Route::NotFound => Access::Anyone,
+            Route::ReservationCreate
+            | Route::ReservationGet
+            | Route::ReservationRelease
+            | Route::OrderConfirm
+            | Route::Orders => Access::Buyer,
+            Route::Admin => Access::Ops,
+        }
+    }
+
+    /// Whether the request goes to the settlement upstream (else the edge answers).
+    pub fn is_proxied(self) -> bool {
+        matches!(self, Route::Products | Route::Orders | Route::Admin)
+    }
+}
+
+/// A classified request: the route and the path parameter it carries, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matched {
+    pub route: Route,
+    /// `{id}` of a reservation or `{sku}` of the stock route.
+    pub param: Option<String>,
+}
+
+fn matched(route: Route, param: Option<&str>) -> Matched {
+    Matched {
+        route,
+        param: param.map(str::to_owned),
+    }
+}
+
+/// Maps a method and path (without query) to its route.
+pub fn classify(method: &Method, path: &str) -> Matched {
+    let get = method == Method::GET || method == Method::HEAD;
+    match path {
+        "/healthz" => {
+            return matched(
+                if get {
+                    Route::Healthz
+                } else {
+                    Route::MethodNotAllowed
+                },
+                None,
+            );
+        }
+        "/readyz" => {
+            return matched(
+                if get {
+                    Route::Readyz
+                } else {
+                    Route::MethodNotAllowed
+                },
+                None,
+            );
+        }
+        _ => {}
+    }
+    let Some(rest) = path.strip_prefix("/api/v1/") else {
+        return matched(Route::NotFound, None);
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    match parts.as_slice() {
+        ["reservations"] if method == Method::POST => matched(Route::ReservationCreate, None),
+        ["reservations"] => matched(Route::MethodNotAllowed, None),
+        ["reservations", id] if !id.is_empty() => match *method {
+            Method::GET => matched(Route::ReservationGet, Some(id)),
+            Method::DELETE => matched(Route::ReservationRelease, Some(id)),
+            _ => matched(Route::MethodNotAllowed, None),
+        },
+        ["stock", sku] if !sku.is_empty() => {
+            if get {
+                matched(Route::Stock, Some(sku))
+            } else {
+                matched(Route::MethodNotAllowed, None)
+            }
+        }
+        ["orders"] if method == Method::POST => matched(Route::OrderConfirm, None),
+        ["products"] | ["products", _] => {
+            if get {
+                matched(Route::Products, None)
+            } else {
+                matched(Route::MethodNotAllowed, None)
+            }
+        }
+        ["admin", ..] => matched(Route::Admin, None),
+        // Everything else under /api/v1 is the settlement's: orders list/get/cancel and any
+        // buyer route it adds. It needs a buyer; settlement answers 404 for unknown paths.
+        _ => matched(Route::Orders, None),
+    }
+}
+
+/// Methods whose requests may be retried on another connection (RFC 9110 §9.2.2).
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edge_routes_and_params() {
+        let m = classify(&Method::POST, "/api/v1/reservations");
+        assert_eq!(m.route, Route::ReservationCreate);
+        let m = classify(&Method::DELETE, "/api/v1/reservations/rsv_1");
+        assert_eq!(
+            (m.route, m.param.as_deref()),
+            (Route::ReservationRelease, Some("rsv_1"))
+        );
+        let m = classify(&Method::GET, "/api/v1/stock/HOT");
+        assert_eq!((m.route, m.param.as_deref()), (Route::Stock, Some("HOT")));
+        assert_eq!(
+            classify(&Method::POST, "/api/v1/orders").route,
+            Route::OrderConfirm
+        );
+        assert_eq!(
+            classify(&Method::PUT, "/api/v1/reservations").route,
+            Route::MethodNotAllowed
+        );
+    }
+
+    #[test]
+    fn proxied_routes_and_their_access() {
+        assert_eq!(
+            classify(&Method::GET, "/api/v1/orders").route,
+            Route::Orders
+        );
+        assert_eq!(
+            classify(&Method::POST, "/api/v1/orders/o1/cancel").route,
+            Route::Orders
+        );
+        assert_eq!(
+            classify(&Method::GET, "/api/v1/products/HOT").route,
+            Route::Products
+        );
+        let admin = classify(&Method::PUT, "/api/v1/admin/products/HOT").route;
+        assert_eq!((admin, admin.access()), (Route::Admin, Access::Ops));
+        assert_eq!(Route::Products.access(), Access::Anyone);
+        assert_eq!(classify(&Method::GET, "/other").route, Route::NotFound);
+        assert!(Route::ALL.iter().enumerate().all(|(i, r)| r.index() == i));
+    }
+}

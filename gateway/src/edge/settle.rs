@@ -1,0 +1,117 @@
+//! The client of the settlement service's `POST /internal/settlements` (docs/internal-api.md),
+//! over a pooled keep-alive HTTP client. Its one job is to tell the three cases apart that
+//! decide what happens to the hold: committed, certainly not committed, and unknown (the
+//! request was sent and the answer did not come back in time).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+/// What the settlement call came to.
+#[derive(Debug)]
+pub enum Settled {
+    /// 201 (committed now) or 200 (committed earlier, a retry): the order body.
+    Committed { created: bool, order: Bytes },
+    /// Settlement refused the request for good or for now; nothing was committed.
+    Refused { status: u16, code: String },
+    /// Nothing was committed and it may be retried (connection refused, 503).
+    Unavailable { reason: String },
+    /// The request may have been committed: a timeout or broken answer after sending, or an
+    /// unexpected server error. The hold stays `confirming` for a retry or the reconciler.
+    Ambiguous { reason: String },
+}
+
+#[derive(Deserialize)]
+struct ProblemCode {
+    #[serde(default)]
+    code: String,
+}
+
+/// A pooled client for one settlement upstream.
+#[derive(Clone)]
+pub struct SettlementClient {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl SettlementClient {
+    /// `host_port` is the upstream's `host:port`; `timeout` bounds the whole call.
+    pub fn new(
+        host_port: &str,
+        connect_timeout: Duration,
+        timeout: Duration,
+        pool_idle: Duration,
+    ) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .timeout(timeout)
+            .pool_idle_timeout(pool_idle)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(SettlementClient {
+            http,
+            url: format!("http://{host_port}/internal/settlements"),
+        })
+    }
+
+    /// Sends the reservation token with the request id and the buyer's identity headers.
+    pub async fn settle(&self, token: &str, request_id: &str, sub: &str, roles: &str) -> Settled {
+        let body = serde_json::json!({ "reservation_token": token });
+        let sent = self
+            .http
+            .post(&self.url)
+            .header("x-request-id", request_id)
+            .header("x-user-sub", sub)
+            .header("x-user-roles", roles)
+            .json(&body)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            // A connect failure means no byte of the request reached settlement.
+            Err(e) if e.is_connect() => {
+                return Settled::Unavailable {
+                    reason: e.to_string(),
+                };
+            }
+            Err(e) => {
+                return Settled::Ambiguous {
+                    reason: e.to_string(),
+                };
+            }
+        };
+        let status = response.status().as_u16();
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(e) if status == 200 || status == 201 => {
+                // The order committed but its body was lost: ambiguous for the buyer's answer,
+                // not for the hold (a retry gets the order back with 200).
+                return Settled::Ambiguous {
+                    reason: e.to_string(),
+                };
+            }
+            Err(_) => Bytes::new(),
+        };
+        match status {
+            200 | 201 => Settled::Committed {
+                created: status == 201,
+                order: body,
+            },
+            503 => Settled::Unavailable {
+                reason: "settlement answered 503".into(),
+            },
+            400..=499 => {
+                let code = serde_json::from_slice::<ProblemCode>(&body)
+                    .map(|p| p.code)
+                    .unwrap_or_default();
+                Settled::Refused { status, code }
+            }
+            // A 500 may come from a commit whose answer failed: it is not proof of nothing.
+            _ => Settled::Ambiguous {
+                reason: format!("settlement answered {status}"),
+            },
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Gateway and settlement service in one process: `stockgate all-in-one`, and with no
+//! configuration the embedded default (in-memory reservation store, an SQLite file in
+//! `data_dir`, demo products, http://127.0.0.1:8080). With `redis_url` / `database_url` set it
+//! runs the same two services on Redis and PostgreSQL.
+//!
+//! Start order: store → settlement (on 127.0.0.1:0, sharing the store, the reservation key
+//! and the metrics registry) → demo products when the catalog is empty → store counters
+//! rebuilt from SQL when the store is in memory (it starts empty on every run) → gateway,
+//! whose upstream is the settlement's real address.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde_json::json;
+use settlement::{RunningSettlement, SettlementDeps};
+
+use crate::app::{self, Gateway, Shared, StartError};
+use crate::auth::KeySet;
+use crate::config::Config;
+use crate::server::RunningServer;
+
+/// A demo product: sku, name, price in cents, total stock, per-buyer limit.
+type DemoProduct = (&'static str, &'static str, i64, i64, i64);
+
+/// The catalog of the embedded default: one flash-sale item and a few ordinary ones.
+pub const DEMO_PRODUCTS: &[DemoProduct] = &[
+    ("HOT", "Limited sneaker drop", 19_999, 50, 2),
+    ("TEE", "Logo t-shirt", 2_499, 500, 5),
+    ("MUG", "Enamel mug", 1_499, 200, 4),
+];
+
+/// Both services, running.
+pub struct AllInOne {
+    pub gateway: RunningServer,
+    pub settlement: RunningSettlement,
+    pub shared: Shared,
+}
+
+impl AllInOne {
+    pub fn public_addr(&self) -> SocketAddr {
+        self.gateway.public_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.gateway.admin_addr
+    }
+
+    /// Stops the gateway (graceful drain), then the settlement service.
+    pub async fn shutdown(self) {
+        let gateway = self.gateway;
+        // Joining the Pingora thread blocks; keep it off the async workers.
+        let _ = tokio::task::spawn_blocking(move || gateway.shutdown()).await;
+        self.settlement.shutdown().await;
+    }
+}
+
+/// Starts settlement and gateway in this process. `keys` replaces the configured buyer key
+/// set (tests); `seed` puts the demo products in an empty catalog.
+pub async fn start(
+    mut config: Config,
+    keys: Option<Arc<KeySet>>,
+    seed: bool,
+) -> Result<AllInOne, StartError> {
+    let shared = Shared::connect(&config).await?;
+    let mut settlement_config = config.settlement_config();
+    // Loopback on a free port: only the gateway talks to it.
+    settlement_config.listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    if let Some(dir) = sqlite_dir(&settlement_config.database_url) {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StartError::Setup(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let running = settlement::start(
+        settlement_config.clone(),
+        SettlementDeps {
+            store: shared.store.clone(),
+            verifier: shared.verifier(),
+            registry: shared.metrics.registry().clone(),
+        },
+    )
+    .await?;
+    if seed {
+        seed_demo_products(running.addr).await?;
+    }
+    if config.redis_url.is_none() {
+        // The in-memory store starts empty: rebuild its counters from SQL, the authority.
+        settlement::reconcile_once(&settlement_config, shared.store.clone(), true)
+            .await
+            .map_err(|e| StartError::Setup(format!("rebuilding stock counters from sql: {e}")))?;
+    }
+
+    config.upstream.settlement_addr = running.addr.to_string();
+    let keys = match keys {
+        Some(keys) => keys,
+        None => app::load_keys(&config).await?,
+    };
+    let gateway = Gateway::build(&config, shared.clone(), keys)?;
+    gateway.spawn_key_refresh(&config);
+    let server = match tokio::task::block_in_place(|| gateway.start_background(&config)) {
+        Ok(server) => server,
+        Err(error) => {
+            running.shutdown().await;
+            return Err(error);
+        }
+    };
+    Ok(AllInOne {
+        gateway: server,
+        settlement: running,
+        shared,
+    })
+}
+
+/// The directory of an `sqlite://path?...` URL, to create it before SQLite opens the file.
+fn sqlite_dir(url: &str) -> Option<std::path::PathBuf> {
+    let path = url.strip_prefix("sqlite://")?.split('?').next()?;
+    std::path::Path::new(path).parent().map(|p| p.to_path_buf())
+}
+
+/// Puts the demo products into an empty catalog through the settlement's ops API (which
+/// configures the store too). A catalog that has products is left alone.
+pub async fn seed_demo_products(settlement: SocketAddr) -> Result<usize, StartError> {
+    let http = reqwest::Client::new();
+    let base = format!("http://{settlement}");
+    let fail = |e: &dyn std::fmt::Display| StartError::Setup(format!("seeding demo products: {e}"));
+    let listed: serde_json::Value = http
+        .get(format!("{base}/api/v1/products"))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| fail(&e))?
+        .json()
+        .await
+        .map_err(|e| fail(&e))?;
+    if listed
+        .as_array()
+        .is_some_and(|products| !products.is_empty())
+    {
+        return Ok(0);
+    }
+    for (sku, name, price_cents, total_stock, limit) in DEMO_PRODUCTS {
+        http.put(format!("{base}/api/v1/admin/products/{sku}"))
+            .header("x-user-sub", "stockgate-seed")
+            .header("x-user-roles", crate::auth::OPS_ROLE)
+            .json(&json!({
+                "name": name, "price_cents": price_cents, "total_stock": total_stock,
+                "per_buyer_limit": limit, "sale_state": "on_sale",
+            }))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| fail(&e))?;
+    }
+    tracing::info!(products = DEMO_PRODUCTS.len(), "seeded demo products");
+    Ok(DEMO_PRODUCTS.len())
+}

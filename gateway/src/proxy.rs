@@ -1,0 +1,83 @@
+//! The settlement upstream of the proxied routes: a Pingora load balancer over the configured
+//! address with an HTTP health check on `/healthz`, and the peer settings (timeouts, pooled
+//! keep-alive) every proxied request uses. Pingora pools upstream connections per peer, so
+//! proxied requests reuse warm keep-alive connections.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora::http::RequestHeader;
+use pingora::lb::selection::RoundRobin;
+use pingora::lb::{LoadBalancer, health_check::HttpHealthCheck};
+use pingora::prelude::HttpPeer;
+use pingora::services::background::{GenBackgroundService, background_service};
+
+use crate::config::{UpstreamConfig, ms};
+
+/// Timeouts copied onto every upstream peer.
+#[derive(Debug, Clone)]
+struct PeerTimeouts {
+    connect: Duration,
+    read: Duration,
+    write: Duration,
+    pool_idle: Duration,
+}
+
+/// The settlement upstream, shared by all proxy workers.
+#[derive(Clone)]
+pub struct Upstream {
+    lb: Arc<LoadBalancer<RoundRobin>>,
+    timeouts: PeerTimeouts,
+}
+
+/// The health-check task the server runs in the background.
+pub type HealthCheckService = GenBackgroundService<LoadBalancer<RoundRobin>>;
+
+impl Upstream {
+    /// The upstream at `host_port` and the background service that health-checks it.
+    pub fn new(
+        host_port: &str,
+        config: &UpstreamConfig,
+    ) -> Result<(Self, HealthCheckService), String> {
+        let mut lb = LoadBalancer::<RoundRobin>::try_from_iter([host_port])
+            .map_err(|e| format!("upstream {host_port}: {e}"))?;
+        let mut check = HttpHealthCheck::new(host_port, false);
+        let mut req = RequestHeader::build("GET", b"/healthz", None).map_err(|e| e.to_string())?;
+        req.insert_header("host", host_port)
+            .map_err(|e| e.to_string())?;
+        check.req = req;
+        // Connect afresh each time: a pooled connection can hide a dead listener.
+        check.reuse_connection = false;
+        lb.set_health_check(Box::new(check));
+        lb.health_check_frequency = Some(Duration::from_secs(config.health_check_interval_secs));
+        let service = background_service("settlement health check", lb);
+        let upstream = Upstream {
+            lb: service.task(),
+            timeouts: PeerTimeouts {
+                connect: ms(config.connect_timeout_ms),
+                read: ms(config.read_timeout_ms),
+                write: ms(config.write_timeout_ms),
+                pool_idle: Duration::from_secs(config.pool_idle_timeout_secs),
+            },
+        };
+        Ok((upstream, service))
+    }
+
+    /// A healthy backend as a peer with the configured timeouts; `None` when all are down.
+    pub fn peer(&self) -> Option<Box<HttpPeer>> {
+        let backend = self.lb.select(b"", 16)?;
+        let mut peer = HttpPeer::new(backend.addr, false, String::new());
+        let options = &mut peer.options;
+        options.connection_timeout = Some(self.timeouts.connect);
+        options.total_connection_timeout = Some(self.timeouts.connect);
+        options.read_timeout = Some(self.timeouts.read);
+        options.write_timeout = Some(self.timeouts.write);
+        options.idle_timeout = Some(self.timeouts.pool_idle);
+        Some(Box::new(peer))
+    }
+
+    /// Whether the health check currently passes for some backend.
+    pub fn is_healthy(&self) -> bool {
+        self.lb.select(b"", 16).is_some()
+    }
+}

@@ -1,0 +1,76 @@
+//! The admin listener: `GET /metrics` (Prometheus text) and `POST /admin/reload`, which will
+//! re-read the rate-limit rules once they exist (DESIGN.md §5); until then it answers that
+//! there is nothing to reload. Bind it to a private address.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{Method, Response};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+
+use crate::metrics::Metrics;
+use crate::problem::Problem;
+
+pub struct AdminApp {
+    metrics: Arc<Metrics>,
+}
+
+impl AdminApp {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        AdminApp { metrics }
+    }
+}
+
+fn new_request_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    respond_with_id(status, content_type, body, &new_request_id())
+}
+
+fn respond_with_id(
+    status: u16,
+    content_type: &str,
+    body: Vec<u8>,
+    request_id: &str,
+) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("content-length", body.len())
+        .header("x-request-id", request_id)
+        .body(body)
+        .unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
+fn problem(problem: Problem) -> Response<Vec<u8>> {
+    let request_id = new_request_id();
+    let body = problem.to_json(&request_id);
+    respond_with_id(
+        problem.status,
+        "application/problem+json",
+        body,
+        &request_id,
+    )
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let method = session.req_header().method.clone();
+        match (method, session.req_header().uri.path()) {
+            (Method::GET, "/metrics") => {
+                respond(200, "text/plain; version=0.0.4", self.metrics.render())
+            }
+            (Method::POST, "/admin/reload") => respond(
+                200,
+                "application/json",
+                br#"{"reloaded":false,"detail":"no rate-limit rules are configured"}"#.to_vec(),
+            ),
+            (_, "/metrics" | "/admin/reload") => problem(Problem::method_not_allowed()),
+            _ => problem(Problem::not_found()),
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! End to end through real HTTP: the gateway and the real settlement service started
+//! in-process on 127.0.0.1:0 (`embedded::start`), on the Redis reservation store and
+//! PostgreSQL. Needs `REDIS_URL` and `DATABASE_URL` (scripts/test.sh sets both); a missing
+//! service fails the test. Each test has its own Redis key prefix and PostgreSQL schema.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backend_adapters::sql::Db;
+use common::{Idp, body};
+use gateway::auth::{KeySet, KeySource};
+use gateway::config::Config;
+use gateway::embedded::{self, AllInOne};
+use reservation_core::Sku;
+use serde_json::{Value, json};
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} must be set for the end-to-end tests (scripts/test.sh sets it)")
+    })
+}
+
+/// A fresh, empty PostgreSQL schema; the URL makes every connection use it.
+async fn postgres_schema_url() -> String {
+    let url = env("DATABASE_URL");
+    let schema = format!("gw_{}", uuid::Uuid::new_v4().simple());
+    let admin = Db::connect(&url, 1)
+        .await
+        .expect("PostgreSQL at DATABASE_URL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(admin.pool())
+        .await
+        .expect("create schema");
+    admin.close().await;
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options[search_path]={schema}")
+}
+
+struct World {
+    all: Option<AllInOne>,
+    base: String,
+    http: reqwest::Client,
+    idp: Idp,
+    database_url: String,
+    data_dir: std::path::PathBuf,
+}
+
+impl World {
+    async fn start(adjust: impl FnOnce(&mut Config)) -> World {
+        let database_url = postgres_schema_url().await;
+        let prefix = format!("gwtest-{}", uuid::Uuid::new_v4().simple());
+        // The upstream address is replaced by the in-process settlement's.
+        let mut config = common::test_config("127.0.0.1:1".parse().unwrap());
+        config.server.threads = 2;
+        config.redis_url = Some(env("REDIS_URL"));
+        config.redis_key_prefix = prefix.clone();
+        config.database_url = Some(database_url.clone());
+        config.settlement.redis_key_prefix = format!("{prefix}-settlement");
+        config.upstream.settle_timeout_ms = 5_000;
+        // The harness's short slowloris deadline would cut off clients of a loaded box.
+        config.limits.header_read_timeout_ms = 10_000;
+        adjust(&mut config);
+        config.validate().unwrap();
+        let data_dir = config.data_dir.clone();
+        let idp = Idp::new();
+        let keys = KeySet::load(KeySource::Static(idp.jwks()), Duration::from_secs(10))
+            .await
+            .unwrap();
+        let all = embedded::start(config, Some(keys), false).await.unwrap();
+        World {
+            base: format!("http://{}", all.public_addr()),
+            all: Some(all),
+            http: reqwest::Client::new(),
+            idp,
+            database_url,
+            data_dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn put_product(&self, sku: &str, total_stock: i64, limit: i64) {
+        let response = self
+            .http
+            .put(self.url(&format!("/api/v1/admin/products/{sku}")))
+            .bearer_auth(self.idp.ops_token("olga"))
+            .json(
+                &json!({"name": sku, "price_cents": 1999, "total_stock": total_stock,
+                          "per_buyer_limit": limit, "sale_state": "on_sale"}),
+            )
+            .send()
+            .await
+            .unwrap();
+        let (status, product) = body(response).await;
+        assert!(status == 200 || status == 201, "{product}");
+    }
+
+    async fn reserve(&self, token: &str, key: &str, sku: &str, qty: u32) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url("/api/v1/reservations"))
+            .bearer_auth(token)
+            .header("idempotency-key", key)
+            .json(&json!({"sku": sku, "qty": qty}))
+            .send()
+            .await
+            .unwrap();
+        body(response).await
+    }
+
+    async fn confirm(&self, token: &str, reservation_token: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url("/api/v1/orders"))
+            .bearer_auth(token)
+            .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+            .json(&json!({"reservation_token": reservation_token}))
+            .send()
+            .await
+            .unwrap();
+        body(response).await
+    }
+
+    async fn stock(&self, sku: &str) -> reservation_core::StockSnapshot {
+        let all = self.all.as_ref().unwrap();
+        all.shared
+            .store
+            .snapshot(&Sku::parse(sku).unwrap())
+            .await
+            .unwrap()
+    }
+
+    async fn sql_orders(&self, sku: &str) -> i64 {
+        let db = Db::connect(&self.database_url, 1).await.unwrap();
+        let count: i64 = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM orders WHERE sku = '{sku}' AND status <> 'cancelled'"
+        )))
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        db.close().await;
+        count
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(all) = self.all.take() {
+            all.shutdown().await;
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserve_confirm_order_with_replays_on_redis_and_postgres() {
+    let world = World::start(|_| {}).await;
+    world.put_product("HOT", 10, 3).await;
+    let alice = world.idp.token("alice");
+
+    let (status, products) = body(
+        world
+            .http
+            .get(world.url("/api/v1/products"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(products.to_string().contains("HOT"), "{products}");
+
+    let (status, created) = world.reserve(&alice, "k1", "HOT", 2).await;
+    assert_eq!(status, 201, "{created}");
+    let (status, replay) = world.reserve(&alice, "k1", "HOT", 2).await;
+    assert_eq!((status, &replay), (200, &created));
+
+    let token = created["token"].as_str().unwrap();
+    let (status, order) = world.confirm(&alice, token).await;
+    assert_eq!(status, 201, "{order}");
+    assert_eq!(order["reservation_id"], created["reservation_id"]);
+    assert_eq!(
+        (order["qty"].as_u64(), order["status"].as_str()),
+        (Some(2), Some("confirmed"))
+    );
+    let (status, again) = world.confirm(&alice, token).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["order_id"], order["order_id"]);
+
+    // The buyer sees the order; another buyer does not.
+    let order_id = order["order_id"].as_str().unwrap();
+    let (status, mine) = body(
+        world
+            .http
+            .get(world.url(&format!("/api/v1/orders/{order_id}")))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, mine["order_id"].as_str()), (200, Some(order_id)));
+    let bob = world.idp.token("bob");
+    let response = world
+        .http
+        .get(world.url(&format!("/api/v1/orders/{order_id}")))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        matches!(response.status().as_u16(), 403 | 404),
+        "{}",
+        response.status()
+    );
+
+    let snapshot = world.stock("HOT").await;
+    assert_eq!(
+        (
+            snapshot.available,
+            snapshot.held,
+            snapshot.confirming,
+            snapshot.sold
+        ),
+        (8, 0, 0, 2)
+    );
+    assert_eq!(world.sql_orders("HOT").await, 1);
+    world.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_release_and_foreign_tokens() {
+    let world = World::start(|c| c.reservations.hold_ttl_secs = 1).await;
+    world.put_product("HOT", 10, 5).await;
+    let (alice, mallory) = (world.idp.token("alice"), world.idp.token("mallory"));
+
+    // Expired hold, then confirm: 410 and the units are back.
+    let (_, short) = world.reserve(&alice, "k-exp", "HOT", 2).await;
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let (status, problem) = world
+        .confirm(&alice, short["token"].as_str().unwrap())
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (410, Some("reservation_expired")),
+        "{problem}"
+    );
+    assert_eq!(world.stock("HOT").await.available, 10);
+
+    // Another buyer's token: 403, nothing changes.
+    let (_, held) = world.reserve(&alice, "k-held", "HOT", 1).await;
+    let before = world.stock("HOT").await;
+    let (status, _) = world
+        .confirm(&mallory, held["token"].as_str().unwrap())
+        .await;
+    assert_eq!(status, 403);
+    assert_eq!(world.stock("HOT").await, before);
+
+    // Release: stock back.
+    let id = held["reservation_id"].as_str().unwrap();
+    let response = world
+        .http
+        .delete(world.url(&format!("/api/v1/reservations/{id}")))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(world.stock("HOT").await.available, 10);
+    assert_eq!(world.sql_orders("HOT").await, 0);
+    world.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_buyers_on_fifty_units_make_exactly_fifty_orders() {
+    let world = Arc::new(World::start(|c| c.reservations.hold_ttl_secs = 60).await);
+    world.put_product("DROP", 50, 1).await;
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let world = world.clone();
+        tasks.push(tokio::spawn(async move {
+            let token = world.idp.token(&format!("buyer-{i}"));
+            let (status, reservation) = world.reserve(&token, "k", "DROP", 1).await;
+            if status != 201 {
+                assert_eq!(status, 409, "{reservation}");
+                return 0;
+            }
+            let (status, order) = world
+                .confirm(&token, reservation["token"].as_str().unwrap())
+                .await;
+            assert_eq!(status, 201, "{order}");
+            1
+        }));
+    }
+    let mut orders = 0;
+    for task in tasks {
+        orders += task.await.unwrap();
+    }
+    assert_eq!(orders, 50);
+    assert_eq!(world.sql_orders("DROP").await, 50);
+    let snapshot = world.stock("DROP").await;
+    assert_eq!(
+        (
+            snapshot.available,
+            snapshot.held,
+            snapshot.confirming,
+            snapshot.sold
+        ),
+        (0, 0, 0, 50)
+    );
+    assert!(snapshot.is_balanced());
+    match Arc::try_unwrap(world) {
+        Ok(world) => world.shutdown().await,
+        Err(_) => panic!("a task still holds the world"),
+    }
+}
