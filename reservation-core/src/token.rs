@@ -8,11 +8,13 @@
 
 use std::collections::HashMap;
 
-use ed25519_dalek::SigningKey;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::{Signer, SigningKey};
 use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -81,10 +83,16 @@ impl TokenError {
 }
 
 /// Signs reservation tokens with one Ed25519 key.
+///
+/// Signing is on the reserve hot path, so the signer keeps what never changes: the expanded
+/// key and the encoded JWS header. (`jsonwebtoken::encode` would re-derive the key from PKCS#8
+/// on every call, which costs as much again as the signature.) The output is a standard
+/// compact JWS that `jsonwebtoken` verifies; the tests check that.
 pub struct TokenSigner {
     kid: String,
     signing_key: SigningKey,
-    encoding_key: EncodingKey,
+    /// `base64url({"typ":"JWT","alg":"EdDSA","kid":…})`, the same for every token.
+    encoded_header: String,
 }
 
 impl TokenSigner {
@@ -102,13 +110,14 @@ impl TokenSigner {
     }
 
     fn from_signing_key(kid: &str, signing_key: SigningKey) -> Self {
-        let der = signing_key
-            .to_pkcs8_der()
-            .expect("an in-memory ed25519 key always encodes as pkcs8");
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.to_owned());
+        let header_json =
+            serde_json::to_vec(&header).expect("a jws header always serializes to json");
         TokenSigner {
             kid: kid.to_owned(),
-            encoding_key: EncodingKey::from_ed_der(der.as_bytes()),
             signing_key,
+            encoded_header: URL_SAFE_NO_PAD.encode(header_json),
         }
     }
 
@@ -135,11 +144,18 @@ impl TokenSigner {
         jwk
     }
 
+    /// The compact JWS `header.claims.signature` for `claims`.
     pub fn sign(&self, claims: &ReservationClaims) -> Result<String, TokenError> {
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.encoding_key)
-            .map_err(|e| TokenError::InvalidKey(e.to_string()))
+        let claims_json =
+            serde_json::to_vec(claims).map_err(|e| TokenError::InvalidKey(e.to_string()))?;
+        let mut token = String::with_capacity(256);
+        token.push_str(&self.encoded_header);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(claims_json, &mut token);
+        let signature = self.signing_key.sign(token.as_bytes());
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.to_bytes(), &mut token);
+        Ok(token)
     }
 }
 
@@ -213,6 +229,7 @@ impl TokenVerifier {
 mod tests {
     use super::*;
     use crate::types::HoldState;
+    use jsonwebtoken::EncodingKey;
 
     fn hold(expires_at_ms: u64) -> Hold {
         let sku = Sku::parse("HOT").unwrap();
@@ -318,6 +335,19 @@ mod tests {
         let hmac = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(x.as_bytes()))
             .unwrap();
         assert_eq!(verifier.verify(&hmac), Err(TokenError::BadSignature));
+    }
+
+    #[test]
+    fn signing_matches_jsonwebtoken_byte_for_byte() {
+        let signer = TokenSigner::generate("k1");
+        let claims = ReservationClaims::for_hold(&hold(now_ms() + 60_000));
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some("k1".into());
+        let der = signer.signing_key.to_pkcs8_der().unwrap();
+        let reference =
+            jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(der.as_bytes()))
+                .unwrap();
+        assert_eq!(signer.sign(&claims).unwrap(), reference);
     }
 
     #[test]
