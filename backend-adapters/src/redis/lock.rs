@@ -11,8 +11,9 @@
 use std::time::Duration;
 
 use redis::Script;
-use redis::aio::ConnectionManager;
 use thiserror::Error;
+
+use super::connection::{ConnectOptions, RedisConnection};
 
 /// Lock failures. "Someone else holds it" is not an error but `Ok(None)`.
 #[derive(Debug, Error)]
@@ -35,26 +36,27 @@ pub struct LockLease {
 /// Named fenced locks under one key prefix. Cheap to clone (the connection is multiplexed).
 #[derive(Clone)]
 pub struct FencedLock {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     prefix: String,
     acquire: Script,
     release: Script,
 }
 
 impl FencedLock {
-    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
+    pub fn new(conn: impl Into<RedisConnection>, prefix: &str) -> Self {
         FencedLock {
-            conn,
+            conn: conn.into(),
             prefix: prefix.to_owned(),
             acquire: Script::new(include_str!("lua/lock_acquire.lua")),
             release: Script::new(include_str!("lua/lock_release.lua")),
         }
     }
 
-    /// Opens a managed (reconnecting) connection to `url`.
+    /// Opens a reconnecting connection to `url` (one server or a cluster: the lock's two keys
+    /// share the `{name}` slot).
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, LockError> {
-        let client = redis::Client::open(url)?;
-        Ok(Self::new(ConnectionManager::new(client).await?, prefix))
+        let conn = RedisConnection::connect(url, &ConnectOptions::default()).await?;
+        Ok(Self::new(conn, prefix))
     }
 
     /// `<prefix>:lock:{<name>}` and its fence counter, one hash slot.

@@ -2,7 +2,9 @@
 //! one slot and runs unchanged on Redis Cluster.
 //!
 //! [`RedisStore`] is the reservation store: one Lua script per operation (`lua/*.lua`).
+//! [`RedisConnection`] is one server or a Redis Cluster, plain or TLS, named by the URL.
 
+pub mod connection;
 mod keys;
 pub mod lock;
 mod reply;
@@ -10,4 +12,5 @@ mod scripts;
 pub mod store;
 pub mod stream;
 
+pub use connection::{ConnectOptions, RedisConnection};
 pub use store::{RedisStore, RedisStoreConfig};

@@ -2,8 +2,9 @@
 //! its KEYS, ARGV and reply), and how they are sent: `EVALSHA`, and on `NOSCRIPT` (a restarted
 //! or flushed Redis) `SCRIPT LOAD` and one more `EVALSHA`.
 
-use redis::aio::ConnectionManager;
-use redis::{Cmd, RedisResult, Script, ServerErrorKind, Value};
+use redis::{Cmd, RedisResult, Script};
+
+use super::connection::RedisConnection;
 
 /// Every script of the store, hashed once at start.
 pub(crate) struct Scripts {
@@ -56,23 +57,25 @@ impl Scripts {
         ]
     }
 
-    /// Loads every script into Redis' script cache (`SCRIPT LOAD` is idempotent).
-    pub async fn load_all(&self, conn: &mut ConnectionManager) -> RedisResult<()> {
+    /// Loads every script into Redis' script cache (`SCRIPT LOAD` is idempotent; on a
+    /// cluster redis-rs sends it to every master).
+    pub async fn load_all(&self, conn: &mut RedisConnection) -> RedisResult<()> {
         for script in self.all() {
             script.load_async(conn).await?;
         }
         Ok(())
     }
 
-    /// Whether Redis has every script cached (`SCRIPT EXISTS`), for readiness checks.
-    pub async fn all_loaded(&self, conn: &mut ConnectionManager) -> RedisResult<bool> {
+    /// Whether Redis has every script cached (`SCRIPT EXISTS`), for readiness checks. On a
+    /// cluster it asks every master and a script counts only if all of them have it.
+    pub async fn all_loaded(&self, conn: &mut RedisConnection) -> RedisResult<bool> {
         let mut cmd = redis::cmd("SCRIPT");
         cmd.arg("EXISTS");
         for script in self.all() {
             cmd.arg(script.get_hash());
         }
-        let found: Vec<i64> = cmd.query_async(conn).await?;
-        Ok(found.iter().all(|&f| f == 1))
+        let found: Vec<bool> = cmd.query_async(conn).await?;
+        Ok(found.iter().all(|&f| f))
     }
 }
 
@@ -85,9 +88,4 @@ pub(crate) fn evalsha(script: &Script, keys: &[&str], args: &[&str]) -> Cmd {
         .arg(keys)
         .arg(args);
     cmd
-}
-
-/// Whether a reply is Redis saying it does not have the script cached.
-pub(crate) fn is_noscript(value: &Value) -> bool {
-    matches!(value, Value::ServerError(e) if e.kind() == Some(ServerErrorKind::NoScript))
 }

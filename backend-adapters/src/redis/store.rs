@@ -4,22 +4,23 @@
 //!
 //! All keys of a SKU share its `{sku}` hash tag (the layout is in `keys.rs`), so each script
 //! touches one slot. The one cross-slot rule, that an idempotency key is bound to the SKU and
-//! quantity of its first request, is kept by a `SET NX GET` pipelined with the reserve script.
+//! quantity of its first request, is kept by a `SET NX GET` sent with the reserve script in
+//! one round trip (pipelined on one server, side by side on a cluster).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ErrorKind, RedisError, RetryMethod, Script, ServerErrorKind, Value};
+use redis::{Cmd, ErrorKind, RedisError, RedisResult, RetryMethod, Script, ServerErrorKind, Value};
 use reservation_core::{
     AbortTo, BuyerId, Hold, ProductStock, Qty, Reservation, ReservationError, ReservationId,
     ReservationStore, ReserveRequest, Sku, SoldUnits, StockSnapshot, StoreResult,
 };
 
+use super::connection::{ConnectOptions, RedisConnection};
 use super::keys::{SkuKeys, binding_key, skus_key};
 use super::reply;
-use super::scripts::{Scripts, evalsha, is_noscript};
+use super::scripts::{Scripts, evalsha};
 
 /// Longest lifetime given to any hold or record (100 years): keeps `now + ttl` and `PX`
 /// arguments far inside Redis' 64-bit millisecond range, however large a caller's TTL.
@@ -78,11 +79,11 @@ impl RedisStoreConfig {
     }
 }
 
-/// The reservation store on Redis. Cheap to clone; clones share one multiplexed connection
-/// (a `ConnectionManager`, which reconnects by itself), cloned per call and never locked.
+/// The reservation store on Redis or Redis Cluster. Cheap to clone; clones share one
+/// multiplexed [`RedisConnection`] (which reconnects by itself), cloned per call, never locked.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     scripts: Arc<Scripts>,
     prefix: Arc<str>,
     retention_ms: u64,
@@ -99,16 +100,17 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl RedisStore {
-    /// Connects to `url` (e.g. `redis://127.0.0.1:6379`) and loads every script.
+    /// Connects to `url` and loads every script. The URL names one server
+    /// (`redis://127.0.0.1:6379`, `rediss://…`) or a Redis Cluster (`redis+cluster://h1:p1,h2:p2`,
+    /// `rediss+cluster://…`); the forms are listed in [`super::connection`].
     pub async fn connect(url: &str, config: RedisStoreConfig) -> StoreResult<Self> {
         config.validate()?;
-        let client = redis::Client::open(url).map_err(backend_error)?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(config.response_timeout))
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(200));
-        let conn = ConnectionManager::new_with_config(client, manager_config)
+        let options = ConnectOptions {
+            response_timeout: Some(config.response_timeout),
+            connect_timeout: Some(config.connect_timeout),
+            retries: Some(2),
+        };
+        let conn = RedisConnection::connect(url, &options)
             .await
             .map_err(backend_error)?;
         let store = RedisStore {
@@ -196,40 +198,32 @@ impl RedisStore {
         record_ms: u64,
     ) -> StoreResult<(Option<String>, StoreResult<Reservation>)> {
         let script = &self.scripts.reserve;
-        let mut pipe = redis::pipe();
-        // Each reply is looked at on its own: a NOSCRIPT must not hide the SET's answer.
-        pipe.ignore_errors();
-        pipe.cmd("SET")
-            .arg(binding_key(
-                &self.prefix,
-                &request.buyer,
-                &request.idempotency_key,
-            ))
-            .arg(binding)
-            .arg("NX")
-            .arg("GET")
-            .arg("PX")
-            .arg(record_ms);
-        pipe.add_command(evalsha(script, keys, args));
-        let mut conn = self.conn.clone();
-        let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(backend_error)?;
-        let [bound, answer] = <[Value; 2]>::try_from(replies).map_err(|_| {
-            ReservationError::backend(false, "reserve pipeline: expected 2 replies")
-        })?;
-        let answer = if is_noscript(&answer) {
-            // Redis lost its script cache (restart, SCRIPT FLUSH). The SET above already ran and
-            // its answer is kept; only the script is loaded and sent again.
-            self.run(script, keys, args).await
-        } else if let Value::ServerError(err) = answer {
-            Err(backend_error(err.into()))
-        } else {
-            reply::fields(answer)
+        let mut set = redis::cmd("SET");
+        set.arg(binding_key(
+            &self.prefix,
+            &request.buyer,
+            &request.idempotency_key,
+        ))
+        .arg(binding)
+        .arg("NX")
+        .arg("GET")
+        .arg("PX")
+        .arg(record_ms);
+        let (bound, answer) = self.send_pair(set, evalsha(script, keys, args)).await?;
+        let answer = match answer {
+            // Redis lost its script cache (restart, SCRIPT FLUSH). The SET already ran and its
+            // answer is kept; only the script is loaded and sent again.
+            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.run(script, keys, args).await
+            }
+            Err(err) => Err(backend_error(err)),
+            Ok(answer) => reply::fields(answer),
         }
         .and_then(|f| reservation(&f));
         let earlier = match bound {
-            Value::Nil => Ok(None),
-            Value::ServerError(err) => Err(backend_error(err.into())),
-            other => redis::from_redis_value::<String>(other)
+            Ok(Value::Nil) => Ok(None),
+            Err(err) => Err(backend_error(err)),
+            Ok(other) => redis::from_redis_value::<String>(other)
                 .map(Some)
                 .map_err(|e| ReservationError::backend(false, format!("idempotency binding: {e}"))),
         };
@@ -246,6 +240,39 @@ impl RedisStore {
                 Err(err)
             }
         }
+    }
+}
+
+impl RedisStore {
+    /// Two commands in one round trip, each answered on its own (an error in one, such as
+    /// NOSCRIPT, does not hide the other's reply). On one server they go as a pipeline; on a
+    /// cluster side by side, since they live in different slots and a cluster pipeline must
+    /// stay in one. Neither order was ever relied on: other clients' commands interleave
+    /// between a pipeline's commands on one server too.
+    async fn send_pair(
+        &self,
+        first: Cmd,
+        second: Cmd,
+    ) -> StoreResult<(RedisResult<Value>, RedisResult<Value>)> {
+        let mut conn = self.conn.clone();
+        if conn.is_cluster() {
+            let mut other = conn.clone();
+            return Ok(tokio::join!(
+                first.query_async::<Value>(&mut conn),
+                second.query_async::<Value>(&mut other)
+            ));
+        }
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        pipe.add_command(first).add_command(second);
+        let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(backend_error)?;
+        let [a, b] = <[Value; 2]>::try_from(replies)
+            .map_err(|_| ReservationError::backend(false, "pipeline: expected 2 replies"))?;
+        let result = |v: Value| match v {
+            Value::ServerError(err) => Err(RedisError::from(err)),
+            other => Ok(other),
+        };
+        Ok((result(a), result(b)))
     }
 }
 

@@ -10,13 +10,14 @@
 use std::future::Future;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamInfoStreamReply, StreamMaxlen,
     StreamReadOptions, StreamReadReply,
 };
 use redis::{AsyncCommands, RedisError};
 use thiserror::Error;
+
+use super::connection::{ConnectOptions, RedisConnection};
 
 #[derive(Debug, Error)]
 pub enum StreamError {
@@ -51,7 +52,7 @@ impl StreamEvent {
 }
 
 /// The stream's last generated id's first part (0 for a stream that does not exist).
-async fn last_event_id(conn: &mut ConnectionManager, stream: &str) -> Result<i64, StreamError> {
+async fn last_event_id(conn: &mut RedisConnection, stream: &str) -> Result<i64, StreamError> {
     let exists: bool = conn.exists(stream).await?;
     if !exists {
         return Ok(0);
@@ -65,27 +66,23 @@ async fn last_event_id(conn: &mut ConnectionManager, stream: &str) -> Result<i64
 /// Appends outbox events to the stream, capped at about `maxlen` entries.
 #[derive(Clone)]
 pub struct StreamPublisher {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     stream: String,
     maxlen: usize,
 }
 
 impl StreamPublisher {
-    pub fn new(conn: ConnectionManager, stream: &str, maxlen: usize) -> Self {
+    pub fn new(conn: impl Into<RedisConnection>, stream: &str, maxlen: usize) -> Self {
         StreamPublisher {
-            conn,
+            conn: conn.into(),
             stream: stream.to_owned(),
             maxlen,
         }
     }
 
     pub async fn connect(url: &str, stream: &str, maxlen: usize) -> Result<Self, StreamError> {
-        let client = redis::Client::open(url)?;
-        Ok(Self::new(
-            ConnectionManager::new(client).await?,
-            stream,
-            maxlen,
-        ))
+        let conn = RedisConnection::connect(url, &ConnectOptions::default()).await?;
+        Ok(Self::new(conn, stream, maxlen))
     }
 
     /// Publishes `(event_id, topic, payload)` in ascending id order, skipping ids the stream
@@ -121,16 +118,21 @@ impl StreamPublisher {
 /// One consumer of one consumer group.
 #[derive(Clone)]
 pub struct ConsumerGroup {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     stream: String,
     group: String,
     consumer: String,
 }
 
 impl ConsumerGroup {
-    pub fn new(conn: ConnectionManager, stream: &str, group: &str, consumer: &str) -> Self {
+    pub fn new(
+        conn: impl Into<RedisConnection>,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+    ) -> Self {
         ConsumerGroup {
-            conn,
+            conn: conn.into(),
             stream: stream.to_owned(),
             group: group.to_owned(),
             consumer: consumer.to_owned(),
@@ -143,8 +145,7 @@ impl ConsumerGroup {
         group: &str,
         consumer: &str,
     ) -> Result<Self, StreamError> {
-        let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client).await?;
+        let conn = RedisConnection::connect(url, &ConnectOptions::default()).await?;
         Ok(Self::new(conn, stream, group, consumer))
     }
 

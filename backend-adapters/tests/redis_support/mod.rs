@@ -27,7 +27,13 @@ pub async fn fresh_store() -> RedisStore {
 }
 
 pub async fn store_on(prefix: &str) -> RedisStore {
-    let url = redis_url();
+    store_at(&redis_url(), prefix).await
+}
+
+/// A store on `prefix` at `url` (one server or a cluster). Panics, naming the URL, when it is
+/// unreachable.
+pub async fn store_at(url: &str, prefix: &str) -> RedisStore {
+    let url = url.to_owned();
     let config = RedisStoreConfig {
         prefix: prefix.to_owned(),
         ..RedisStoreConfig::default()
@@ -94,27 +100,43 @@ pub async fn clean_up(prefix: &str) {
 
 /// A store on a fresh prefix that deletes its keys when dropped, for the shared conformance
 /// cases and the model test, which hand the store over and give no teardown hook.
-pub struct SelfCleaningStore(RedisStore);
+pub struct SelfCleaningStore(RedisStore, Vec<String>);
 
 pub async fn self_cleaning_store() -> SelfCleaningStore {
-    SelfCleaningStore(fresh_store().await)
+    SelfCleaningStore(fresh_store().await, vec![redis_url()])
+}
+
+/// The same against `url` (a server or a cluster) whose keys live on the plain `nodes` URLs.
+pub async fn self_cleaning_store_at(url: &str, nodes: Vec<String>) -> SelfCleaningStore {
+    SelfCleaningStore(store_at(url, &fresh_prefix()).await, nodes)
+}
+
+/// Deletes every key under `prefix` on each node (blocking), one key per UNLINK so that keys
+/// of different cluster slots never meet in one command. A failure only leaves keys behind.
+pub fn unlink_all_under(nodes: &[String], prefix: &str) {
+    use redis::Commands;
+    let pattern = format!("{prefix}:*");
+    for node in nodes {
+        let Ok(mut conn) = redis::Client::open(node.as_str()).and_then(|c| c.get_connection())
+        else {
+            continue;
+        };
+        let keys: Vec<String> = match conn.scan_match(&pattern) {
+            Ok(iter) => iter.filter_map(Result::ok).collect(),
+            Err(_) => continue,
+        };
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.unlink(key).ignore();
+        }
+        let _ = pipe.exec(&mut conn);
+    }
 }
 
 impl Drop for SelfCleaningStore {
     fn drop(&mut self) {
-        use redis::Commands;
-        // Blocking I/O in drop is fine in a test; a failure only leaves keys behind.
-        let pattern = format!("{}:*", self.0.prefix());
-        let Ok(mut conn) = redis::Client::open(redis_url()).and_then(|c| c.get_connection()) else {
-            return;
-        };
-        let keys: Vec<String> = match conn.scan_match(&pattern) {
-            Ok(iter) => iter.filter_map(Result::ok).collect(),
-            Err(_) => return,
-        };
-        for chunk in keys.chunks(500) {
-            let _ = redis::cmd("UNLINK").arg(chunk).exec(&mut conn);
-        }
+        // Blocking I/O in drop is fine in a test.
+        unlink_all_under(&self.1, self.0.prefix());
     }
 }
 
