@@ -13,12 +13,15 @@ use thiserror::Error;
 
 use crate::auth::devkeys::{self, KeyError};
 use crate::auth::{BuyerAuth, KeySet, KeySource};
+use crate::cache::{ProductCache, invalidate};
 use crate::config::{Config, ms};
 use crate::edge::settle::SettlementClient;
 use crate::edge::sold_out::SoldOutMemory;
 use crate::edge::{EdgeLimits, EdgeState};
+use crate::edge_redis::EdgeRedis;
 use crate::metrics::Metrics;
 use crate::proxy::{HealthCheckService, Upstream};
+use crate::ratelimit::RateLimiter;
 use crate::server::{self, RunningServer, ServerError};
 
 #[derive(Debug, Error)]
@@ -45,6 +48,8 @@ pub struct Shared {
     pub redis: Option<RedisStore>,
     pub signer: Arc<TokenSigner>,
     pub metrics: Arc<Metrics>,
+    /// The edge's own Redis use (cache, limits, degraded-mode probe), with `redis_url`.
+    pub edge_redis: Option<EdgeRedis>,
 }
 
 impl Shared {
@@ -55,6 +60,7 @@ impl Shared {
             redis: None,
             signer: Arc::new(devkeys::reservation_signer(config)?),
             metrics: Arc::new(Metrics::new().map_err(|e| StartError::Setup(e.to_string()))?),
+            edge_redis: None,
         })
     }
 
@@ -65,10 +71,26 @@ impl Shared {
                 let redis = connect_redis(config, url).await?;
                 let mut shared = Shared::new(config, Arc::new(redis.clone()))?;
                 shared.redis = Some(redis);
+                shared.connect_edge_redis(config, url).await?;
                 Ok(shared)
             }
             None => Shared::new(config, Arc::new(InMemoryStore::new())),
         }
+    }
+
+    /// Connects the edge's cache and rate-limit Redis (separate from the store's connection,
+    /// with the short `degraded.redis_timeout_ms`).
+    pub async fn connect_edge_redis(
+        &mut self,
+        config: &Config,
+        url: &str,
+    ) -> Result<(), StartError> {
+        let gauge = self.metrics.redis_degraded.clone();
+        let redis = EdgeRedis::connect(config, url, gauge)
+            .await
+            .map_err(|e| StartError::Setup(format!("edge redis at {url}: {e}")))?;
+        self.edge_redis = Some(redis);
+        Ok(())
     }
 
     /// Verifies the tokens this gateway's signer issues.
@@ -126,6 +148,22 @@ impl Gateway {
             Duration::from_secs(config.upstream.pool_idle_timeout_secs),
         )
         .map_err(StartError::Setup)?;
+        let cache = if config.cache.enabled {
+            let cache = ProductCache::new(
+                &config.cache,
+                shared.edge_redis.clone(),
+                upstream.clone(),
+                upstream_addr,
+                ms(config.upstream.read_timeout_ms),
+                shared.metrics.clone(),
+            )
+            .map_err(StartError::Setup)?;
+            Some(Arc::new(cache))
+        } else {
+            None
+        };
+        let ratelimit = RateLimiter::new(config, shared.edge_redis.clone(), shared.metrics.clone())
+            .map_err(|e| StartError::Setup(e.to_string()))?;
         let limits = &config.limits;
         let state = EdgeState {
             limits: EdgeLimits {
@@ -146,6 +184,9 @@ impl Gateway {
             settlement,
             upstream,
             max_retries: config.upstream.max_retries,
+            cache,
+            ratelimit: Arc::new(ratelimit),
+            edge_redis: shared.edge_redis,
         };
         Ok(Gateway {
             state: Arc::new(state),
@@ -158,6 +199,26 @@ impl Gateway {
     pub fn spawn_key_refresh(&self, config: &Config) {
         let every = Duration::from_secs(config.auth.jwks_refresh_secs);
         tokio::spawn(self.keys.clone().refresh_periodically(every));
+    }
+
+    /// Spawns every background task on the current Tokio runtime: the JWKS re-read, the
+    /// rules-file watch, and with Redis the health probe and the cache invalidation consumer.
+    pub fn spawn_background(&self, config: &Config) {
+        self.spawn_key_refresh(config);
+        let state = &self.state;
+        let every = ms(config.ratelimit.reload_interval_ms);
+        tokio::spawn(state.ratelimit.clone().watch(every));
+        if let Some(redis) = &state.edge_redis {
+            tokio::spawn(redis.clone().probe());
+            if let Some(cache) = &state.cache {
+                let group = invalidate::group_name(
+                    &config.redis_key_prefix,
+                    config.cache.replica_id.as_deref(),
+                );
+                let stream = config.settlement.outbox.stream.clone();
+                tokio::spawn(invalidate::run(cache.clone(), redis.clone(), stream, group));
+            }
+        }
     }
 
     /// Prepares the Pingora server (listeners bound when it runs).

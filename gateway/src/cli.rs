@@ -43,6 +43,18 @@ pub enum Command {
     Reconcile(ReconcileArgs),
     /// Mint a buyer JWT with the local dev identity key.
     Token(TokenArgs),
+    /// Rate-limit rules: `stockgate ratelimits check FILE` validates a rules file offline.
+    #[command(subcommand)]
+    Ratelimits(RatelimitsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RatelimitsCommand {
+    /// Parse and validate a rules file; exits non-zero naming the rule and field at fault.
+    Check {
+        /// The rules file, e.g. config/ratelimits.toml.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -55,14 +67,65 @@ pub struct ReconcileArgs {
 #[derive(Debug, Args)]
 pub struct TokenArgs {
     /// The buyer's subject.
+    #[arg(
+        long,
+        required_unless_present = "sub_prefix",
+        conflicts_with = "sub_prefix"
+    )]
+    pub sub: Option<String>,
+    /// Bulk minting (load tests): `--count` tokens for the subjects `<prefix>0`,
+    /// `<prefix>1`, …, e.g. `--sub-prefix buyer- --count 5000 --format json`.
     #[arg(long)]
-    pub sub: String,
+    pub sub_prefix: Option<String>,
+    /// How many tokens `--sub-prefix` mints (default 1).
+    #[arg(long, conflicts_with = "sub", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub count: Option<u32>,
+    /// Output: `text` (one token per line) or `json` (an array of `{"sub", "token"}`).
+    #[arg(long, value_enum, default_value_t = TokenFormat::Text)]
+    pub format: TokenFormat,
     /// A role to grant (repeatable), e.g. `--role ops`.
     #[arg(long = "role")]
     pub roles: Vec<String>,
     /// Lifetime: a number with unit s, m, h or d (e.g. 90s, 15m, 1h, 7d).
     #[arg(long, default_value = "1h", value_parser = parse_ttl)]
     pub ttl: Duration,
+}
+
+/// How `stockgate token` prints what it minted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TokenFormat {
+    Text,
+    Json,
+}
+
+/// Mints the tokens `args` asks for and renders them in its format (no trailing newline).
+pub fn mint_tokens(config: &Config, args: &TokenArgs) -> Result<String> {
+    let subs: Vec<String> = match (&args.sub, &args.sub_prefix) {
+        (Some(sub), _) => vec![sub.clone()],
+        (None, Some(prefix)) => (0..args.count.unwrap_or(1))
+            .map(|i| format!("{prefix}{i}"))
+            .collect(),
+        (None, None) => bail!("give --sub or --sub-prefix"),
+    };
+    let mut minted = Vec::with_capacity(subs.len());
+    for sub in subs {
+        let token = devkeys::mint_dev_token(config, &sub, &args.roles, args.ttl)?;
+        minted.push((sub, token));
+    }
+    Ok(match args.format {
+        TokenFormat::Text => minted
+            .iter()
+            .map(|(_, token)| token.as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        TokenFormat::Json => {
+            let list: Vec<_> = minted
+                .iter()
+                .map(|(sub, token)| serde_json::json!({"sub": sub, "token": token}))
+                .collect();
+            serde_json::to_string(&list)?
+        }
+    })
 }
 
 /// Parses `90s`, `15m`, `1h`, `7d`.
@@ -88,11 +151,16 @@ pub fn parse_ttl(raw: &str) -> Result<Duration, String> {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
+    // Checking a rules file needs no configuration (ops run it before shipping a file).
+    if let Command::Ratelimits(RatelimitsCommand::Check { file }) = &cli.command {
+        let rules = crate::ratelimit::rules::load(file)?;
+        println!("{}: {} rules, valid", file.display(), rules.len());
+        return Ok(());
+    }
     let config = Config::load(cli.config.as_deref()).context("loading the configuration")?;
     match cli.command {
         Command::Token(args) => {
-            let token = devkeys::mint_dev_token(&config, &args.sub, &args.roles, args.ttl)?;
-            println!("{token}");
+            println!("{}", mint_tokens(&config, &args)?);
             Ok(())
         }
         Command::Gateway => run_gateway(&config),
@@ -106,6 +174,7 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("migrations applied");
             Ok(())
         }),
+        Command::Ratelimits(_) => Ok(()),
         Command::Reconcile(args) => {
             background_runtime()?.block_on(run_reconcile(&config, args.repair))
         }
@@ -134,7 +203,7 @@ fn run_gateway(config: &Config) -> Result<()> {
     let prepared = runtime.block_on(async {
         let shared = Shared::connect(config).await?;
         let gateway = Gateway::build(config, shared, app::load_keys(config).await?)?;
-        gateway.spawn_key_refresh(config);
+        gateway.spawn_background(config);
         gateway.into_server(config)
     })?;
     println!("stockgate gateway on http://{}", prepared.public_addr);
@@ -247,12 +316,78 @@ mod tests {
             Cli::try_parse_from(["stockgate", "token", "--sub", "alice", "--role", "ops"]).unwrap();
         match cli.command {
             Command::Token(args) => {
-                assert_eq!(args.sub, "alice");
+                assert_eq!(args.sub.as_deref(), Some("alice"));
+                assert_eq!(args.format, TokenFormat::Text);
                 assert_eq!(args.roles, vec!["ops".to_owned()]);
                 assert_eq!(args.ttl, Duration::from_secs(3600));
             }
             other => panic!("parsed as {other:?}"),
         }
         assert!(Cli::try_parse_from(["stockgate", "nope"]).is_err());
+    }
+
+    #[test]
+    fn bulk_tokens_as_json() {
+        let parse = |args: &[&str]| {
+            let argv = ["stockgate", "token"].iter().chain(args).copied();
+            match Cli::try_parse_from(argv).map(|cli| cli.command) {
+                Ok(Command::Token(args)) => Ok(args),
+                Ok(other) => panic!("parsed as {other:?}"),
+                Err(e) => Err(e),
+            }
+        };
+        // Either --sub or --sub-prefix, not both, not neither; --count needs --sub-prefix.
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["--sub", "a", "--sub-prefix", "b-"]).is_err());
+        assert!(parse(&["--sub", "a", "--count", "3"]).is_err());
+        assert!(parse(&["--sub-prefix", "b-", "--count", "0"]).is_err());
+        let args = parse(&["--sub-prefix", "buyer-", "--count", "3", "--format", "json"]).unwrap();
+        assert_eq!((args.count, args.format), (Some(3), TokenFormat::Json));
+
+        let dir = std::env::temp_dir().join(format!("stockgate-cli-{}", uuid::Uuid::new_v4()));
+        let config = Config {
+            data_dir: dir.clone(),
+            ..Config::default()
+        };
+        let out = mint_tokens(&config, &args).unwrap();
+        let list: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        let subs: Vec<&str> = list.iter().map(|t| t["sub"].as_str().unwrap()).collect();
+        assert_eq!(subs, ["buyer-0", "buyer-1", "buyer-2"]);
+        // Each token is a JWT for its own subject, signed with the dev identity key.
+        for entry in &list {
+            let token = entry["token"].as_str().unwrap();
+            let payload = token.split('.').nth(1).unwrap();
+            let claims = String::from_utf8(base64_url_decode(payload)).unwrap();
+            let claims: serde_json::Value = serde_json::from_str(&claims).unwrap();
+            assert_eq!(claims["sub"], entry["sub"]);
+        }
+        let single = parse(&["--sub", "alice"]).unwrap();
+        let text = mint_tokens(&config, &single).unwrap();
+        assert_eq!(text.split('.').count(), 3, "one JWT, no newline");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Unpadded base64url (JWT segments), without pulling in a crate for one test.
+    fn base64_url_decode(text: &str) -> Vec<u8> {
+        let value = |c: u8| match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => panic!("not base64url: {c}"),
+        } as u32;
+        let mut out = Vec::new();
+        let (mut acc, mut bits) = (0u32, 0);
+        for c in text.bytes() {
+            acc = (acc << 6) | value(c);
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits) as u8);
+                acc &= (1 << bits) - 1;
+            }
+        }
+        out
     }
 }

@@ -48,6 +48,9 @@ pub struct Config {
     pub auth: AuthConfig,
     pub reservations: ReservationsConfig,
     pub upstream: UpstreamConfig,
+    pub cache: CacheConfig,
+    pub ratelimit: RateLimitConfig,
+    pub degraded: DegradedConfig,
     /// The settlement service (`settlement` and `all-in-one`); its `database_url` and
     /// `redis_url` come from the top-level fields above.
     pub settlement: settlement::SettlementConfig,
@@ -150,6 +153,88 @@ pub struct UpstreamConfig {
     pub max_retries: usize,
 }
 
+/// The product cache of `GET /api/v1/products*` (DESIGN.md §5).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Off: catalog reads are proxied uncached.
+    pub enabled: bool,
+    /// How long a stored copy is fresh.
+    pub ttl_secs: u64,
+    /// Each copy's freshness is `ttl_secs` plus up to this percentage more, drawn at random,
+    /// so copies stored together do not expire together.
+    pub jitter_percent: u64,
+    /// After freshness: a stale copy is served at once while one request refreshes it.
+    pub stale_while_revalidate_secs: u64,
+    /// After freshness: a stale copy is served when the upstream fails or is down.
+    pub stale_if_error_secs: u64,
+    /// Larger bodies are passed on but not stored.
+    pub max_body_bytes: usize,
+    /// Most copies kept in process memory (the copy served while Redis is down).
+    pub local_max_entries: usize,
+    /// Names this replica's consumer group on the events stream (one group per replica, so
+    /// every replica sees every invalidation). Unset: `$HOSTNAME`, else a random id.
+    pub replica_id: Option<String>,
+}
+
+/// Rate-limit rules (DESIGN.md §5); the rules themselves live in their own file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// The rules file (see config/ratelimits.toml). Unset: no limits.
+    pub rules_file: Option<PathBuf>,
+    /// How often the rules file's modification time is checked (it is re-read on change).
+    pub reload_interval_ms: u64,
+    /// Gateway replicas sharing the limits: while Redis is unreachable each replica enforces
+    /// `rate / replicas` and `burst / replicas` (at least 1) on its own.
+    pub replicas: u64,
+}
+
+/// Behaviour while Redis is unreachable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DegradedConfig {
+    /// Longest wait for a cache or rate-limit reply from Redis before falling back.
+    pub redis_timeout_ms: u64,
+    /// How often Redis is pinged; a failed ping switches to degraded mode (reservations 503,
+    /// per-replica limits, cache from memory), a good one switches back.
+    pub probe_interval_ms: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: true,
+            ttl_secs: 5,
+            jitter_percent: 20,
+            stale_while_revalidate_secs: 10,
+            stale_if_error_secs: 300,
+            max_body_bytes: 256 * 1024,
+            local_max_entries: 10_000,
+            replica_id: None,
+        }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            rules_file: None,
+            reload_interval_ms: 1_000,
+            replicas: 1,
+        }
+    }
+}
+
+impl Default for DegradedConfig {
+    fn default() -> Self {
+        DegradedConfig {
+            redis_timeout_ms: 150,
+            probe_interval_ms: 100,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -162,6 +247,9 @@ impl Default for Config {
             auth: AuthConfig::default(),
             reservations: ReservationsConfig::default(),
             upstream: UpstreamConfig::default(),
+            cache: CacheConfig::default(),
+            ratelimit: RateLimitConfig::default(),
+            degraded: DegradedConfig::default(),
             settlement: settlement::SettlementConfig::default(),
         }
     }

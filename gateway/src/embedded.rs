@@ -94,7 +94,7 @@ pub async fn start(
         None => app::load_keys(&config).await?,
     };
     let gateway = Gateway::build(&config, shared.clone(), keys)?;
-    gateway.spawn_key_refresh(&config);
+    gateway.spawn_background(&config);
     let server = match tokio::task::block_in_place(|| gateway.start_background(&config)) {
         Ok(server) => server,
         Err(error) => {

@@ -4,7 +4,9 @@
 //! authentication ([`auth`]), then the route table ([`edge::routes`]): reservation routes are
 //! answered at the edge against a [`reservation_core::ReservationStore`], the order confirm
 //! goes through the store and the settlement service, and everything else is proxied to the
-//! settlement upstream ([`proxy`]). [`config`] holds every option, [`problem`] the error
+//! settlement upstream ([`proxy`]); catalog reads go through the product [`cache`], and
+//! [`ratelimit`] applies the ops-owned limits; [`edge_redis`] tracks whether Redis answers
+//! (degraded mode). [`config`] holds every option, [`problem`] the error
 //! format, [`metrics`] the Prometheus series, [`app`] the wiring, [`embedded`] the
 //! all-in-one process, [`cli`] the subcommands.
 
@@ -12,11 +14,14 @@
 
 pub mod app;
 pub mod auth;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod edge;
+pub mod edge_redis;
 pub mod embedded;
 pub mod metrics;
 pub mod problem;
 pub mod proxy;
+pub mod ratelimit;
 pub mod server;

@@ -48,6 +48,18 @@ pub const CONFIRM_OUTCOMES: &[&str] = &[
     "store_error",
 ];
 
+/// How catalog reads were answered by the product cache.
+pub const CACHE_OUTCOMES: &[&str] = &[
+    "hit",
+    "miss",
+    "coalesced",
+    "stale",
+    "stale_if_error",
+    "bypass",
+    "uncacheable",
+    "error",
+];
+
 /// The gateway's metrics with their pre-resolved handles.
 pub struct Metrics {
     registry: Registry,
@@ -56,6 +68,13 @@ pub struct Metrics {
     latency: Vec<Histogram>,
     reservations: HashMap<&'static str, IntCounter>,
     confirms: HashMap<&'static str, IntCounter>,
+    cache: HashMap<&'static str, IntCounter>,
+    pub cache_invalidations: IntCounter,
+    /// `{rule, decision}`; the rate limiter resolves its handles once per rules load.
+    pub ratelimit_decisions: IntCounterVec,
+    pub config_reload_errors: IntCounter,
+    /// 1 while Redis is unreachable (degraded mode).
+    pub redis_degraded: IntGauge,
     pub store_errors: IntCounter,
     pub upstream_connect_errors: IntCounter,
     pub upstream_timeouts: IntCounter,
@@ -89,7 +108,35 @@ impl Metrics {
             Opts::new("stockgate_confirms_total", "order confirms by outcome"),
             &["outcome"],
         )?;
+        let cache_vec = IntCounterVec::new(
+            Opts::new(
+                "stockgate_cache_requests_total",
+                "catalog reads by how the product cache answered",
+            ),
+            &["outcome"],
+        )?;
+        let ratelimit_decisions = IntCounterVec::new(
+            Opts::new(
+                "stockgate_ratelimit_decisions_total",
+                "rate-limit decisions by rule: allowed, limited, shadow_limited (counted, not \
+                 refused), limited_local (refused without a Redis call), degraded (decided by \
+                 the per-replica share while Redis is down)",
+            ),
+            &["rule", "decision"],
+        )?;
         let counter = |name: &str, help: &str| IntCounter::new(name, help);
+        let cache_invalidations = counter(
+            "stockgate_cache_invalidations_total",
+            "product cache invalidations (outbox events and changes made through this gateway)",
+        )?;
+        let config_reload_errors = counter(
+            "stockgate_config_reload_errors_total",
+            "rate-limit rule reloads refused (the last good rules stayed)",
+        )?;
+        let redis_degraded = IntGauge::new(
+            "stockgate_redis_degraded",
+            "1 while Redis is unreachable and the gateway runs degraded",
+        )?;
         let store_errors = counter("stockgate_store_errors_total", "reservation store errors")?;
         let upstream_connect_errors = counter(
             "stockgate_upstream_connect_errors_total",
@@ -113,7 +160,12 @@ impl Metrics {
         registry.register(Box::new(latency_vec.clone()))?;
         registry.register(Box::new(reservations_vec.clone()))?;
         registry.register(Box::new(confirms_vec.clone()))?;
+        registry.register(Box::new(cache_vec.clone()))?;
+        registry.register(Box::new(ratelimit_decisions.clone()))?;
+        registry.register(Box::new(redis_degraded.clone()))?;
         for c in [
+            &cache_invalidations,
+            &config_reload_errors,
             &store_errors,
             &upstream_connect_errors,
             &upstream_timeouts,
@@ -146,6 +198,11 @@ impl Metrics {
         Ok(Metrics {
             reservations: resolve(&reservations_vec, RESERVE_OUTCOMES)?,
             confirms: resolve(&confirms_vec, CONFIRM_OUTCOMES)?,
+            cache: resolve(&cache_vec, CACHE_OUTCOMES)?,
+            cache_invalidations,
+            ratelimit_decisions,
+            config_reload_errors,
+            redis_degraded,
             registry,
             requests,
             latency,
@@ -187,6 +244,17 @@ impl Metrics {
         if let Some(c) = self.confirms.get(outcome) {
             c.inc();
         }
+    }
+
+    /// Counts a catalog read outcome (one of [`CACHE_OUTCOMES`]).
+    pub fn cache(&self, outcome: &str) {
+        if let Some(c) = self.cache.get(outcome) {
+            c.inc();
+        }
+    }
+
+    pub fn cache_count(&self, outcome: &str) -> u64 {
+        self.cache.get(outcome).map_or(0, |c| c.get())
     }
 
     /// A reservation counter's value (tests and the readiness report).

@@ -89,6 +89,7 @@ pub fn prepare(
     server.bootstrap();
 
     let metrics = state.metrics.clone();
+    let ratelimit = state.ratelimit.clone();
     let mut proxy = pingora::proxy::http_proxy(&server.configuration, Edge { state });
     let mut options = HttpServerOptions::default();
     options.keepalive_request_limit = Some(KEEPALIVE_REQUEST_LIMIT);
@@ -103,7 +104,7 @@ pub fn prepare(
 
     let mut admin = Service::new(
         "stockgate admin".to_owned(),
-        HttpServer::new_app(admin::AdminApp::new(metrics)),
+        HttpServer::new_app(admin::AdminApp::new(metrics, ratelimit)),
     );
     admin.add_tcp(&admin_addr.to_string());
 

@@ -3,10 +3,13 @@
 //!
 //! [`RedisStore`] is the reservation store: one Lua script per operation (`lua/*.lua`).
 //! [`RedisConnection`] is one server or a Redis Cluster, plain or TLS, named by the URL.
+//! [`cache`] and [`ratelimit`] are the gateway's shared product cache and GCRA limiter.
 
+pub mod cache;
 pub mod connection;
 mod keys;
 pub mod lock;
+pub mod ratelimit;
 mod reply;
 mod scripts;
 pub mod store;

@@ -100,6 +100,27 @@ fn each_rule_names_its_field() {
             "settlement.redis_url",
         ),
         ("[settlement.group_commit]\nmax_batch = 0\n", "settlement"),
+        ("[cache]\nttl_secs = 0\n", "cache.ttl_secs"),
+        ("[cache]\njitter_percent = 101\n", "cache.jitter_percent"),
+        ("[cache]\nmax_body_bytes = 0\n", "cache.max_body_bytes"),
+        (
+            "[cache]\nlocal_max_entries = 0\n",
+            "cache.local_max_entries",
+        ),
+        ("[cache]\nreplica_id = \"a b\"\n", "cache.replica_id"),
+        (
+            "[ratelimit]\nreload_interval_ms = 0\n",
+            "ratelimit.reload_interval_ms",
+        ),
+        ("[ratelimit]\nreplicas = 0\n", "ratelimit.replicas"),
+        (
+            "[degraded]\nredis_timeout_ms = 0\n",
+            "degraded.redis_timeout_ms",
+        ),
+        (
+            "[degraded]\nprobe_interval_ms = 1\n",
+            "degraded.probe_interval_ms",
+        ),
     ];
     for (toml, field) in cases {
         let message = error_of(toml);

@@ -41,6 +41,7 @@ impl Config {
         )?;
         positive("limits.idle_timeout_secs", self.limits.idle_timeout_secs)?;
         self.validate_auth()?;
+        self.validate_cache_and_limits()?;
         if self.reservations.hold_ttl_secs == 0 || self.reservations.hold_ttl_secs > 86_400 {
             return Err(invalid(
                 "reservations.hold_ttl_secs",
@@ -100,6 +101,51 @@ impl Config {
             .map_err(|e| invalid("settlement", e.to_string()))?;
         Ok(())
     }
+    fn validate_cache_and_limits(&self) -> Result<(), ConfigError> {
+        let cache = &self.cache;
+        positive("cache.ttl_secs", cache.ttl_secs)?;
+        if cache.jitter_percent > 100 {
+            return Err(invalid("cache.jitter_percent", "must be at most 100"));
+        }
+        if cache.max_body_bytes == 0 || cache.max_body_bytes > 16 * 1024 * 1024 {
+            return Err(invalid(
+                "cache.max_body_bytes",
+                "must be between 1 and 16777216",
+            ));
+        }
+        positive("cache.local_max_entries", cache.local_max_entries as u64)?;
+        if cache
+            .replica_id
+            .as_deref()
+            .is_some_and(|id| id.is_empty() || id.contains(char::is_whitespace))
+        {
+            return Err(invalid(
+                "cache.replica_id",
+                "must be non-empty, without whitespace",
+            ));
+        }
+        positive(
+            "ratelimit.reload_interval_ms",
+            self.ratelimit.reload_interval_ms,
+        )?;
+        if !(1..=1000).contains(&self.ratelimit.replicas) {
+            return Err(invalid("ratelimit.replicas", "must be between 1 and 1000"));
+        }
+        if !(1..=10_000).contains(&self.degraded.redis_timeout_ms) {
+            return Err(invalid(
+                "degraded.redis_timeout_ms",
+                "must be between 1 and 10000",
+            ));
+        }
+        if !(10..=60_000).contains(&self.degraded.probe_interval_ms) {
+            return Err(invalid(
+                "degraded.probe_interval_ms",
+                "must be between 10 and 60000",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_auth(&self) -> Result<(), ConfigError> {
         let auth = &self.auth;
         if auth.jwks_file.is_some() && auth.jwks_url.is_some() {

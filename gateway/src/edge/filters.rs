@@ -19,6 +19,7 @@ use super::respond::{REQUEST_ID, Reply};
 use super::routes::{self, Route};
 use super::{Edge, RequestCtx, USER_ROLES, USER_SUB, has_body, request_id_of};
 use crate::problem::Problem;
+use crate::ratelimit::Facts;
 
 #[async_trait]
 impl ProxyHttp for Edge {
@@ -30,6 +31,8 @@ impl ProxyHttp for Edge {
             route: Route::NotFound,
             started: Instant::now(),
             identity: None,
+            client_ip: None,
+            invalidates: None,
             body_seen: 0,
             retries: 0,
             in_flight: false,
@@ -85,7 +88,32 @@ impl ProxyHttp for Edge {
                 return Ok(true);
             }
         }
-        if matched.route.is_proxied() {
+        ctx.client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let limited = {
+            let request = session.req_header();
+            let facts = Facts {
+                method: &request.method,
+                path: request.uri.path(),
+                sub: ctx.identity.as_ref().map(|i| i.sub.as_str()),
+                ip: ctx.client_ip,
+                body_sku: None,
+            };
+            self.state.ratelimit.check(&facts, false).await
+        };
+        if let Some(limited) = limited {
+            let mut reply = limited.reply(&ctx.request_id);
+            if has_body(session) {
+                reply = reply.closing();
+            }
+            self.answer(session, ctx, reply).await;
+            return Ok(true);
+        }
+        let cached = matched.route == Route::Products && self.state.cache.is_some();
+        if matched.route.is_proxied() && !cached {
+            ctx.invalidates = product_change(session);
             return Ok(false);
         }
         let reply = self.handle(session, ctx, &matched).await;
@@ -144,6 +172,11 @@ impl ProxyHttp for Edge {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         upstream_response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        if let (Some(sku), Some(cache)) = (ctx.invalidates.take(), &self.state.cache)
+            && upstream_response.status.is_success()
+        {
+            cache.invalidate(&sku).await;
+        }
         Ok(())
     }
 
@@ -217,6 +250,16 @@ impl ProxyHttp for Edge {
             ctx.in_flight = false;
         }
     }
+}
+
+/// The SKU of `PUT /api/v1/admin/products/{sku}`, whose cached pages it makes stale.
+fn product_change(session: &Session) -> Option<String> {
+    let request = session.req_header();
+    if request.method != http::Method::PUT {
+        return None;
+    }
+    let sku = request.uri.path().strip_prefix("/api/v1/admin/products/")?;
+    (!sku.is_empty() && !sku.contains('/')).then(|| sku.to_owned())
 }
 
 /// The problem a failed proxy attempt answers with; `None` when the client is gone.

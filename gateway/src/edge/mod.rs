@@ -14,6 +14,7 @@ pub mod routes;
 pub mod settle;
 pub mod sold_out;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,9 +22,12 @@ use pingora::proxy::Session;
 use reservation_core::{ReservationStore, TokenSigner, TokenVerifier};
 
 use crate::auth::{BuyerAuth, Identity, OPS_ROLE};
+use crate::cache::ProductCache;
+use crate::edge_redis::EdgeRedis;
 use crate::metrics::Metrics;
 use crate::problem::Problem;
 use crate::proxy::Upstream;
+use crate::ratelimit::RateLimiter;
 use respond::{REQUEST_ID, Reply};
 use routes::{Access, Matched, Route};
 use settle::SettlementClient;
@@ -58,6 +62,18 @@ pub struct EdgeState {
     pub settlement: SettlementClient,
     pub upstream: Upstream,
     pub max_retries: usize,
+    /// The product cache; `None` proxies catalog reads uncached (`cache.enabled = false`).
+    pub cache: Option<Arc<ProductCache>>,
+    pub ratelimit: Arc<RateLimiter>,
+    /// The edge's Redis (cache, limits, health), when `redis_url` is set.
+    pub edge_redis: Option<EdgeRedis>,
+}
+
+impl EdgeState {
+    /// Whether Redis is known to be unreachable right now (never without Redis).
+    pub fn redis_down(&self) -> bool {
+        self.edge_redis.as_ref().is_some_and(|r| !r.health.is_up())
+    }
 }
 
 /// Per-request state.
@@ -66,6 +82,10 @@ pub struct RequestCtx {
     pub route: Route,
     pub started: Instant,
     pub identity: Option<Identity>,
+    pub client_ip: Option<IpAddr>,
+    /// The SKU of a product change proxied through this gateway: its cached pages are
+    /// dropped once the upstream accepted the change.
+    pub invalidates: Option<String>,
     /// Body bytes passed to the upstream so far (the cap applies to streamed bodies too).
     body_seen: usize,
     retries: usize,
@@ -163,6 +183,23 @@ impl Edge {
     /// Runs an edge-handled route.
     async fn handle(&self, session: &mut Session, ctx: &RequestCtx, matched: &Matched) -> Reply {
         let state = &self.state;
+        // Degraded mode: nothing that needs the store waits on a Redis known to be down.
+        let needs_store = matches!(
+            matched.route,
+            Route::ReservationCreate
+                | Route::ReservationGet
+                | Route::ReservationRelease
+                | Route::Stock
+                | Route::OrderConfirm
+        );
+        if needs_store && state.redis_down() {
+            let problem = Problem::new(
+                503,
+                "backend_unavailable",
+                "the reservation store is unavailable, retry later",
+            );
+            return Reply::problem(&problem, &ctx.request_id);
+        }
         match matched.route {
             Route::Healthz => Reply::json(200, &serde_json::json!({"status": "ok"})),
             Route::Readyz => readiness(state, &ctx.request_id).await,
@@ -174,7 +211,22 @@ impl Edge {
             Route::MethodNotAllowed => {
                 Reply::problem(&Problem::method_not_allowed(), &ctx.request_id)
             }
-            Route::NotFound | Route::Products | Route::Orders | Route::Admin => {
+            Route::Products => match &state.cache {
+                Some(cache) => {
+                    let uri = &session.req_header().uri;
+                    let if_none_match = respond::header_str(session, "if-none-match");
+                    cache
+                        .serve(
+                            uri.path(),
+                            uri.query().is_some(),
+                            if_none_match,
+                            &ctx.request_id,
+                        )
+                        .await
+                }
+                None => Reply::problem(&Problem::not_found(), &ctx.request_id),
+            },
+            Route::NotFound | Route::Orders | Route::Admin => {
                 Reply::problem(&Problem::not_found(), &ctx.request_id)
             }
         }

@@ -108,6 +108,17 @@ async fn try_create(
     })?;
     let sku = Sku::parse(&input.sku)?;
     let qty = Qty::new(input.qty)?;
+    // Rules keyed by the SKU of the body can only be checked now that it is read.
+    let facts = crate::ratelimit::Facts {
+        method: &http::Method::POST,
+        path: crate::ratelimit::rules::RESERVE_PATH,
+        sub: Some(buyer.as_str()),
+        ip: ctx.client_ip,
+        body_sku: Some(sku.as_str()),
+    };
+    if let Some(limited) = state.ratelimit.check(&facts, true).await {
+        return Ok(limited.reply(&ctx.request_id));
+    }
     if state.sold_out.is_sold_out(&sku) {
         state.metrics.reservation("sold_out_cached");
         return Err(ReservationError::SoldOut.into());

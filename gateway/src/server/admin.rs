@@ -1,6 +1,6 @@
-//! The admin listener: `GET /metrics` (Prometheus text) and `POST /admin/reload`, which will
-//! re-read the rate-limit rules once they exist (DESIGN.md §5); until then it answers that
-//! there is nothing to reload. Bind it to a private address.
+//! The admin listener: `GET /metrics` (Prometheus text) and `POST /admin/reload`, which
+//! re-reads the rate-limit rules file (DESIGN.md §5): 200 with the number of rules in force,
+//! or 422 naming the error while the last good rules stay. Bind it to a private address.
 
 use std::sync::Arc;
 
@@ -11,14 +11,16 @@ use pingora::protocols::http::ServerSession;
 
 use crate::metrics::Metrics;
 use crate::problem::Problem;
+use crate::ratelimit::RateLimiter;
 
 pub struct AdminApp {
     metrics: Arc<Metrics>,
+    ratelimit: Arc<RateLimiter>,
 }
 
 impl AdminApp {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        AdminApp { metrics }
+    pub fn new(metrics: Arc<Metrics>, ratelimit: Arc<RateLimiter>) -> Self {
+        AdminApp { metrics, ratelimit }
     }
 }
 
@@ -64,11 +66,16 @@ impl ServeHttp for AdminApp {
             (Method::GET, "/metrics") => {
                 respond(200, "text/plain; version=0.0.4", self.metrics.render())
             }
-            (Method::POST, "/admin/reload") => respond(
-                200,
-                "application/json",
-                br#"{"reloaded":false,"detail":"no rate-limit rules are configured"}"#.to_vec(),
-            ),
+            (Method::POST, "/admin/reload") => match self.ratelimit.reload() {
+                Ok(rules) => respond(
+                    200,
+                    "application/json",
+                    serde_json::json!({"reloaded": true, "rules": rules})
+                        .to_string()
+                        .into_bytes(),
+                ),
+                Err(error) => problem(Problem::new(422, "invalid_rules", error.to_string())),
+            },
             (_, "/metrics" | "/admin/reload") => problem(Problem::method_not_allowed()),
             _ => problem(Problem::not_found()),
         }

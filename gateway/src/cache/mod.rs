@@ -1,0 +1,383 @@
+//! The product cache of `GET /api/v1/products` and `/api/v1/products/{sku}` (DESIGN.md §5):
+//! cache-aside with a TTL plus random jitter, single-flight fills, stale-while-revalidate and
+//! stale-if-error windows, `ETag` / `If-None-Match`, and a size limit on stored bodies.
+//!
+//! Tiers, looked at in order: process memory ([`local::LocalTier`], the copy that keeps
+//! serving while Redis is down), then Redis (shared by replicas, when `redis_url` is set),
+//! then the settlement upstream. The cache key is the request path; requests with a query
+//! string bypass the cache. Invalidation: [`invalidate`] consumes the settlement's
+//! `product.updated` events, and a product change made through this gateway drops the copies
+//! at once.
+
+pub mod entry;
+pub mod invalidate;
+pub mod local;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::config::{CacheConfig, ms};
+use crate::edge::respond::Reply;
+use crate::edge_redis::EdgeRedis;
+use crate::metrics::Metrics;
+use crate::problem::Problem;
+use crate::proxy::Upstream;
+use entry::{Entry, Freshness};
+use local::{LocalTier, SingleFlight};
+
+/// The catalog list path; every product change also drops its copy.
+pub const LIST_PATH: &str = "/api/v1/products";
+
+/// What one fill (at most one per key at a time) came to.
+#[derive(Clone)]
+enum Fill {
+    /// A fresh copy was already in a tier (another fill or replica stored it meanwhile).
+    Found(Entry),
+    /// Fetched from the upstream and stored.
+    Stored(Entry),
+    /// An answer that is not stored (not a 200, or too large), passed on as it is.
+    Passed {
+        status: u16,
+        content_type: String,
+        body: Bytes,
+    },
+    /// The upstream failed: unreachable, timed out, or a 5xx (kept to pass on).
+    Failed {
+        reason: String,
+        answer: Option<(u16, String, Bytes)>,
+    },
+}
+
+/// An upstream failure: the reason, and the upstream's own 5xx answer to pass on, if any.
+type FetchError = (String, Option<(u16, String, Bytes)>);
+
+/// How a copy was served: the metric outcome and the `Cache-Status` / `Warning` headers.
+#[derive(Clone, Copy)]
+enum Served {
+    Hit,
+    Miss,
+    Coalesced,
+    Stale,
+    StaleIfError,
+}
+
+/// The product cache; one per gateway, shared by every worker.
+pub struct ProductCache {
+    ttl_ms: u64,
+    jitter_ms: u64,
+    swr_ms: u64,
+    sie_ms: u64,
+    max_body_bytes: usize,
+    local: LocalTier,
+    flights: SingleFlight<Fill>,
+    shared: Option<EdgeRedis>,
+    http: reqwest::Client,
+    upstream: Upstream,
+    upstream_base: String,
+    metrics: Arc<Metrics>,
+    /// Bumped by every invalidation: a fill that started before one does not store its copy
+    /// (it may predate the change).
+    generation: AtomicU64,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl ProductCache {
+    pub fn new(
+        config: &CacheConfig,
+        shared: Option<EdgeRedis>,
+        upstream: Upstream,
+        upstream_host_port: &str,
+        read_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .timeout(read_timeout)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let ttl_ms = config.ttl_secs * 1000;
+        Ok(ProductCache {
+            ttl_ms,
+            jitter_ms: ttl_ms * config.jitter_percent / 100,
+            swr_ms: config.stale_while_revalidate_secs * 1000,
+            sie_ms: config.stale_if_error_secs * 1000,
+            max_body_bytes: config.max_body_bytes,
+            local: LocalTier::new(config.local_max_entries),
+            flights: SingleFlight::default(),
+            shared,
+            http,
+            upstream,
+            upstream_base: format!("http://{upstream_host_port}"),
+            metrics,
+            generation: AtomicU64::new(0),
+        })
+    }
+
+    /// Answers one catalog read.
+    pub async fn serve(
+        self: &Arc<Self>,
+        path: &str,
+        has_query: bool,
+        if_none_match: Option<&str>,
+        request_id: &str,
+    ) -> Reply {
+        if has_query {
+            self.metrics.cache("bypass");
+            return self.pass_on(self.fetch(path, request_id).await, request_id);
+        }
+        let mut stale = None;
+        if let Some(entry) = self.local.get(path) {
+            if entry.freshness(now_ms()) == Freshness::Fresh {
+                return self.answer(&entry, Served::Hit, if_none_match);
+            }
+            stale = Some(entry);
+        }
+        if let Some(entry) = self.shared_get(path).await {
+            if entry.freshness(now_ms()) == Freshness::Fresh {
+                self.local
+                    .put(path, entry.clone(), self.keep_until(&entry), now_ms());
+                return self.answer(&entry, Served::Hit, if_none_match);
+            }
+            if stale
+                .as_ref()
+                .is_none_or(|s| s.stored_at_ms < entry.stored_at_ms)
+            {
+                stale = Some(entry);
+            }
+        }
+        let stale_by = |entry: &Entry| match entry.freshness(now_ms()) {
+            Freshness::Fresh => 0,
+            Freshness::Stale(by) => by,
+        };
+        if let Some(entry) = &stale
+            && stale_by(entry) <= self.swr_ms
+        {
+            // Serve now; one background fill refreshes the copy for the next readers.
+            let (cache, key, rid) = (self.clone(), path.to_owned(), request_id.to_owned());
+            tokio::spawn(async move { cache.fill(&key, &rid).await });
+            return self.answer(entry, Served::Stale, if_none_match);
+        }
+        let (fill, coalesced) = self.fill(path, request_id).await;
+        let served = if coalesced {
+            Served::Coalesced
+        } else {
+            Served::Miss
+        };
+        match fill {
+            Fill::Found(entry) => self.answer(&entry, Served::Hit, if_none_match),
+            Fill::Stored(entry) => self.answer(&entry, served, if_none_match),
+            passed @ Fill::Passed { .. } => {
+                self.metrics.cache("uncacheable");
+                self.pass_on(Ok(passed), request_id)
+            }
+            Fill::Failed { reason, answer } => match stale {
+                Some(entry) if stale_by(&entry) <= self.sie_ms => {
+                    tracing::debug!(%reason, path, "serving a stale copy: the upstream failed");
+                    self.answer(&entry, Served::StaleIfError, if_none_match)
+                }
+                _ => {
+                    self.metrics.cache("error");
+                    self.pass_on(Err((reason, answer)), request_id)
+                }
+            },
+        }
+    }
+
+    /// Drops every copy of `sku`'s page and of the list, here and in Redis.
+    pub async fn invalidate(&self, sku: &str) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let item = format!("{LIST_PATH}/{sku}");
+        let keys = [LIST_PATH, item.as_str()];
+        for key in keys {
+            self.local.remove(key);
+        }
+        self.metrics.cache_invalidations.inc();
+        if let Some(shared) = self.shared.as_ref().filter(|s| s.health.is_up())
+            && let Err(error) = shared.cache.delete(&keys).await
+        {
+            shared.health.mark_down("cache delete", &error);
+        }
+    }
+
+    /// One fill per key at a time; returns whether this caller only waited for another's.
+    async fn fill(&self, path: &str, request_id: &str) -> (Fill, bool) {
+        self.flights
+            .run(path, || self.fill_once(path, request_id))
+            .await
+    }
+
+    async fn fill_once(&self, path: &str, request_id: &str) -> Fill {
+        // A fill that finished just before this one started may have stored a fresh copy.
+        if let Some(entry) = self.local.get(path)
+            && entry.freshness(now_ms()) == Freshness::Fresh
+        {
+            return Fill::Found(entry);
+        }
+        if let Some(entry) = self.shared_get(path).await
+            && entry.freshness(now_ms()) == Freshness::Fresh
+        {
+            self.local
+                .put(path, entry.clone(), self.keep_until(&entry), now_ms());
+            return Fill::Found(entry);
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        match self.fetch(path, request_id).await {
+            Ok(Fill::Passed {
+                status: 200,
+                body,
+                content_type,
+            }) if body.len() <= self.max_body_bytes && content_type.contains("json") => {
+                Fill::Stored(self.store(path, body, generation).await)
+            }
+            other => other.unwrap_or_else(|(reason, answer)| Fill::Failed { reason, answer }),
+        }
+    }
+
+    /// Stores a fetched body unless an invalidation happened since the fetch started.
+    async fn store(&self, path: &str, body: Bytes, generation: u64) -> Entry {
+        let entry = Entry::new(body, None, now_ms(), self.fresh_ms());
+        if generation != self.generation.load(Ordering::SeqCst) {
+            return entry;
+        }
+        self.local
+            .put(path, entry.clone(), self.keep_until(&entry), now_ms());
+        if let Some(shared) = self.shared.as_ref().filter(|s| s.health.is_up()) {
+            let keep = ms(entry.fresh_ms + self.swr_ms.max(self.sie_ms));
+            if let Err(error) = shared.cache.put(path, &entry.encode(), keep).await {
+                shared.health.mark_down("cache put", &error);
+            }
+        }
+        entry
+    }
+
+    /// The TTL plus a random share of the jitter, so copies stored together expire apart.
+    fn fresh_ms(&self) -> u64 {
+        if self.jitter_ms == 0 {
+            return self.ttl_ms;
+        }
+        let random = (uuid::Uuid::new_v4().as_u128() & u128::from(u64::MAX)) as u64;
+        self.ttl_ms + random % (self.jitter_ms + 1)
+    }
+
+    fn keep_until(&self, entry: &Entry) -> u64 {
+        entry.stored_at_ms + entry.fresh_ms + self.swr_ms.max(self.sie_ms)
+    }
+
+    /// The Redis copy, unless Redis is down (then no request waits on it).
+    async fn shared_get(&self, path: &str) -> Option<Entry> {
+        let shared = self.shared.as_ref().filter(|s| s.health.is_up())?;
+        match shared.cache.get(path).await {
+            Ok(raw) => raw.as_deref().and_then(Entry::decode),
+            Err(error) => {
+                shared.health.mark_down("cache get", &error);
+                None
+            }
+        }
+    }
+
+    /// One upstream request; `Err` carries the reason and a 5xx answer to pass on, if any.
+    async fn fetch(&self, path: &str, request_id: &str) -> Result<Fill, FetchError> {
+        if !self.upstream.is_healthy() {
+            return Err(("the settlement upstream is unhealthy".into(), None));
+        }
+        let response = self
+            .http
+            .get(format!("{}{path}", self.upstream_base))
+            .header("x-request-id", request_id)
+            .send()
+            .await
+            .map_err(|e| (e.to_string(), None))?;
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_owned();
+        let body = response.bytes().await.map_err(|e| (e.to_string(), None))?;
+        if status >= 500 {
+            let reason = format!("the settlement service answered {status}");
+            return Err((reason, Some((status, content_type, body))));
+        }
+        Ok(Fill::Passed {
+            status,
+            content_type,
+            body,
+        })
+    }
+
+    /// An uncached answer: the upstream's own, or 503 when there is none.
+    fn pass_on(&self, fetched: Result<Fill, FetchError>, request_id: &str) -> Reply {
+        let (status, content_type, body) = match fetched {
+            Ok(Fill::Passed {
+                status,
+                content_type,
+                body,
+            }) => (status, content_type, body),
+            Ok(Fill::Found(entry) | Fill::Stored(entry)) => {
+                (200, "application/json".to_owned(), entry.body)
+            }
+            Ok(Fill::Failed { answer, reason }) | Err((reason, answer)) => match answer {
+                Some(answer) => answer,
+                None => {
+                    tracing::warn!(%reason, request_id, "catalog read failed and no copy is left");
+                    let problem =
+                        Problem::upstream_unavailable("the catalog is unavailable, retry later");
+                    return Reply::problem(&problem, request_id);
+                }
+            },
+        };
+        let mut reply = Reply::raw_json(status, body);
+        reply.content_type = if content_type.contains("problem") {
+            "application/problem+json"
+        } else {
+            "application/json"
+        };
+        reply
+    }
+
+    fn answer(&self, entry: &Entry, served: Served, if_none_match: Option<&str>) -> Reply {
+        let now = now_ms();
+        let (outcome, status_detail, warning) = match served {
+            Served::Hit => ("hit", format!("hit; ttl={}", entry.ttl_secs(now)), None),
+            Served::Miss => ("miss", "fwd=miss; stored".to_owned(), None),
+            Served::Coalesced => ("coalesced", "fwd=miss; collapsed".to_owned(), None),
+            Served::Stale => (
+                "stale",
+                "hit; fwd=stale; detail=stale-while-revalidate".to_owned(),
+                Some("110 - \"Response is Stale\""),
+            ),
+            Served::StaleIfError => (
+                "stale_if_error",
+                "hit; fwd=stale; detail=stale-if-error".to_owned(),
+                Some("111 - \"Revalidation Failed\""),
+            ),
+        };
+        self.metrics.cache(outcome);
+        let mut reply = if if_none_match.is_some_and(|inm| entry.matches(inm)) {
+            Reply::empty(304)
+        } else {
+            Reply::raw_json(200, entry.body.clone())
+        };
+        reply = reply
+            .header("etag", entry.etag.clone())
+            .header("age", entry.age_secs(now).to_string())
+            .header("cache-status", format!("stockgate; {status_detail}"))
+            .header(
+                "cache-control",
+                format!("public, max-age={}", entry.ttl_secs(now)),
+            );
+        if let Some(warning) = warning {
+            reply = reply.header("warning", warning);
+        }
+        reply
+    }
+}

@@ -1,0 +1,301 @@
+//! Rate limits owned by ops (DESIGN.md §5). Rules come from a TOML file ([`rules`]); each
+//! matches a method and path pattern and keys its budget by `sub`, client IP, SKU or a
+//! combination. Decisions are GCRA (rate + burst) made in Redis by one Lua script shared by
+//! every replica, behind an in-process memory of keys Redis refused ([`local`]), so a key that
+//! is clearly over costs no Redis call. `shadow` rules count and never refuse. While Redis is
+//! unreachable each replica enforces its share (`1 / ratelimit.replicas`) of every rule itself.
+//!
+//! The rules sit behind an `ArcSwap`: a reload (file change, `POST /admin/reload`) parses and
+//! validates the whole file first and swaps only then, so a bad file leaves the last good
+//! rules in force; the refusal is logged with its reason and counted in
+//! `stockgate_config_reload_errors_total`.
+
+pub mod local;
+pub mod rules;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use http::Method;
+use prometheus::IntCounter;
+
+use crate::config::Config;
+use crate::edge::respond::Reply;
+use crate::edge_redis::EdgeRedis;
+use crate::metrics::Metrics;
+use crate::problem::Problem;
+use local::{LocalDecision, LocalLimiter};
+use rules::{KeyPart, Rule, RulesError};
+
+/// A rule with its metric handles, resolved once per load.
+struct Compiled {
+    rule: Rule,
+    /// `<prefix>:rl:<rule>:`, the start of every key of this rule.
+    key_head: String,
+    allowed: IntCounter,
+    limited: IntCounter,
+    shadow_limited: IntCounter,
+    /// Refused from the in-process memory, without a Redis call.
+    local_block: IntCounter,
+    /// Decided by the per-replica share because Redis was unreachable.
+    degraded: IntCounter,
+}
+
+/// What the limiter knows about one request.
+pub struct Facts<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub sub: Option<&'a str>,
+    pub ip: Option<IpAddr>,
+    /// The SKU of a reservation body (only in the body phase).
+    pub body_sku: Option<&'a str>,
+}
+
+/// A refusal, ready to become a 429.
+#[derive(Debug, Clone)]
+pub struct Limited {
+    pub rule: String,
+    pub rate: u64,
+    pub period_secs: u64,
+    pub burst: u64,
+    pub retry_after: Duration,
+    pub reset_after: Duration,
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_micros().div_ceil(1_000_000) as u64
+}
+
+impl Limited {
+    /// 429 problem+json with `Retry-After` and the `RateLimit-*` headers.
+    pub fn reply(&self, request_id: &str) -> Reply {
+        let retry = ceil_secs(self.retry_after).max(1);
+        let mut problem = Problem::new(
+            429,
+            "rate_limited",
+            format!("rate limit `{}` exceeded; retry in {retry} s", self.rule),
+        );
+        problem.retry_after = Some(retry);
+        Reply::problem(&problem, request_id)
+            .header("ratelimit-limit", self.burst.to_string())
+            .header("ratelimit-remaining", "0")
+            .header(
+                "ratelimit-reset",
+                ceil_secs(self.reset_after).max(1).to_string(),
+            )
+            .header(
+                "ratelimit-policy",
+                format!("{};w={};burst={}", self.rate, self.period_secs, self.burst),
+            )
+    }
+}
+
+/// The gateway's limiter; one per process.
+pub struct RateLimiter {
+    rules: ArcSwap<Vec<Compiled>>,
+    file: Option<PathBuf>,
+    /// Modification time and length of the file as last loaded.
+    stamp: Mutex<Option<(SystemTime, u64)>>,
+    redis: Option<EdgeRedis>,
+    local: LocalLimiter,
+    replicas: u32,
+    key_prefix: String,
+    metrics: Arc<Metrics>,
+}
+
+impl RateLimiter {
+    /// Loads `ratelimit.rules_file` (if set): a bad file at start is an error, not a warning.
+    pub fn new(
+        config: &Config,
+        redis: Option<EdgeRedis>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, RulesError> {
+        let limiter = RateLimiter {
+            rules: ArcSwap::from_pointee(Vec::new()),
+            file: config.ratelimit.rules_file.clone(),
+            stamp: Mutex::new(None),
+            redis,
+            local: LocalLimiter::default(),
+            replicas: u32::try_from(config.ratelimit.replicas).unwrap_or(1).max(1),
+            key_prefix: format!("{}:rl", config.redis_key_prefix),
+            metrics,
+        };
+        if let Some(path) = &limiter.file {
+            let stamp = stamp_of(path);
+            let rules = rules::load(path)?;
+            limiter.install(rules)?;
+            *limiter.stamp.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
+        }
+        Ok(limiter)
+    }
+
+    fn install(&self, rules: Vec<Rule>) -> Result<usize, RulesError> {
+        let vec = &self.metrics.ratelimit_decisions;
+        let handle = |rule: &Rule, decision: &str| {
+            vec.get_metric_with_label_values(&[rule.name.as_str(), decision])
+                .map_err(|e| RulesError::Parse {
+                    path: rule.name.clone(),
+                    message: e.to_string(),
+                })
+        };
+        let mut compiled = Vec::with_capacity(rules.len());
+        for rule in rules {
+            compiled.push(Compiled {
+                key_head: format!("{}:{}:", self.key_prefix, rule.name),
+                allowed: handle(&rule, "allowed")?,
+                limited: handle(&rule, "limited")?,
+                shadow_limited: handle(&rule, "shadow_limited")?,
+                local_block: handle(&rule, "limited_local")?,
+                degraded: handle(&rule, "degraded")?,
+                rule,
+            });
+        }
+        let count = compiled.len();
+        self.rules.store(Arc::new(compiled));
+        Ok(count)
+    }
+
+    /// Number of rules in force.
+    pub fn rule_count(&self) -> usize {
+        self.rules.load().len()
+    }
+
+    /// Re-reads the rules file; on any error the rules in force stay, and the error is
+    /// logged and counted. Returns the number of rules now in force.
+    pub fn reload(&self) -> Result<usize, RulesError> {
+        let Some(path) = &self.file else {
+            return Ok(0);
+        };
+        let stamp = stamp_of(path);
+        match rules::load(path).and_then(|rules| self.install(rules)) {
+            Ok(count) => {
+                *self.stamp.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
+                tracing::info!(path = %path.display(), rules = count, "rate-limit rules loaded");
+                Ok(count)
+            }
+            Err(error) => {
+                *self.stamp.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
+                self.metrics.config_reload_errors.inc();
+                tracing::error!(%error, "rate-limit rules refused; the last good rules stay");
+                Err(error)
+            }
+        }
+    }
+
+    /// Re-reads the file whenever its modification time or length changes.
+    pub async fn watch(self: Arc<Self>, every: Duration) {
+        let Some(path) = self.file.clone() else {
+            return;
+        };
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = stamp_of(&path);
+            let last = *self.stamp.lock().unwrap_or_else(|e| e.into_inner());
+            if now != last {
+                let _ = self.reload();
+            }
+        }
+    }
+
+    /// Checks every rule of the phase (`body_phase`: rules keyed by the reservation body's
+    /// SKU) that matches; the first refusing rule that is not a shadow rule wins.
+    pub async fn check(&self, facts: &Facts<'_>, body_phase: bool) -> Option<Limited> {
+        let rules = self.rules.load();
+        for compiled in rules.iter() {
+            let rule = &compiled.rule;
+            if rule.needs_body_sku() != body_phase {
+                continue;
+            }
+            let Some(path_sku) = rule.matches(facts.method, facts.path) else {
+                continue;
+            };
+            // A rule keyed by something the request lacks (no buyer on an anonymous route)
+            // does not apply to it.
+            let Some(key) = key_of(compiled, facts, path_sku) else {
+                continue;
+            };
+            let decision = self.decide(compiled, &key).await;
+            if decision.allowed {
+                compiled.allowed.inc();
+            } else if rule.shadow {
+                compiled.shadow_limited.inc();
+            } else {
+                compiled.limited.inc();
+                return Some(Limited {
+                    rule: rule.name.clone(),
+                    rate: rule.rate,
+                    period_secs: rule.period_secs,
+                    burst: rule.burst,
+                    retry_after: decision.retry_after,
+                    reset_after: decision.reset_after,
+                });
+            }
+        }
+        None
+    }
+
+    async fn decide(&self, compiled: &Compiled, key: &str) -> LocalDecision {
+        let rule = &compiled.rule;
+        if let Some(wait) = self.local.blocked_for(key) {
+            compiled.local_block.inc();
+            return LocalDecision {
+                allowed: false,
+                remaining: 0,
+                retry_after: wait,
+                reset_after: wait,
+            };
+        }
+        if let Some(redis) = &self.redis {
+            if redis.health.is_up() {
+                match redis.limiter.check(key, rule.interval, rule.burst).await {
+                    Ok(d) => {
+                        if !d.allowed {
+                            self.local.block(key, d.retry_after);
+                        }
+                        return LocalDecision {
+                            allowed: d.allowed,
+                            remaining: d.remaining,
+                            retry_after: d.retry_after,
+                            reset_after: d.reset_after,
+                        };
+                    }
+                    Err(error) => redis.health.mark_down("rate limit", &error),
+                }
+            }
+            compiled.degraded.inc();
+            // This replica's share: every replica alone admits rate/replicas, burst/replicas.
+            let burst = rule.burst.div_ceil(u64::from(self.replicas));
+            return self.local.check(key, rule.interval * self.replicas, burst);
+        }
+        // No Redis at all (embedded, one process): the whole rule is enforced here.
+        self.local.check(key, rule.interval, rule.burst)
+    }
+}
+
+/// The key of one request under one rule; `None` when the request lacks a part of it.
+fn key_of(compiled: &Compiled, facts: &Facts<'_>, path_sku: Option<&str>) -> Option<String> {
+    use std::fmt::Write;
+    let mut key = compiled.key_head.clone();
+    for (i, part) in compiled.rule.key.iter().enumerate() {
+        if i > 0 {
+            key.push('|');
+        }
+        // Writing to a String cannot fail.
+        let _ = match part {
+            KeyPart::Sub => write!(key, "sub={}", facts.sub?),
+            KeyPart::Ip => write!(key, "ip={}", facts.ip?),
+            KeyPart::Sku => write!(key, "sku={}", path_sku.or(facts.body_sku)?),
+        };
+    }
+    Some(key)
+}
+
+fn stamp_of(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}

@@ -1,0 +1,119 @@
+//! Cache invalidation through the outbox, end to end: the real settlement service on
+//! PostgreSQL, its relay publishing to the Redis stream, the gateway's consumer group dropping
+//! the cached copies. The price change goes to the settlement directly (not through this
+//! gateway, which would drop its copies itself) so only the outbox path can make it visible.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use backend_adapters::sql::Db;
+use common::Idp;
+use gateway::auth::{KeySet, KeySource};
+use gateway::embedded;
+use serde_json::{Value, json};
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} must be set (scripts/test.sh sets it)"))
+}
+
+async fn postgres_schema_url() -> String {
+    let url = env("DATABASE_URL");
+    let schema = format!("gwcache_{}", uuid::Uuid::new_v4().simple());
+    let admin = Db::connect(&url, 1)
+        .await
+        .expect("PostgreSQL at DATABASE_URL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(admin.pool())
+        .await
+        .expect("create schema");
+    admin.close().await;
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options[search_path]={schema}")
+}
+
+async fn put_price(http: &reqwest::Client, settlement: &str, price_cents: i64) {
+    let response = http
+        .put(format!("{settlement}/api/v1/admin/products/HOT"))
+        .header("x-user-sub", "olga")
+        .header("x-user-roles", "ops")
+        .json(
+            &json!({"name": "Hot", "price_cents": price_cents, "total_stock": 10,
+                      "per_buyer_limit": 2, "sale_state": "on_sale"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{:?}",
+        response.text().await
+    );
+}
+
+async fn price(http: &reqwest::Client, url: &str) -> (i64, String) {
+    let response = http.get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let status = support_header(&response, "cache-status");
+    let product: Value = response.json().await.unwrap();
+    (product["price_cents"].as_i64().unwrap(), status)
+}
+
+fn support_header(response: &reqwest::Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_price_update_reaches_the_cache_through_the_outbox_within_a_second() {
+    let prefix = format!("gwcache-{}", uuid::Uuid::new_v4().simple());
+    let mut config = common::test_config("127.0.0.1:1".parse().unwrap());
+    config.server.threads = 2;
+    config.redis_url = Some(env("REDIS_URL"));
+    config.database_url = Some(postgres_schema_url().await);
+    config.redis_key_prefix = prefix.clone();
+    config.settlement.redis_key_prefix = format!("{prefix}-settlement");
+    config.settlement.outbox.stream = format!("{prefix}:events");
+    config.limits.header_read_timeout_ms = 10_000;
+    // Long enough that expiry cannot be what makes the change visible.
+    config.cache.ttl_secs = 300;
+    config.validate().unwrap();
+    let data_dir = config.data_dir.clone();
+    let idp = Idp::new();
+    let keys = KeySet::load(KeySource::Static(idp.jwks()), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let all = embedded::start(config, Some(keys), false).await.unwrap();
+    let http = reqwest::Client::new();
+    let settlement = format!("http://{}", all.settlement.addr);
+    let product_url = format!("http://{}/api/v1/products/HOT", all.public_addr());
+
+    put_price(&http, &settlement, 1999).await;
+    // Let the creation event pass before warming the cache.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(price(&http, &product_url).await.0, 1999);
+    let (cached, status) = price(&http, &product_url).await;
+    assert_eq!(cached, 1999);
+    assert!(status.contains("hit"), "{status}");
+
+    put_price(&http, &settlement, 2499).await;
+    let changed = Instant::now();
+    let mut seen = 1999;
+    while seen != 2499 && changed.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        seen = price(&http, &product_url).await.0;
+    }
+    let took = changed.elapsed();
+    assert_eq!(seen, 2499, "the new price never showed");
+    assert!(took < Duration::from_secs(1), "visible after {took:?}");
+    assert!(all.shared.metrics.cache_count("hit") >= 1);
+
+    let gateway = all.gateway;
+    let _ = tokio::task::spawn_blocking(move || gateway.shutdown()).await;
+    all.settlement.shutdown().await;
+    let _ = std::fs::remove_dir_all(data_dir);
+}
