@@ -21,6 +21,7 @@ command -v pg_ctlcluster >/dev/null || need_pkgs+=(postgresql)
 command -v psql >/dev/null || need_pkgs+=(postgresql-client)
 command -v cmake >/dev/null || need_pkgs+=(cmake)   # pingora's zlib-ng build
 command -v cc >/dev/null || need_pkgs+=(build-essential)
+command -v openssl >/dev/null || need_pkgs+=(openssl)   # the tls_* tests make a test CA
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
@@ -52,6 +53,14 @@ if ! psql "$DATABASE_URL" -qAtc 'select 1' >/dev/null 2>&1; then
 fi
 psql "$DATABASE_URL" -qAtc 'select 1' >/dev/null || { echo "postgres is not reachable at $DATABASE_URL" >&2; exit 1; }
 
+# A local 3-master Redis Cluster (loopback 7001-7003) for the cluster_* tests.
+log "redis cluster"
+scripts/redis-cluster.sh start
+export REDIS_CLUSTER_URL="${REDIS_CLUSTER_URL:-redis+cluster://127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003}"
+
+log "deploy/ checks"
+scripts/check-deploy.sh
+
 # --- checks and tests ---------------------------------------------------------------------
 log "cargo fmt --check"
 cargo fmt --all -- --check
@@ -60,3 +69,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 log "cargo test"
 cargo test --workspace --all-targets
 cargo test --workspace --doc
+
+# --- k6 smoke run -------------------------------------------------------------------------
+# A few seconds of every loadtests/*.js against `stockgate all-in-one` (debug build, free
+# loopback port, temp data dir); a failed threshold fails the test command. Installs k6 if missing.
+log "k6 smoke (loadtests/smoke)"
+cargo build --quiet --bin stockgate
+loadtests/smoke "${CARGO_TARGET_DIR:-target}/debug/stockgate"
