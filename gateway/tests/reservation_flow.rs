@@ -186,6 +186,29 @@ async fn sold_out_is_remembered_without_asking_the_store_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_after_the_sell_out_still_returns_the_reservation() {
+    // bob takes the last unit, carol's attempt makes the edge remember TINY as sold out; bob's
+    // retry under the same key must still get his reservation back, not `sold_out`.
+    let gw = common::start().await;
+    let bob = gw.idp.token("bob");
+    let (status, first) = body(gw.reserve(&bob, "k-bob", "TINY", 1).await).await;
+    assert_eq!(status, 201);
+    let (status, problem) = body(gw.reserve(&gw.idp.token("carol"), "k", "TINY", 1).await).await;
+    assert_eq!((status, problem["code"].as_str()), (409, Some("sold_out")));
+
+    let (status, replay) = body(gw.reserve(&bob, "k-bob", "TINY", 1).await).await;
+    assert_eq!(status, 200, "a replay is answered from the store: {replay}");
+    assert_eq!(replay["reservation_id"], first["reservation_id"]);
+    assert_eq!(replay["token"], first["token"]);
+    // A new buyer is still answered from memory.
+    let (status, _) = body(gw.reserve(&gw.idp.token("dave"), "k", "TINY", 1).await).await;
+    assert_eq!(status, 409);
+    assert_eq!(gw.state.metrics.reservation_count("sold_out_cached"), 1);
+    let stock = gw.snapshot("TINY").await;
+    assert_eq!((stock.available, stock.held), (0, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settlement_unavailable_keeps_the_hold_and_a_retry_succeeds() {
     let gw = common::start().await;
     let alice = gw.idp.token("alice");

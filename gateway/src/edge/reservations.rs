@@ -119,7 +119,7 @@ async fn try_create(
     if let Some(limited) = state.ratelimit.check(&facts, true).await {
         return Ok(limited.reply(&ctx.request_id));
     }
-    if state.sold_out.is_sold_out(&sku) {
+    if state.sold_out.answers_for(&sku, &buyer, &key) {
         state.metrics.reservation("sold_out_cached");
         return Err(ReservationError::SoldOut.into());
     }
@@ -138,6 +138,9 @@ async fn try_create(
         }
         Problem::from(error)
     })?;
+    state
+        .sold_out
+        .note_reservation(&request.buyer, &request.idempotency_key);
     let hold = &reservation.hold;
     // EdDSA signatures are deterministic: a replay hands out the very same token.
     let token = state.signer.sign(&ReservationClaims::for_hold(hold))?;

@@ -2,19 +2,35 @@
 //! reservations for it from process memory for a short while, so a flood after a sell-out
 //! costs no store round trip. A release or a stock read that sees units again forgets it.
 //!
-//! Trade-off: during that window an idempotent replay of an earlier successful reservation is
-//! also told `sold_out`; retried after the window it gets its reservation back.
+//! An idempotent replay must still get its reservation back (200, same hold), so the edge also
+//! remembers the (buyer, idempotency key) of the last [`RECENT_RESERVATIONS`] reservations it
+//! made: a request under one of those keys always goes to the store. A replay that lands on
+//! another replica within the short window is still told `sold_out`; retried after the window,
+//! it gets its reservation back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use reservation_core::Sku;
+use reservation_core::{BuyerId, IdempotencyKey, Sku};
+
+/// How many recent reservations of this replica are remembered for replays (~10 MB at most).
+pub const RECENT_RESERVATIONS: usize = 100_000;
+
+type ReservationKey = (BuyerId, IdempotencyKey);
 
 /// SKUs recently seen sold out, each with the instant its memory ends.
 pub struct SoldOutMemory {
     ttl: Duration,
     until: Mutex<HashMap<Sku, Instant>>,
+    recent: Mutex<RecentKeys>,
+}
+
+/// A bounded first-in-first-out set of the reservations this replica made.
+#[derive(Default)]
+struct RecentKeys {
+    keys: HashSet<ReservationKey>,
+    order: VecDeque<ReservationKey>,
 }
 
 impl SoldOutMemory {
@@ -22,6 +38,34 @@ impl SoldOutMemory {
         SoldOutMemory {
             ttl,
             until: Mutex::new(HashMap::new()),
+            recent: Mutex::new(RecentKeys::default()),
+        }
+    }
+
+    /// Whether the edge may answer `sold_out` without asking the store: the SKU is remembered
+    /// as sold out and the request is not a replay of a reservation this replica made.
+    pub fn answers_for(&self, sku: &Sku, buyer: &BuyerId, key: &IdempotencyKey) -> bool {
+        if !self.is_sold_out(sku) {
+            return false;
+        }
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        !recent.keys.contains(&(buyer.clone(), key.clone()))
+    }
+
+    /// Records a reservation this replica made, so its replays reach the store.
+    pub fn note_reservation(&self, buyer: &BuyerId, key: &IdempotencyKey) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = (buyer.clone(), key.clone());
+        if recent.keys.insert(entry.clone()) {
+            recent.order.push_back(entry);
+            if recent.order.len() > RECENT_RESERVATIONS
+                && let Some(oldest) = recent.order.pop_front()
+            {
+                recent.keys.remove(&oldest);
+            }
         }
     }
 
@@ -71,6 +115,51 @@ mod tests {
         assert!(!memory.is_sold_out(&sku));
 
         let short = SoldOutMemory::new(Duration::from_millis(1));
+        short.remember(&sku);
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!short.is_sold_out(&sku));
+    }
+
+    #[test]
+    fn replays_of_reservations_made_here_still_reach_the_store() {
+        let sku = Sku::parse("HOT").unwrap();
+        let alice = BuyerId::parse("alice").unwrap();
+        let bob = BuyerId::parse("bob").unwrap();
+        let key = IdempotencyKey::parse("k1").unwrap();
+        let memory = SoldOutMemory::new(Duration::from_secs(60));
+        memory.note_reservation(&alice, &key);
+        memory.remember(&sku);
+        assert!(
+            !memory.answers_for(&sku, &alice, &key),
+            "alice's replay goes to the store"
+        );
+        assert!(
+            memory.answers_for(&sku, &bob, &key),
+            "bob is new: answered from memory"
+        );
+    }
+
+    #[test]
+    fn recent_reservations_are_bounded() {
+        let memory = SoldOutMemory::new(Duration::from_secs(60));
+        let buyer = BuyerId::parse("alice").unwrap();
+        for i in 0..RECENT_RESERVATIONS + 10 {
+            memory.note_reservation(&buyer, &IdempotencyKey::parse(&format!("k{i}")).unwrap());
+        }
+        let recent = memory.recent.lock().unwrap();
+        assert_eq!(recent.keys.len(), RECENT_RESERVATIONS);
+        assert_eq!(recent.order.len(), RECENT_RESERVATIONS);
+        assert!(
+            !recent
+                .keys
+                .contains(&(buyer.clone(), IdempotencyKey::parse("k0").unwrap()))
+        );
+    }
+
+    #[test]
+    fn zero_ttl_disables_the_memory() {
+        let sku = Sku::parse("HOT").unwrap();
+        let short = SoldOutMemory::new(Duration::ZERO);
         short.remember(&sku);
         std::thread::sleep(Duration::from_millis(5));
         assert!(!short.is_sold_out(&sku));
