@@ -53,6 +53,19 @@ if ! psql "$DATABASE_URL" -qAtc 'select 1' >/dev/null 2>&1; then
 fi
 psql "$DATABASE_URL" -qAtc 'select 1' >/dev/null || { echo "postgres is not reachable at $DATABASE_URL" >&2; exit 1; }
 
+# Tests and benches each make a scratch schema (backend-adapters/src/sql/scratch.rs) and leave
+# it; drop what earlier runs left before this one starts.
+log "dropping scratch schemas of earlier runs"
+psql "$DATABASE_URL" -qAt <<'SQL'
+DO $$
+DECLARE s record;
+BEGIN
+  FOR s IN SELECT nspname FROM pg_namespace WHERE nspname LIKE 'sgtest\_%' LOOP
+    EXECUTE format('DROP SCHEMA %I CASCADE', s.nspname);
+  END LOOP;
+END $$;
+SQL
+
 # A local 3-master Redis Cluster (loopback 7001-7003) for the cluster_* tests.
 log "redis cluster"
 scripts/redis-cluster.sh start

@@ -16,14 +16,11 @@ use reservation_core::{BuyerId, Qty, ReservationId, SaleState, Sku};
 async fn postgres() -> anyhow::Result<Db> {
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into());
-    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let admin = Db::connect(&url, 1).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(admin.pool())
-        .await?;
-    admin.close().await;
-    let sep = if url.contains('?') { '&' } else { '?' };
-    let db = Db::connect(&format!("{url}{sep}options[search_path]={schema}"), 20).await?;
+    let db = Db::connect(
+        &backend_adapters::sql::scratch_schema_url(&url, "sql").await?,
+        20,
+    )
+    .await?;
     db.migrate().await?;
     Ok(db)
 }

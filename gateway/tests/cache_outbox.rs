@@ -7,7 +7,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use backend_adapters::sql::Db;
 use common::Idp;
 use gateway::auth::{KeySet, KeySource};
 use gateway::embedded;
@@ -18,18 +17,9 @@ fn env(name: &str) -> String {
 }
 
 async fn postgres_schema_url() -> String {
-    let url = env("DATABASE_URL");
-    let schema = format!("gwcache_{}", uuid::Uuid::new_v4().simple());
-    let admin = Db::connect(&url, 1)
+    backend_adapters::sql::scratch_schema_url(&env("DATABASE_URL"), "gwcache")
         .await
-        .expect("PostgreSQL at DATABASE_URL");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(admin.pool())
-        .await
-        .expect("create schema");
-    admin.close().await;
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}options[search_path]={schema}")
+        .expect("a scratch schema on PostgreSQL at DATABASE_URL")
 }
 
 async fn put_price(http: &reqwest::Client, settlement: &str, price_cents: i64) {

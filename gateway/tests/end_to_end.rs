@@ -24,18 +24,9 @@ fn env(name: &str) -> String {
 
 /// A fresh, empty PostgreSQL schema; the URL makes every connection use it.
 async fn postgres_schema_url() -> String {
-    let url = env("DATABASE_URL");
-    let schema = format!("gw_{}", uuid::Uuid::new_v4().simple());
-    let admin = Db::connect(&url, 1)
+    backend_adapters::sql::scratch_schema_url(&env("DATABASE_URL"), "gw")
         .await
-        .expect("PostgreSQL at DATABASE_URL");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(admin.pool())
-        .await
-        .expect("create schema");
-    admin.close().await;
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}options[search_path]={schema}")
+        .expect("a scratch schema on PostgreSQL at DATABASE_URL")
 }
 
 struct World {

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use backend_adapters::sql::Db;
 use reservation_core::token::RESERVATION_AUDIENCE;
 use reservation_core::{
     BuyerId, InMemoryStore, Qty, ReservationClaims, ReservationId, Sku, TokenSigner, TokenVerifier,
@@ -64,14 +63,7 @@ struct Result {
 async fn fresh_schema_url() -> anyhow::Result<String> {
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into());
-    let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
-    let admin = Db::connect(&url, 1).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(admin.pool())
-        .await?;
-    admin.close().await;
-    let sep = if url.contains('?') { '&' } else { '?' };
-    Ok(format!("{url}{sep}options[search_path]={schema}"))
+    Ok(backend_adapters::sql::scratch_schema_url(&url, "bench").await?)
 }
 
 async fn run_mode(mode: CommitMode, args: &Args) -> anyhow::Result<Result> {

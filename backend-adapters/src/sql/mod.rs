@@ -12,12 +12,14 @@ pub mod model;
 pub mod orders;
 pub mod outbox;
 pub mod products;
+pub mod scratch;
 pub mod settle;
 
 use thiserror::Error;
 
 pub use db::{Backend, Db, migrate};
 pub use model::{Order, OrderStatus, Product, ProductUpsert};
+pub use scratch::{SCRATCH_SCHEMA_PREFIX, scratch_schema_url};
 pub use settle::{SettleOutcome, SettleRequest, settle_batch};
 
 /// A failure of the SQL layer. Business outcomes (stale version, oversell, …) are not errors:

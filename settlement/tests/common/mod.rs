@@ -32,15 +32,7 @@ pub fn redis_prefix() -> String {
 
 /// A URL whose connections all use a fresh, empty schema.
 pub async fn postgres_url() -> anyhow::Result<String> {
-    let url = database_url();
-    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let admin = Db::connect(&url, 1).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(admin.pool())
-        .await?;
-    admin.close().await;
-    let sep = if url.contains('?') { '&' } else { '?' };
-    Ok(format!("{url}{sep}options[search_path]={schema}"))
+    Ok(backend_adapters::sql::scratch_schema_url(&database_url(), "settle").await?)
 }
 
 pub fn sqlite_url() -> String {
