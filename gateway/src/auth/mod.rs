@@ -5,6 +5,7 @@
 //!
 //! [`devkeys`] holds the dev identity key used by `stockgate token` and the embedded default.
 
+mod cache;
 pub mod devkeys;
 pub mod jwks;
 
@@ -101,12 +102,13 @@ pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
     Ok(alg)
 }
 
-/// Verifies buyer tokens. Cheap to clone (shared key cache).
+/// Verifies buyer tokens. Cheap to clone (shared key cache and verified-token cache).
 #[derive(Clone)]
 pub struct BuyerAuth {
     keys: Arc<KeySet>,
     /// One prepared validation per allowed algorithm (built once, not per request).
     allowed: Arc<Vec<(Algorithm, Validation)>>,
+    verified: Arc<cache::VerifiedTokens>,
 }
 
 impl BuyerAuth {
@@ -125,6 +127,7 @@ impl BuyerAuth {
         Ok(BuyerAuth {
             keys,
             allowed: Arc::new(allowed),
+            verified: Arc::default(),
         })
     }
 
@@ -152,6 +155,9 @@ impl BuyerAuth {
     pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         if token.is_empty() || token.len() > MAX_BUYER_TOKEN_LEN {
             return Err(AuthError::Malformed);
+        }
+        if let Some(identity) = self.verified.get(token) {
+            return Ok(identity);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
         // The allowlist is checked before any key is looked up, so `alg: none` and HMAC
@@ -190,10 +196,12 @@ impl BuyerAuth {
         {
             return Err(AuthError::Malformed);
         }
-        Ok(Identity {
+        let identity = Identity {
             sub: claims.sub,
             roles: claims.roles,
-        })
+        };
+        self.verified.insert(token, &identity, claims.exp);
+        Ok(identity)
     }
 }
 
