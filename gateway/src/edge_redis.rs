@@ -63,6 +63,8 @@ pub struct EdgeRedis {
 
 impl EdgeRedis {
     /// Connects (one multiplexed connection for cache and limits) and loads the GCRA script.
+    /// `url` names one server or a Redis Cluster, plain or TLS, like the store's
+    /// (`backend_adapters::redis::connection`): the edge runs on the same deployment.
     pub async fn connect(config: &Config, url: &str, degraded: IntGauge) -> Result<Self, String> {
         let timeout = ms(config.degraded.redis_timeout_ms);
         let conn = edge_connection(url, timeout, ms(1_000))

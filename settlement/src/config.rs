@@ -169,13 +169,12 @@ impl SettlementConfig {
         if self.db_max_connections == 0 {
             return Err(invalid("db_max_connections", "must be at least 1"));
         }
+        // Every form `RedisConnection` accepts (one server or a cluster, plain or TLS); the
+        // parse error names the reason without the password.
         if let Some(url) = &self.redis_url
-            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+            && let Err(error) = backend_adapters::redis::connection::RedisTarget::parse(url)
         {
-            return Err(invalid(
-                "redis_url",
-                "must start with redis:// or rediss://",
-            ));
+            return Err(invalid("redis_url", &error.to_string()));
         }
         if self.redis_key_prefix.is_empty() || self.redis_key_prefix.contains(['{', '}']) {
             return Err(invalid(
@@ -245,6 +244,22 @@ mod tests {
     }
 
     #[test]
+    fn cluster_and_tls_redis_urls_are_accepted() {
+        for url in [
+            "redis+cluster://h1:7001,h2:7002",
+            "rediss+cluster://:key@h1:10000",
+            "redis://h1:7001?cluster=true",
+            "rediss://h1:6380?ca_file=/etc/redis/ca.pem",
+        ] {
+            let config = SettlementConfig {
+                redis_url: Some(url.into()),
+                ..SettlementConfig::default()
+            };
+            assert_eq!(config.validate(), Ok(()), "{url}");
+        }
+    }
+
+    #[test]
     fn default_is_valid() {
         assert_eq!(SettlementConfig::default().validate(), Ok(()));
     }
@@ -254,6 +269,10 @@ mod tests {
         rejects(|c| c.database_url = "mysql://x".into(), "database_url");
         rejects(|c| c.db_max_connections = 0, "db_max_connections");
         rejects(|c| c.redis_url = Some("http://x".into()), "redis_url");
+        rejects(
+            |c| c.redis_url = Some("redis://h1:1,h2:2".into()),
+            "redis_url",
+        );
         rejects(|c| c.redis_key_prefix = "{x}".into(), "redis_key_prefix");
         rejects(|c| c.group_commit.max_batch = 0, "group_commit.max_batch");
         rejects(

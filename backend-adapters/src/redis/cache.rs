@@ -5,37 +5,38 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, RedisError};
 
-/// A reconnecting multiplexed connection for the edge's own Redis traffic (cache, limits).
-/// `response_timeout` bounds every reply; `connect_timeout` every (re)connect.
+use super::connection::{ConnectOptions, RedisConnection};
+
+/// A multiplexed connection for the edge's own Redis traffic (cache, limits), to one server
+/// or a Redis Cluster as `url` names it (see [`RedisConnection`]). `response_timeout` bounds
+/// every reply; `connect_timeout` every (re)connect.
 pub async fn edge_connection(
     url: &str,
     response_timeout: Duration,
     connect_timeout: Duration,
-) -> Result<ConnectionManager, RedisError> {
-    let client = redis::Client::open(url)?;
-    let config = ConnectionManagerConfig::new()
-        .set_response_timeout(Some(response_timeout))
-        .set_connection_timeout(Some(connect_timeout))
+) -> Result<RedisConnection, RedisError> {
+    let options = ConnectOptions {
+        response_timeout: Some(response_timeout),
+        connect_timeout: Some(connect_timeout),
         // No retry loop inside a request: the caller falls back at once and a health probe
         // notices recovery.
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_millis(200));
-    ConnectionManager::new_with_config(client, config).await
+        retries: Some(1),
+    };
+    RedisConnection::connect(url, &options).await
 }
 
 /// Cached bodies in Redis; cheap to clone.
 #[derive(Clone)]
 pub struct RedisCache {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     prefix: String,
 }
 
 impl RedisCache {
     /// Entries live under `<prefix>:<name>`.
-    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
+    pub fn new(conn: RedisConnection, prefix: &str) -> Self {
         RedisCache {
             conn,
             prefix: prefix.to_owned(),
@@ -64,9 +65,17 @@ impl RedisCache {
             .await
     }
 
-    /// Drops entries, one `DEL` per key so it also runs on a cluster (keys in other slots).
+    /// Drops entries. On one server the `DEL`s go in one pipeline (one round trip); on a
+    /// cluster the keys (the list's and a product's) usually hash to different slots, which a
+    /// pipeline may not span, so each key gets its own `DEL`, routed to the node owning it.
     pub async fn delete(&self, names: &[&str]) -> Result<(), RedisError> {
         let mut conn = self.conn.clone();
+        if conn.is_cluster() {
+            for name in names {
+                let _: i64 = conn.del(self.key(name)).await?;
+            }
+            return Ok(());
+        }
         let mut pipe = redis::pipe();
         for name in names {
             pipe.del(self.key(name)).ignore();
@@ -74,7 +83,8 @@ impl RedisCache {
         pipe.query_async(&mut conn).await
     }
 
-    /// `PING`, for the gateway's Redis health probe.
+    /// `PING`, for the gateway's Redis health probe. On a cluster redis-rs sends it to every
+    /// node and succeeds only if all answer, so one unreachable master counts as down.
     pub async fn ping(&self) -> Result<(), RedisError> {
         let mut conn = self.conn.clone();
         redis::cmd("PING")

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::{ErrorKind, RedisError, Script, ServerErrorKind};
 
+use super::connection::RedisConnection;
 use super::scripts::evalsha;
 
 /// One decision of the shared limiter.
@@ -24,19 +24,20 @@ pub struct GcraDecision {
 /// GCRA over one Redis connection; cheap to clone.
 #[derive(Clone)]
 pub struct RedisRateLimiter {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     script: std::sync::Arc<Script>,
 }
 
 impl RedisRateLimiter {
-    pub fn new(conn: ConnectionManager) -> Self {
+    pub fn new(conn: RedisConnection) -> Self {
         RedisRateLimiter {
             conn,
             script: std::sync::Arc::new(Script::new(include_str!("lua/gcra.lua"))),
         }
     }
 
-    /// Loads the script (at start; a flushed Redis is handled per call by `NOSCRIPT`).
+    /// Loads the script (at start; a flushed Redis is handled per call by `NOSCRIPT`). On a
+    /// cluster redis-rs sends `SCRIPT LOAD` to every node, so the `EVALSHA` of any key finds it.
     pub async fn load(&self) -> Result<(), RedisError> {
         let mut conn = self.conn.clone();
         self.script.load_async(&mut conn).await.map(|_| ())

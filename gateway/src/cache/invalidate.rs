@@ -53,7 +53,9 @@ pub async fn run(cache: Arc<ProductCache>, redis: EdgeRedis, stream: String, gro
     let consumer = "gateway";
     loop {
         // Its own connection: a blocking XREADGROUP would hold up every command queued
-        // behind it on the shared multiplexed one.
+        // behind it on the shared multiplexed one. Its reply timeout (per node on a cluster,
+        // where the stream key lives on the one node owning its slot) is twice the block time,
+        // so an empty read returns before it times out.
         let conn = match edge_connection(&redis.url, BLOCK * 2, Duration::from_secs(1)).await {
             Ok(conn) => conn,
             Err(error) => {

@@ -168,6 +168,13 @@ pub async fn start(config: Config, store: Option<Arc<dyn ReservationStore>>) -> 
     if let Some(url) = &config.redis_url {
         shared.connect_edge_redis(&config, url).await.unwrap();
     }
+    start_shared(config, shared).await
+}
+
+/// Starts a gateway with `config` around `shared` (store and edge Redis already connected,
+/// e.g. by `Shared::connect` as `stockgate gateway` does), with every background task.
+pub async fn start_shared(config: Config, shared: Shared) -> Edge {
+    config.validate().unwrap();
     let idp = Idp::new();
     let keys = KeySet::load(KeySource::Static(idp.jwks()), Duration::from_secs(10))
         .await

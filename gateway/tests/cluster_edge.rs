@@ -1,0 +1,338 @@
+//! The gateway on a Redis Cluster: `REDIS_CLUSTER_URL`, the local 3-master cluster that
+//! `scripts/redis-cluster.sh start` runs (`scripts/test.sh` starts it and sets the variable).
+//! Each gateway starts the way `stockgate gateway` does (`Shared::connect`: the reservation
+//! store and the edge's cache, rate limiter and health probe all on the cluster URL), under its
+//! own key prefix, which is deleted on every node afterwards. Shown on the cluster: a
+//! reservation through HTTP, cached product reads with both invalidation paths (a change made
+//! through this gateway, and a `product.updated` event on the stream), and a rate limit.
+//! A missing variable or a cluster that is down fails these tests; they never skip.
+
+mod common;
+mod support;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use backend_adapters::redis::connection::RedisTarget;
+use backend_adapters::redis::stream::StreamPublisher;
+use backend_adapters::redis::{ConnectOptions, RedisConnection, RedisStore};
+use backend_adapters::sql::outbox::topic;
+use common::{body, product};
+use gateway::app::Shared;
+use gateway::cache::LIST_PATH;
+use gateway::config::Config;
+use redis::AsyncCommands;
+use reservation_core::{ReservationStore, Sku};
+use serde_json::json;
+use support::{Edge, Upstream, header};
+
+fn cluster_url() -> String {
+    std::env::var("REDIS_CLUSTER_URL").unwrap_or_else(|_| {
+        panic!(
+            "REDIS_CLUSTER_URL must name the test cluster (scripts/test.sh sets it to \
+             redis+cluster://127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003)"
+        )
+    })
+}
+
+/// The plain URL of every seed node named by `REDIS_CLUSTER_URL`.
+fn cluster_nodes() -> Vec<String> {
+    let url = cluster_url();
+    match RedisTarget::parse(&url) {
+        Ok(target) if target.cluster => target.nodes,
+        Ok(_) => panic!("REDIS_CLUSTER_URL={url} does not name a cluster (redis+cluster://…)"),
+        Err(e) => panic!("REDIS_CLUSTER_URL={url} is not a redis url: {e}"),
+    }
+}
+
+/// Panics unless every node reports `cluster_state:ok`, naming the command that starts it.
+fn assert_cluster_up() {
+    for node in cluster_nodes() {
+        let info: Result<String, _> = redis::Client::open(node.as_str())
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query(&mut c));
+        match info {
+            Ok(info) if info.contains("cluster_state:ok") => {}
+            Ok(info) => panic!("Redis Cluster node {node} is not healthy:\n{info}"),
+            Err(e) => panic!(
+                "Redis Cluster node {node} is unreachable: {e}. Start the local cluster with \
+                 `scripts/redis-cluster.sh start` (scripts/test.sh does)."
+            ),
+        }
+    }
+}
+
+/// Deletes every key under the prefix on every node when dropped (after the gateway).
+struct Cleanup {
+    prefix: String,
+    rules_file: Option<PathBuf>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        use redis::Commands;
+        // Blocking I/O in drop is fine in a test; a node that does not answer keeps its keys.
+        let pattern = format!("{}:*", self.prefix);
+        for node in cluster_nodes() {
+            let Ok(mut conn) = redis::Client::open(node.as_str()).and_then(|c| c.get_connection())
+            else {
+                continue;
+            };
+            let keys: Vec<String> = match conn.scan_match(&pattern) {
+                Ok(keys) => keys.filter_map(Result::ok).collect(),
+                Err(_) => continue,
+            };
+            for key in keys {
+                let _: Result<i64, _> = conn.unlink(&key);
+            }
+        }
+        if let Some(path) = &self.rules_file {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The test configuration on the cluster under a fresh `gwcluster-…` prefix.
+fn cluster_config(upstream: SocketAddr) -> (Config, Cleanup) {
+    assert_cluster_up();
+    let mut config = support::config(upstream, Some(&cluster_url()));
+    let prefix = format!("gwcluster-{}", uuid::Uuid::new_v4().simple());
+    config.settlement.outbox.stream = format!("{prefix}:events");
+    config.redis_key_prefix = prefix.clone();
+    // A known consumer group name: `<prefix>-gateway-cluster-edge`.
+    config.cache.replica_id = Some("cluster-edge".into());
+    let cleanup = Cleanup {
+        prefix,
+        rules_file: None,
+    };
+    (config, cleanup)
+}
+
+/// Starts a gateway as `stockgate gateway` does: store and edge Redis from `redis_url`.
+async fn start_on_cluster(config: Config) -> Edge {
+    let shared = match Shared::connect(&config).await {
+        Ok(shared) => shared,
+        Err(error) => panic!(
+            "the gateway did not start on {}: {error} ({error:?})",
+            cluster_url()
+        ),
+    };
+    assert!(shared.redis.is_some(), "the reservation store is Redis");
+    support::start_shared(config, shared).await
+}
+
+/// The gateway's reservation store (on the cluster).
+fn store_of(edge: &Edge) -> RedisStore {
+    edge.state.redis.clone().expect("the store is Redis")
+}
+
+/// Panics if the edge's Redis was marked down: every failed cache or limiter call does that
+/// (and then falls back quietly), so this is what shows they all worked on the cluster.
+fn assert_edge_redis_up(edge: &Edge) {
+    let redis = edge.state.edge_redis.as_ref().expect("edge redis");
+    assert!(
+        redis.health.is_up(),
+        "an edge Redis call failed on the cluster (see the warning in the log)"
+    );
+    assert_eq!(edge.state.metrics.redis_degraded.get(), 0);
+}
+
+/// Our own connection to the cluster, to look at the keys the gateway wrote.
+async fn cluster_connection() -> RedisConnection {
+    RedisConnection::connect(&cluster_url(), &ConnectOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("cluster at {}: {e}", cluster_url()))
+}
+
+async fn key_slot(conn: &mut RedisConnection, key: &str) -> i64 {
+    redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_through_the_gateway_moves_the_counters_on_the_cluster() {
+    let upstream = Upstream::start();
+    let (config, _cleanup) = cluster_config(upstream.addr);
+    let edge = start_on_cluster(config).await;
+    let store = store_of(&edge);
+    let sku = Sku::parse("HOT").unwrap();
+    store
+        .configure_product(&sku, &product(10, 3))
+        .await
+        .unwrap();
+
+    let alice = edge.idp.token("alice");
+    let response = edge
+        .http
+        .post(edge.url("/api/v1/reservations"))
+        .bearer_auth(&alice)
+        .header("idempotency-key", "cluster-k1")
+        .json(&json!({"sku": "HOT", "qty": 2}))
+        .send()
+        .await
+        .unwrap();
+    let (status, created) = body(response).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["qty"], 2, "{created}");
+
+    let snapshot = store.snapshot(&sku).await.unwrap();
+    assert_eq!((snapshot.available, snapshot.held), (8, 2));
+    // The public stock view reads the same counters through the gateway.
+    let (status, stock) = body(edge.get("/api/v1/stock/HOT").await).await;
+    assert_eq!(status, 200, "{stock}");
+    assert_eq!(
+        (stock["available"].as_u64(), stock["held"].as_u64()),
+        (Some(8), Some(2))
+    );
+    assert_edge_redis_up(&edge);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn product_reads_are_cached_and_invalidated_on_the_cluster() {
+    let upstream = Upstream::start();
+    let mut conn = cluster_connection().await;
+    // The list's and the product's copies must sit in different slots, so an invalidation
+    // really deletes across slots (a fresh prefix is taken in the rare case they share one).
+    let (config, cleanup, item_key, list_key) = loop {
+        let (config, cleanup) = cluster_config(upstream.addr);
+        let item_key = format!("{}:cache:{LIST_PATH}/HOT", config.redis_key_prefix);
+        let list_key = format!("{}:cache:{LIST_PATH}", config.redis_key_prefix);
+        if key_slot(&mut conn, &item_key).await != key_slot(&mut conn, &list_key).await {
+            break (config, cleanup, item_key, list_key);
+        }
+    };
+    let _cleanup = cleanup;
+    let stream = config.settlement.outbox.stream.clone();
+    let edge = start_on_cluster(config).await;
+    let cache = edge.state.cache.clone().expect("the cache is on");
+    let hits = || upstream.catalog.hits();
+    let stored = |conn: &mut RedisConnection| {
+        let mut conn = conn.clone();
+        let (item_key, list_key) = (item_key.clone(), list_key.clone());
+        async move {
+            let item: bool = conn.exists(&item_key).await.unwrap();
+            let list: bool = conn.exists(&list_key).await.unwrap();
+            (item, list)
+        }
+    };
+    let read = |path: &'static str| {
+        let edge = &edge;
+        async move {
+            let response = edge.get(path).await;
+            assert_eq!(response.status(), 200, "{path}");
+            header(&response, "cache-status")
+        }
+    };
+
+    // Miss, then hit; both copies land on the cluster.
+    assert_eq!(
+        read("/api/v1/products/HOT").await,
+        "stockgate; fwd=miss; stored"
+    );
+    assert_eq!(read(LIST_PATH).await, "stockgate; fwd=miss; stored");
+    assert!(read("/api/v1/products/HOT").await.contains("hit"));
+    assert!(read(LIST_PATH).await.contains("hit"));
+    assert_eq!(hits(), 2, "the hits did not go upstream");
+    assert_eq!(stored(&mut conn).await, (true, true));
+
+    // A product change made through this gateway: both keys deleted, one DEL each.
+    cache.invalidate("HOT").await;
+    assert_eq!(
+        stored(&mut conn).await,
+        (false, false),
+        "deleted on the cluster"
+    );
+    assert_edge_redis_up(&edge);
+    assert!(read("/api/v1/products/HOT").await.contains("fwd=miss"));
+    assert!(read(LIST_PATH).await.contains("fwd=miss"));
+    assert_eq!(hits(), 4);
+    assert_eq!(stored(&mut conn).await, (true, true));
+
+    // The outbox path: the consumer group (created by the gateway's blocking reader on the
+    // cluster, which also creates the stream) gets a `product.updated` event and drops both.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !conn.exists::<_, bool>(&stream).await.unwrap() {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway never created its consumer group"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let publisher = StreamPublisher::connect(&cluster_url(), &stream, 1_000)
+        .await
+        .unwrap();
+    let event = json!({"sku": "HOT"}).to_string();
+    let published = publisher
+        .publish(&[(1, topic::PRODUCT_UPDATED, event.as_str())])
+        .await
+        .unwrap();
+    assert_eq!(published, 1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stored(&mut conn).await != (false, false) {
+        assert!(
+            Instant::now() < deadline,
+            "the product.updated event did not drop the copies within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(read("/api/v1/products/HOT").await.contains("fwd=miss"));
+    assert_eq!(hits(), 5);
+    assert!(read("/api/v1/products/HOT").await.contains("hit"));
+    assert_eq!(hits(), 5);
+    assert_edge_redis_up(&edge);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_rule_refuses_after_its_burst_on_the_cluster() {
+    let upstream = Upstream::start();
+    let (mut config, mut cleanup) = cluster_config(upstream.addr);
+    let rules = std::env::temp_dir().join(format!(
+        "rules-cluster-{}.toml",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::write(
+        &rules,
+        "[[rule]]\nname = \"stock\"\nmethod = \"GET\"\npath = \"/api/v1/stock/{sku}\"\n\
+         key = [\"ip\", \"sku\"]\nrate = 1\nperiod_secs = 60\nburst = 3\n",
+    )
+    .unwrap();
+    cleanup.rules_file = Some(rules.clone());
+    let _cleanup = cleanup;
+    config.ratelimit.rules_file = Some(rules);
+    let edge = start_on_cluster(config).await;
+    let sku = Sku::parse("HOT").unwrap();
+    store_of(&edge)
+        .configure_product(&sku, &product(10, 3))
+        .await
+        .unwrap();
+
+    for i in 0..3 {
+        let response = edge.get("/api/v1/stock/HOT").await;
+        assert_eq!(response.status(), 200, "request {i} is within the burst");
+    }
+    let limited = edge.get("/api/v1/stock/HOT").await;
+    assert_eq!(header(&limited, "ratelimit-policy"), "1;w=60;burst=3");
+    let (status, problem) = body(limited).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (429, Some("rate_limited"))
+    );
+
+    // Decided by the GCRA script on the cluster, not by the per-replica fallback.
+    let decisions = |decision: &str| {
+        edge.state
+            .metrics
+            .ratelimit_decisions
+            .with_label_values(&["stock", decision])
+            .get()
+    };
+    assert_eq!(decisions("allowed"), 3);
+    assert_eq!(decisions("limited"), 1);
+    assert_eq!(decisions("degraded"), 0);
+    assert_edge_redis_up(&edge);
+}
