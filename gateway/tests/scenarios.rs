@@ -112,10 +112,16 @@ impl Stack {
         config.settlement.outbox.stream = format!("{prefix}:events");
         config.settlement.status_lock_lease_ms = STATUS_LOCK_LEASE_MS;
         config.cache.replica_id = Some("scen".into());
+        // Fresh for a minute (the default is 5 s): a loaded machine cannot turn a hit into a
+        // stale answer halfway through a scenario.
+        config.cache.ttl_secs = 60;
         config.ratelimit.rules_file = Some(rules_file.clone());
         config.upstream.settle_timeout_ms = 5_000;
-        // The harness's short slowloris deadline would cut off clients of a loaded box.
+        // The harness's short slowloris deadline would cut off clients of a loaded box, and
+        // the edge's 150 ms Redis deadline would put it in degraded mode (503s): the scenarios
+        // are about the normal path (degraded mode has its own tests).
         config.limits.header_read_timeout_ms = 10_000;
+        config.degraded.redis_timeout_ms = 2_000;
         config.validate().unwrap();
 
         let idp = Idp::new();
@@ -154,14 +160,45 @@ impl Stack {
         self.all.as_ref().unwrap()
     }
 
+    /// A second gateway replica in front of the same settlement and Redis: its own process
+    /// memory tier and its own consumer group (`<prefix>-gateway-<replica>`), the shared Redis
+    /// tier and store.
+    async fn replica(&self, replica: &str) -> support::Edge {
+        let mut config = self.config.clone();
+        config.cache.replica_id = Some(replica.into());
+        config.upstream.settlement_addr = self.all().settlement.addr.to_string();
+        config.data_dir = std::env::temp_dir().join(format!(
+            "stockgate-scen-{replica}-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        support::start(config, Some(self.all().shared.store.clone())).await
+    }
+
     // ---- HTTP, as the storefront sends it ----
 
     async fn get(&self, path: &str) -> reqwest::Response {
         self.http.get(self.url(path)).send().await.unwrap()
     }
 
-    /// `PUT /api/v1/admin/products/{sku}` as ops.
+    /// `PUT /api/v1/admin/products/{sku}` as ops: a new product.
     async fn put_product(&self, sku: &str, price_cents: i64, total_stock: i64, limit: i64) {
+        let (status, product) = self.upsert(sku, price_cents, total_stock, limit).await;
+        assert_eq!(status, 201, "{product}");
+    }
+
+    /// `PUT /api/v1/admin/products/{sku}` as ops: a change of an existing product.
+    async fn put_product_update(&self, sku: &str, price_cents: i64, total_stock: i64, limit: i64) {
+        let (status, product) = self.upsert(sku, price_cents, total_stock, limit).await;
+        assert_eq!(status, 200, "{product}");
+    }
+
+    async fn upsert(
+        &self,
+        sku: &str,
+        price_cents: i64,
+        total_stock: i64,
+        limit: i64,
+    ) -> (u16, Value) {
         let response = self
             .http
             .put(self.url(&format!("/api/v1/admin/products/{sku}")))
@@ -174,8 +211,7 @@ impl Stack {
             .send()
             .await
             .unwrap();
-        let (status, product) = body(response).await;
-        assert_eq!(status, 201, "{product}");
+        body(response).await
     }
 
     async fn reserve(&self, token: &str, key: &str, sku: &str, qty: u32) -> (u16, Value) {
@@ -395,9 +431,9 @@ impl Stack {
         }
     }
 
-    /// Waits until the gateway's consumer group has handled (acknowledged) every entry of the
-    /// stream: no cache invalidation is still on its way.
-    async fn invalidations_handled(&self) {
+    /// Waits until consumer group `group` has handled (acknowledged) every entry of the
+    /// stream: no cache invalidation is still on its way to that replica.
+    async fn invalidations_handled(&self, group: &str) {
         let started = Instant::now();
         loop {
             let last = self.stream_entries().await.last().map(|e| e.0.clone());
@@ -407,7 +443,7 @@ impl Stack {
                 .xinfo_groups(&self.stream)
                 .await
                 .unwrap_or_default();
-            let ours = groups.groups.iter().find(|g| g.name == self.group);
+            let ours = groups.groups.iter().find(|g| g.name == group);
             if let (Some(group), Some(last)) = (ours, &last)
                 && group.pending == 0
                 && group.last_delivered_id == *last
@@ -416,8 +452,7 @@ impl Stack {
             }
             assert!(
                 started.elapsed() < CATCH_UP,
-                "group {} did not handle the stream up to {last:?}",
-                self.group
+                "group {group} did not handle the stream up to {last:?}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -472,7 +507,7 @@ async fn scenario_1_product_view_cache_miss_then_hit() {
             true
         )]
     );
-    stack.invalidations_handled().await;
+    stack.invalidations_handled(&stack.group).await;
     let entry_key = format!("{}:cache:/api/v1/products/HOT", stack.prefix);
     let list_key = format!("{}:cache:/api/v1/products", stack.prefix);
     assert!(!stack.exists(&entry_key).await, "nothing cached yet");
@@ -600,6 +635,74 @@ async fn scenario_1_product_view_cache_miss_then_hit() {
     // Reads change nothing in SQL or on the stream.
     assert_eq!(stack.product_row("HOT").await.5, 1);
     assert_eq!(stack.relayed(1).await, outbox);
+
+    // 4. Another replica: its memory is empty, the Redis copy answers (no upstream fetch).
+    let replica = stack.replica("scen-2").await;
+    let replica_group = format!("{}-gateway-scen-2", stack.prefix);
+    let response = replica.get("/api/v1/products/HOT").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "etag"), etag);
+    assert!(
+        header(&response, "cache-status").starts_with("stockgate; hit; ttl="),
+        "{}",
+        header(&response, "cache-status")
+    );
+    assert_eq!(response.bytes().await.unwrap(), miss_body);
+    let replica_metrics = &replica.state.metrics;
+    assert_eq!(
+        (
+            replica_metrics.cache_count("miss"),
+            replica_metrics.cache_count("hit")
+        ),
+        (0, 1)
+    );
+
+    // 5. Ops change the price through the first replica: it drops its copies (memory and
+    // Redis) before it answers; the outbox event tells the other replica, whose memory still
+    // holds the old copy.
+    stack.put_product_update("HOT", 17_999, 10, 2).await;
+    assert!(
+        !stack.exists(&entry_key).await,
+        "dropped by the gateway that proxied the change"
+    );
+    let outbox = stack.relayed(2).await;
+    assert_eq!(
+        outbox[1],
+        (
+            2,
+            "product.updated".into(),
+            json!({"sku": "HOT", "version": 2}),
+            true
+        )
+    );
+    stack.invalidations_handled(&stack.group).await;
+    stack.invalidations_handled(&replica_group).await;
+
+    // 6. The other replica misses and fetches the new price; the first then hits its copy in Redis.
+    let response = replica.get("/api/v1/products/HOT").await;
+    assert_eq!(
+        header(&response, "cache-status"),
+        "stockgate; fwd=miss; stored"
+    );
+    let new_etag = header(&response, "etag");
+    assert_ne!(new_etag, etag);
+    let changed: Value = response.json().await.unwrap();
+    assert_eq!(
+        (changed["price_cents"].as_i64(), changed["version"].as_i64()),
+        (Some(17_999), Some(2))
+    );
+    let (_, name, price, _, _, version, _) = stack.product_row("HOT").await;
+    assert_eq!((name.as_str(), price, version), ("HOT sneaker", 17_999, 2));
+    let response = stack.get("/api/v1/products/HOT").await;
+    assert!(header(&response, "cache-status").starts_with("stockgate; hit; ttl="));
+    assert_eq!(header(&response, "etag"), new_etag);
+    assert_eq!(response.json::<Value>().await.unwrap(), changed);
+    assert_eq!(
+        (metrics.cache_count("miss"), metrics.cache_count("hit")),
+        (1, 3),
+        "the first replica fetched once in all"
+    );
+    drop(replica);
     stack.shutdown().await;
 }
 
