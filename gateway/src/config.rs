@@ -84,7 +84,8 @@ pub struct LimitsConfig {
     pub max_header_bytes: usize,
     /// Total deadline for a client to send a request's headers (slowloris), per request.
     pub header_read_timeout_ms: u64,
-    /// Deadline for each read of a request body.
+    /// Deadline for a request's whole body, counted from the end of its headers (a body
+    /// trickled a byte at a time is cut off too), and for each read of it.
     pub body_read_timeout_ms: u64,
     /// How long an idle keep-alive client connection stays open.
     pub idle_timeout_secs: u64,

@@ -162,6 +162,14 @@ impl ProxyHttp for Edge {
                 "request body too large",
             ));
         }
+        // Pingora's read timeout is per read: a body trickled a byte at a time would hold the
+        // upstream connection for as long as the client likes. The deadline is total.
+        if ctx.started.elapsed() > self.state.limits.body_read_timeout {
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(408),
+                "request body not received in time",
+            ));
+        }
         Ok(())
     }
 
@@ -268,6 +276,7 @@ fn problem_for(e: &Error) -> Option<Problem> {
     if let HTTPStatus(code) = e.etype() {
         return Some(match *code {
             413 => Problem::new(413, "payload_too_large", "request body too large"),
+            408 => super::respond::body_timeout(),
             503 => Problem::upstream_unavailable("the settlement service is unavailable"),
             other => Problem::new(other, "upstream_error", "the request could not be proxied"),
         });

@@ -119,6 +119,13 @@ fn has_body(session: &Session) -> bool {
 impl Edge {
     /// The checks every request passes before routing; `Some` is the refusal.
     fn check_limits(&self, session: &Session) -> Option<Problem> {
+        if routes::is_ambiguous_path(session.req_header().uri.path()) {
+            return Some(Problem::new(
+                400,
+                "invalid_path",
+                "the path has dot segments, empty segments or encoded separators",
+            ));
+        }
         let limits = &self.state.limits;
         let headers = &session.req_header().headers;
         if headers.len() > limits.max_header_count {

@@ -18,10 +18,21 @@ use super::settle::Settled;
 use super::{EdgeState, RequestCtx};
 use crate::problem::Problem;
 
+/// The body as sent; unknown fields are refused (the order's price, quantity and status come
+/// from the server and the signed token, never from the client).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfirmBody {
     reservation_token: String,
+}
+
+/// Parses `{"reservation_token"}` into the token text; a bad body is a 400 problem (public for
+/// the fuzz target in `fuzz/`).
+pub fn parse_confirm_body(body: &[u8]) -> Result<String, Problem> {
+    let input: ConfirmBody = serde_json::from_slice(body).map_err(|e| {
+        Problem::bad_request(format!("body must be {{\"reservation_token\"}}: {e}"))
+    })?;
+    Ok(input.reservation_token)
 }
 
 /// Answers the confirm; every path counts one outcome.
@@ -48,27 +59,20 @@ async fn try_confirm(
 ) -> Result<Reply, Refusal> {
     let buyer = buyer_of(ctx).map_err(rejected)?;
     idempotency_key(session).map_err(rejected)?;
-    let body = respond::read_body(session, state.limits.max_body_bytes)
+    let body = respond::read_body(session, &state.limits)
         .await
         .map_err(rejected)?;
-    let input: ConfirmBody = serde_json::from_slice(&body).map_err(|e| {
-        rejected(Problem::bad_request(format!(
-            "body must be {{\"reservation_token\"}}: {e}"
-        )))
-    })?;
+    let reservation_token = parse_confirm_body(&body).map_err(rejected)?;
 
     // Token checks come before any store call: a bad or foreign token never reaches it.
-    let claims = state
-        .verifier
-        .verify(&input.reservation_token)
-        .map_err(|error| {
-            let outcome = if error.status_and_code().0 == 410 {
-                "expired"
-            } else {
-                "invalid_token"
-            };
-            (outcome, Problem::from(error))
-        })?;
+    let claims = state.verifier.verify(&reservation_token).map_err(|error| {
+        let outcome = if error.status_and_code().0 == 410 {
+            "expired"
+        } else {
+            "invalid_token"
+        };
+        (outcome, Problem::from(error))
+    })?;
     if claims.sub != buyer {
         return Err(("not_owner", ReservationError::NotOwner.into()));
     }
@@ -105,12 +109,7 @@ async fn try_confirm(
         .unwrap_or_default();
     let settled = state
         .settlement
-        .settle(
-            &input.reservation_token,
-            &ctx.request_id,
-            buyer.as_str(),
-            &roles,
-        )
+        .settle(&reservation_token, &ctx.request_id, buyer.as_str(), &roles)
         .await;
     match settled {
         Settled::Committed { created, order } => {

@@ -15,11 +15,31 @@ use super::routes::Matched;
 use super::{EdgeState, RequestCtx};
 use crate::problem::Problem;
 
+/// The body as sent. Unknown fields (a client-sent `price`, `status`, ...) are refused, not
+/// ignored: the server decides everything but the SKU and the quantity.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReserveBody {
     sku: String,
     qty: u32,
+}
+
+/// A reservation request body, parsed and validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReserveInput {
+    pub sku: Sku,
+    pub qty: Qty,
+}
+
+/// Parses `{"sku", "qty"}`; every malformed, mistyped or out-of-range body is a 400 problem
+/// (public for the fuzz target in `fuzz/`).
+pub fn parse_reserve_body(body: &[u8]) -> Result<ReserveInput, Problem> {
+    let input: ReserveBody = serde_json::from_slice(body)
+        .map_err(|e| Problem::bad_request(format!("body must be {{\"sku\", \"qty\"}}: {e}")))?;
+    Ok(ReserveInput {
+        sku: Sku::parse(&input.sku)?,
+        qty: Qty::new(input.qty)?,
+    })
 }
 
 #[derive(Serialize)]
@@ -101,13 +121,10 @@ async fn try_create(
 ) -> Result<Reply, Problem> {
     let buyer = buyer_of(ctx)?;
     let key = idempotency_key(session)?;
-    let body = respond::read_body(session, state.limits.max_body_bytes).await?;
-    let input: ReserveBody = serde_json::from_slice(&body).map_err(|e| {
+    let body = respond::read_body(session, &state.limits).await?;
+    let ReserveInput { sku, qty } = parse_reserve_body(&body).inspect_err(|_| {
         state.metrics.reservation("invalid_request");
-        Problem::bad_request(format!("body must be {{\"sku\", \"qty\"}}: {e}"))
     })?;
-    let sku = Sku::parse(&input.sku)?;
-    let qty = Qty::new(input.qty)?;
     // Rules keyed by the SKU of the body can only be checked now that it is read.
     let facts = crate::ratelimit::Facts {
         method: &http::Method::POST,

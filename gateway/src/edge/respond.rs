@@ -6,6 +6,7 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use serde::Serialize;
 
+use super::EdgeLimits;
 use crate::problem::Problem;
 
 pub const REQUEST_ID: &str = "x-request-id";
@@ -111,32 +112,51 @@ pub async fn send(session: &mut Session, request_id: &str, reply: Reply) -> ping
     Ok(())
 }
 
-/// Reads the whole request body, refusing with 413 as soon as it passes `limit` (a declared
-/// `Content-Length` over the limit is refused before the first byte is read).
-pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Problem> {
+/// Reads the whole request body, refusing with 413 as soon as it passes the body cap (a
+/// declared `Content-Length` over the cap is refused before the first byte is read), and with
+/// 408 when the whole body has not arrived within the body deadline. The deadline is total,
+/// not per read: a client trickling a byte every few seconds (slowloris on the body) is cut
+/// off as surely as a silent one.
+pub async fn read_body(session: &mut Session, limits: &EdgeLimits) -> Result<Bytes, Problem> {
+    let limit = limits.max_body_bytes;
     if declared_length(session).is_some_and(|len| len > limit) {
         return Err(Problem::payload_too_large(limit));
     }
-    let mut body = BytesMut::new();
-    loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > limit {
-                    return Err(Problem::payload_too_large(limit));
+    let read_all = async {
+        let mut body = BytesMut::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > limit {
+                        return Err(Problem::payload_too_large(limit));
+                    }
+                    body.extend_from_slice(&chunk);
                 }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(body.freeze()),
-            Err(error) => {
-                tracing::debug!(%error, "reading request body failed");
-                return Err(Problem::new(
-                    408,
-                    "request_timeout",
-                    "the request body was not received in time",
-                ));
+                Ok(None) => return Ok(body.freeze()),
+                Err(error) => {
+                    tracing::debug!(%error, "reading request body failed");
+                    // A timed-out read is the client's slowness; anything else is a body that
+                    // does not parse (bad chunk framing) or a client that went away.
+                    return Err(match error.etype() {
+                        pingora::ErrorType::ReadTimedout => body_timeout(),
+                        _ => Problem::bad_request("malformed request body"),
+                    });
+                }
             }
         }
-    }
+    };
+    tokio::time::timeout(limits.body_read_timeout, read_all)
+        .await
+        .unwrap_or_else(|_| Err(body_timeout()))
+}
+
+/// The answer to a request body that did not arrive in time.
+pub fn body_timeout() -> Problem {
+    Problem::new(
+        408,
+        "request_timeout",
+        "the request body was not received in time",
+    )
 }
 
 /// The request's `Content-Length`, when present and a number.

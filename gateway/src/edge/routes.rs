@@ -171,6 +171,22 @@ pub fn classify(method: &Method, path: &str) -> Matched {
     }
 }
 
+/// Whether a path could name a different resource to the upstream (or to anything that
+/// normalizes paths) than to this route table: dot segments (`/api/v1/../admin`), empty
+/// segments (`//`), backslashes, and percent-encoded `/`, `\`, `.` or NUL. Such a request is
+/// refused before routing, so nothing is proxied on a guess.
+pub fn is_ambiguous_path(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    path.contains('\\')
+        || path.contains("//")
+        || ["%2f", "%5c", "%2e", "%00"]
+            .iter()
+            .any(|e| lower.contains(e))
+        || path
+            .split('/')
+            .any(|segment| segment == "." || segment == "..")
+}
+
 /// Methods whose requests may be retried on another connection (RFC 9110 §9.2.2).
 pub fn is_idempotent(method: &Method) -> bool {
     matches!(
@@ -223,5 +239,31 @@ mod tests {
         assert_eq!(Route::Products.access(), Access::Anyone);
         assert_eq!(classify(&Method::GET, "/other").route, Route::NotFound);
         assert!(Route::ALL.iter().enumerate().all(|(i, r)| r.index() == i));
+    }
+
+    #[test]
+    fn dot_segments_and_encoded_separators_are_ambiguous() {
+        for path in [
+            "/api/v1/../admin",
+            "/api/v1/orders/./o1",
+            "/api/v1/orders/..",
+            "/api/v1//admin/products/HOT",
+            "/api/v1/admin%2Fproducts/HOT",
+            "/api/v1/%2e%2e/admin",
+            "/api/v1/orders/o1%5c..",
+            "/api/v1\\admin",
+            "/api/v1/stock/HOT%00",
+        ] {
+            assert!(is_ambiguous_path(path), "{path}");
+        }
+        for path in [
+            "/",
+            "/healthz",
+            "/api/v1/stock/HOT.2",
+            "/api/v1/products/",
+            "/a%20b",
+        ] {
+            assert!(!is_ambiguous_path(path), "{path}");
+        }
     }
 }
