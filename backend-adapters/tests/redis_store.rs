@@ -153,6 +153,16 @@ async fn script_flush_between_calls_reloads_the_scripts() {
         .await
         .unwrap_or_else(|e| panic!("load: {e}"));
     assert_eq!(store.scripts_loaded().await, Ok(true));
+
+    // Readiness reloads what a flush (or a restart) took: found by the redis-kill fault run,
+    // where a gateway stayed not-ready for good because only its probe noticed the loss.
+    flush()
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("SCRIPT FLUSH: {e}"));
+    assert_eq!(store.ensure_scripts_loaded().await, Ok(true));
+    assert_eq!(store.scripts_loaded().await, Ok(true));
+    assert_eq!(store.ensure_scripts_loaded().await, Ok(false));
     clean_up(&prefix).await;
 }
 

@@ -147,6 +147,17 @@ impl RedisStore {
             .map_err(backend_error)
     }
 
+    /// Loads whichever scripts Redis lost (a restart, a failover, `SCRIPT FLUSH`); returns
+    /// whether any was missing. Readiness calls it: a replica whose probe only reported the
+    /// loss would be taken out of rotation and never get the call that reloads them.
+    pub async fn ensure_scripts_loaded(&self) -> StoreResult<bool> {
+        if self.scripts_loaded().await? {
+            return Ok(false);
+        }
+        self.load_scripts().await?;
+        Ok(true)
+    }
+
     /// The SHA1 of the reserve script (for `redis-benchmark EVALSHA` comparisons).
     pub fn reserve_script_sha(&self) -> &str {
         self.scripts.reserve.get_hash()

@@ -1,0 +1,206 @@
+//! `stockgate-chaos`: fault runs against real processes, and the invariant checker on its own.
+//!
+//! ```text
+//! stockgate-chaos run --stockgate target/release/stockgate --private-postgres [--fault NAME]...
+//! stockgate-chaos check --database-url … --redis-url … --key-prefix … --sku SKU [--history FILE]
+//! ```
+//! `run` prints one line per fault and writes a JSON report (`--report`); it exits 1 when any
+//! run broke an invariant. `loadtests/chaos` wraps it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use reliability::faults::{self, Fault, RunSize, World};
+use reliability::history;
+use reliability::invariants::{self, Sources};
+use reliability::world::{Postgres, StockgateSettings};
+
+#[derive(Parser)]
+#[command(about = "Fault runs and the invariant checker for stockgate")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start private Redis (+ PostgreSQL) and stockgate, and run a flash sale per fault.
+    Run(RunArgs),
+    /// Check the invariants of SKUs on a running system (and a recorded history).
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The `stockgate` binary to run.
+    #[arg(long)]
+    stockgate: PathBuf,
+    /// Faults to run, in order (default: all).
+    #[arg(long = "fault", value_parser = Fault::parse)]
+    faults: Vec<Fault>,
+    /// Start a private PostgreSQL cluster (needed for `postgres-restart`); otherwise use
+    /// `--database-url`.
+    #[arg(long)]
+    private_postgres: bool,
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// Where logs, histories and the data dir go (default: a new temp dir).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Write every outcome as JSON here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    #[arg(long, default_value_t = 1_000)]
+    stock: u64,
+    #[arg(long, default_value_t = 10_000)]
+    attempts: usize,
+    #[arg(long, default_value_t = 5_000)]
+    buyers: usize,
+    #[arg(long, default_value_t = 200)]
+    concurrency: usize,
+    /// Runs of each fault.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    #[arg(long, env = "REDIS_URL")]
+    redis_url: String,
+    /// The gateway's `redis_key_prefix`.
+    #[arg(long)]
+    key_prefix: String,
+    #[arg(long = "sku", required = true)]
+    skus: Vec<String>,
+    /// A JSON-lines history written by `run`.
+    #[arg(long)]
+    history: Option<PathBuf>,
+    /// Requests may still be in flight: skip the at-rest checks (counters add up, nothing
+    /// confirming).
+    #[arg(long)]
+    live: bool,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args).await,
+        Command::Check(args) => check(args).await,
+    };
+    match result {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(1),
+        Err(error) => {
+            eprintln!("stockgate-chaos: {error:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<bool> {
+    let dir = match args.dir {
+        Some(dir) => dir,
+        None => std::env::temp_dir().join(format!("stockgate-chaos-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&dir)?;
+    eprintln!("logs and histories in {}", dir.display());
+    let postgres = if args.private_postgres {
+        tokio::task::block_in_place(|| Postgres::start_private(&dir))?
+    } else {
+        let url = args
+            .database_url
+            .context("--database-url (or DATABASE_URL) or --private-postgres")?;
+        Postgres::existing(url)
+    };
+    let faults = if args.faults.is_empty() {
+        Fault::ALL.to_vec()
+    } else {
+        args.faults
+    };
+    let size = RunSize {
+        stock: args.stock,
+        attempts: args.attempts,
+        buyers: args.buyers,
+        concurrency: args.concurrency,
+        // Strike while units are still being sold: about half the stock gone.
+        strike_after: (args.stock as usize / 2).min(args.attempts),
+        ..RunSize::full()
+    };
+    let mut world = tokio::task::block_in_place(|| {
+        World::start(
+            &args.stockgate,
+            &dir,
+            postgres,
+            &StockgateSettings::default(),
+        )
+    })?;
+    let mut outcomes = Vec::new();
+    let mut all_ok = true;
+    for fault in faults {
+        for _ in 0..args.repeat {
+            let outcome = faults::run(&mut world, fault, &size)
+                .await
+                .with_context(|| format!("fault run {}", fault.name()))?;
+            all_ok &= outcome.ok();
+            let t = &outcome.report.tally;
+            println!(
+                "{:<17} {}  orders {} = {} units of {}  reserves ok {} / unknown {}  confirms ok {} / unknown {}  released {}  load {:.1} s  drained {:.1} s  repaired {}  violations {}",
+                fault.name(),
+                if outcome.ok() { "PASS" } else { "FAIL" },
+                t.sql_orders,
+                t.sql_units_sold,
+                t.total_stock,
+                t.reserves_acknowledged,
+                t.reserves_unknown,
+                t.confirms_acknowledged,
+                t.confirms_unknown,
+                t.releases_acknowledged,
+                outcome.load_secs,
+                outcome.drained_secs,
+                outcome.reconcile["repaired"],
+                outcome.report.violations.len()
+            );
+            for v in outcome.report.violations.iter().take(20) {
+                println!("    {}: {}", v.invariant, v.detail);
+            }
+            outcomes.push(outcome);
+        }
+    }
+    if let Some(path) = args.report {
+        std::fs::write(&path, serde_json::to_vec_pretty(&outcomes)?)?;
+    }
+    // Let the world go down before the runtime.
+    tokio::task::block_in_place(|| drop(world));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    Ok(all_ok)
+}
+
+async fn check(args: CheckArgs) -> anyhow::Result<bool> {
+    let records = match &args.history {
+        Some(path) => history::read_jsonl(path)?,
+        None => Vec::new(),
+    };
+    let observed = invariants::observe(
+        &Sources {
+            database_url: &args.database_url,
+            redis_url: &args.redis_url,
+            redis_key_prefix: &args.key_prefix,
+        },
+        &args.skus,
+        &records,
+    )
+    .await?;
+    let report = invariants::check(&observed, &records, !args.live);
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(report.ok())
+}

@@ -1,0 +1,15 @@
+//! Fault runs for stockgate. `stockgate-chaos` (src/bin) and `gateway/tests/faults.rs` use it:
+//!
+//! - [`history`]: what each client was told, one record per operation;
+//! - [`flash_sale`]: a flash-sale client that retries like a storefront and records the history;
+//! - [`world`]: private Redis, PostgreSQL and stockgate processes that can be killed, paused
+//!   and restarted;
+//! - [`faults`]: the faults and one fault run from start to verdict;
+//! - [`invariants`]: the checker of docs/design.md §6 over the state and the history.
+#![forbid(unsafe_code)]
+
+pub mod faults;
+pub mod flash_sale;
+pub mod history;
+pub mod invariants;
+pub mod world;

@@ -1,0 +1,564 @@
+//! The system under test as real processes on loopback, each of which a fault can kill, pause
+//! or restart: a private `redis-server` (AOF on, its own port and directory), PostgreSQL
+//! (a private cluster that can be restarted, or a database/schema on a server that is already
+//! running), and the `stockgate settlement` and `stockgate gateway` processes.
+//!
+//! Signals go through `kill(1)`: no unsafe code, and the same commands an operator would type.
+
+use std::fs::OpenOptions;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+
+/// A free loopback port (the OS picks it; a race with another process is unlikely enough).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Waits until something accepts connections on `port`.
+pub fn wait_for_port(port: u16, within: Duration) -> anyhow::Result<()> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listens on 127.0.0.1:{port} after {within:?}")
+}
+
+/// Sends `signal` (`STOP`, `CONT`, `TERM`, `KILL`) to `pid`.
+pub fn signal(pid: u32, signal: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .context("running kill")?;
+    ensure!(status.success(), "kill -{signal} {pid} failed");
+    Ok(())
+}
+
+/// Opens `dir/name.log` for appending (restarts add to the same log).
+fn log_file(dir: &Path, name: &str) -> anyhow::Result<Stdio> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))?;
+    Ok(Stdio::from(file))
+}
+
+fn spawn_logged(mut command: Command, dir: &Path, name: &str) -> anyhow::Result<Child> {
+    command
+        .stdin(Stdio::null())
+        .stdout(log_file(dir, name)?)
+        .stderr(log_file(dir, name)?);
+    command
+        .spawn()
+        .with_context(|| format!("starting {name} ({command:?})"))
+}
+
+/// Kills and reaps a child (already gone is fine).
+fn kill_child(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+// --- Redis -----------------------------------------------------------------------------
+
+/// A private `redis-server` with the append-only file on (`appendfsync everysec`: Redis writes
+/// each command to the AOF before it answers, so `kill -9` loses nothing acknowledged).
+pub struct RedisServer {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start(dir: &Path) -> anyhow::Result<RedisServer> {
+        let dir = dir.join("redis");
+        std::fs::create_dir_all(&dir)?;
+        let mut redis = RedisServer {
+            port: free_port()?,
+            dir,
+            child: None,
+        };
+        redis.launch()?;
+        Ok(redis)
+    }
+
+    fn launch(&mut self) -> anyhow::Result<()> {
+        let mut command = Command::new("redis-server");
+        command
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--appendonly", "yes", "--appendfsync", "everysec"])
+            .args(["--save", "", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&self.dir);
+        self.child = Some(spawn_logged(command, &self.dir, "redis")?);
+        wait_for_port(self.port, Duration::from_secs(10))?;
+        // The port opens before an AOF is loaded: wait until Redis answers commands.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let out = Command::new("redis-cli")
+                .args(["-p", &self.port.to_string(), "PING"])
+                .output()?;
+            if String::from_utf8_lossy(&out.stdout).trim() == "PONG" {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("redis on port {} does not answer PING", self.port)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn pid(&self) -> anyhow::Result<u32> {
+        Ok(self.child.as_ref().context("redis is not running")?.id())
+    }
+
+    /// `kill -9`, then a restart on the same port and directory (it reloads the AOF).
+    pub fn kill_and_restart(&mut self, down_for: Duration) -> anyhow::Result<()> {
+        kill_child(&mut self.child);
+        std::thread::sleep(down_for);
+        self.launch()
+    }
+
+    pub fn pause(&self) -> anyhow::Result<()> {
+        signal(self.pid()?, "STOP")
+    }
+
+    pub fn resume(&self) -> anyhow::Result<()> {
+        signal(self.pid()?, "CONT")
+    }
+
+    /// Runs a command on this server with `redis-cli` and returns its output.
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()?;
+        ensure!(out.status.success(), "redis-cli {args:?} failed");
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            let _ = signal(c.id(), "CONT");
+        }
+        kill_child(&mut self.child);
+    }
+}
+
+// --- PostgreSQL ------------------------------------------------------------------------
+
+/// Where the settlement's data lives.
+pub enum Postgres {
+    /// A URL on a server that is already running (a scratch schema or database); it cannot
+    /// be restarted by a fault.
+    Existing { url: String },
+    /// A cluster of its own (`initdb` into the run's directory, its own port), run as the
+    /// `postgres` user when this process is root (PostgreSQL refuses to run as root).
+    Private {
+        dir: PathBuf,
+        port: u16,
+        bin: PathBuf,
+    },
+}
+
+impl Postgres {
+    pub fn existing(url: impl Into<String>) -> Postgres {
+        Postgres::Existing { url: url.into() }
+    }
+
+    /// Creates and starts a private cluster with a `chaos` database (trust auth, loopback).
+    pub fn start_private(dir: &Path) -> anyhow::Result<Postgres> {
+        let bin = postgres_bin_dir()?;
+        let dir = dir.join("pgdata");
+        std::fs::create_dir_all(&dir)?;
+        let port = free_port()?;
+        let pg = Postgres::Private { dir, port, bin };
+        pg.as_owner(&["chown", "-R", "postgres:postgres", "."], true)?;
+        pg.pg_tool(
+            "initdb",
+            &[
+                "-D",
+                ".",
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        )?;
+        pg.pg_ctl(&["start"])?;
+        let out = Command::new("psql")
+            .args([&pg.admin_url(), "-qAtc", "CREATE DATABASE chaos"])
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "creating the chaos database: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(pg)
+    }
+
+    pub fn url(&self) -> String {
+        match self {
+            Postgres::Existing { url } => url.clone(),
+            Postgres::Private { port, .. } => {
+                format!("postgres://postgres@127.0.0.1:{port}/chaos")
+            }
+        }
+    }
+
+    fn admin_url(&self) -> String {
+        match self {
+            Postgres::Existing { url } => url.clone(),
+            Postgres::Private { port, .. } => {
+                format!("postgres://postgres@127.0.0.1:{port}/postgres")
+            }
+        }
+    }
+
+    /// A crash-like restart (`pg_ctl restart -m immediate`: no checkpoint, WAL recovery on
+    /// start), as a lost node or an OOM kill would do.
+    pub fn restart(&self) -> anyhow::Result<()> {
+        match self {
+            Postgres::Existing { .. } => bail!("a shared PostgreSQL is never restarted by a test"),
+            Postgres::Private { .. } => self.pg_ctl(&["restart", "-m", "immediate"]),
+        }
+    }
+
+    pub fn can_restart(&self) -> bool {
+        matches!(self, Postgres::Private { .. })
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> anyhow::Result<()> {
+        let Postgres::Private { dir, port, .. } = self else {
+            bail!("not a private cluster")
+        };
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
+            dir.display()
+        );
+        let log = dir.join("postgres.log");
+        let mut full = vec!["-D", ".", "-w", "-t", "60", "-l"];
+        let log = log.to_string_lossy().into_owned();
+        full.push(&log);
+        full.extend(["-o", &options]);
+        full.extend(args);
+        self.pg_tool("pg_ctl", &full)
+    }
+
+    fn pg_tool(&self, tool: &str, args: &[&str]) -> anyhow::Result<()> {
+        let Postgres::Private { bin, .. } = self else {
+            bail!("not a private cluster")
+        };
+        let program = bin.join(tool).to_string_lossy().into_owned();
+        let mut command = vec![program.as_str()];
+        command.extend(args);
+        self.as_owner(&command, false)
+    }
+
+    /// Runs a command in the data directory, as `postgres` when we are root (`as_root`: run
+    /// it as root instead, for the chown that hands the directory over).
+    fn as_owner(&self, command: &[&str], as_root: bool) -> anyhow::Result<()> {
+        let Postgres::Private { dir, .. } = self else {
+            bail!("not a private cluster")
+        };
+        let root = Command::new("id").arg("-u").output()?.stdout == b"0\n";
+        let mut cmd = if root && !as_root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).args(command);
+            c
+        } else if as_root && !root {
+            return Ok(()); // not root: the directory is already ours
+        } else {
+            let mut c = Command::new(command[0]);
+            c.args(&command[1..]);
+            c
+        };
+        let out = cmd.current_dir(dir).output()?;
+        ensure!(
+            out.status.success(),
+            "{command:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if let Postgres::Private { .. } = self {
+            let _ = self.pg_ctl(&["stop", "-m", "immediate"]);
+        }
+    }
+}
+
+/// `/usr/lib/postgresql/<newest>/bin`, where Debian keeps initdb and pg_ctl.
+fn postgres_bin_dir() -> anyhow::Result<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .context("PostgreSQL server binaries (apt-get install -y postgresql)")?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse().ok()?;
+            Some((v, e.path().join("bin")))
+        })
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .map(|(_, p)| p)
+        .context("no /usr/lib/postgresql/<version>/bin")
+}
+
+// --- stockgate -------------------------------------------------------------------------
+
+/// Tunables of the stockgate processes a fault run starts.
+#[derive(Clone, Debug)]
+pub struct StockgateSettings {
+    pub hold_ttl_secs: u64,
+    /// Deadline of the gateway's call to settlement (the ambiguous-confirm timeout).
+    pub settle_timeout_ms: u64,
+    /// How long the reconciler leaves a `confirming` hold to its gateway; must exceed
+    /// `settle_timeout_ms`.
+    pub confirming_grace_ms: u64,
+    pub reconcile_interval_ms: u64,
+    pub gateway_threads: usize,
+}
+
+impl Default for StockgateSettings {
+    fn default() -> Self {
+        StockgateSettings {
+            hold_ttl_secs: 20,
+            settle_timeout_ms: 5_000,
+            confirming_grace_ms: 15_000,
+            reconcile_interval_ms: 2_000,
+            gateway_threads: 2,
+        }
+    }
+}
+
+/// `stockgate settlement` and `stockgate gateway` as processes sharing one config file.
+pub struct Stockgate {
+    bin: PathBuf,
+    dir: PathBuf,
+    pub config: PathBuf,
+    pub gateway_port: u16,
+    pub settlement_port: u16,
+    pub key_prefix: String,
+    gateway: Option<Child>,
+    settlement: Option<Child>,
+}
+
+impl Stockgate {
+    /// Writes the config, migrates, and starts settlement and gateway.
+    pub fn start(
+        bin: &Path,
+        dir: &Path,
+        redis_url: &str,
+        database_url: &str,
+        settings: &StockgateSettings,
+    ) -> anyhow::Result<Stockgate> {
+        ensure!(
+            bin.is_file(),
+            "no stockgate binary at {} (cargo build --bin stockgate)",
+            bin.display()
+        );
+        let key_prefix = format!("chaos-{}", uuid::Uuid::new_v4().simple());
+        let (gateway_port, admin_port, settlement_port) =
+            (free_port()?, free_port()?, free_port()?);
+        let config = dir.join("stockgate.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"data_dir = "{data}"
+redis_url = "{redis_url}"
+database_url = "{database_url}"
+redis_key_prefix = "{key_prefix}"
+[server]
+listen = "127.0.0.1:{gateway_port}"
+admin_listen = "127.0.0.1:{admin_port}"
+threads = {threads}
+grace_period_secs = 2
+shutdown_timeout_secs = 2
+[reservations]
+hold_ttl_secs = {hold_ttl}
+[upstream]
+settlement_addr = "127.0.0.1:{settlement_port}"
+settle_timeout_ms = {settle_timeout}
+health_check_interval_secs = 1
+[settlement]
+listen_addr = "127.0.0.1:{settlement_port}"
+redis_key_prefix = "{key_prefix}"
+[settlement.outbox]
+stream = "{key_prefix}:events"
+[settlement.maintenance]
+sweep_interval_ms = 250
+reconcile_interval_ms = {reconcile}
+confirming_grace_ms = {grace}
+leader_lease_ms = 3000
+"#,
+                data = dir.join("data").display(),
+                threads = settings.gateway_threads,
+                hold_ttl = settings.hold_ttl_secs,
+                settle_timeout = settings.settle_timeout_ms,
+                reconcile = settings.reconcile_interval_ms,
+                grace = settings.confirming_grace_ms,
+            ),
+        )?;
+        let mut stockgate = Stockgate {
+            bin: bin.to_owned(),
+            dir: dir.to_owned(),
+            config,
+            gateway_port,
+            settlement_port,
+            key_prefix,
+            gateway: None,
+            settlement: None,
+        };
+        let migrate = stockgate.command(&["migrate"]).output()?;
+        ensure!(
+            migrate.status.success(),
+            "stockgate migrate: {}",
+            String::from_utf8_lossy(&migrate.stderr)
+        );
+        // The gateway writes the reservation-token keys the settlement verifies with.
+        stockgate.start_gateway()?;
+        stockgate.start_settlement()?;
+        Ok(stockgate)
+    }
+
+    /// `stockgate --config <ours> <args>`, logging like the services.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.bin);
+        command
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("RUST_LOG", "warn");
+        command
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.gateway_port)
+    }
+
+    pub fn start_settlement(&mut self) -> anyhow::Result<()> {
+        let child = spawn_logged(self.command(&["settlement"]), &self.dir, "settlement")?;
+        self.settlement = Some(child);
+        wait_for_port(self.settlement_port, Duration::from_secs(30))
+    }
+
+    pub fn start_gateway(&mut self) -> anyhow::Result<()> {
+        let child = spawn_logged(self.command(&["gateway"]), &self.dir, "gateway")?;
+        self.gateway = Some(child);
+        wait_for_port(self.gateway_port, Duration::from_secs(30))
+    }
+
+    pub fn kill_settlement(&mut self) {
+        kill_child(&mut self.settlement);
+    }
+
+    pub fn kill_gateway(&mut self) {
+        kill_child(&mut self.gateway);
+    }
+
+    /// SIGTERM: the gateway stops accepting, drains in-flight requests for its grace period
+    /// and exits; waits for the exit.
+    pub fn terminate_gateway(&mut self, within: Duration) -> anyhow::Result<()> {
+        let Some(mut child) = self.gateway.take() else {
+            bail!("the gateway is not running")
+        };
+        signal(child.id(), "TERM")?;
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("the gateway did not exit within {within:?} of SIGTERM")
+    }
+
+    /// Buyer tokens `<prefix>0..<prefix>count-1`, minted with the gateway's dev identity key.
+    pub fn buyer_tokens(
+        &self,
+        prefix: &str,
+        count: usize,
+    ) -> anyhow::Result<Vec<crate::flash_sale::Buyer>> {
+        let out = self
+            .command(&[
+                "token",
+                "--sub-prefix",
+                prefix,
+                "--count",
+                &count.to_string(),
+                "--format",
+                "json",
+                "--ttl",
+                "2h",
+            ])
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "stockgate token: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    pub fn ops_token(&self) -> anyhow::Result<String> {
+        let out = self
+            .command(&[
+                "token",
+                "--sub",
+                "chaos-ops",
+                "--role",
+                "ops",
+                "--ttl",
+                "2h",
+            ])
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "stockgate token: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+    }
+
+    /// `stockgate reconcile --repair`; returns its JSON report.
+    pub fn reconcile_repair(&self) -> anyhow::Result<serde_json::Value> {
+        let out = self.command(&["reconcile", "--repair"]).output()?;
+        ensure!(
+            out.status.success() || !out.stdout.is_empty(),
+            "stockgate reconcile: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+}
+
+impl Drop for Stockgate {
+    fn drop(&mut self) {
+        kill_child(&mut self.gateway);
+        kill_child(&mut self.settlement);
+    }
+}
