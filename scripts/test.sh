@@ -85,3 +85,9 @@ cargo test --workspace --doc
 log "k6 smoke (loadtests/smoke)"
 cargo build --quiet --bin stockgate
 loadtests/smoke "${CARGO_TARGET_DIR:-target}/debug/stockgate"
+
+# --- browser tests ------------------------------------------------------------------------
+# The storefront and ops console in Debian's headless chromium (Playwright, web/tests) against
+# `stockgate all-in-one` on Redis and PostgreSQL. Installs chromium and web/node_modules if missing.
+log "browser tests"
+scripts/browser-tests.sh "${CARGO_TARGET_DIR:-target}/debug/stockgate"

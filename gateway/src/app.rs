@@ -187,6 +187,8 @@ impl Gateway {
             cache,
             ratelimit: Arc::new(ratelimit),
             edge_redis: shared.edge_redis,
+            site: config.web.storefront.then(crate::web::Site::new),
+            dev_tokens: crate::web::DevTokens::from_config(config),
         };
         Ok(Gateway {
             state: Arc::new(state),

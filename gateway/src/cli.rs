@@ -157,7 +157,12 @@ pub fn run(cli: Cli) -> Result<()> {
         println!("{}: {} rules, valid", file.display(), rules.len());
         return Ok(());
     }
-    let config = Config::load(cli.config.as_deref()).context("loading the configuration")?;
+    let mut config = Config::load(cli.config.as_deref()).context("loading the configuration")?;
+    if cli.config.is_none() && matches!(cli.command, Command::AllInOne) {
+        // The embedded default is a local demo: its storefront signs in with dev tokens.
+        // Any configuration file (production) decides this itself, off by default.
+        config.web.dev_token = true;
+    }
     match cli.command {
         Command::Token(args) => {
             println!("{}", mint_tokens(&config, &args)?);
@@ -238,6 +243,7 @@ async fn run_all_in_one(config: Config) -> Result<()> {
     println!("  metrics: http://{}/metrics", all.admin_addr());
     println!("  buyer token for alice (valid 24h; mint more with `stockgate token --sub bob`):");
     println!("{token}");
+    println!("  storefront: {base}/   ops console: {base}/ops");
     println!("  try: curl {base}/api/v1/products");
     shutdown_signal().await;
     tracing::info!("shutting down");

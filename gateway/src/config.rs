@@ -51,6 +51,7 @@ pub struct Config {
     pub cache: CacheConfig,
     pub ratelimit: RateLimitConfig,
     pub degraded: DegradedConfig,
+    pub web: WebConfig,
     /// The settlement service (`settlement` and `all-in-one`); its `database_url` and
     /// `redis_url` come from the top-level fields above.
     pub settlement: settlement::SettlementConfig,
@@ -202,6 +203,30 @@ pub struct DegradedConfig {
     pub probe_interval_ms: u64,
 }
 
+/// The browser storefront, the ops console and the dev sign-in (see `gateway/src/web`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Serve the storefront at `/` and the ops console at `/ops` from the assets built into
+    /// the binary. `all-in-one` always serves them.
+    pub storefront: bool,
+    /// `POST /dev/token`: anyone may mint a buyer or ops token signed with the dev identity
+    /// key. Local use only; `all-in-one` run with no configuration file turns it on.
+    pub dev_token: bool,
+    /// How long a token from `POST /dev/token` stays valid.
+    pub dev_token_ttl_secs: u64,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            storefront: false,
+            dev_token: false,
+            dev_token_ttl_secs: 8 * 3600,
+        }
+    }
+}
+
 impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
@@ -251,6 +276,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             ratelimit: RateLimitConfig::default(),
             degraded: DegradedConfig::default(),
+            web: WebConfig::default(),
             settlement: settlement::SettlementConfig::default(),
         }
     }

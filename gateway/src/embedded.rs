@@ -61,6 +61,8 @@ pub async fn start(
     keys: Option<Arc<KeySet>>,
     seed: bool,
 ) -> Result<AllInOne, StartError> {
+    // The storefront is part of the all-in-one process (DESIGN.md §1).
+    config.web.storefront = true;
     let shared = Shared::connect(&config).await?;
     let mut settlement_config = config.settlement_config();
     // Loopback on a free port: only the gateway talks to it.

@@ -8,7 +8,7 @@
 //! [`ratelimit`] applies the ops-owned limits; [`edge_redis`] tracks whether Redis answers
 //! (degraded mode). [`config`] holds every option, [`problem`] the error
 //! format, [`metrics`] the Prometheus series, [`app`] the wiring, [`embedded`] the
-//! all-in-one process, [`cli`] the subcommands.
+//! all-in-one process, [`cli`] the subcommands, [`web`] the storefront and ops console.
 
 #![forbid(unsafe_code)]
 
@@ -25,3 +25,4 @@ pub mod problem;
 pub mod proxy;
 pub mod ratelimit;
 pub mod server;
+pub mod web;

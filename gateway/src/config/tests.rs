@@ -121,6 +121,11 @@ fn each_rule_names_its_field() {
             "[degraded]\nprobe_interval_ms = 1\n",
             "degraded.probe_interval_ms",
         ),
+        (
+            "[auth]\njwks_file = \"idp.json\"\n[web]\ndev_token = true\n",
+            "web.dev_token",
+        ),
+        ("[web]\ndev_token_ttl_secs = 1\n", "web.dev_token_ttl_secs"),
     ];
     for (toml, field) in cases {
         let message = error_of(toml);

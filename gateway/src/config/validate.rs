@@ -42,6 +42,7 @@ impl Config {
         positive("limits.idle_timeout_secs", self.limits.idle_timeout_secs)?;
         self.validate_auth()?;
         self.validate_cache_and_limits()?;
+        self.validate_web()?;
         if self.reservations.hold_ttl_secs == 0 || self.reservations.hold_ttl_secs > 86_400 {
             return Err(invalid(
                 "reservations.hold_ttl_secs",
@@ -141,6 +142,25 @@ impl Config {
             return Err(invalid(
                 "degraded.probe_interval_ms",
                 "must be between 10 and 60000",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_web(&self) -> Result<(), ConfigError> {
+        let web = &self.web;
+        // A dev token is signed with the dev identity key, which the gateway trusts only when
+        // no identity provider is configured: with one, the endpoint would mint dead tokens.
+        if web.dev_token && (self.auth.jwks_file.is_some() || self.auth.jwks_url.is_some()) {
+            return Err(invalid(
+                "web.dev_token",
+                "needs the dev identity: leave auth.jwks_file and auth.jwks_url unset",
+            ));
+        }
+        if !(60..=30 * 86_400).contains(&web.dev_token_ttl_secs) {
+            return Err(invalid(
+                "web.dev_token_ttl_secs",
+                "must be between 60 and 2592000",
             ));
         }
         Ok(())

@@ -67,6 +67,10 @@ pub struct EdgeState {
     pub ratelimit: Arc<RateLimiter>,
     /// The edge's Redis (cache, limits, health), when `redis_url` is set.
     pub edge_redis: Option<EdgeRedis>,
+    /// The storefront and ops console, when served (`web.storefront`, `all-in-one`).
+    pub site: Option<crate::web::Site>,
+    /// `POST /dev/token`, when `web.dev_token` is on.
+    pub dev_tokens: Option<crate::web::DevTokens>,
 }
 
 impl EdgeState {
@@ -233,6 +237,24 @@ impl Edge {
                 }
                 None => Reply::problem(&Problem::not_found(), &ctx.request_id),
             },
+            Route::Web => match &state.site {
+                Some(site) => {
+                    let request = session.req_header();
+                    let if_none_match = respond::header_str(session, "if-none-match");
+                    site.serve(
+                        &request.method,
+                        request.uri.path(),
+                        if_none_match,
+                        &ctx.request_id,
+                    )
+                }
+                None => Reply::problem(&Problem::not_found(), &ctx.request_id),
+            },
+            Route::DevToken => {
+                let dev = state.dev_tokens.as_ref();
+                crate::web::dev_token::handle(dev, &state.limits, session, &ctx.request_id).await
+            }
+            Route::EdgeStats => crate::web::edge_stats::report(state),
             Route::NotFound | Route::Orders | Route::Admin => {
                 Reply::problem(&Problem::not_found(), &ctx.request_id)
             }

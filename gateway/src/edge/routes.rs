@@ -29,13 +29,19 @@ pub enum Route {
     Orders,
     /// Proxied: `/api/v1/admin/*`.
     Admin,
+    /// `GET /api/v1/admin/edge`: the gateway's own counters and rate-limit rules (ops).
+    EdgeStats,
+    /// The storefront and ops console pages and their assets (when served).
+    Web,
+    /// `POST /dev/token`: a dev sign-in token (when enabled).
+    DevToken,
     /// A known path with a method it does not take.
     MethodNotAllowed,
     NotFound,
 }
 
 impl Route {
-    pub const ALL: [Route; 12] = [
+    pub const ALL: [Route; 15] = [
         Route::Healthz,
         Route::Readyz,
         Route::ReservationCreate,
@@ -46,6 +52,9 @@ impl Route {
         Route::Products,
         Route::Orders,
         Route::Admin,
+        Route::EdgeStats,
+        Route::Web,
+        Route::DevToken,
         Route::MethodNotAllowed,
         Route::NotFound,
     ];
@@ -62,6 +71,9 @@ impl Route {
             Route::Products => "products",
             Route::Orders => "orders",
             Route::Admin => "admin",
+            Route::EdgeStats => "edge_stats",
+            Route::Web => "web",
+            Route::DevToken => "dev_token",
             Route::MethodNotAllowed => "method_not_allowed",
             Route::NotFound => "not_found",
         }
@@ -79,6 +91,8 @@ impl Route {
             | Route::Readyz
             | Route::Stock
             | Route::Products
+            | Route::Web
+            | Route::DevToken
             | Route::MethodNotAllowed
             | Route::NotFound => Access::Anyone,
             Route::ReservationCreate
@@ -86,7 +100,7 @@ impl Route {
             | Route::ReservationRelease
             | Route::OrderConfirm
             | Route::Orders => Access::Buyer,
-            Route::Admin => Access::Ops,
+            Route::Admin | Route::EdgeStats => Access::Ops,
         }
     }
 
@@ -135,6 +149,10 @@ pub fn classify(method: &Method, path: &str) -> Matched {
                 None,
             );
         }
+        // Any method: the handler answers 404 while the feature is off, else 405 for a wrong
+        // method, so a disabled endpoint looks the same whatever is sent to it.
+        "/dev/token" => return matched(Route::DevToken, None),
+        _ if crate::web::is_page_path(path) => return matched(Route::Web, None),
         _ => {}
     }
     let Some(rest) = path.strip_prefix("/api/v1/") else {
@@ -164,6 +182,9 @@ pub fn classify(method: &Method, path: &str) -> Matched {
                 matched(Route::MethodNotAllowed, None)
             }
         }
+        // Answered by the gateway itself, so classified before the proxied admin routes.
+        ["admin", "edge"] if get => matched(Route::EdgeStats, None),
+        ["admin", "edge"] => matched(Route::MethodNotAllowed, None),
         ["admin", ..] => matched(Route::Admin, None),
         // Everything else under /api/v1 is the settlement's: orders list/get/cancel and any
         // buyer route it adds. It needs a buyer; settlement answers 404 for unknown paths.
@@ -265,5 +286,22 @@ mod tests {
         ] {
             assert!(!is_ambiguous_path(path), "{path}");
         }
+    }
+
+    #[test]
+    fn gateway_answered_pages_and_admin_stats() {
+        let stats = classify(&Method::GET, "/api/v1/admin/edge").route;
+        assert_eq!((stats, stats.access()), (Route::EdgeStats, Access::Ops));
+        assert_eq!(
+            classify(&Method::POST, "/api/v1/admin/edge").route,
+            Route::MethodNotAllowed
+        );
+        for path in ["/", "/ops", "/assets/app.css"] {
+            assert_eq!(classify(&Method::GET, path).route, Route::Web, "{path}");
+        }
+        assert_eq!(classify(&Method::GET, "/assets/").route, Route::NotFound);
+        let dev = classify(&Method::POST, "/dev/token").route;
+        assert_eq!((dev, dev.access()), (Route::DevToken, Access::Anyone));
+        assert!(!Route::Web.is_proxied() && !Route::EdgeStats.is_proxied());
     }
 }

@@ -93,9 +93,21 @@ impl Limited {
     }
 }
 
+/// How the last load of the rules file went (shown on the ops console).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoadResult {
+    /// When it was tried, epoch milliseconds.
+    pub at_ms: u64,
+    pub ok: bool,
+    /// Rules in force afterwards (the last good ones when it failed).
+    pub rules: usize,
+    pub error: Option<String>,
+}
+
 /// The gateway's limiter; one per process.
 pub struct RateLimiter {
     rules: ArcSwap<Vec<Compiled>>,
+    last_load: Mutex<Option<LoadResult>>,
     file: Option<PathBuf>,
     /// Modification time and length of the file as last loaded.
     stamp: Mutex<Option<(SystemTime, u64)>>,
@@ -115,6 +127,7 @@ impl RateLimiter {
     ) -> Result<Self, RulesError> {
         let limiter = RateLimiter {
             rules: ArcSwap::from_pointee(Vec::new()),
+            last_load: Mutex::new(None),
             file: config.ratelimit.rules_file.clone(),
             stamp: Mutex::new(None),
             redis,
@@ -126,8 +139,9 @@ impl RateLimiter {
         if let Some(path) = &limiter.file {
             let stamp = stamp_of(path);
             let rules = rules::load(path)?;
-            limiter.install(rules)?;
+            let count = limiter.install(rules)?;
             *limiter.stamp.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
+            limiter.record_load(Ok(count));
         }
         Ok(limiter)
     }
@@ -163,6 +177,45 @@ impl RateLimiter {
         self.rules.load().len()
     }
 
+    /// The rules in force, in file order.
+    pub fn rules(&self) -> Vec<Rule> {
+        self.rules.load().iter().map(|c| c.rule.clone()).collect()
+    }
+
+    /// The rules file, when one is configured.
+    pub fn rules_file(&self) -> Option<&std::path::Path> {
+        self.file.as_deref()
+    }
+
+    /// How the last load of the rules file went; `None` before any (no file configured).
+    pub fn last_load(&self) -> Option<LoadResult> {
+        self.last_load
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn record_load(&self, outcome: Result<usize, &RulesError>) {
+        let at_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let result = match outcome {
+            Ok(rules) => LoadResult {
+                at_ms,
+                ok: true,
+                rules,
+                error: None,
+            },
+            Err(error) => LoadResult {
+                at_ms,
+                ok: false,
+                rules: self.rule_count(),
+                error: Some(error.to_string()),
+            },
+        };
+        *self.last_load.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+    }
+
     /// Re-reads the rules file; on any error the rules in force stay, and the error is
     /// logged and counted. Returns the number of rules now in force.
     pub fn reload(&self) -> Result<usize, RulesError> {
@@ -174,12 +227,14 @@ impl RateLimiter {
             Ok(count) => {
                 *self.stamp.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
                 tracing::info!(path = %path.display(), rules = count, "rate-limit rules loaded");
+                self.record_load(Ok(count));
                 Ok(count)
             }
             Err(error) => {
                 *self.stamp.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
                 self.metrics.config_reload_errors.inc();
                 tracing::error!(%error, "rate-limit rules refused; the last good rules stay");
+                self.record_load(Err(&error));
                 Err(error)
             }
         }

@@ -81,6 +81,8 @@ enum Segment {
 pub struct Rule {
     pub name: String,
     method: Option<Method>,
+    /// The path pattern as written (shown to ops).
+    pub path: String,
     segments: Vec<Segment>,
     pub key: Vec<KeyPart>,
     /// The period divided by the rate: one request per interval on average.
@@ -95,6 +97,11 @@ pub struct Rule {
 pub const RESERVE_PATH: &str = "/api/v1/reservations";
 
 impl Rule {
+    /// The method the rule applies to; `None` for any.
+    pub fn method(&self) -> Option<&Method> {
+        self.method.as_ref()
+    }
+
     /// Whether the rule applies, and its `{sku}` path parameter if the pattern has one.
     pub fn matches<'a>(&self, method: &Method, path: &'a str) -> Option<Option<&'a str>> {
         if self.method.as_ref().is_some_and(|m| m != method) {
@@ -205,6 +212,7 @@ fn compile(spec: &RuleSpec) -> Result<Rule, (&'static str, String)> {
     let rule = Rule {
         name: spec.name.clone(),
         method,
+        path: spec.path.clone(),
         segments,
         key,
         interval: Duration::from_secs(spec.period_secs) / spec.rate as u32,
