@@ -209,7 +209,7 @@ async fn a_replay_after_the_sell_out_still_returns_the_reservation() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn settlement_unavailable_keeps_the_hold_and_a_retry_succeeds() {
+async fn settlement_unavailable_keeps_the_hold_confirming_and_a_retry_succeeds() {
     let gw = common::start().await;
     let alice = gw.idp.token("alice");
     let (_, created) = body(gw.reserve(&alice, "k1", "HOT", 1).await).await;
@@ -225,12 +225,14 @@ async fn settlement_unavailable_keeps_the_hold_and_a_retry_succeeds() {
         (status, problem["code"].as_str()),
         (503, Some("upstream_unavailable"))
     );
+    // Not back to `held`: an earlier try of this confirm could have been committed, and a
+    // held hold would expire under its order (found by the settlement-kill fault run).
     assert_eq!(
         reservation_core::ReservationStore::get_hold(&*gw.store, &id)
             .await
             .unwrap()
             .state,
-        HoldState::Held
+        HoldState::Confirming
     );
 
     gw.mock.set_mode(Mode::Commit);
@@ -285,6 +287,53 @@ async fn an_ambiguous_timeout_leaves_the_hold_confirming_until_a_retry() {
     assert!(status == 200 || status == 201, "retry answered {status}");
     let snapshot = gw.snapshot("HOT").await;
     assert_eq!((snapshot.confirming, snapshot.sold), (0, 1));
+}
+
+/// Regression (settlement-kill and postgres-restart fault runs): the first try of a confirm
+/// commits but its answer is lost; the buyer retries after the hold's expiry. The retry must
+/// get the order, not 410, and the hold must end `confirmed`, never expire under the order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirm_retried_after_expiry_gets_the_order_its_lost_first_try_placed() {
+    let gw = common::start_with(|c| c.reservations.hold_ttl_secs = 1).await;
+    let alice = gw.idp.token("alice");
+    let (_, created) = body(gw.reserve(&alice, "k1", "HOT", 1).await).await;
+    let token = created["token"].as_str().unwrap();
+    let id = reservation_core::ReservationId::parse(created["reservation_id"].as_str().unwrap())
+        .unwrap();
+
+    gw.mock.set_mode(Mode::Slow);
+    assert_eq!(gw.confirm(&alice, token).await.status(), 503);
+    // Past the hold's expiry and the token's leeway (the mock commits the slow call).
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    gw.mock.set_mode(Mode::Commit);
+    let (status, order) = body(gw.confirm(&alice, token).await).await;
+    // 200 when the mock had committed the first try, 201 when the dropped call never ran.
+    assert!(
+        status == 200 || status == 201,
+        "the late retry gets the order: {order}"
+    );
+    assert_eq!(order["reservation_id"], created["reservation_id"]);
+    let hold = reservation_core::ReservationStore::get_hold(&*gw.store, &id)
+        .await
+        .unwrap();
+    assert_eq!(hold.state, HoldState::Confirmed);
+    let snapshot = gw.snapshot("HOT").await;
+    assert_eq!(
+        (snapshot.held, snapshot.confirming, snapshot.sold),
+        (0, 0, 1)
+    );
+
+    // An expired token whose hold never got to settlement is still refused, store untouched.
+    let (_, other) = body(gw.reserve(&alice, "k2", "HOT", 1).await).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    let (status, problem) = body(gw.confirm(&alice, other["token"].as_str().unwrap()).await).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (410, Some("reservation_expired"))
+    );
+    // ... and another buyer's expired token is refused before any store call.
+    let (status, problem) = body(gw.confirm(&gw.idp.token("mallory"), token).await).await;
+    assert_eq!((status, problem["code"].as_str()), (403, Some("not_owner")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -164,6 +164,8 @@ impl TokenSigner {
 pub struct TokenVerifier {
     keys: HashMap<String, DecodingKey>,
     validation: Validation,
+    /// The same checks without `exp`, for [`TokenVerifier::verify_ignoring_expiry`].
+    validation_any_age: Validation,
 }
 
 impl TokenVerifier {
@@ -191,9 +193,12 @@ impl TokenVerifier {
         validation.leeway = leeway_secs.min(MAX_LEEWAY_SECS);
         validation.set_audience(&[RESERVATION_AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "aud"]);
+        let mut validation_any_age = validation.clone();
+        validation_any_age.validate_exp = false;
         Ok(TokenVerifier {
             keys: by_kid,
             validation,
+            validation_any_age,
         })
     }
 
@@ -206,6 +211,21 @@ impl TokenVerifier {
     }
 
     pub fn verify(&self, token: &str) -> Result<ReservationClaims, TokenError> {
+        self.decode(token, &self.validation)
+    }
+
+    /// Every check of [`TokenVerifier::verify`] but the expiry: for a confirm retried after
+    /// the hold's expiry, whose first try may have placed the order (the hold's state and
+    /// SQL decide then, never the token's age).
+    pub fn verify_ignoring_expiry(&self, token: &str) -> Result<ReservationClaims, TokenError> {
+        self.decode(token, &self.validation_any_age)
+    }
+
+    fn decode(
+        &self,
+        token: &str,
+        validation: &Validation,
+    ) -> Result<ReservationClaims, TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed);
         }
@@ -215,7 +235,7 @@ impl TokenVerifier {
         }
         let kid = header.kid.ok_or(TokenError::UnknownKey)?;
         let key = self.keys.get(&kid).ok_or(TokenError::UnknownKey)?;
-        jsonwebtoken::decode::<ReservationClaims>(token, key, &self.validation)
+        jsonwebtoken::decode::<ReservationClaims>(token, key, validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
@@ -310,6 +330,30 @@ mod tests {
         assert_eq!(verifier.verify("garbage"), Err(TokenError::Malformed));
         assert_eq!(
             verifier.verify(&"a".repeat(MAX_TOKEN_LEN + 1)),
+            Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn ignoring_expiry_skips_only_the_expiry() {
+        let signer = TokenSigner::generate("k1");
+        let verifier = TokenVerifier::for_signer(&signer);
+        let expired = ReservationClaims::for_hold(&hold(now_ms() - 60_000));
+        let token = signer.sign(&expired).unwrap();
+        assert_eq!(verifier.verify(&token), Err(TokenError::Expired));
+        assert_eq!(verifier.verify_ignoring_expiry(&token), Ok(expired.clone()));
+        // Signature, key and audience still count.
+        let impostor = TokenSigner::generate("k1");
+        assert_eq!(
+            verifier.verify_ignoring_expiry(&impostor.sign(&expired).unwrap()),
+            Err(TokenError::BadSignature)
+        );
+        let other_audience = ReservationClaims {
+            aud: "someone-else".into(),
+            ..expired
+        };
+        assert_eq!(
+            verifier.verify_ignoring_expiry(&signer.sign(&other_audience).unwrap()),
             Err(TokenError::Malformed)
         );
     }

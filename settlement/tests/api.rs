@@ -295,3 +295,51 @@ async fn embedded_sqlite_settles_and_returns_cancelled_stock_in_process() -> any
     app.running.shutdown().await;
     Ok(())
 }
+
+/// Regression (settlement-kill fault run): a confirm whose first try committed but whose
+/// answer was lost is retried after the token expired. Settlement returns the order (200)
+/// instead of 410; an expired token without an order stays 410, another buyer gets 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_of_a_placed_order_gets_the_order_back() -> anyhow::Result<()> {
+    use reservation_core::ReservationClaims;
+    use reservation_core::token::RESERVATION_AUDIENCE;
+    let app = start_postgres().await?;
+    app.put_product("LATE", 10).await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let claims = |rid: ReservationId, exp: u64| ReservationClaims {
+        rid,
+        sub: BuyerId::parse("alice").unwrap(),
+        sku: Sku::parse("LATE").unwrap(),
+        qty: Qty::new(1).unwrap(),
+        iat: now - 120,
+        exp,
+        aud: RESERVATION_AUDIENCE.to_owned(),
+    };
+    let rid = ReservationId::generate(&Sku::parse("LATE")?);
+    let live = app.signer.sign(&claims(rid.clone(), now + 600))?;
+    let (status, order) = body(app.settle("alice", &live).await?).await?;
+    assert_eq!(status, 201, "{order}");
+
+    let expired = app.signer.sign(&claims(rid, now - 60))?;
+    let (status, again) = body(app.settle("alice", &expired).await?).await?;
+    assert_eq!(
+        (status, &again["order_id"]),
+        (200, &order["order_id"]),
+        "{again}"
+    );
+    let (status, problem) = body(app.settle("mallory", &expired).await?).await?;
+    assert_eq!((status, problem["code"].as_str()), (403, Some("not_owner")));
+
+    let never_placed = ReservationId::generate(&Sku::parse("LATE")?);
+    let expired = app.signer.sign(&claims(never_placed, now - 60))?;
+    let (status, problem) = body(app.settle("alice", &expired).await?).await?;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (410, Some("reservation_expired"))
+    );
+    let db = app.db().await?;
+    assert_eq!(scalar(&db, "SELECT sold FROM products").await?, 1);
+    Ok(())
+}

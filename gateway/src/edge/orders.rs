@@ -4,12 +4,17 @@
 //! finishes or aborts the confirm by the table in docs/internal-api.md.
 //!
 //! The one rule that keeps SQL and the store consistent: a hold leaves `confirming` only when
-//! the outcome of the settlement is known. When it is not (a timeout after sending), the hold
-//! stays `confirming`; a retry re-sends (settlement is idempotent on the reservation id) and
-//! the reconciler resolves it from SQL otherwise.
+//! SQL's answer is known: committed (→ `confirmed`), or refused for want of stock or product
+//! (→ `released`). Anything else — a timeout after sending, settlement unavailable, a token
+//! refusal — leaves it `confirming`, because an earlier try of the same confirm may have been
+//! committed: a retry re-sends (settlement is idempotent on the reservation id) and the
+//! reconciler resolves it from SQL otherwise. (Moving it back to `held` once let a committed
+//! order's hold expire: found by the settlement-kill and postgres-restart fault runs.)
 
 use pingora::proxy::Session;
-use reservation_core::{AbortTo, ReservationError};
+use reservation_core::{
+    AbortTo, BuyerId, HoldState, ReservationClaims, ReservationError, TokenError,
+};
 use serde::Deserialize;
 
 use super::reservations::{buyer_of, idempotency_key, note_store_error};
@@ -65,14 +70,11 @@ async fn try_confirm(
     let reservation_token = parse_confirm_body(&body).map_err(rejected)?;
 
     // Token checks come before any store call: a bad or foreign token never reaches it.
-    let claims = state.verifier.verify(&reservation_token).map_err(|error| {
-        let outcome = if error.status_and_code().0 == 410 {
-            "expired"
-        } else {
-            "invalid_token"
-        };
-        (outcome, Problem::from(error))
-    })?;
+    let claims = match state.verifier.verify(&reservation_token) {
+        Ok(claims) => claims,
+        Err(TokenError::Expired) => expired_token_retry(state, &reservation_token, &buyer).await?,
+        Err(error) => return Err(("invalid_token", Problem::from(error))),
+    };
     if claims.sub != buyer {
         return Err(("not_owner", ReservationError::NotOwner.into()));
     }
@@ -126,13 +128,16 @@ async fn try_confirm(
         }
         Settled::Refused { status, code } => {
             let (to, outcome, problem) = refusal(status, &code);
-            abort(state, ctx, &id, to).await;
+            if let Some(to) = to {
+                abort(state, ctx, &id, to).await;
+            }
             Err((outcome, problem))
         }
         Settled::Unavailable { reason } => {
+            // Not this request, but an earlier try of this confirm may have been committed:
+            // the hold stays `confirming` for the buyer's retry or the reconciler.
             state.metrics.upstream_connect_errors.inc();
-            tracing::warn!(request_id = %ctx.request_id, %reason, "settlement unavailable");
-            abort(state, ctx, &id, AbortTo::Held).await;
+            tracing::warn!(request_id = %ctx.request_id, %reason, reservation = %id, "settlement unavailable; hold left confirming");
             Err((
                 "upstream_unavailable",
                 Problem::upstream_unavailable(
@@ -153,23 +158,52 @@ async fn try_confirm(
     }
 }
 
-/// What a refusal from settlement means for the hold and the buyer.
-fn refusal(status: u16, code: &str) -> (AbortTo, &'static str, Problem) {
+/// A confirm whose token has expired: refused, unless the hold shows an earlier try of this
+/// confirm got as far as settlement (`confirming`: the outcome is open; `confirmed`: the
+/// order exists). Then the retry goes on, and settlement answers with the order if SQL has it.
+async fn expired_token_retry(
+    state: &EdgeState,
+    token: &str,
+    buyer: &BuyerId,
+) -> Result<ReservationClaims, Refusal> {
+    let expired = || ("expired", Problem::from(TokenError::Expired));
+    // Signature, key and audience are still checked, and the owner, before any store call:
+    // only the age is forgiven.
+    let claims = state
+        .verifier
+        .verify_ignoring_expiry(token)
+        .map_err(|error| ("invalid_token", Problem::from(error)))?;
+    if claims.sub != *buyer {
+        return Err(("not_owner", ReservationError::NotOwner.into()));
+    }
+    match state.store.get_hold(&claims.rid).await {
+        Ok(hold) if matches!(hold.state, HoldState::Confirming | HoldState::Confirmed) => {
+            Ok(claims)
+        }
+        _ => Err(expired()),
+    }
+}
+
+/// What a refusal from settlement means for the hold (`None`: it stays `confirming`) and the
+/// buyer. Only SQL's "no stock" or "no product" frees the units at once; settlement looks up
+/// an existing order before it judges the token, so its other refusals cannot hide an order,
+/// but an earlier try may still be on its way to SQL: the reconciler decides those.
+fn refusal(status: u16, code: &str) -> (Option<AbortTo>, &'static str, Problem) {
     match (status, code) {
         // SQL has no unit left for it: the store drifted; give the units back.
         (409, _) => (
-            AbortTo::Released,
+            Some(AbortTo::Released),
             "sold_out",
             Problem::new(409, "sold_out", "sold out: the order could not be settled"),
         ),
         (404, _) => (
-            AbortTo::Released,
+            Some(AbortTo::Released),
             "unknown_sku",
             ReservationError::UnknownSku.into(),
         ),
-        (410, _) => (AbortTo::Held, "expired", ReservationError::Expired.into()),
+        (410, _) => (None, "expired", ReservationError::Expired.into()),
         (401, _) => (
-            AbortTo::Held,
+            None,
             "invalid_token",
             Problem::new(
                 401,
@@ -178,7 +212,7 @@ fn refusal(status: u16, code: &str) -> (AbortTo, &'static str, Problem) {
             ),
         ),
         _ => (
-            AbortTo::Held,
+            None,
             "rejected",
             Problem::new(
                 502,

@@ -6,7 +6,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use backend_adapters::sql::{SettleOutcome, SettleRequest};
+use backend_adapters::sql::{SettleOutcome, SettleRequest, orders};
+use reservation_core::TokenError;
 use serde::Deserialize;
 
 use super::{Shared, json_response};
@@ -43,10 +44,13 @@ async fn settle_inner(
     body: &Bytes,
 ) -> Result<(StatusCode, OrderView), ApiError> {
     let body: SettleBody = super::json_body(body)?;
-    let claims = state
-        .verifier
-        .verify(&body.reservation_token)
-        .map_err(|e| ApiError::token(&e))?;
+    let claims = match state.verifier.verify(&body.reservation_token) {
+        Ok(claims) => claims,
+        Err(TokenError::Expired) => {
+            return existing_order_of_expired_token(state, headers, &body.reservation_token).await;
+        }
+        Err(e) => return Err(ApiError::token(&e)),
+    };
     if claims.rid.sku() != claims.sku {
         return Err(ApiError::new(
             401,
@@ -83,5 +87,35 @@ async fn settle_inner(
             ))
         }
         SettleOutcome::UnknownSku => Err(ApiError::new(404, "unknown_sku", "unknown sku")),
+    }
+}
+
+/// A token that expired may belong to a confirm whose first try committed (the answer was lost
+/// and the buyer retries late): the order is returned then; without one the token is expired.
+/// The signature, audience and owner are checked as for a live token.
+async fn existing_order_of_expired_token(
+    state: &super::AppState,
+    headers: &HeaderMap,
+    token: &str,
+) -> Result<(StatusCode, OrderView), ApiError> {
+    let expired = || ApiError::token(&TokenError::Expired);
+    let claims = state
+        .verifier
+        .verify_ignoring_expiry(token)
+        .map_err(|e| ApiError::token(&e))?;
+    if let Ok(sub) = super::buyer(headers)
+        && sub != claims.sub.as_str()
+    {
+        return Err(ApiError::new(
+            403,
+            "not_owner",
+            "this reservation belongs to another buyer",
+        ));
+    }
+    match orders::by_reservation(&state.db, claims.rid.as_str()).await? {
+        Some(order) if order.user_sub == claims.sub.as_str() => {
+            Ok((StatusCode::OK, OrderView::from(&order)))
+        }
+        _ => Err(expired()),
     }
 }
