@@ -271,9 +271,11 @@ async fn readiness(state: &EdgeState, request_id: &str) -> Reply {
         Err(_) => failing.push("reservation store: timed out".to_owned()),
     }
     if let Some(redis) = &state.redis {
-        match redis.scripts_loaded().await {
-            Ok(true) => {}
-            Ok(false) => failing.push("redis: lua scripts not loaded".to_owned()),
+        match redis.ensure_scripts_loaded().await {
+            Ok(false) => {}
+            Ok(true) => {
+                tracing::warn!("redis had lost the lua scripts (restart or flush); reloaded")
+            }
             Err(error) => failing.push(format!("redis: {error}")),
         }
     }
