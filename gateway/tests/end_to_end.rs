@@ -49,6 +49,8 @@ impl World {
         config.redis_key_prefix = prefix.clone();
         config.database_url = Some(database_url.clone());
         config.settlement.redis_key_prefix = format!("{prefix}-settlement");
+        // Its own stream: the relay skips ids at or below a shared stream's last id.
+        config.settlement.outbox.stream = format!("{prefix}:events");
         config.upstream.settle_timeout_ms = 5_000;
         // The harness's short slowloris deadline would cut off clients of a loaded box.
         config.limits.header_read_timeout_ms = 10_000;
