@@ -4,7 +4,7 @@
 //! and every answer the clients got.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -282,6 +282,8 @@ pub struct Outcome {
     pub answers: std::collections::BTreeMap<String, usize>,
     /// What the reconciler found (SKU report) before the check.
     pub reconcile: serde_json::Value,
+    /// SQL `sold` sampled every 100 ms while the sale and the fault ran.
+    pub sql_sold_watch: SoldWatch,
     pub report: Report,
     pub history_file: PathBuf,
 }
@@ -327,6 +329,12 @@ pub async fn run(world: &mut World, fault: Fault, size: &RunSize) -> anyhow::Res
     let progress = Arc::new(Progress::default());
     let started = Instant::now();
     let load = tokio::spawn(flash_sale::run(sale, progress.clone()));
+    let sold_seen = Arc::new(Mutex::new(SoldWatch::default()));
+    let watch = tokio::spawn(watch_sql_sold(
+        world.postgres.url(),
+        sku.clone(),
+        sold_seen.clone(),
+    ));
 
     while progress.finished() < size.strike_after && !load.is_finished() {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -334,6 +342,8 @@ pub async fn run(world: &mut World, fault: Fault, size: &RunSize) -> anyhow::Res
     let struck = world.strike(fault).await?;
     let records = load.await??;
     let load_secs = started.elapsed().as_secs_f64();
+    watch.abort();
+    let sql_sold_watch = sold_seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
     world.wait_ready(Duration::from_secs(30)).await?;
 
     // Holds end by their TTL; stuck confirms by the reconciler after its grace.
@@ -357,7 +367,16 @@ pub async fn run(world: &mut World, fault: Fault, size: &RunSize) -> anyhow::Res
         &records,
     )
     .await?;
-    let report = invariants::check(&observed, &records, true);
+    let mut report = invariants::check(&observed, &records, true);
+    if sql_sold_watch.max > size.stock as i64 {
+        report.violations.push(invariants::Violation {
+            invariant: "sql_sold_within_stock",
+            detail: format!(
+                "SQL sold reached {} of {} during the run",
+                sql_sold_watch.max, size.stock
+            ),
+        });
+    }
     Ok(Outcome {
         fault,
         sku,
@@ -367,9 +386,40 @@ pub async fn run(world: &mut World, fault: Fault, size: &RunSize) -> anyhow::Res
         drained_secs: drained.as_secs_f64(),
         answers: tally_answers(&records),
         reconcile,
+        sql_sold_watch,
         report,
         history_file,
     })
+}
+
+/// The highest SQL `sold` seen while the run went on (reads fail while PostgreSQL is down).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SoldWatch {
+    pub samples: usize,
+    pub max: i64,
+}
+
+/// Samples SQL `sold` of `sku` into `seen` every 100 ms until the task is aborted.
+async fn watch_sql_sold(database_url: String, sku: String, seen: Arc<Mutex<SoldWatch>>) {
+    loop {
+        if let Ok(db) = backend_adapters::sql::Db::connect(&database_url, 1).await {
+            while let Ok(sold) =
+                sqlx::query_scalar::<_, i64>("SELECT sold FROM products WHERE sku = $1")
+                    .bind(&sku)
+                    .fetch_one(db.pool())
+                    .await
+            {
+                {
+                    let mut watch = seen.lock().unwrap_or_else(|e| e.into_inner());
+                    watch.samples += 1;
+                    watch.max = watch.max.max(sold);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        // PostgreSQL is down or restarting: connect again.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn tally_answers(records: &[Record]) -> std::collections::BTreeMap<String, usize> {

@@ -154,7 +154,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
             all_ok &= outcome.ok();
             let t = &outcome.report.tally;
             println!(
-                "{:<17} {}  orders {} = {} units of {}  reserves ok {} / unknown {}  confirms ok {} / unknown {}  released {}  load {:.1} s  drained {:.1} s  repaired {}  violations {}",
+                "{:<17} {}  orders {} = {} units of {}  reserves ok {} / unknown {}  confirms ok {} / unknown {}  released {}  load {:.1} s  drained {:.1} s  SQL sold max {} ({} samples)  repaired {}  violations {}",
                 fault.name(),
                 if outcome.ok() { "PASS" } else { "FAIL" },
                 t.sql_orders,
@@ -167,6 +167,8 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
                 t.releases_acknowledged,
                 outcome.load_secs,
                 outcome.drained_secs,
+                outcome.sql_sold_watch.max,
+                outcome.sql_sold_watch.samples,
                 outcome.reconcile["repaired"],
                 outcome.report.violations.len()
             );
