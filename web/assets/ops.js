@@ -1,6 +1,6 @@
-// The ops console: per-SKU stock (Redis counters next to SQL, with drift) from the
-// settlement's reconcile report, the gateway's counters turned into per-second rates, the
-// settlement lag, and the rate-limit rules in force. Actions: open or pause a sale, restock.
+// The ops console: per-SKU stock (Redis counters next to SQL, with drift) and the settlement
+// lag from the settlement's reconcile report, the gateway's counters turned into per-second
+// rates, and the rate-limit rules in force. Actions: open or pause a sale, restock.
 
 import { el, get, notify, request, setUpSignIn } from "/assets/api.js";
 
@@ -23,6 +23,7 @@ async function refresh() {
     ]);
     for (const product of products) catalog.set(product.sku, product);
     showRates(edge);
+    showLag(report.outbox);
     showStock(report);
     showRules(edge.ratelimit);
   } catch (error) {
@@ -45,12 +46,13 @@ function showRates(edge) {
     text("rate-confirms", rate((c) => sum(c.confirms, ["created"])));
   }
   previous = now;
-  const lag = edge.settlement;
-  text("settlement-lag", lag ? `${lag.outbox_lag_seconds.toFixed(1)} s` : "n/a");
-  text("settlement-pending", lag
-    ? `${lag.outbox_pending} events not yet relayed`
-    : "separate service: see its /metrics");
   text("redis-state", edge.redis_degraded ? "DOWN (degraded)" : "up");
+}
+
+/** The settlement lag: how far the outbox relay (SQL → Redis stream) is behind. */
+function showLag(outbox) {
+  text("settlement-lag", `${outbox.lag_seconds.toFixed(1)} s`);
+  text("settlement-pending", `${outbox.pending} events not yet relayed`);
 }
 
 const text = (id, value) => (document.getElementById(id).textContent = value);

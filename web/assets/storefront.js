@@ -83,7 +83,7 @@ async function reserve(sku, button) {
   notify(`Reserving ${nameOf(sku)}…`);
   try {
     const { body } = await request("POST", "/api/v1/reservations", { sku, qty: 1 }, {
-      onRetry: (attempt, why) => notify(`The shop is busy (${why}); retrying safely… (attempt ${attempt + 1})`),
+      onRetry: retryNotice,
     });
     showHold(body);
     notify(`Reserved ${body.qty} × ${nameOf(sku)}. Confirm before the countdown runs out.`, "ok");
@@ -160,7 +160,7 @@ async function confirmHold(id) {
   hold.node.querySelectorAll("button").forEach((b) => (b.disabled = true));
   try {
     const { body: order } = await request("POST", "/api/v1/orders", { reservation_token: hold.reservation.token }, {
-      onRetry: (attempt, why) => notify(`The shop is busy (${why}); retrying safely… (attempt ${attempt + 1})`),
+      onRetry: retryNotice,
     });
     finishHold(hold, "confirmed", `Ordered (…${order.order_id.slice(-8)})`);
     notify(`Order placed: ${order.qty} × ${name} for ${money(order.total)}.`, "ok");
@@ -229,6 +229,12 @@ async function cancel(order) {
   }
   loadOrders();
   refreshStock(order.sku);
+}
+
+/** Tells the buyer a retry is under way (api.js decides when; the key stays the same). */
+function retryNotice(attempt, why) {
+  const cause = why === "network" ? "No answer from the shop" : `The shop is busy (${why})`;
+  notify(`${cause}; retrying safely… (attempt ${attempt + 1})`);
 }
 
 /** The message for failures every action shares. */

@@ -1,8 +1,8 @@
 //! `GET /api/v1/admin/edge` (ops role): what only the gateway knows, for the ops console.
 //! Counters since start (the console turns two readings into per-second rates): requests,
 //! 429 answers, reservations and confirms by outcome; the rate-limit rules in force with their
-//! decisions and how the last load of the rules file went; whether Redis is down; and, when
-//! the settlement service runs in this process (`all-in-one`), its outbox relay lag.
+//! decisions and how the last load of the rules file went; and whether Redis is down. (The
+//! settlement's numbers, drift and outbox lag, come from `GET /api/v1/admin/reconcile`.)
 //!
 //! Everything is read from this process's metrics registry and rate limiter, so the numbers
 //! are the ones `/metrics` shows.
@@ -22,8 +22,6 @@ struct EdgeStats {
     generated_at: String,
     counters: Counters,
     redis_degraded: bool,
-    /// `None` when the settlement service runs in another process (see its `/metrics`).
-    settlement: Option<SettlementLag>,
     ratelimit: RateLimits,
 }
 
@@ -33,14 +31,6 @@ struct Counters {
     responses_429: u64,
     reservations: BTreeMap<String, u64>,
     confirms: BTreeMap<String, u64>,
-}
-
-#[derive(Serialize)]
-struct SettlementLag {
-    /// Outbox events not yet published to the stream.
-    outbox_pending: i64,
-    /// Age of the oldest unpublished event.
-    outbox_lag_seconds: f64,
 }
 
 #[derive(Serialize)]
@@ -95,18 +85,10 @@ fn by_label(family: &MetricFamily, name: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
-fn gauge(family: &MetricFamily) -> f64 {
-    family
-        .get_metric()
-        .first()
-        .map_or(0.0, |m| m.get_gauge().get_value())
-}
-
 /// The answer (the route's access check already required the ops role).
 pub fn report(state: &EdgeState) -> Reply {
     let mut counters = Counters::default();
     let mut decisions: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    let (mut outbox_pending, mut outbox_lag) = (None, None);
     for family in state.metrics.registry().gather() {
         match family.name() {
             "stockgate_requests_total" => {
@@ -132,8 +114,6 @@ pub fn report(state: &EdgeState) -> Reply {
                     }
                 }
             }
-            "stockgate_outbox_pending" => outbox_pending = Some(gauge(&family) as i64),
-            "stockgate_outbox_lag_seconds" => outbox_lag = Some(gauge(&family)),
             _ => {}
         }
     }
@@ -160,10 +140,6 @@ pub fn report(state: &EdgeState) -> Reply {
         generated_at: rfc3339_ms(now_ms),
         counters,
         redis_degraded: state.redis_down(),
-        settlement: outbox_pending.map(|pending| SettlementLag {
-            outbox_pending: pending,
-            outbox_lag_seconds: outbox_lag.unwrap_or(0.0),
-        }),
         ratelimit: RateLimits {
             file: limiter.rules_file().map(|p| p.display().to_string()),
             rules,

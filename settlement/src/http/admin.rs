@@ -1,6 +1,6 @@
 //! The catalog reads (anyone; the gateway caches them) and the ops routes: product upsert
 //! (SQL and the reservation store together), status changes under the fenced lock, and the
-//! drift report.
+//! drift report (with the outbox relay's lag: the ops console's "settlement lag").
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -10,11 +10,11 @@ use backend_adapters::sql::OrderStatus;
 use backend_adapters::sql::orders::{self, StatusOutcome};
 use backend_adapters::sql::products::{self, UpsertOutcome};
 use reservation_core::Sku;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Shared, json_body, json_response, listed_versions, lock_order, ops};
 use crate::error::ApiError;
-use crate::maintenance::{self, MaintenanceError, ReconcileOptions};
+use crate::maintenance::{self, MaintenanceError, ReconcileOptions, ReconcileReport};
 use crate::views::{OrderView, ProductInput, ProductView};
 
 fn unknown_sku() -> ApiError {
@@ -145,6 +145,22 @@ pub(crate) async fn set_status(
     }
 }
 
+/// `GET /api/v1/admin/reconcile`: the drift report and how far the outbox relay is behind.
+#[derive(Serialize)]
+struct ReconcileView {
+    #[serde(flatten)]
+    report: ReconcileReport,
+    outbox: OutboxLag,
+}
+
+#[derive(Serialize)]
+struct OutboxLag {
+    /// Outbox events not yet published to the stream.
+    pending: i64,
+    /// Age of the oldest of them (0 when none).
+    lag_seconds: f64,
+}
+
 /// The drift report (no repair: repairing is `stockgate reconcile --repair`).
 pub(crate) async fn reconcile(
     State(state): Shared,
@@ -166,5 +182,13 @@ pub(crate) async fn reconcile(
         MaintenanceError::Database(e) => ApiError::from(e),
         MaintenanceError::Store(e) => ApiError::from(e),
     })?;
-    Ok(json_response(StatusCode::OK, &report, None))
+    let (pending, lag_ms) = backend_adapters::sql::outbox::lag(&state.db).await?;
+    let view = ReconcileView {
+        report,
+        outbox: OutboxLag {
+            pending,
+            lag_seconds: lag_ms as f64 / 1000.0,
+        },
+    };
+    Ok(json_response(StatusCode::OK, &view, None))
 }
