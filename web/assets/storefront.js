@@ -82,10 +82,10 @@ async function reserve(sku, button) {
   button.disabled = true;
   notify(`Reserving ${nameOf(sku)}…`);
   try {
-    const { body } = await request("POST", "/api/v1/reservations", { sku, qty: 1 }, {
+    const { body, headers } = await request("POST", "/api/v1/reservations", { sku, qty: 1 }, {
       onRetry: retryNotice,
     });
-    showHold(body);
+    showHold(body, serverOffsetMs(headers));
     notify(`Reserved ${body.qty} × ${nameOf(sku)}. Confirm before the countdown runs out.`, "ok");
   } catch (error) {
     notify(reserveMessage(error, sku), "error");
@@ -112,7 +112,16 @@ function reserveMessage(error, sku) {
   }
 }
 
-function showHold(reservation) {
+/**
+ * The server's clock minus this browser's, from a response's Date header (whole seconds, so
+ * +0.5 s on average): the countdown runs on the server's time, whatever the browser's says.
+ */
+function serverOffsetMs(headers) {
+  const date = Date.parse(headers.get("date") ?? "");
+  return Number.isFinite(date) ? date + 500 - Date.now() : 0;
+}
+
+function showHold(reservation, offsetMs) {
   const list = document.getElementById("holds");
   if (!holds.size) list.replaceChildren();
   const node = el("li", { class: "hold", "data-reservation": reservation.reservation_id, "data-state": "held" },
@@ -121,7 +130,7 @@ function showHold(reservation) {
     el("button", { type: "button", "data-role": "confirm", onclick: () => confirmHold(reservation.reservation_id) }, "Confirm order"),
     el("button", { type: "button", class: "secondary", "data-role": "release", onclick: () => releaseHold(reservation.reservation_id) }, "Release"),
   );
-  holds.set(reservation.reservation_id, { reservation, node });
+  holds.set(reservation.reservation_id, { reservation, node, offsetMs });
   list.append(node);
   tickCountdowns();
 }
@@ -130,7 +139,7 @@ function showHold(reservation) {
 function tickCountdowns() {
   for (const hold of holds.values()) {
     if (hold.node.dataset.state !== "held") continue;
-    const left = Date.parse(hold.reservation.expires_at) - Date.now();
+    const left = Date.parse(hold.reservation.expires_at) - (Date.now() + hold.offsetMs);
     if (left <= 0) {
       expireHold(hold);
       continue;

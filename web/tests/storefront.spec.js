@@ -87,6 +87,13 @@ test("buy a product end to end", async ({ page, request }) => {
   expect(posts.map((p) => p.path)).toEqual(["/api/v1/reservations", "/api/v1/orders"]);
   expect(posts.every((p) => /^[0-9a-f]{32}$/.test(p.key))).toBe(true);
   expect(posts[0].key).not.toBe(posts[1].key);
+
+  // My orders → Cancel (If-Match with the order's version): the unit goes back on sale.
+  await row.getByRole("button", { name: "Cancel" }).click();
+  await expect(notice(page)).toHaveText("Order for End-to-end mug cancelled; the stock went back.");
+  await expect(page.locator("#orders tbody tr[data-status=cancelled]")).toHaveCount(1);
+  await expect(item.locator("[data-role=availability]")).toHaveText("3 available");
+  expect((await reconcileLine(request, sku)).sql_sold).toBe(0);
 });
 
 test("two browser contexts race for the last unit: one order, one clear sold out", async ({ browser, request }) => {
