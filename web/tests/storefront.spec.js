@@ -61,6 +61,10 @@ test("buy a product end to end", async ({ page, request }) => {
   const sku = uniqueSku("BUY");
   await putProduct(request, sku, { name: "End-to-end mug", total_stock: 3 });
   const posts = recordPosts(page);
+  // A script blocked by the content security policy, or one that throws, shows up here.
+  const errors = [];
+  page.on("pageerror", (error) => errors.push(error.message));
+  page.on("console", (message) => message.type() === "error" && errors.push(message.text()));
   await signIn(page, "buyer-e2e");
   const item = card(page, sku);
   await expect(item.locator("[data-role=availability]")).toHaveText("3 available");
@@ -94,6 +98,7 @@ test("buy a product end to end", async ({ page, request }) => {
   await expect(page.locator("#orders tbody tr[data-status=cancelled]")).toHaveCount(1);
   await expect(item.locator("[data-role=availability]")).toHaveText("3 available");
   expect((await reconcileLine(request, sku)).sql_sold).toBe(0);
+  expect(errors).toEqual([]);
 });
 
 test("two browser contexts race for the last unit: one order, one clear sold out", async ({ browser, request }) => {
