@@ -34,7 +34,7 @@ struct ConfirmBody {
 /// Parses `{"reservation_token"}` into the token text; a bad body is a 400 problem (public for
 /// the fuzz target in `fuzz/`).
 pub fn parse_confirm_body(body: &[u8]) -> Result<String, Problem> {
-    let input: ConfirmBody = serde_json::from_slice(body).map_err(|e| {
+    let input: ConfirmBody = respond::json_object(body).map_err(|e| {
         Problem::bad_request(format!("body must be {{\"reservation_token\"}}: {e}"))
     })?;
     Ok(input.reservation_token)

@@ -34,7 +34,7 @@ pub struct ReserveInput {
 /// Parses `{"sku", "qty"}`; every malformed, mistyped or out-of-range body is a 400 problem
 /// (public for the fuzz target in `fuzz/`).
 pub fn parse_reserve_body(body: &[u8]) -> Result<ReserveInput, Problem> {
-    let input: ReserveBody = serde_json::from_slice(body)
+    let input: ReserveBody = respond::json_object(body)
         .map_err(|e| Problem::bad_request(format!("body must be {{\"sku\", \"qty\"}}: {e}")))?;
     Ok(ReserveInput {
         sku: Sku::parse(&input.sku)?,

@@ -5,6 +5,7 @@ use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::EdgeLimits;
 use crate::problem::Problem;
@@ -148,6 +149,16 @@ pub async fn read_body(session: &mut Session, limits: &EdgeLimits) -> Result<Byt
     tokio::time::timeout(limits.body_read_timeout, read_all)
         .await
         .unwrap_or_else(|_| Err(body_timeout()))
+}
+
+/// Parses a request body that must be one JSON object. Serde also fills a struct from a JSON
+/// array of its fields in order (`["HOT", 1]` for `{"sku","qty"}`); the API takes objects
+/// only, so anything that does not start with `{` is refused before serde sees it.
+pub fn json_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err("expected a JSON object".to_owned());
+    }
+    serde_json::from_slice(body).map_err(|e| e.to_string())
 }
 
 /// The answer to a request body that did not arrive in time.

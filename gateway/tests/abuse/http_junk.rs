@@ -79,6 +79,18 @@ pub fn cases(buyer: &str, ops: &str) -> Vec<Junk> {
             Plain(400),
         ),
         junk(
+            "http/2 preface on http/1",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            Plain(400),
+        ),
+        junk(
+            "absolute-form target to an ops route",
+            format!(
+                "GET http://evil.example/api/v1/admin/reconcile HTTP/1.1\r\nhost: evil.example\r\n{auth}\r\n"
+            ),
+            Problem(403, "forbidden"),
+        ),
+        junk(
             "path traversal to admin",
             format!(
                 "PUT /api/v1/../admin/products/HOT HTTP/1.1\r\nhost: x\r\n{auth}content-length: 0\r\n\r\n"

@@ -345,7 +345,15 @@ async fn another_buyers_ids_and_ops_routes_are_refused() {
             get(&world.url("/api/v1/admin/reconcile")).bearer_auth(&bob),
             FORBIDDEN,
         ),
-        // Ops may change a status, but only the status.
+        // Ops may change a status, but only the status, and only as an object.
+        (
+            "ops status as an array",
+            post(&status_url)
+                .bearer_auth(world.idp.ops_token("olga"))
+                .header("content-type", "application/json")
+                .body(r#"["shipped"]"#),
+            (400, "invalid_request"),
+        ),
         (
             "ops status with a price",
             post(&status_url)

@@ -172,8 +172,13 @@ pub(crate) fn ops(headers: &HeaderMap) -> Result<String, ApiError> {
     Ok(buyer(headers).unwrap_or_else(|_| "ops".to_owned()))
 }
 
-/// Parses a JSON body into `T`, as a 400 problem when it does not fit.
+/// Parses a JSON object body into `T`, as a 400 problem when it does not fit. Serde would also
+/// fill a struct from a JSON array of its fields (`["shipped"]` for `{"status"}`); every body
+/// of this API is an object, so anything not starting with `{` is refused first.
 pub(crate) fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_request("body: expected a JSON object"));
+    }
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body: {e}")))
 }
 
