@@ -22,10 +22,12 @@ fn invalid(field: &'static str, reason: &str) -> ReservationError {
     }
 }
 
-/// A stock-keeping unit: 1..=64 characters of `[A-Za-z0-9._-]`.
+/// A stock-keeping unit: 1..=64 characters of `[A-Za-z0-9._-]`, not only dots.
 ///
 /// The narrow alphabet keeps SKUs free of `{`/`}` (they become Redis Cluster hash tags) and of
-/// the `_` separator's ambiguity inside a [`ReservationId`] (the SKU is its last part).
+/// the `_` separator's ambiguity inside a [`ReservationId`] (the SKU is its last part). A SKU
+/// of dots alone (`.`, `..`) would be a dot segment in `/api/v1/stock/{sku}`, which the gateway
+/// refuses as an ambiguous path: such a product could never be addressed.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Sku(String);
@@ -43,6 +45,9 @@ impl Sku {
                 "sku",
                 "may contain only letters, digits, '-', '.' and '_'",
             ));
+        }
+        if raw.bytes().all(|b| b == b'.') {
+            return Err(invalid("sku", "may not be only dots"));
         }
         Ok(Sku(raw.to_owned()))
     }
@@ -449,6 +454,14 @@ mod tests {
         assert!(Sku::parse("").is_err());
         assert!(Sku::parse(&"a".repeat(65)).is_err());
         assert_eq!(Sku::parse("HOT-1.a_b").unwrap().as_str(), "HOT-1.a_b");
+    }
+
+    #[test]
+    fn sku_of_dots_alone_is_refused() {
+        for dots in [".", "..", "..."] {
+            assert!(Sku::parse(dots).is_err(), "{dots}");
+        }
+        assert!(Sku::parse("..a").is_ok());
     }
 
     #[test]

@@ -66,6 +66,7 @@ fn bad_reserve_bodies() -> Vec<(String, String, Expected)> {
             r#"{"sku":"../HOT","qty":1}"#,
             BAD_REQUEST,
         ),
+        ("sku of dots alone", r#"{"sku":"..","qty":1}"#, BAD_REQUEST),
         ("sku hash tag", r#"{"sku":"HOT}{x","qty":1}"#, BAD_REQUEST),
         ("sku redis glob", r#"{"sku":"HOT*","qty":1}"#, BAD_REQUEST),
         ("sku nul", r#"{"sku":"HOT\u0000","qty":1}"#, BAD_REQUEST),
