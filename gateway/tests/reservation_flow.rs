@@ -208,6 +208,29 @@ async fn a_replay_after_the_sell_out_still_returns_the_reservation() {
     assert_eq!((stock.available, stock.held), (0, 1));
 }
 
+/// Regression (redis-pause fault run): Redis ran a reserve but its reply came after the
+/// deadline (503); the SKU then sold out, and the buyer's retry under the same key was told
+/// `sold_out` from the edge's memory while its hold sat unseen until it expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_of_a_reserve_whose_answer_was_lost_gets_its_hold_after_the_sell_out() {
+    let gw = common::start().await;
+    let alice = gw.idp.token("alice");
+    gw.counting
+        .lose_reserve_answers
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let (status, problem) = body(gw.reserve(&alice, "k-lost", "TINY", 1).await).await;
+    assert_eq!(status, 503, "{problem}");
+    // The one unit is alice's: the next buyer makes the edge remember TINY as sold out.
+    let (status, _) = body(gw.reserve(&gw.idp.token("bob"), "k", "TINY", 1).await).await;
+    assert_eq!(status, 409);
+    let (status, replay) = body(gw.reserve(&alice, "k-lost", "TINY", 1).await).await;
+    assert_eq!(
+        status, 200,
+        "the retry gets the hold the lost answer made: {replay}"
+    );
+    assert_eq!(gw.snapshot("TINY").await.held, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settlement_unavailable_keeps_the_hold_confirming_and_a_retry_succeeds() {
     let gw = common::start().await;

@@ -153,6 +153,13 @@ async fn try_create(
         if error == ReservationError::SoldOut {
             state.sold_out.remember(&sku);
         }
+        if matches!(error, ReservationError::Backend { .. }) {
+            // The script may have run after the reply deadline (a paused Redis): a retry
+            // under this key must reach the store to get its hold back, never the memory.
+            state
+                .sold_out
+                .note_reservation(&request.buyer, &request.idempotency_key);
+        }
         Problem::from(error)
     })?;
     state

@@ -4,7 +4,8 @@
 //!
 //! An idempotent replay must still get its reservation back (200, same hold), so the edge also
 //! remembers the (buyer, idempotency key) of the last [`RECENT_RESERVATIONS`] reservations it
-//! made: a request under one of those keys always goes to the store. A replay that lands on
+//! made or may have made (the store's answer timed out): a request under one of those keys
+//! always goes to the store. A replay that lands on
 //! another replica within the short window is still told `sold_out`; retried after the window,
 //! it gets its reservation back.
 
@@ -52,7 +53,8 @@ impl SoldOutMemory {
         !recent.keys.contains(&(buyer.clone(), key.clone()))
     }
 
-    /// Records a reservation this replica made, so its replays reach the store.
+    /// Records a reservation this replica made, or may have made (its answer was lost to a
+    /// timeout), so its replays reach the store.
     pub fn note_reservation(&self, buyer: &BuyerId, key: &IdempotencyKey) {
         if self.ttl.is_zero() {
             return;

@@ -1,5 +1,6 @@
 //! A `ReservationStore` decorator that counts every call, so a test can assert that a
-//! request never reached the store at all (reads included).
+//! request never reached the store at all (reads included), and can lose the answers of
+//! reserves that did happen (a Redis reply timing out after the script ran).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,6 +14,8 @@ use reservation_core::{
 pub struct CountingStore {
     inner: Arc<dyn ReservationStore>,
     calls: AtomicUsize,
+    /// The next this-many reserves run, then answer a retryable backend error.
+    pub lose_reserve_answers: AtomicUsize,
 }
 
 impl CountingStore {
@@ -20,6 +23,7 @@ impl CountingStore {
         CountingStore {
             inner,
             calls: AtomicUsize::new(0),
+            lose_reserve_answers: AtomicUsize::new(0),
         }
     }
 
@@ -43,7 +47,17 @@ impl ReservationStore for CountingStore {
         self.count().configure_product(sku, stock).await
     }
     async fn reserve(&self, request: &ReserveRequest) -> StoreResult<Reservation> {
-        self.count().reserve(request).await
+        let reservation = self.count().reserve(request).await?;
+        let lose =
+            self.lose_reserve_answers
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if lose.is_ok() {
+            return Err(reservation_core::ReservationError::backend(
+                true,
+                "timed out (answer lost on purpose)",
+            ));
+        }
+        Ok(reservation)
     }
     async fn get_hold(&self, id: &ReservationId) -> StoreResult<Hold> {
         self.count().get_hold(id).await
