@@ -241,6 +241,8 @@ async fn dev_tokens_sign_in_buyers_and_ops_and_refuse_bad_input() {
         (json!({"buyer": "eve", "role": "admin"}), "invalid_request"),
         (json!({"buyer": "eve", "roles": ["ops"]}), "invalid_request"),
         (json!({"name": "eve"}), "invalid_request"),
+        // Serde would fill the struct from an array of its fields: objects only.
+        (json!(["eve", "ops"]), "invalid_request"),
     ] {
         let (status, problem) = body(mint(bad.clone()).await.unwrap()).await;
         assert_eq!(

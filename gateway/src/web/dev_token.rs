@@ -47,7 +47,7 @@ impl DevTokens {
 
     /// Validates the request and mints the token: 200 `{"token","sub","roles","expires_at"}`.
     pub fn mint(&self, body: &[u8], request_id: &str) -> Reply {
-        let request: TokenRequest = match serde_json::from_slice(body) {
+        let request: TokenRequest = match respond::json_object(body) {
             Ok(request) => request,
             Err(error) => {
                 let detail = format!(
