@@ -10,24 +10,10 @@ use std::time::Duration;
 
 use backend_adapters::sql::Db;
 use common::{Idp, body};
-use gateway::auth::{KeySet, KeySource};
 use gateway::config::Config;
-use gateway::embedded::{self, AllInOne};
+use gateway::embedded::AllInOne;
 use reservation_core::Sku;
 use serde_json::{Value, json};
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} must be set for the end-to-end tests (scripts/test.sh sets it)")
-    })
-}
-
-/// A fresh, empty PostgreSQL schema; the URL makes every connection use it.
-async fn postgres_schema_url() -> String {
-    backend_adapters::sql::scratch_schema_url(&env("DATABASE_URL"), "gw")
-        .await
-        .expect("a scratch schema on PostgreSQL at DATABASE_URL")
-}
 
 struct World {
     all: Option<AllInOne>,
@@ -40,31 +26,11 @@ struct World {
 
 impl World {
     async fn start(adjust: impl FnOnce(&mut Config)) -> World {
-        let database_url = postgres_schema_url().await;
         let prefix = format!("gwtest-{}", uuid::Uuid::new_v4().simple());
-        // The upstream address is replaced by the in-process settlement's.
-        let mut config = common::test_config("127.0.0.1:1".parse().unwrap());
-        config.server.threads = 2;
-        config.redis_url = Some(env("REDIS_URL"));
-        config.redis_key_prefix = prefix.clone();
-        config.database_url = Some(database_url.clone());
-        config.settlement.redis_key_prefix = format!("{prefix}-settlement");
-        // Its own stream: the relay skips ids at or below a shared stream's last id.
-        config.settlement.outbox.stream = format!("{prefix}:events");
-        config.upstream.settle_timeout_ms = 5_000;
-        // The harness's short slowloris deadline would cut off clients of a loaded box.
-        config.limits.header_read_timeout_ms = 10_000;
-        // On a box loaded by the parallel suite a Redis ping can take longer than the edge's
-        // 150 ms health deadline, and degraded mode answers 503 (it has its own tests).
-        config.degraded.redis_timeout_ms = 2_000;
+        let (mut config, database_url) = common::real_stack_config("gw", &prefix).await;
         adjust(&mut config);
-        config.validate().unwrap();
         let data_dir = config.data_dir.clone();
-        let idp = Idp::new();
-        let keys = KeySet::load(KeySource::Static(idp.jwks()), Duration::from_secs(10))
-            .await
-            .unwrap();
-        let all = embedded::start(config, Some(keys), false).await.unwrap();
+        let (all, idp) = common::start_real_stack(config).await;
         World {
             base: format!("http://{}", all.public_addr()),
             all: Some(all),

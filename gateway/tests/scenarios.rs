@@ -22,12 +22,11 @@ use backend_adapters::redis::lock::FencedLock;
 use backend_adapters::sql::orders::{self, StatusOutcome};
 use backend_adapters::sql::{Db, OrderStatus};
 use common::{Idp, body};
-use gateway::auth::{KeySet, KeySource};
 use gateway::cache::entry::Entry;
 use gateway::cache::now_ms;
 use gateway::config::Config;
 use gateway::edge::respond::rfc3339_ms;
-use gateway::embedded::{self, AllInOne};
+use gateway::embedded::AllInOne;
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
@@ -96,41 +95,16 @@ impl Stack {
     async fn start() -> Stack {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let prefix = format!("sgtest:{id}");
-        let database_url = backend_adapters::sql::scratch_schema_url(&env("DATABASE_URL"), "scen")
-            .await
-            .expect("a scratch schema on PostgreSQL at DATABASE_URL");
+        let (mut config, database_url) = common::real_stack_config("scen", &prefix).await;
         let rules_file = std::env::temp_dir().join(format!("stockgate-scen-rules-{id}.toml"));
         std::fs::write(&rules_file, RULES).unwrap();
-
-        // The upstream address is replaced by the in-process settlement's.
-        let mut config = common::test_config("127.0.0.1:1".parse().unwrap());
-        config.server.threads = 2;
-        config.redis_url = Some(env("REDIS_URL"));
-        config.redis_key_prefix = prefix.clone();
-        config.database_url = Some(database_url.clone());
-        config.settlement.redis_key_prefix = format!("{prefix}:settlement");
-        config.settlement.outbox.stream = format!("{prefix}:events");
         config.settlement.status_lock_lease_ms = STATUS_LOCK_LEASE_MS;
         config.cache.replica_id = Some("scen".into());
         // Fresh for a minute (the default is 5 s): a loaded machine cannot turn a hit into a
         // stale answer halfway through a scenario.
         config.cache.ttl_secs = 60;
         config.ratelimit.rules_file = Some(rules_file.clone());
-        config.upstream.settle_timeout_ms = 5_000;
-        // The harness's short slowloris deadline would cut off clients of a loaded box, and
-        // the edge's 150 ms Redis deadline would put it in degraded mode (503s): the scenarios
-        // are about the normal path (degraded mode has its own tests).
-        config.limits.header_read_timeout_ms = 10_000;
-        config.degraded.redis_timeout_ms = 2_000;
-        config.validate().unwrap();
-
-        let idp = Idp::new();
-        let keys = KeySet::load(KeySource::Static(idp.jwks()), Duration::from_secs(10))
-            .await
-            .unwrap();
-        let all = embedded::start(config.clone(), Some(keys), false)
-            .await
-            .unwrap();
+        let (all, idp) = common::start_real_stack(config.clone()).await;
         let redis = redis::Client::open(env("REDIS_URL"))
             .unwrap()
             .get_multiplexed_async_connection()

@@ -4,12 +4,10 @@
 //! case asserts "changed nothing" on the real data rather than on a mock.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use backend_adapters::sql::Db;
-use gateway::auth::{KeySet, KeySource};
 use gateway::config::Config;
-use gateway::embedded::{self, AllInOne};
+use gateway::embedded::AllInOne;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 
@@ -52,28 +50,13 @@ pub struct State {
 
 impl World {
     pub async fn start(adjust: impl FnOnce(&mut Config)) -> World {
-        let database_url = backend_adapters::sql::scratch_schema_url(&env("DATABASE_URL"), "abuse")
-            .await
-            .expect("a scratch schema on PostgreSQL at DATABASE_URL");
         let prefix = format!("sgtest:abuse-{}", uuid::Uuid::new_v4().simple());
-        let mut config = common::test_config("127.0.0.1:1".parse().unwrap());
-        config.server.threads = 2;
-        config.redis_url = Some(env("REDIS_URL"));
-        config.redis_key_prefix = prefix.clone();
-        config.database_url = Some(database_url.clone());
-        config.settlement.redis_key_prefix = format!("{prefix}-settlement");
-        config.upstream.settle_timeout_ms = 5_000;
-        config.limits.header_read_timeout_ms = 10_000;
+        let (mut config, database_url) = common::real_stack_config("abuse", &prefix).await;
         // No hold expires during a test: the state must stay still between two snapshots.
         config.reservations.hold_ttl_secs = 600;
         adjust(&mut config);
-        config.validate().unwrap();
         let data_dir = config.data_dir.clone();
-        let idp = Idp::new();
-        let keys = KeySet::load(KeySource::Static(idp.jwks()), Duration::from_secs(10))
-            .await
-            .unwrap();
-        let all = embedded::start(config, Some(keys), false).await.unwrap();
+        let (all, idp) = common::start_real_stack(config).await;
         let redis = redis::Client::open(env("REDIS_URL"))
             .unwrap()
             .get_multiplexed_async_connection()

@@ -302,6 +302,49 @@ pub fn test_config(settlement: SocketAddr) -> Config {
     config
 }
 
+fn required_env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} must be set for this test (scripts/test.sh sets it)"))
+}
+
+/// The configuration of the real stack in one process (`embedded::start`): the Redis
+/// reservation store and edge Redis under `prefix`, its own outbox stream, the settlement on a
+/// fresh scratch PostgreSQL schema (`sgtest_<label>_…`, its URL is returned too). Deadlines
+/// suit a box loaded by the parallel suite: the harness's short slowloris deadline and the
+/// edge's 150 ms Redis health deadline (degraded mode, 503s) would cut in otherwise.
+pub async fn real_stack_config(label: &str, prefix: &str) -> (Config, String) {
+    let database_url =
+        backend_adapters::sql::scratch_schema_url(&required_env("DATABASE_URL"), label)
+            .await
+            .expect("a scratch schema on PostgreSQL at DATABASE_URL");
+    // The upstream address is replaced by the in-process settlement's.
+    let mut config = test_config("127.0.0.1:1".parse().unwrap());
+    config.server.threads = 2;
+    config.redis_url = Some(required_env("REDIS_URL"));
+    config.redis_key_prefix = prefix.to_owned();
+    config.database_url = Some(database_url.clone());
+    config.settlement.redis_key_prefix = format!("{prefix}-settlement");
+    // Its own stream: the relay skips ids at or below a shared stream's last id.
+    config.settlement.outbox.stream = format!("{prefix}-events");
+    config.upstream.settle_timeout_ms = 5_000;
+    config.limits.header_read_timeout_ms = 10_000;
+    config.degraded.redis_timeout_ms = 2_000;
+    (config, database_url)
+}
+
+/// Starts the real stack with `config` (validated) and a test identity provider.
+pub async fn start_real_stack(config: Config) -> (gateway::embedded::AllInOne, Idp) {
+    config.validate().unwrap();
+    let idp = Idp::new();
+    let keys = KeySet::load(KeySource::Static(idp.jwks()), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let all = gateway::embedded::start(config, Some(keys), false)
+        .await
+        .unwrap();
+    (all, idp)
+}
+
 pub fn product(total: u64, limit: u32) -> ProductStock {
     ProductStock {
         total_stock: total,
