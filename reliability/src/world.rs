@@ -185,9 +185,17 @@ impl Postgres {
         let bin = postgres_bin_dir()?;
         let dir = dir.join("pgdata");
         std::fs::create_dir_all(&dir)?;
-        let port = free_port()?;
-        let pg = Postgres::Private { dir, port, bin };
-        pg.as_owner(&["chown", "-R", "postgres:postgres", "."], true)?;
+        if running_as_root()? {
+            // PostgreSQL refuses to run as root: the cluster belongs to `postgres`.
+            let mut chown = Command::new("chown");
+            chown.args(["-R", "postgres:postgres"]).arg(&dir);
+            run(chown)?;
+        }
+        let pg = Postgres::Private {
+            dir,
+            port: free_port()?,
+            bin,
+        };
         pg.pg_tool(
             "initdb",
             &[
@@ -203,14 +211,9 @@ impl Postgres {
             ],
         )?;
         pg.pg_ctl(&["start"])?;
-        let out = Command::new("psql")
-            .args([&pg.admin_url(), "-qAtc", "CREATE DATABASE chaos"])
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "creating the chaos database: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut create = Command::new("psql");
+        create.args([&pg.admin_url(), "-qAtc", "CREATE DATABASE chaos"]);
+        run(create)?;
         Ok(pg)
     }
 
@@ -262,43 +265,41 @@ impl Postgres {
         self.pg_tool("pg_ctl", &full)
     }
 
+    /// Runs one of PostgreSQL's programs in the data directory, as `postgres` when this
+    /// process is root.
     fn pg_tool(&self, tool: &str, args: &[&str]) -> anyhow::Result<()> {
-        let Postgres::Private { bin, .. } = self else {
+        let Postgres::Private { bin, dir, .. } = self else {
             bail!("not a private cluster")
         };
-        let program = bin.join(tool).to_string_lossy().into_owned();
-        let mut command = vec![program.as_str()];
-        command.extend(args);
-        self.as_owner(&command, false)
-    }
-
-    /// Runs a command in the data directory, as `postgres` when we are root (`as_root`: run
-    /// it as root instead, for the chown that hands the directory over).
-    fn as_owner(&self, command: &[&str], as_root: bool) -> anyhow::Result<()> {
-        let Postgres::Private { dir, .. } = self else {
-            bail!("not a private cluster")
-        };
-        let root = Command::new("id").arg("-u").output()?.stdout == b"0\n";
-        let mut cmd = if root && !as_root {
+        let program = bin.join(tool);
+        let mut command = if running_as_root()? {
             let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).args(command);
+            c.args(["-u", "postgres", "--"]).arg(program);
             c
-        } else if as_root && !root {
-            return Ok(()); // not root: the directory is already ours
         } else {
-            let mut c = Command::new(command[0]);
-            c.args(&command[1..]);
-            c
+            Command::new(program)
         };
-        let out = cmd.current_dir(dir).output()?;
-        ensure!(
-            out.status.success(),
-            "{command:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(())
+        command.args(args).current_dir(dir);
+        run(command).map(drop)
     }
+}
+
+fn running_as_root() -> anyhow::Result<bool> {
+    Ok(Command::new("id").arg("-u").output()?.stdout == b"0\n")
+}
+
+/// Runs a command to its end and returns what it printed; a failure carries its output.
+fn run(mut command: Command) -> anyhow::Result<Vec<u8>> {
+    let out = command
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
+    ensure!(
+        out.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(out.stdout)
 }
 
 impl Drop for Postgres {
@@ -431,12 +432,7 @@ leader_lease_ms = 3000
             gateway: None,
             settlement: None,
         };
-        let migrate = stockgate.command(&["migrate"]).output()?;
-        ensure!(
-            migrate.status.success(),
-            "stockgate migrate: {}",
-            String::from_utf8_lossy(&migrate.stderr)
-        );
+        run(stockgate.command(&["migrate"]))?;
         // The gateway writes the reservation-token keys the settlement verifies with.
         stockgate.start_gateway()?;
         stockgate.start_settlement()?;
@@ -503,56 +499,41 @@ leader_lease_ms = 3000
         prefix: &str,
         count: usize,
     ) -> anyhow::Result<Vec<crate::flash_sale::Buyer>> {
-        let out = self
-            .command(&[
-                "token",
-                "--sub-prefix",
-                prefix,
-                "--count",
-                &count.to_string(),
-                "--format",
-                "json",
-                "--ttl",
-                "2h",
-            ])
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "stockgate token: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(serde_json::from_slice(&out.stdout)?)
+        let count = count.to_string();
+        let args = [
+            "token",
+            "--sub-prefix",
+            prefix,
+            "--count",
+            &count,
+            "--format",
+            "json",
+            "--ttl",
+            "2h",
+        ];
+        Ok(serde_json::from_slice(&run(self.command(&args))?)?)
     }
 
     pub fn ops_token(&self) -> anyhow::Result<String> {
-        let out = self
-            .command(&[
-                "token",
-                "--sub",
-                "chaos-ops",
-                "--role",
-                "ops",
-                "--ttl",
-                "2h",
-            ])
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "stockgate token: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+        let args = [
+            "token",
+            "--sub",
+            "chaos-ops",
+            "--role",
+            "ops",
+            "--ttl",
+            "2h",
+        ];
+        Ok(String::from_utf8(run(self.command(&args))?)?
+            .trim()
+            .to_owned())
     }
 
     /// `stockgate reconcile --repair`; returns its JSON report.
     pub fn reconcile_repair(&self) -> anyhow::Result<serde_json::Value> {
-        let out = self.command(&["reconcile", "--repair"]).output()?;
-        ensure!(
-            out.status.success() || !out.stdout.is_empty(),
-            "stockgate reconcile: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(serde_json::from_slice(&out.stdout)?)
+        Ok(serde_json::from_slice(&run(
+            self.command(&["reconcile", "--repair"])
+        )?)?)
     }
 }
 
