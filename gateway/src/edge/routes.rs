@@ -197,12 +197,16 @@ pub fn classify(method: &Method, path: &str) -> Matched {
 /// segments (`//`), backslashes, and percent-encoded `/`, `\`, `.` or NUL. Such a request is
 /// refused before routing, so nothing is proxied on a guess.
 pub fn is_ambiguous_path(path: &str) -> bool {
-    let lower = path.to_ascii_lowercase();
-    path.contains('\\')
+    // Runs on every request: no allocation, one pass per check.
+    let encoded_separator = path.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && [b"2f", b"5c", b"2e", b"00"]
+                .iter()
+                .any(|e| w[1..].eq_ignore_ascii_case(*e))
+    });
+    encoded_separator
+        || path.contains('\\')
         || path.contains("//")
-        || ["%2f", "%5c", "%2e", "%00"]
-            .iter()
-            .any(|e| lower.contains(e))
         || path
             .split('/')
             .any(|segment| segment == "." || segment == "..")
