@@ -46,45 +46,21 @@ impl World {
     }
 
     async fn put_product(&self, sku: &str, total_stock: i64, limit: i64) {
-        let response = self
-            .http
-            .put(self.url(&format!("/api/v1/admin/products/{sku}")))
-            .bearer_auth(self.idp.ops_token("olga"))
-            .json(
-                &json!({"name": sku, "price_cents": 1999, "total_stock": total_stock,
-                          "per_buyer_limit": limit, "sale_state": "on_sale"}),
-            )
-            .send()
-            .await
-            .unwrap();
-        let (status, product) = body(response).await;
+        let product = json!({"name": sku, "price_cents": 1999, "total_stock": total_stock,
+                             "per_buyer_limit": limit, "sale_state": "on_sale"});
+        let ops = self.idp.ops_token("olga");
+        let (status, product) =
+            common::put_product(&self.http, &self.base, &ops, sku, &product).await;
         assert!(status == 200 || status == 201, "{product}");
     }
 
     async fn reserve(&self, token: &str, key: &str, sku: &str, qty: u32) -> (u16, Value) {
-        let response = self
-            .http
-            .post(self.url("/api/v1/reservations"))
-            .bearer_auth(token)
-            .header("idempotency-key", key)
-            .json(&json!({"sku": sku, "qty": qty}))
-            .send()
-            .await
-            .unwrap();
-        body(response).await
+        common::post_reservation(&self.http, &self.base, token, key, sku, qty).await
     }
 
     async fn confirm(&self, token: &str, reservation_token: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .post(self.url("/api/v1/orders"))
-            .bearer_auth(token)
-            .header("idempotency-key", uuid::Uuid::new_v4().to_string())
-            .json(&json!({"reservation_token": reservation_token}))
-            .send()
-            .await
-            .unwrap();
-        body(response).await
+        let key = uuid::Uuid::new_v4().to_string();
+        common::post_order(&self.http, &self.base, token, &key, reservation_token).await
     }
 
     async fn stock(&self, sku: &str) -> reservation_core::StockSnapshot {

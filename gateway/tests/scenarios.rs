@@ -173,45 +173,19 @@ impl Stack {
         total_stock: i64,
         limit: i64,
     ) -> (u16, Value) {
-        let response = self
-            .http
-            .put(self.url(&format!("/api/v1/admin/products/{sku}")))
-            .bearer_auth(self.idp.ops_token("olga"))
-            .json(
-                &json!({"name": format!("{sku} sneaker"), "price_cents": price_cents,
-                          "total_stock": total_stock, "per_buyer_limit": limit,
-                          "sale_state": "on_sale"}),
-            )
-            .send()
-            .await
-            .unwrap();
-        body(response).await
+        let product = json!({"name": format!("{sku} sneaker"), "price_cents": price_cents,
+                             "total_stock": total_stock, "per_buyer_limit": limit,
+                             "sale_state": "on_sale"});
+        let ops = self.idp.ops_token("olga");
+        common::put_product(&self.http, &self.base, &ops, sku, &product).await
     }
 
     async fn reserve(&self, token: &str, key: &str, sku: &str, qty: u32) -> (u16, Value) {
-        let response = self
-            .http
-            .post(self.url("/api/v1/reservations"))
-            .bearer_auth(token)
-            .header("idempotency-key", key)
-            .json(&json!({"sku": sku, "qty": qty}))
-            .send()
-            .await
-            .unwrap();
-        body(response).await
+        common::post_reservation(&self.http, &self.base, token, key, sku, qty).await
     }
 
     async fn confirm(&self, token: &str, key: &str, reservation_token: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .post(self.url("/api/v1/orders"))
-            .bearer_auth(token)
-            .header("idempotency-key", key)
-            .json(&json!({"reservation_token": reservation_token}))
-            .send()
-            .await
-            .unwrap();
-        body(response).await
+        common::post_order(&self.http, &self.base, token, key, reservation_token).await
     }
 
     /// `POST /api/v1/admin/orders/{id}/status` with `token`: the response itself, for its headers.

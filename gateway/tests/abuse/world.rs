@@ -88,33 +88,19 @@ impl World {
     }
 
     pub async fn put_product(&self, sku: &str, total_stock: i64, limit: i64) {
-        let response = self
-            .http
-            .put(self.url(&format!("/api/v1/admin/products/{sku}")))
-            .bearer_auth(self.idp.ops_token("olga"))
-            .json(
-                &json!({"name": sku, "price_cents": PRICE_CENTS, "total_stock": total_stock,
-                          "per_buyer_limit": limit, "sale_state": "on_sale"}),
-            )
-            .send()
-            .await
-            .unwrap();
-        let (status, product) = body(response).await;
+        let product = json!({"name": sku, "price_cents": PRICE_CENTS, "total_stock": total_stock,
+                             "per_buyer_limit": limit, "sale_state": "on_sale"});
+        let ops = self.idp.ops_token("olga");
+        let (status, product) =
+            common::put_product(&self.http, &self.base, &ops, sku, &product).await;
         assert!(status == 200 || status == 201, "{product}");
     }
 
     /// A new hold of `qty` HOT units for `token`'s buyer: (reservation id, reservation token).
     pub async fn hold(&self, token: &str, sku: &str, qty: u32) -> (String, String) {
-        let response = self
-            .http
-            .post(self.url("/api/v1/reservations"))
-            .bearer_auth(token)
-            .header("idempotency-key", uuid::Uuid::new_v4().to_string())
-            .json(&json!({"sku": sku, "qty": qty}))
-            .send()
-            .await
-            .unwrap();
-        let (status, created) = body(response).await;
+        let key = uuid::Uuid::new_v4().to_string();
+        let (status, created) =
+            common::post_reservation(&self.http, &self.base, token, &key, sku, qty).await;
         assert_eq!(status, 201, "{created}");
         (
             created["reservation_id"].as_str().unwrap().to_owned(),
@@ -123,16 +109,8 @@ impl World {
     }
 
     pub async fn confirm(&self, token: &str, reservation_token: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .post(self.url("/api/v1/orders"))
-            .bearer_auth(token)
-            .header("idempotency-key", uuid::Uuid::new_v4().to_string())
-            .json(&json!({"reservation_token": reservation_token}))
-            .send()
-            .await
-            .unwrap();
-        body(response).await
+        let key = uuid::Uuid::new_v4().to_string();
+        common::post_order(&self.http, &self.base, token, &key, reservation_token).await
     }
 
     /// A confirmed order of `qty` units: its JSON as the buyer saw it.

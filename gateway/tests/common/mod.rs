@@ -463,6 +463,63 @@ impl TestGateway {
 }
 
 /// Reads a JSON body, asserting the problem+json shape when the status is an error.
+/// `PUT /api/v1/admin/products/{sku}` with an ops token: status and body.
+pub async fn put_product(
+    http: &reqwest::Client,
+    base: &str,
+    ops_token: &str,
+    sku: &str,
+    product: &Value,
+) -> (u16, Value) {
+    let response = http
+        .put(format!("{base}/api/v1/admin/products/{sku}"))
+        .bearer_auth(ops_token)
+        .json(product)
+        .send()
+        .await
+        .unwrap();
+    body(response).await
+}
+
+/// `POST /api/v1/reservations` as the storefront sends it: status and body.
+pub async fn post_reservation(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    key: &str,
+    sku: &str,
+    qty: u32,
+) -> (u16, Value) {
+    let response = http
+        .post(format!("{base}/api/v1/reservations"))
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .json(&json!({"sku": sku, "qty": qty}))
+        .send()
+        .await
+        .unwrap();
+    body(response).await
+}
+
+/// `POST /api/v1/orders` (the confirm) as the storefront sends it: status and body.
+pub async fn post_order(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    key: &str,
+    reservation_token: &str,
+) -> (u16, Value) {
+    let response = http
+        .post(format!("{base}/api/v1/orders"))
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .json(&json!({"reservation_token": reservation_token}))
+        .send()
+        .await
+        .unwrap();
+    body(response).await
+}
+
 pub async fn body(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     assert!(
