@@ -118,7 +118,10 @@ pub async fn start(
     let (committer, worker) = Committer::start(db.clone(), metrics.clone(), &config);
     tasks.extend(worker);
 
-    let mut sinks: Vec<Arc<dyn OutboxSink>> = vec![Arc::new(StoreEffects(deps.store.clone()))];
+    let mut sinks: Vec<Arc<dyn OutboxSink>> = vec![Arc::new(StoreEffects {
+        store: deps.store.clone(),
+        metrics: metrics.clone(),
+    })];
     if let Some(publisher) = publisher {
         sinks.push(Arc::new(StreamSink(publisher)));
     }

@@ -60,7 +60,10 @@ impl OutboxSink for StreamSink {
 }
 
 /// Applies events to the reservation store: `order.cancelled` → `return_cancelled`.
-pub struct StoreEffects(pub Arc<dyn ReservationStore>);
+pub struct StoreEffects {
+    pub store: Arc<dyn ReservationStore>,
+    pub metrics: Metrics,
+}
 
 #[derive(Deserialize)]
 struct CancelledOrder {
@@ -88,15 +91,17 @@ impl OutboxSink for StoreEffects {
                 tracing::error!(event_id = event.id, "malformed order.cancelled event");
                 continue;
             };
-            match self.0.return_cancelled(&rid, &buyer, qty).await {
+            match self.store.return_cancelled(&rid, &buyer, qty).await {
                 Ok(_) => {}
                 // Only a store outage is worth retrying. Anything else (the store lost the
-                // SKU after a wipe, or its counters cannot give the units back) will not heal
-                // by retrying and must not block every later event: the reconciler reports
-                // the drift and its repair rebuilds the counters from SQL, which already
-                // counts the cancellation.
+                // SKU or the hold after a wipe or a failover) will not heal by retrying and
+                // must not block every later event: it is counted and logged as an error, the
+                // reconciler reports the drift and its repair rebuilds the counters from SQL,
+                // which already counts the cancellation. (A hold still `confirming` is not
+                // such a case: `return_cancelled` finishes it first.)
                 Err(e) if e.status_and_code().0 != 503 => {
-                    tracing::warn!(event_id = event.id, error = %e, "cancellation not applied to the store");
+                    self.metrics.relay_effects_failed.inc();
+                    tracing::error!(event_id = event.id, reservation_id = %rid, error = %e, "cancellation not applied to the store; run `stockgate reconcile --repair`");
                 }
                 Err(e) => {
                     return Err(RelayError::Sink {
