@@ -29,6 +29,9 @@ pub struct Metrics {
     /// `stockgate_relay_store_effects_failed_total`: events whose store effect could not be
     /// applied and will not be retried (the drift report shows the units; repair fixes them).
     pub relay_effects_failed: IntCounter,
+    /// `stockgate_outbox_stream_reassigned_total`: events appended with a Redis-assigned id
+    /// because the stream was ahead of the outbox (restored database, shared stream).
+    pub outbox_stream_reassigned: IntCounter,
 }
 
 impl Metrics {
@@ -104,6 +107,10 @@ impl Metrics {
                 "stockgate_relay_store_effects_failed_total",
                 "outbox events whose reservation-store effect failed for good (not retried)",
             )?,
+            outbox_stream_reassigned: IntCounter::new(
+                "stockgate_outbox_stream_reassigned_total",
+                "events appended with a Redis-assigned id: the stream was ahead of the outbox",
+            )?,
         };
         registry.register(Box::new(m.settlements.clone()))?;
         registry.register(Box::new(m.oversell_prevented.clone()))?;
@@ -117,6 +124,7 @@ impl Metrics {
         registry.register(Box::new(m.confirming_resolved.clone()))?;
         registry.register(Box::new(m.holds_expired.clone()))?;
         registry.register(Box::new(m.relay_effects_failed.clone()))?;
+        registry.register(Box::new(m.outbox_stream_reassigned.clone()))?;
         Ok(m)
     }
 

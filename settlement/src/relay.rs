@@ -1,7 +1,8 @@
 //! The outbox relay: publishes unpublished outbox rows in id order to its sinks, then marks
 //! them published. At least once with stable ids: a crash between delivering and marking
-//! delivers the same rows again, which the stream publisher skips (stream ids are the outbox
-//! ids) and the store effects ignore (`return_cancelled` is once per reservation id).
+//! delivers the same rows again, which the stream publisher skips (an entry `<outbox id>-0`
+//! with that id is already there) and the store effects ignore (`return_cancelled` is once per
+//! reservation id). Nothing is marked published that was not delivered to every sink.
 //!
 //! Sinks: [`StoreEffects`] applies the Redis side of an event itself (a cancellation returns
 //! its units with `return_cancelled`), so stock comes back even when no one consumes the
@@ -38,8 +39,13 @@ pub trait OutboxSink: Send + Sync {
     async fn deliver(&self, events: &[OutboxEvent]) -> Result<(), RelayError>;
 }
 
-/// Appends events to the Redis stream.
-pub struct StreamSink(pub StreamPublisher);
+/// Appends events to the Redis stream. Every event is appended (or was already there after
+/// a relay crash); one whose id the stream had passed is appended with a Redis-assigned id,
+/// counted in `stockgate_outbox_stream_reassigned_total` and logged, never dropped.
+pub struct StreamSink {
+    pub publisher: StreamPublisher,
+    pub metrics: Metrics,
+}
 
 #[async_trait]
 impl OutboxSink for StreamSink {
@@ -48,14 +54,25 @@ impl OutboxSink for StreamSink {
             .iter()
             .map(|e| (e.id, e.topic.as_str(), e.payload.as_str()))
             .collect();
-        self.0
+        let published = self
+            .publisher
             .publish(&items)
             .await
-            .map(|_| ())
             .map_err(|e| RelayError::Sink {
                 sink: "stream",
                 message: e.to_string(),
-            })
+            })?;
+        if published.reassigned > 0 {
+            self.metrics
+                .outbox_stream_reassigned
+                .inc_by(published.reassigned as u64);
+            tracing::warn!(
+                events = published.reassigned,
+                "the events stream is ahead of this outbox (a restored database, or another \
+                 deployment on the same stream): events appended with Redis-assigned ids"
+            );
+        }
+        Ok(())
     }
 }
 
