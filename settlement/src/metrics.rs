@@ -20,7 +20,8 @@ pub struct Metrics {
     pub outbox_pending: IntGauge,
     pub outbox_lag_seconds: prometheus::Gauge,
     pub outbox_published: IntCounter,
-    /// `stockgate_reconcile_sold_drift{sku}`: Redis sold + confirming − SQL sold.
+    /// `stockgate_reconcile_sold_drift{sku}`: Redis sold + confirming − SQL sold, less what
+    /// confirms in flight and cancellations not yet relayed explain.
     pub drift_sold: IntGaugeVec,
     /// `stockgate_reconcile_unbalanced{sku}`: 1 when Redis counters do not add up to total stock.
     pub drift_unbalanced: IntGaugeVec,
@@ -81,7 +82,7 @@ impl Metrics {
             drift_sold: IntGaugeVec::new(
                 Opts::new(
                     "stockgate_reconcile_sold_drift",
-                    "Redis sold + confirming minus SQL sold, per SKU (negative: Redis lost sales)",
+                    "Redis sold + confirming minus SQL sold, less confirms in flight and cancellations not yet relayed, per SKU (negative: Redis lost sales; positive: units off sale)",
                 ),
                 &["sku"],
             )?,

@@ -125,6 +125,32 @@ pub async fn mark_published(db: &Db, ids: &[i64]) -> Result<(), SqlError> {
 }
 
 /// How far the relay is behind: unpublished events and the age of the oldest, in ms.
+/// Units of cancelled orders whose `order.cancelled` event the relay has not delivered yet,
+/// per SKU: the store still counts them as sold (the reconciler's explained drift).
+pub async fn pending_cancellations(
+    db: &Db,
+) -> Result<std::collections::HashMap<String, i64>, SqlError> {
+    #[derive(serde::Deserialize)]
+    struct Cancelled {
+        sku: String,
+        qty: i64,
+    }
+    let rows = sqlx::query(
+        "SELECT payload FROM outbox WHERE published_at_ms IS NULL AND topic = $1 ORDER BY id",
+    )
+    .bind(topic::ORDER_CANCELLED)
+    .fetch_all(db.pool())
+    .await?;
+    let mut units = std::collections::HashMap::new();
+    for row in &rows {
+        let payload: String = row.try_get("payload")?;
+        let event: Cancelled = serde_json::from_str(&payload)
+            .map_err(|e| SqlError::Corrupt(format!("order.cancelled payload: {e}")))?;
+        *units.entry(event.sku).or_insert(0) += event.qty;
+    }
+    Ok(units)
+}
+
 pub async fn lag(db: &Db) -> Result<(i64, i64), SqlError> {
     let row = sqlx::query(
         "SELECT CAST(COUNT(*) AS BIGINT) AS n, CAST(COALESCE(MIN(created_at_ms), 0) AS BIGINT) AS oldest \
