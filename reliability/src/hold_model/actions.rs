@@ -223,7 +223,7 @@ pub(crate) fn enabled(m: &HoldModel, s: &State, out: &mut Vec<Action>) {
         if s.order_of(rid).is_some_and(|o| o.live) {
             out.push(Action::Cancel(rid));
         }
-        if s.reconciler == Reconciler::Idle && hold.state == HoldState::Confirming {
+        if b.reconciler && s.reconciler == Reconciler::Idle && hold.state == HoldState::Confirming {
             out.push(Action::ReconcilerDecides(rid));
         }
     }

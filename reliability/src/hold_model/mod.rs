@@ -42,9 +42,10 @@ mod scripts;
 pub mod state;
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use stateright::{Checker, HasDiscoveries, Model, Property};
+use stateright::{Checker, Expectation, HasDiscoveries, Model, Path, Property};
 
 pub use actions::Action;
 pub use state::State;
@@ -74,6 +75,8 @@ pub struct Bounds {
     /// Redis may lose a buyer's count (a write lost, as in a failover to a replica that
     /// missed it): the per-buyer limit then rests on SQL alone.
     pub redis_forgets_buyers: bool,
+    /// The reconciler runs (off only to show what breaks without its race).
+    pub reconciler: bool,
 }
 
 impl Bounds {
@@ -91,6 +94,7 @@ impl Bounds {
                 confirm_attempts: 1,
                 restock: false,
                 redis_forgets_buyers: false,
+                reconciler: true,
             },
             Bounds {
                 name: "one buyer's two reservations, a restock, redis forgets the buyer",
@@ -100,6 +104,7 @@ impl Bounds {
                 confirm_attempts: 1,
                 restock: true,
                 redis_forgets_buyers: true,
+                reconciler: true,
             },
             Bounds {
                 name: "two buyers' reservations, retried confirms, a restock",
@@ -109,6 +114,7 @@ impl Bounds {
                 confirm_attempts: 2,
                 restock: true,
                 redis_forgets_buyers: false,
+                reconciler: true,
             },
         ]
     }
@@ -161,8 +167,8 @@ pub enum Search<'a> {
     /// class of states equal up to the buyers' names (stateright's symmetry reduction, which
     /// only its depth-first search has).
     Exhaustive,
-    /// Breadth-first, so that each trace is a shortest one, until every named property has a
-    /// discovery (or every state was seen).
+    /// Breadth-first until every named property has a discovery (or every state was seen);
+    /// the named properties' traces are shortest ones.
     UntilFound(&'a [&'static str]),
 }
 
@@ -185,6 +191,7 @@ impl HoldModel {
         let symmetric =
             self.bounds.reserves.len() == 2 && self.bounds.reserves[0] == self.bounds.reserves[1];
         let started = Instant::now();
+        let model = self.clone();
         let builder = self.checker();
         match search {
             Search::Exhaustive if symmetric => summary(
@@ -197,17 +204,63 @@ impl HoldModel {
                 started,
             ),
             Search::Exhaustive => summary(builder.spawn_dfs().join(), rules, world, started),
-            Search::UntilFound(names) => summary(
-                builder
-                    .finish_when(HasDiscoveries::AllOf(names.iter().copied().collect()))
-                    .spawn_bfs()
-                    .join(),
-                rules,
-                world,
-                started,
-            ),
+            Search::UntilFound(names) => {
+                let (visitor, first) = first_discoveries(&model, names);
+                let mut checked = summary(
+                    builder
+                        .finish_when(HasDiscoveries::AllOf(names.iter().copied().collect()))
+                        .visitor(visitor)
+                        .spawn_bfs()
+                        .join(),
+                    rules,
+                    world,
+                    started,
+                );
+                let first = first.lock().unwrap_or_else(PoisonError::into_inner);
+                checked.discoveries.extend(first.clone());
+                checked
+            }
         }
     }
+}
+
+type Discoveries = Arc<Mutex<BTreeMap<&'static str, Vec<Action>>>>;
+
+/// A visitor that keeps the path to the first state that decides each named property.
+/// stateright keeps the *last* such path it saw before it stopped; breadth-first, the first
+/// one is a shortest counterexample (or example).
+fn first_discoveries(
+    model: &HoldModel,
+    names: &[&'static str],
+) -> (
+    impl Fn(Path<State, Action>) + Send + Sync + 'static,
+    Discoveries,
+) {
+    let watched: Vec<Property<HoldModel>> = properties::all()
+        .into_iter()
+        .filter(|p| names.contains(&p.name))
+        .collect();
+    let found: Discoveries = Arc::default();
+    let record = Arc::clone(&found);
+    let model = model.clone();
+    let visitor = move |path: Path<State, Action>| {
+        let state = path.last_state();
+        let decided = watched.iter().filter(|p| {
+            let holds = (p.condition)(&model, state);
+            if p.expectation == Expectation::Sometimes {
+                holds
+            } else {
+                !holds
+            }
+        });
+        for property in decided {
+            let mut found = record.lock().unwrap_or_else(PoisonError::into_inner);
+            found
+                .entry(property.name)
+                .or_insert_with(|| path.clone().into_actions());
+        }
+    };
+    (visitor, found)
 }
 
 fn summary(
@@ -246,7 +299,7 @@ impl Checked {
     pub fn violated(&self) -> Vec<&'static str> {
         properties::all()
             .iter()
-            .filter(|p| p.expectation == stateright::Expectation::Always)
+            .filter(|p| p.expectation == Expectation::Always)
             .map(|p| p.name)
             .filter(|name| self.discoveries.contains_key(name))
             .collect()
@@ -256,7 +309,7 @@ impl Checked {
     pub fn unreached(&self) -> Vec<&'static str> {
         properties::all()
             .iter()
-            .filter(|p| p.expectation == stateright::Expectation::Sometimes)
+            .filter(|p| p.expectation == Expectation::Sometimes)
             .map(|p| p.name)
             .filter(|name| !self.discoveries.contains_key(name))
             .collect()
