@@ -254,7 +254,8 @@ pub async fn sweep(store: &dyn ReservationStore, batch: usize) -> Result<usize, 
 
 /// The periodic task: sweeps every `sweep_interval`, reconciles (report + confirming
 /// resolution, never repair: a repair is an operator's decision) every
-/// `reconcile_interval`, only while leader.
+/// `reconcile_interval`, only while leader. A replica that is not (or no longer) the leader
+/// clears its drift gauges, so a former leader's last values do not page forever.
 pub(crate) async fn run(
     db: Db,
     store: Arc<dyn ReservationStore>,
@@ -274,7 +275,11 @@ pub(crate) async fn run(
             _ = reconcile_tick.tick() => true,
             _ = shutdown.changed() => return,
         };
-        if !leader.is_leader().await {
+        let leading = leader.is_leader().await;
+        metrics.leader("maintenance", leading);
+        if !leading {
+            metrics.drift_sold.reset();
+            metrics.drift_unbalanced.reset();
             continue;
         }
         if reconcile_now {

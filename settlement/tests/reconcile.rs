@@ -338,3 +338,65 @@ async fn a_repair_never_undersells_nor_returns_a_cancellation_twice() -> anyhow:
     app.running.shutdown().await;
     Ok(())
 }
+
+/// Issue 15.8: a replica that is not the leader (another holds both leases) still reports the
+/// outbox lag, says it does not lead, and clears drift gauges it set as a former leader.
+/// Before, only the leader updated the lag (a settlement without Redis showed a flat lag) and
+/// a former leader's drift paged until restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_does_not_lead_reports_lag_and_clears_stale_drift() -> anyhow::Result<()> {
+    use backend_adapters::redis::lock::FencedLock;
+
+    let prefix = redis_prefix();
+    let store = RedisStore::connect(
+        &redis_url(),
+        RedisStoreConfig {
+            prefix: prefix.clone(),
+            ..RedisStoreConfig::default()
+        },
+    )
+    .await?;
+    // Another replica holds both leases for the whole test.
+    let other = FencedLock::connect(&redis_url(), &prefix).await?;
+    for lease in ["leader:outbox-relay", "leader:maintenance"] {
+        let held = other
+            .try_acquire(lease, "other-replica", Duration::from_secs(60))
+            .await?;
+        anyhow::ensure!(held.is_some(), "could not take {lease}");
+    }
+    let mut config = test_config(&common::postgres_url().await?);
+    config.redis_url = Some(redis_url());
+    config.redis_key_prefix = prefix.clone();
+    config.outbox.stream = format!("{prefix}:events");
+    config.maintenance.enabled = true;
+    config.maintenance.sweep_interval_ms = 20;
+    config.maintenance.reconcile_interval_ms = 20;
+    let app = start_with(config, Arc::new(store.clone())).await?;
+    let metrics = app.running.metrics.clone();
+    // A value this replica left behind when it was the leader.
+    metrics.drift_sold.with_label_values(&["REC"]).set(-5);
+    app.put_product("REC", 10).await?;
+
+    let mut reported = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let text = metrics.render();
+        let stale_drift = text.contains("stockgate_reconcile_sold_drift{sku=\"REC\"}");
+        if metrics.outbox_pending.get() >= 1 && !stale_drift {
+            reported = true;
+            break;
+        }
+    }
+    assert!(reported, "{}", metrics.render());
+    let text = metrics.render();
+    assert!(
+        text.contains("stockgate_settlement_leader{task=\"outbox_relay\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("stockgate_settlement_leader{task=\"maintenance\"} 0"),
+        "{text}"
+    );
+    app.running.shutdown().await;
+    Ok(())
+}
