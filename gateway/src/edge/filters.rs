@@ -153,6 +153,11 @@ impl ProxyHttp for Edge {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
+        if ctx.upstream_too_old {
+            // The connection ends after this answer; the next request reconnects through the
+            // ClusterIP and may reach a settlement pod added since (crate::conn_age).
+            upstream_request.insert_header(http::header::CONNECTION, "close")?;
+        }
         upstream_request.remove_header(USER_SUB);
         upstream_request.remove_header(USER_ROLES);
         if let Some(identity) = &ctx.identity {
@@ -160,11 +165,6 @@ impl ProxyHttp for Edge {
             upstream_request.insert_header(USER_ROLES, identity.roles_header())?;
         }
         upstream_request.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
-        if ctx.upstream_too_old {
-            // The connection ends after this answer; the next request reconnects through the
-            // ClusterIP and may reach a settlement pod added since (crate::conn_age).
-            upstream_request.insert_header(http::header::CONNECTION, "close")?;
-        }
         Ok(())
     }
 

@@ -1,6 +1,5 @@
 //! The client of the settlement service's `POST /internal/settlements` (docs/internal-api.md),
-//! over a pooled keep-alive HTTP client whose connections are renewed at
-//! `upstream.max_connection_age_secs` ([`crate::conn_age`]). Its one job is to tell the three cases apart that
+//! over a pooled keep-alive HTTP client. Its one job is to tell the three cases apart that
 //! decide what happens to the hold: committed, certainly not committed, and unknown (the
 //! request was sent and the answer did not come back in time).
 
@@ -31,7 +30,8 @@ struct ProblemCode {
     code: String,
 }
 
-/// A pooled client for one settlement upstream.
+/// A pooled client for one settlement upstream; its connections are renewed at
+/// `upstream.max_connection_age_secs` ([`crate::conn_age`]).
 pub struct SettlementClient {
     http: RenewingClient,
     url: String,

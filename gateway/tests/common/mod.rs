@@ -65,6 +65,12 @@ impl MockSettlement {
         self.mode.store(mode as u8, Ordering::SeqCst);
     }
 
+    /// Connections opened for anything but the gateway's health checks (which connect afresh
+    /// for each probe).
+    pub fn request_connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst) - self.health_checks.load(Ordering::SeqCst)
+    }
+
     fn mode(&self) -> Mode {
         match self.mode.load(Ordering::SeqCst) {
             1 => Mode::Unavailable,
@@ -76,12 +82,6 @@ impl MockSettlement {
 
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
-    }
-
-    /// Connections opened for anything but the gateway's health checks (which connect afresh
-    /// for each probe).
-    pub fn request_connections(&self) -> usize {
-        self.connections.load(Ordering::SeqCst) - self.health_checks.load(Ordering::SeqCst)
     }
 
     pub fn last_header(&self, name: &str) -> Option<String> {
