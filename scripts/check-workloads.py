@@ -34,6 +34,9 @@ import yaml
 # To give a workload another secret: add it here, to the workload's Secret in
 # overlays/local/kustomization.yaml and to its SecretProviderClass in
 # overlays/aks/secret-provider.yaml (and KEY_FILES below when the config names the file).
+# Service authentication adds the gateway's gateway-assertion-key.pem (it signs) and
+# settlement's gateway-assertion-jwks.json (it verifies) the same way, with
+# service_auth.signing_key_file / service_auth.public_jwks_file in KEY_FILES.
 SECRETS = {
     "stockgate-gateway": {"redis-url", "reservation-key.pem", "idp-jwks.json"},
     "stockgate-settlement": {"redis-url", "database-url", "reservation-jwks.json"},
@@ -54,6 +57,8 @@ VAULT_OBJECT = {
     "reservation-key.pem": "reservation-key",
     "reservation-jwks.json": "reservation-jwks",
     "idp-jwks.json": "idp-jwks",
+    "gateway-assertion-key.pem": "gateway-assertion-key",
+    "gateway-assertion-jwks.json": "gateway-assertion-jwks",
 }
 # The gateway's liveness probe: path, and the config field whose port it must hit.
 LIVENESS = {"stockgate-gateway": ("/healthz", "server.admin_listen")}
