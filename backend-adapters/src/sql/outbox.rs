@@ -2,7 +2,7 @@
 //! describe, and the relay publishes them in id order and marks them published.
 //!
 //! Ids are stable and commit in id order: on PostgreSQL every appender first takes one
-//! transaction-scoped advisory lock, so a transaction that took id `n` commits before any
+//! transaction-scoped advisory lock (per schema), so a transaction that took id `n` commits before any
 //! transaction takes `n + 1`; SQLite serializes writers anyway. A relay that has seen id `n`
 //! committed has therefore seen every lower id too: publishing "unpublished rows in id order"
 //! never skips a late committer, and consumers may dedupe on the id.
@@ -25,8 +25,12 @@ pub mod topic {
     pub const PRODUCT_UPDATED: &str = "product.updated";
 }
 
-/// An arbitrary 64-bit key for the advisory lock that orders outbox appends.
-const OUTBOX_APPEND_LOCK: i64 = 0x5354_4f43_4b47_0001;
+/// The advisory lock that orders outbox appends, one per schema: the first key is ours
+/// ("STOC"), the second the schema's hash, so deployments or tests sharing a database in
+/// separate schemas never queue behind each other's appends (a session holding one schema's
+/// lock once stalled every schema's settlements).
+pub const OUTBOX_APPEND_LOCK_SQL: &str =
+    "SELECT pg_advisory_xact_lock(1398034243, hashtext(current_schema()))";
 
 /// An event to append.
 #[derive(Clone, Debug)]
@@ -65,8 +69,7 @@ pub async fn append(
         return Ok(());
     }
     if backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(OUTBOX_APPEND_LOCK)
+        sqlx::query(OUTBOX_APPEND_LOCK_SQL)
             .execute(&mut **tx)
             .await?;
     }
