@@ -4,7 +4,8 @@
 #   deploy/keys.sh key FILE.pem                 # a new PKCS#8 Ed25519 private key (mode 600)
 #   deploy/keys.sh jwks FILE.pem:KID [...]      # the public JWKS of one or more keys, to stdout
 # Rotation (deploy/README.md): publish the JWKS with old + new key to settlement first, then
-# switch the gateway to the new key and kid, and drop the old key after the hold TTL.
+# switch the gateway to the new key and kid (it verifies with the same JWKS, so the old key's
+# holds still confirm), and drop the old key from the JWKS after the hold TTL.
 set -euo pipefail
 
 b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }

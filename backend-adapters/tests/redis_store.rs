@@ -195,7 +195,7 @@ async fn final_holds_and_idempotency_records_expire_after_the_retention() {
         .get(&binding_key)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(binding, "RET|1");
+    assert_eq!(binding, format!("RET|1|{}", r.hold.id));
     let max = (retention.as_millis() as i64) + 60_000;
     for key in [&record_key, &binding_key] {
         let pttl: i64 = conn.pttl(key).await.unwrap_or_else(|e| panic!("{e}"));
@@ -268,7 +268,7 @@ async fn a_request_for_an_unknown_sku_does_not_bind_its_key() {
         .get(format!("{prefix}:idem:5:alice:k1"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(binding, "NOW|3");
+    assert_eq!(binding, format!("NOW|3|{}", made.hold.id));
     clean_up(&prefix).await;
 }
 
@@ -376,5 +376,209 @@ async fn an_uncheckable_binding_refuses_and_takes_back_the_hold() {
         .filter(|k| k.contains(":hold:") || k.contains("{BROKEN}:idem:"))
         .collect();
     assert!(holds.is_empty(), "left behind: {holds:?}");
+    clean_up(&prefix).await;
+}
+
+/// The store's binding scripts, run directly to stage the steps of a race.
+static DROP_BINDING: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(include_str!("../src/redis/lua/drop_binding.lua"))
+});
+static CLAIM_BINDING: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(include_str!("../src/redis/lua/claim_binding.lua"))
+});
+
+/// Every key under `prefix` that a test's setup did not leave: the refusals' leftovers.
+async fn new_keys(prefix: &str, before: &[String]) -> Vec<String> {
+    let after = keys_under(prefix).await;
+    after.into_iter().filter(|k| !before.contains(k)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_reserves_leave_no_key_behind() {
+    // Failed before refusals deleted their bindings: 200 keys with a PTTL of hold TTL + 24 h.
+    let prefix = fresh_prefix();
+    let store = store_on(&prefix).await;
+    let sku = reservation_core::testsuite::sku("LIMIT");
+    store
+        .configure_product(&sku, &reservation_core::testsuite::stock(100, 1, 1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .reserve(&request("LIMIT", "alice", 1, "first"))
+        .await
+        .unwrap_or_else(|e| panic!("reserve: {e}"));
+    let before = keys_under(&prefix).await;
+    for i in 0..200 {
+        let err = store
+            .reserve(&request("LIMIT", "alice", 1, &format!("fresh-{i}")))
+            .await;
+        assert_eq!(
+            err.unwrap_err(),
+            ReservationError::PurchaseLimit { limit: 1 }
+        );
+        // And an unknown SKU, which the script refuses before anything else.
+        let err = store
+            .reserve(&request("GONE", "alice", 1, &format!("gone-{i}")))
+            .await;
+        assert_eq!(err.unwrap_err(), ReservationError::UnknownSku);
+    }
+    let left = new_keys(&prefix, &before).await;
+    clean_up(&prefix).await;
+    assert!(
+        left.is_empty(),
+        "{} keys left: {:?}",
+        left.len(),
+        &left[..left.len().min(3)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_made_under_an_equal_binding_of_a_refused_request_keeps_its_binding() {
+    // The race, step by step: a refused request R wrote the binding (same SKU and quantity)
+    // and has not deleted it yet; a retry S found it, made the hold; then R deletes "its"
+    // binding. S must have made the binding its own, or the key would come loose from its
+    // hold (and could then make a second hold for another SKU).
+    let prefix = fresh_prefix();
+    let store = store_on(&prefix).await;
+    product(&store, "RACE", 10).await;
+    product(&store, "OTHER", 10).await;
+    let binding_key = format!("{prefix}:idem:5:alice:k1");
+    let refused_value = "RACE|1|rsv_00000000000000000000000000000000_RACE";
+    let mut conn = raw_connection().await;
+    let _: () = conn
+        .set(&binding_key, refused_value)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let made = store
+        .reserve(&request("RACE", "alice", 1, "k1"))
+        .await
+        .unwrap_or_else(|e| panic!("reserve: {e}"));
+    assert!(!made.replayed);
+    // R's compare-and-delete comes late.
+    let deleted: Vec<String> = DROP_BINDING
+        .key(&binding_key)
+        .arg(refused_value)
+        .invoke_async(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        deleted,
+        ["ok", "0"],
+        "the refused request deleted the hold's binding"
+    );
+    let binding: String = conn
+        .get(&binding_key)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(binding, format!("RACE|1|{}", made.hold.id));
+    let err = store.reserve(&request("OTHER", "alice", 1, "k1")).await;
+    assert_eq!(err.unwrap_err(), ReservationError::IdempotencyMismatch);
+
+    // A binding written by an older version ("<sku>|<qty>") counts as equal too.
+    let legacy = format!("{prefix}:idem:5:alice:k2");
+    let _: () = conn
+        .set(&legacy, "RACE|2")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let old = store
+        .reserve(&request("RACE", "alice", 2, "k2"))
+        .await
+        .unwrap_or_else(|e| panic!("reserve under a legacy binding: {e}"));
+    let binding: String = conn.get(&legacy).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(binding, format!("RACE|2|{}", old.hold.id));
+    let err = store.reserve(&request("RACE", "alice", 3, "k2")).await;
+    assert_eq!(err.unwrap_err(), ReservationError::IdempotencyMismatch);
+    clean_up(&prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claiming_a_binding_replaces_only_an_equal_one() {
+    // The step after a hold made under another request's equal binding. If the key was bound
+    // to another SKU meanwhile (that request was refused, deleted its value, and a request
+    // for another SKU bound the key), the claim fails and the store takes the hold back.
+    let prefix = fresh_prefix();
+    let key = format!("{prefix}:idem:5:alice:k1");
+    let mut conn = raw_connection().await;
+    let claim = |value: &'static str| {
+        let mut invocation = CLAIM_BINDING.prepare_invoke();
+        invocation
+            .key(key.clone())
+            .arg(format!("A|1|{value}"))
+            .arg("A|1")
+            .arg(60_000);
+        invocation
+    };
+    let get = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        let key = key.clone();
+        async move {
+            conn.get::<_, Option<String>>(key)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        }
+    };
+    let claimed: Vec<String> = claim("mine")
+        .invoke_async(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(claimed, vec!["ok"]);
+    assert_eq!(get(&mut conn).await.as_deref(), Some("A|1|mine"));
+    for equal in ["A|1|someone-else", "A|1"] {
+        let _: () = conn
+            .set(&key, equal)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let claimed: Vec<String> = claim("mine")
+            .invoke_async(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(claimed, vec!["ok"], "{equal}");
+        assert_eq!(get(&mut conn).await.as_deref(), Some("A|1|mine"));
+    }
+    for other in ["B|1|theirs", "A|12|theirs", "A|2"] {
+        let _: () = conn
+            .set(&key, other)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let claimed: Vec<String> = claim("mine")
+            .invoke_async(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            claimed,
+            vec!["idempotency_mismatch".to_owned(), other.to_owned()]
+        );
+        assert_eq!(
+            get(&mut conn).await.as_deref(),
+            Some(other),
+            "left as it was"
+        );
+    }
+    // And the compare-and-delete of a refused request deletes its own value only.
+    let _: () = conn
+        .set(&key, "A|1|mine")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let kept: Vec<String> = DROP_BINDING
+        .key(&key)
+        .arg("A|1|other")
+        .invoke_async(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (kept, get(&mut conn).await.as_deref()),
+        (vec!["ok".to_owned(), "0".to_owned()], Some("A|1|mine"))
+    );
+    let dropped: Vec<String> = DROP_BINDING
+        .key(&key)
+        .arg("A|1|mine")
+        .invoke_async(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (dropped, get(&mut conn).await),
+        (vec!["ok".to_owned(), "1".to_owned()], None)
+    );
     clean_up(&prefix).await;
 }

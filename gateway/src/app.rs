@@ -47,18 +47,25 @@ pub struct Shared {
     /// The Redis store behind `store`, when it is one (readiness checks its scripts).
     pub redis: Option<RedisStore>,
     pub signer: Arc<TokenSigner>,
+    /// Verifies reservation tokens: the signer's key and, during a rotation, the previous
+    /// ones (`reservations.public_jwks_file`).
+    verifier: TokenVerifier,
     pub metrics: Arc<Metrics>,
     /// The edge's own Redis use (cache, limits, degraded-mode probe), with `redis_url`.
     pub edge_redis: Option<EdgeRedis>,
 }
 
 impl Shared {
-    /// The signer from the configured key (or the generated one) and fresh metrics.
+    /// The signer from the configured key (or the generated one), its verifier, and fresh
+    /// metrics.
     pub fn new(config: &Config, store: Arc<dyn ReservationStore>) -> Result<Self, StartError> {
+        let signer = devkeys::reservation_signer(config)?;
+        let verifier = devkeys::reservation_verifier(config, &signer)?;
         Ok(Shared {
             store,
             redis: None,
-            signer: Arc::new(devkeys::reservation_signer(config)?),
+            signer: Arc::new(signer),
+            verifier,
             metrics: Arc::new(Metrics::new().map_err(|e| StartError::Setup(e.to_string()))?),
             edge_redis: None,
         })
@@ -93,9 +100,10 @@ impl Shared {
         Ok(())
     }
 
-    /// Verifies the tokens this gateway's signer issues.
+    /// Verifies the tokens this gateway's signer issues, and those of the previous keys the
+    /// configuration still publishes.
     pub fn verifier(&self) -> TokenVerifier {
-        TokenVerifier::for_signer(&self.signer)
+        self.verifier.clone()
     }
 }
 

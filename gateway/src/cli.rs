@@ -266,13 +266,7 @@ async fn run_settlement(config: &Config) -> Result<()> {
         );
     };
     let store = app::connect_redis(config, url).await?;
-    let jwks_path = config.reservation_jwks_file();
-    let jwks = std::fs::read_to_string(&jwks_path)
-        .with_context(|| format!("reading the reservation jwks {}", jwks_path.display()))?;
-    let jwks = serde_json::from_str(&jwks).context("parsing the reservation jwks")?;
-    let verifier =
-        reservation_core::TokenVerifier::new(&jwks, reservation_core::token::MAX_LEEWAY_SECS)
-            .context("loading the reservation jwks")?;
+    let verifier = devkeys::published_reservation_verifier(config)?;
     let running = settlement::start(
         config.settlement_config(),
         settlement::SettlementDeps {

@@ -130,8 +130,11 @@ pub struct ReservationsConfig {
     pub signing_key_file: Option<PathBuf>,
     /// The `kid` of that key (change it when the key rotates).
     pub signing_key_id: String,
-    /// The JWKS the settlement service verifies reservation tokens with (all keys still in
-    /// use during a rotation); defaults to the one generated next to the key in `data_dir`.
+    /// The JWKS reservation tokens are verified with, by the gateway's confirm check and by
+    /// the settlement service: the signing key and, during a rotation, the previous one, so
+    /// outstanding holds still confirm. Must publish the signing key under its `kid`.
+    /// Unset: the gateway knows only its signing key, `stockgate settlement` reads the set
+    /// generated next to the key in `data_dir`.
     pub public_jwks_file: Option<PathBuf>,
 }
 
@@ -365,6 +368,8 @@ const ENV_OVERRIDES: &[&str] = &[
     "STOCKGATE_JWKS_FILE",
     "STOCKGATE_JWKS_URL",
     "STOCKGATE_RESERVATION_KEY_FILE",
+    "STOCKGATE_RESERVATION_KEY_ID",
+    "STOCKGATE_RESERVATION_JWKS_FILE",
 ];
 
 impl Config {
@@ -414,6 +419,10 @@ impl Config {
                 "STOCKGATE_JWKS_URL" => self.auth.jwks_url = Some(value),
                 "STOCKGATE_RESERVATION_KEY_FILE" => {
                     self.reservations.signing_key_file = Some(value.into())
+                }
+                "STOCKGATE_RESERVATION_KEY_ID" => self.reservations.signing_key_id = value,
+                "STOCKGATE_RESERVATION_JWKS_FILE" => {
+                    self.reservations.public_jwks_file = Some(value.into())
                 }
                 _ => {}
             }

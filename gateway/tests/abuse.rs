@@ -23,5 +23,8 @@ mod http_junk;
 #[path = "abuse/tokens.rs"]
 mod tokens;
 
+#[path = "abuse/refusals.rs"]
+mod refusals;
+
 #[path = "abuse/slowloris.rs"]
 mod slowloris;

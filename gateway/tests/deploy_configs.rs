@@ -28,6 +28,22 @@ fn every_deploy_config_parses_and_validates() {
 }
 
 #[test]
+fn the_local_overlays_reservation_keys_pass_the_start_check() {
+    // The gateway refuses to start unless the key set publishes its signing key: the dev keys
+    // shipped for the local overlay must be such a pair.
+    let path = "deploy/k8s/overlays/local/stockgate.toml";
+    let text = std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut config = Config::from_toml(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let keys = repo("deploy/k8s/overlays/local/dev-keys");
+    config.reservations.signing_key_file = Some(keys.join("reservation-key.pem"));
+    config.reservations.public_jwks_file = Some(keys.join("reservation-jwks.json"));
+    let signer =
+        gateway::auth::devkeys::reservation_signer(&config).unwrap_or_else(|e| panic!("{e}"));
+    gateway::auth::devkeys::reservation_verifier(&config, &signer)
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
 fn the_shipped_rate_limit_rules_load() {
     let path = repo("deploy/k8s/base/ratelimits.toml");
     let rules = gateway::ratelimit::rules::load(&path).unwrap_or_else(|e| panic!("{e}"));

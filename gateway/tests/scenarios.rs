@@ -826,7 +826,11 @@ async fn scenario_3_order_reserve_confirm_sql_order_outbox_event() {
         "{idem_ttl}"
     );
     let binding_key = format!("{}:idem:5:alice:order-1", stack.prefix);
-    assert_eq!(stack.string(&binding_key).await.as_deref(), Some("HOT|2"));
+    let binding = format!("HOT|2|{rid}");
+    assert_eq!(
+        stack.string(&binding_key).await.as_deref(),
+        Some(binding.as_str())
+    );
     // Nothing in SQL yet.
     assert!(stack.order_rows().await.is_empty());
 

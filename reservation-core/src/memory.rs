@@ -1,10 +1,16 @@
 //! `InMemoryStore`: the reservation store of the embedded default and of unit tests. It keeps
 //! the same semantics as the Redis Lua store (the conformance suite checks both), with one
 //! mutex standing in for Redis' single-threaded script execution.
+//!
+//! Like Redis, it forgets a final hold (confirmed, released, expired) and the idempotency key
+//! that made it once the retention has passed, so a long-running embedded default stays
+//! bounded: final holds are pruned oldest first, a few on every reserve of their SKU and all
+//! that are due on every sweep (`expire_due`). Live holds need no pruning: each one holds at
+//! least one unit of stock.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
@@ -15,18 +21,33 @@ use crate::types::{
     Reservation, ReservationId, ReserveRequest, SaleState, Sku, SoldUnits, StockSnapshot,
 };
 
+/// How long a final hold and its idempotency key are kept for replays by default: the Redis
+/// store's default retention.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// Final holds a reserve prunes from its SKU: more than the one hold it may add, so a busy
+/// SKU's kept holds stay bounded even between sweeps.
+const PRUNE_PER_RESERVE: usize = 2;
+
 /// A reservation store held in process memory. Safe to share between threads.
-#[derive(Default)]
 pub struct InMemoryStore {
     state: Mutex<State>,
+    retention_ms: u64,
+}
+
+impl Default for InMemoryStore {
+    fn default() -> Self {
+        Self::with_retention(DEFAULT_RETENTION)
+    }
 }
 
 #[derive(Default)]
 struct State {
     books: HashMap<Sku, Book>,
-    /// The first request seen under each (buyer, idempotency key): later requests under the
-    /// key must name the same SKU and quantity.
-    bindings: HashMap<(BuyerId, IdempotencyKey), (Sku, Qty)>,
+    /// The hold each (buyer, idempotency key) made, kept as long as the hold is: later
+    /// requests under the key must name that hold's SKU and quantity. Only a request that
+    /// made a hold binds its key; a refused one leaves no trace.
+    keys: HashMap<(BuyerId, IdempotencyKey), ReservationId>,
 }
 
 /// Everything about one SKU, mirroring the keys under one `{sku}` hash tag in Redis.
@@ -41,7 +62,10 @@ struct Book {
     expiry: BTreeSet<(u64, ReservationId)>,
     /// Units each buyer holds, is confirming or bought (the per-buyer limit's count).
     per_buyer: HashMap<BuyerId, u64>,
-    reservations_by_key: HashMap<(BuyerId, IdempotencyKey), ReservationId>,
+    /// The idempotency key each hold was made under, to free the key when the hold goes.
+    key_of: HashMap<ReservationId, IdempotencyKey>,
+    /// Final holds by the moment their retention ends, earliest first.
+    finals: BTreeSet<(u64, ReservationId)>,
     returned: HashSet<ReservationId>,
     /// When each `Confirming` hold's confirm began.
     confirming_since: HashMap<ReservationId, u64>,
@@ -57,6 +81,19 @@ fn now_ms() -> u64 {
 impl InMemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store that keeps final holds (and their idempotency keys) for `retention`.
+    pub fn with_retention(retention: Duration) -> Self {
+        InMemoryStore {
+            state: Mutex::new(State::default()),
+            retention_ms: u64::try_from(retention.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// When a hold that becomes final at `now` is dropped.
+    fn drop_at(&self, now: u64) -> u64 {
+        now.saturating_add(self.retention_ms)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -77,7 +114,8 @@ impl Book {
             holds: HashMap::new(),
             expiry: BTreeSet::new(),
             per_buyer: HashMap::new(),
-            reservations_by_key: HashMap::new(),
+            key_of: HashMap::new(),
+            finals: BTreeSet::new(),
             returned: HashSet::new(),
             confirming_since: HashMap::new(),
         }
@@ -101,8 +139,9 @@ impl Book {
         self.holds.get(id).ok_or(ReservationError::NotFound)
     }
 
-    /// Moves a `Held` hold to a final state, returning its units to `available`.
-    fn give_back(&mut self, id: &ReservationId, to: HoldState) -> Hold {
+    /// Moves a `Held` hold to a final state, returning its units to `available`; it is kept
+    /// until `drop_at`.
+    fn give_back(&mut self, id: &ReservationId, to: HoldState, drop_at: u64) -> Hold {
         let hold = self
             .holds
             .get_mut(id)
@@ -119,7 +158,35 @@ impl Book {
         self.held -= qty;
         self.available += qty;
         self.take_from_buyer(&buyer, qty);
+        self.finals.insert((drop_at, id.clone()));
         hold
+    }
+
+    /// Drops up to `limit` final holds whose retention ended by `now`, and frees the
+    /// idempotency keys they were made under. Counters are untouched: a final hold's units
+    /// were already counted where they belong (available, or sold).
+    fn prune(
+        &mut self,
+        now: u64,
+        limit: usize,
+        keys: &mut HashMap<(BuyerId, IdempotencyKey), ReservationId>,
+    ) {
+        for _ in 0..limit {
+            match self.finals.first() {
+                Some((drop_at, _)) if *drop_at <= now => {}
+                _ => return,
+            }
+            let Some((_, id)) = self.finals.pop_first() else {
+                return;
+            };
+            let (Some(hold), Some(key)) = (self.holds.remove(&id), self.key_of.remove(&id)) else {
+                continue;
+            };
+            let bound = (hold.buyer, key);
+            if keys.get(&bound) == Some(&id) {
+                keys.remove(&bound);
+            }
+        }
     }
 
     fn take_from_buyer(&mut self, buyer: &BuyerId, qty: u64) {
@@ -170,29 +237,27 @@ impl ReservationStore for InMemoryStore {
     async fn reserve(&self, request: &ReserveRequest) -> StoreResult<Reservation> {
         let now = now_ms();
         let mut state = self.lock();
-        if !state.books.contains_key(&request.sku) {
-            return Err(ReservationError::UnknownSku);
-        }
-        let binding_key = (request.buyer.clone(), request.idempotency_key.clone());
-        match state.bindings.get(&binding_key) {
-            Some(bound) if *bound != (request.sku.clone(), request.qty) => {
+        let State { books, keys } = &mut *state;
+        let book = books
+            .get_mut(&request.sku)
+            .ok_or(ReservationError::UnknownSku)?;
+        book.prune(now, PRUNE_PER_RESERVE, keys);
+        let bound = (request.buyer.clone(), request.idempotency_key.clone());
+        // The key made a hold (of this SKU or another): the same request is answered with it,
+        // any other is refused. (A key whose hold is gone is free; pruning drops both.)
+        let made = keys
+            .get(&bound)
+            .and_then(|id| books.get(&id.sku())?.holds.get(id));
+        if let Some(hold) = made {
+            if hold.sku != request.sku || hold.qty != request.qty {
                 return Err(ReservationError::IdempotencyMismatch);
             }
-            Some(_) => {}
-            None => {
-                state
-                    .bindings
-                    .insert(binding_key.clone(), (request.sku.clone(), request.qty));
-            }
-        }
-        let book = book_mut(&mut state, &request.sku)?;
-        if let Some(id) = book.reservations_by_key.get(&binding_key) {
-            let hold = as_seen(book.hold(id)?, now);
             return Ok(Reservation {
-                hold,
+                hold: as_seen(hold, now),
                 replayed: true,
             });
         }
+        let book = book_mut(&mut state, &request.sku)?;
         if book.stock.sale_state == SaleState::Paused {
             return Err(ReservationError::SalePaused);
         }
@@ -231,9 +296,11 @@ impl ReservationStore for InMemoryStore {
         book.held += qty;
         *book.per_buyer.entry(request.buyer.clone()).or_insert(0) += qty;
         book.expiry.insert((hold.expires_at_ms, hold.id.clone()));
-        book.reservations_by_key
-            .insert(binding_key, hold.id.clone());
+        book.key_of
+            .insert(hold.id.clone(), request.idempotency_key.clone());
         book.holds.insert(hold.id.clone(), hold.clone());
+        // Only now, with a hold made, is the key bound.
+        state.keys.insert(bound, hold.id.clone());
         Ok(Reservation {
             hold,
             replayed: false,
@@ -258,11 +325,12 @@ impl ReservationStore for InMemoryStore {
         if hold.buyer != *buyer {
             return Err(ReservationError::NotOwner);
         }
+        let drop_at = self.drop_at(now);
         match hold.state {
             HoldState::Held if hold.expires_at_ms <= now => {
-                Ok(book.give_back(id, HoldState::Expired))
+                Ok(book.give_back(id, HoldState::Expired, drop_at))
             }
-            HoldState::Held => Ok(book.give_back(id, HoldState::Released)),
+            HoldState::Held => Ok(book.give_back(id, HoldState::Released, drop_at)),
             HoldState::Released | HoldState::Expired => Ok(hold.clone()),
             state @ (HoldState::Confirming | HoldState::Confirmed) => {
                 Err(ReservationError::InvalidState { state })
@@ -280,7 +348,7 @@ impl ReservationStore for InMemoryStore {
         }
         match hold.state {
             HoldState::Held if hold.expires_at_ms <= now => {
-                book.give_back(id, HoldState::Expired);
+                book.give_back(id, HoldState::Expired, self.drop_at(now));
                 Err(ReservationError::Expired)
             }
             HoldState::Held => {
@@ -301,6 +369,7 @@ impl ReservationStore for InMemoryStore {
     }
 
     async fn finish_confirm(&self, id: &ReservationId) -> StoreResult<Hold> {
+        let now = now_ms();
         let mut state = self.lock();
         let book = book_mut(&mut state, &id.sku()).map_err(|_| ReservationError::NotFound)?;
         let hold = book.hold(id)?;
@@ -310,6 +379,7 @@ impl ReservationStore for InMemoryStore {
                 book.confirming -= qty;
                 book.sold += qty;
                 book.confirming_since.remove(id);
+                book.finals.insert((self.drop_at(now), id.clone()));
                 let hold = book.holds.get_mut(id).expect("checked above");
                 hold.state = HoldState::Confirmed;
                 Ok(hold.clone())
@@ -320,6 +390,7 @@ impl ReservationStore for InMemoryStore {
     }
 
     async fn abort_confirm(&self, id: &ReservationId, to: AbortTo) -> StoreResult<Hold> {
+        let now = now_ms();
         let mut state = self.lock();
         let book = book_mut(&mut state, &id.sku()).map_err(|_| ReservationError::NotFound)?;
         let hold = book.hold(id)?;
@@ -339,6 +410,7 @@ impl ReservationStore for InMemoryStore {
             AbortTo::Released => {
                 book.available += qty;
                 book.take_from_buyer(&buyer, qty);
+                book.finals.insert((self.drop_at(now), id.clone()));
                 HoldState::Released
             }
         };
@@ -349,8 +421,13 @@ impl ReservationStore for InMemoryStore {
 
     async fn expire_due(&self, sku: &Sku, batch: usize) -> StoreResult<Vec<Hold>> {
         let now = now_ms();
+        let drop_at = self.drop_at(now);
         let mut state = self.lock();
-        let book = book_mut(&mut state, sku)?;
+        let State { books, keys } = &mut *state;
+        let book = books.get_mut(sku).ok_or(ReservationError::UnknownSku)?;
+        // The sweep is also when the SKU's final holds past their retention go, all of them:
+        // each is dropped once, so this costs no more than the reserves that made them.
+        book.prune(now, usize::MAX, keys);
         let due: Vec<ReservationId> = book
             .expiry
             .iter()
@@ -360,7 +437,7 @@ impl ReservationStore for InMemoryStore {
             .collect();
         Ok(due
             .iter()
-            .map(|id| book.give_back(id, HoldState::Expired))
+            .map(|id| book.give_back(id, HoldState::Expired, drop_at))
             .collect())
     }
 
@@ -486,3 +563,6 @@ impl ReservationStore for InMemoryStore {
         Ok(skus)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -32,10 +32,12 @@ pub trait ReservationStore: Send + Sync + 'static {
     /// Takes `qty` units for a buyer, or replays the reservation made earlier with the same
     /// buyer and idempotency key.
     ///
-    /// A key is bound to the SKU and quantity of the first request that used it, whatever that
-    /// request's outcome; a later request under the key with another SKU or quantity is
-    /// [`ReservationError::IdempotencyMismatch`]. The same request again returns the
-    /// reservation it made (`replayed`), or, if it made none, is tried again.
+    /// Only a request that made a hold binds its key, to that hold's SKU and quantity, for as
+    /// long as the hold is kept (its life plus the retention); a later request under the key
+    /// with another SKU or quantity is [`ReservationError::IdempotencyMismatch`], the same
+    /// request again returns the reservation it made (`replayed`). A refused request leaves
+    /// no lasting state: its key stays free, and the same key may be tried again with any
+    /// body.
     ///
     /// Checks, in order: known SKU, idempotency, sale on, `qty ≤ max_per_order`, per-buyer
     /// limit, stock. A replay is answered even when the sale has since been paused.

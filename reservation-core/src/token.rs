@@ -13,7 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use ed25519_dalek::{Signer, SigningKey};
-use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -144,6 +144,16 @@ impl TokenSigner {
         jwk
     }
 
+    /// Whether `jwk` is this signer's public key (whatever its `kid`, `use` or `alg` say):
+    /// a published key set must carry the key the signer signs with.
+    pub fn is_public_half(&self, jwk: &Jwk) -> bool {
+        let x = |jwk: &Jwk| match &jwk.algorithm {
+            AlgorithmParameters::OctetKeyPair(p) => Some(p.x.clone()),
+            _ => None,
+        };
+        x(jwk).is_some() && x(jwk) == x(&self.public_jwk())
+    }
+
     /// The compact JWS `header.claims.signature` for `claims`.
     pub fn sign(&self, claims: &ReservationClaims) -> Result<String, TokenError> {
         let claims_json =
@@ -170,7 +180,8 @@ pub struct TokenVerifier {
 
 impl TokenVerifier {
     /// A verifier for every EdDSA key with a `kid` in `keys`; `leeway_secs` at most
-    /// [`MAX_LEEWAY_SECS`].
+    /// [`MAX_LEEWAY_SECS`]. A `kid` that appears twice is refused: which key would verify it
+    /// is ambiguous.
     pub fn new(keys: &JwkSet, leeway_secs: u64) -> Result<Self, TokenError> {
         let mut by_kid = HashMap::new();
         for jwk in &keys.keys {
@@ -184,7 +195,9 @@ impl TokenVerifier {
             if key.family() != jsonwebtoken::AlgorithmFamily::Ed {
                 return Err(TokenError::InvalidKey(format!("key {kid} is not ed25519")));
             }
-            by_kid.insert(kid, key);
+            if by_kid.insert(kid.clone(), key).is_some() {
+                return Err(TokenError::InvalidKey(format!("kid {kid} appears twice")));
+            }
         }
         if by_kid.is_empty() {
             return Err(TokenError::InvalidKey("the key set is empty".into()));
@@ -290,6 +303,28 @@ mod tests {
         let claims = ReservationClaims::for_hold(&hold(now_ms() + 60_000));
         assert!(verifier.verify(&old.sign(&claims).unwrap()).is_ok());
         assert!(verifier.verify(&new.sign(&claims).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn a_key_set_with_a_kid_twice_is_refused() {
+        let (a, b) = (TokenSigner::generate("k1"), TokenSigner::generate("k1"));
+        let set = JwkSet {
+            keys: vec![a.public_jwk(), b.public_jwk()],
+        };
+        assert_eq!(
+            TokenVerifier::new(&set, 2).err(),
+            Some(TokenError::InvalidKey("kid k1 appears twice".into()))
+        );
+    }
+
+    #[test]
+    fn a_signer_knows_its_public_half_under_any_kid() {
+        let signer = TokenSigner::generate("k1");
+        let mut renamed = signer.public_jwk();
+        renamed.common.key_id = Some("other".into());
+        renamed.common.public_key_use = None;
+        assert!(signer.is_public_half(&renamed));
+        assert!(!signer.is_public_half(&TokenSigner::generate("k1").public_jwk()));
     }
 
     #[test]

@@ -10,13 +10,15 @@
 //! <prefix>:{<sku>}:idem:<n>:<buyer>:<key> string: id of the hold made under that key
 //! <prefix>:{<sku>}:returned:<id>         string: this id's cancelled units went back to stock
 //!                                        (expires after the retention)
-//! <prefix>:idem:<n>:<buyer>:<key>        string "<sku>|<qty>": what the key is bound to
+//! <prefix>:idem:<n>:<buyer>:<key>        string "<sku>|<qty>|<id>": what the key is bound to
 //! <prefix>:skus                          set: every SKU with counters
 //! ```
 //!
 //! `<n>` is the byte length of the buyer: a buyer may contain `:`, and the length keeps
 //! `("a:b", "c")` and `("a", "b:c")` apart. The last two keys are the only ones outside a
-//! SKU's slot; no script touches them.
+//! SKU's slot; only the one-key scripts `claim_binding` and `drop_binding` touch a binding.
+//! A binding exists only for a key that made a hold: the `<id>` names the request that wrote
+//! it, so a refused request deletes its own binding and never another's.
 
 use reservation_core::{BuyerId, IdempotencyKey, ReservationId, Sku};
 
@@ -64,7 +66,7 @@ impl SkuKeys {
     }
 }
 
-/// The cross-slot binding of (buyer, key) to the SKU and quantity of its first request.
+/// The cross-slot binding of (buyer, key) to the SKU and quantity of the hold it made.
 pub(crate) fn binding_key(prefix: &str, buyer: &BuyerId, key: &IdempotencyKey) -> String {
     format!("{prefix}:idem:{}", buyer_and_key(buyer, key))
 }

@@ -20,6 +20,8 @@ pub(crate) struct Scripts {
     pub return_cancelled: Script,
     pub repair_counters: Script,
     pub undo_reserve: Script,
+    pub claim_binding: Script,
+    pub drop_binding: Script,
 }
 
 impl Scripts {
@@ -37,10 +39,12 @@ impl Scripts {
             return_cancelled: Script::new(include_str!("lua/return_cancelled.lua")),
             repair_counters: Script::new(include_str!("lua/repair_counters.lua")),
             undo_reserve: Script::new(include_str!("lua/undo_reserve.lua")),
+            claim_binding: Script::new(include_str!("lua/claim_binding.lua")),
+            drop_binding: Script::new(include_str!("lua/drop_binding.lua")),
         }
     }
 
-    pub fn all(&self) -> [&Script; 12] {
+    pub fn all(&self) -> [&Script; 14] {
         [
             &self.configure_product,
             &self.reserve,
@@ -54,6 +58,8 @@ impl Scripts {
             &self.return_cancelled,
             &self.repair_counters,
             &self.undo_reserve,
+            &self.claim_binding,
+            &self.drop_binding,
         ]
     }
 

@@ -3,9 +3,11 @@
 //! as `reservation_core::InMemoryStore`; the conformance suite and the model test check both.
 //!
 //! All keys of a SKU share its `{sku}` hash tag (the layout is in `keys.rs`), so each script
-//! touches one slot. The one cross-slot rule, that an idempotency key is bound to the SKU and
-//! quantity of its first request, is kept by a `SET NX GET` sent with the reserve script in
-//! one round trip (pipelined on one server, side by side on a cluster).
+//! touches one slot. The one cross-slot rule, that an idempotency key which made a hold is bound
+//! to that hold's SKU and quantity, is kept by a `SET NX GET` sent with the reserve script in
+//! one round trip (pipelined on one server, side by side on a cluster). The binding's value is
+//! unique to the request, so a refused request deletes exactly its own binding afterwards and
+//! leaves no lasting state (DESIGN.md §6); a success costs no extra round trip.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -198,12 +200,12 @@ impl RedisStore {
     }
 
     /// The reserve script in one round trip with the cross-slot binding of its idempotency
-    /// key: `SET <binding> "<sku>|<qty>" NX GET PX ..` then `EVALSHA reserve`. Returns the
-    /// binding found before (None: this request made it) and the script's answer.
+    /// key: `SET <binding> "<sku>|<qty>|<id>" NX GET PX ..` then `EVALSHA reserve`. Returns
+    /// the binding found before (None: this request wrote `mine`) and the script's answer.
     async fn reserve_round_trip(
         &self,
         request: &ReserveRequest,
-        binding: &str,
+        mine: &str,
         keys: &[&str],
         args: &[&str],
         record_ms: u64,
@@ -215,7 +217,7 @@ impl RedisStore {
             &request.buyer,
             &request.idempotency_key,
         ))
-        .arg(binding)
+        .arg(mine)
         .arg("NX")
         .arg("GET")
         .arg("PX")
@@ -287,6 +289,15 @@ impl RedisStore {
     }
 }
 
+/// The SKU and quantity a binding's value names: `"<sku>|<qty>|<reservation id>"`, or
+/// `"<sku>|<qty>"` as older versions wrote it (a SKU never contains `|`).
+fn bound_body(value: &str) -> &str {
+    match value.match_indices('|').nth(1) {
+        Some((end, _)) => &value[..end],
+        None => value,
+    }
+}
+
 /// A reserve reply's fields: replayed flag, then the hold.
 fn reservation(f: &[String]) -> StoreResult<Reservation> {
     let (replayed, hold) = f.split_first().ok_or_else(|| {
@@ -338,7 +349,10 @@ impl ReservationStore for RedisStore {
             record_ms.to_string(),
             request.qty.get().to_string(),
         );
-        let binding = format!("{}|{}", request.sku, request.qty.get());
+        let body = format!("{}|{}", request.sku, request.qty.get());
+        // Unique to this request (the id of the hold it would make), so that a refused
+        // request's cleanup can tell its own binding from an equal one another request wrote.
+        let mine = format!("{body}|{id}");
         let keys = [k.stock.as_str(), &k.buyers, &k.expiry, &idem_key, &hold_key];
         let args = [
             id.as_str(),
@@ -349,29 +363,43 @@ impl ReservationStore for RedisStore {
             &record,
         ];
         let (earlier, answer) = self
-            .reserve_round_trip(request, &binding, &keys, &args, record_ms)
+            .reserve_round_trip(request, &mine, &keys, &args, record_ms)
             .await?;
 
-        match (&answer, earlier) {
-            // An unknown SKU is refused before the key is bound (as in the model): undo the
-            // binding this request just made.
-            (Err(ReservationError::UnknownSku), None) => {
-                self.unbind(request).await;
-                answer
-            }
-            (Err(ReservationError::UnknownSku), Some(_)) => answer,
-            (_, Some(earlier)) if earlier != binding => {
-                // The key belongs to another SKU or quantity. If the script (which cannot see
-                // the binding, it lives in another slot) took units for this request, give
-                // them back at once. Only a misusing client gets here.
-                if let Ok(made) = &answer
-                    && !made.replayed
-                {
-                    self.undo_reserve(&made.hold, &keys).await;
+        if let Some(earlier) = &earlier
+            && bound_body(earlier) != body
+        {
+            // The key belongs to another SKU or quantity. If the script (which cannot see
+            // the binding, it lives in another slot) took units for this request, give them
+            // back at once. Only a misusing client gets here. An unknown SKU is answered as
+            // such (the documented order checks the SKU first).
+            return match answer {
+                Err(ReservationError::UnknownSku) => answer,
+                Ok(made) => {
+                    if !made.replayed {
+                        self.undo_reserve(&made.hold, &keys).await;
+                    }
+                    Err(ReservationError::IdempotencyMismatch)
                 }
-                Err(ReservationError::IdempotencyMismatch)
+                Err(_) => Err(ReservationError::IdempotencyMismatch),
+            };
+        }
+        match (earlier, answer) {
+            // Refused, and this request wrote the binding: delete it again, so the refusal
+            // leaves nothing behind. After a backend error the script may have made a hold,
+            // so its binding stays (it expires with the hold's records).
+            (None, Err(refusal)) if !matches!(refusal, ReservationError::Backend { .. }) => {
+                self.drop_binding(request, &mine).await;
+                Err(refusal)
             }
-            _ => answer,
+            // A new hold under a binding another request wrote with the same body. That
+            // request may be refused and delete it: make the binding this request's own.
+            (Some(_), Ok(made)) if !made.replayed => {
+                self.claim_binding(request, &mine, &body, record_ms, &made.hold, &keys)
+                    .await?;
+                Ok(made)
+            }
+            (_, answer) => answer,
         }
     }
 
@@ -572,18 +600,39 @@ impl ReservationStore for RedisStore {
 }
 
 impl RedisStore {
-    /// Drops the binding a reserve of an unknown SKU just made. Best effort: if it fails, the
-    /// key stays bound to that SKU until the binding's lifetime ends.
-    async fn unbind(&self, request: &ReserveRequest) {
-        let mut conn = self.conn.clone();
+    /// Deletes the binding a refused reserve wrote, if it still holds this request's value
+    /// (`mine`). Best effort: if it fails, the binding lasts until its lifetime ends (the
+    /// same request again is then decided afresh; another body under the key is refused).
+    async fn drop_binding(&self, request: &ReserveRequest, mine: &str) {
         let key = binding_key(&self.prefix, &request.buyer, &request.idempotency_key);
-        if let Err(err) = redis::cmd("DEL")
-            .arg(&key)
-            .query_async::<()>(&mut conn)
-            .await
-        {
-            tracing::warn!(error = %err, key, "could not drop the binding of an unknown sku");
+        if let Err(err) = self.run(&self.scripts.drop_binding, &[&key], &[mine]).await {
+            tracing::warn!(error = %err, key, "could not drop the binding of a refused reserve");
         }
+    }
+
+    /// Makes the binding of a hold just made hold this request's value (`mine`), replacing an
+    /// equal one another request wrote. If the key was bound to another SKU or quantity
+    /// meanwhile, or the binding cannot be written, the hold is taken back and the reserve
+    /// refused: a hold is never left without its binding.
+    async fn claim_binding(
+        &self,
+        request: &ReserveRequest,
+        mine: &str,
+        body: &str,
+        record_ms: u64,
+        hold: &Hold,
+        keys: &[&str],
+    ) -> StoreResult<()> {
+        let key = binding_key(&self.prefix, &request.buyer, &request.idempotency_key);
+        let record = record_ms.to_string();
+        let claimed = self
+            .run(&self.scripts.claim_binding, &[&key], &[mine, body, &record])
+            .await;
+        if let Err(err) = claimed {
+            self.undo_reserve(hold, keys).await;
+            return Err(err);
+        }
+        Ok(())
     }
 
     /// Erases a hold made for a request whose idempotency key was bound elsewhere, with its

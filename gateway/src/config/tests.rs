@@ -147,6 +147,12 @@ fn environment_overrides_urls_and_paths() {
         ("STOCKGATE_SETTLEMENT_ADDR", "http://10.0.0.2:8081/"),
         ("STOCKGATE_JWKS_URL", "http://idp/jwks.json"),
         ("STOCKGATE_LISTEN", ""),
+        ("STOCKGATE_RESERVATION_KEY_FILE", "/keys/rsv-2.pem"),
+        ("STOCKGATE_RESERVATION_KEY_ID", "rsv-2"),
+        (
+            "STOCKGATE_RESERVATION_JWKS_FILE",
+            "/keys/reservation-jwks.json",
+        ),
     ]
     .into_iter()
     .collect();
@@ -161,6 +167,19 @@ fn environment_overrides_urls_and_paths() {
     assert_eq!(
         config.server.listen, "127.0.0.1:8080",
         "empty values do not override"
+    );
+    let r = &config.reservations;
+    assert_eq!(
+        (
+            r.signing_key_file.as_deref(),
+            r.signing_key_id.as_str(),
+            r.public_jwks_file.as_deref()
+        ),
+        (
+            Some(std::path::Path::new("/keys/rsv-2.pem")),
+            "rsv-2",
+            Some(std::path::Path::new("/keys/reservation-jwks.json"))
+        )
     );
     config.validate().unwrap();
 }

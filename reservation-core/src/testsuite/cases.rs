@@ -309,16 +309,82 @@ pub async fn replay_after_release_returns_the_released_hold<S: ReservationStore>
     assert_eq!(counters(&*store, &sku).await, (10, 0, 0, 0));
 }
 
-pub async fn key_of_a_refused_request_stays_bound_and_is_tried_again<S: ReservationStore>(
+pub async fn a_refused_request_leaves_its_key_free<S: ReservationStore>(store: SharedStore<S>) {
+    // One key through every kind of refusal: none of them binds it (DESIGN.md §6, a refused
+    // request leaves no lasting state), so each next try may name any SKU and quantity.
+    let one = product(&*store, "ONE", 1).await;
+    hold(&*store, "ONE", "bob", 1, "b1").await;
+    let few = sku("FEW");
+    store
+        .configure_product(&few, &stock(10, 3, 2))
+        .await
+        .unwrap();
+    hold(&*store, "FEW", "alice", 2, "a1").await;
+    let paused = ProductStock {
+        sale_state: SaleState::Paused,
+        ..stock(5, 100, 100)
+    };
+    store
+        .configure_product(&sku("PAUSED"), &paused)
+        .await
+        .unwrap();
+    let big = product(&*store, "BIG", 5).await;
+
+    let refusals = [
+        (request("ONE", "alice", 1, "k"), ReservationError::SoldOut),
+        (
+            request("FEW", "alice", 3, "k"),
+            ReservationError::PurchaseLimit { limit: 2 },
+        ),
+        (
+            request("FEW", "alice", 2, "k"),
+            ReservationError::PurchaseLimit { limit: 3 },
+        ),
+        (
+            request("PAUSED", "alice", 1, "k"),
+            ReservationError::SalePaused,
+        ),
+        (
+            request("NOPE", "alice", 1, "k"),
+            ReservationError::UnknownSku,
+        ),
+        (
+            request("BIG", "alice", 6, "k"),
+            ReservationError::InsufficientStock { available: 5 },
+        ),
+    ];
+    for (req, expected) in refusals {
+        assert_eq!(store.reserve(&req).await.unwrap_err(), expected, "{req:?}");
+    }
+    assert_eq!(counters(&*store, &one).await, (0, 1, 0, 0));
+    assert_eq!(counters(&*store, &few).await, (8, 2, 0, 0));
+    assert_eq!(counters(&*store, &big).await, (5, 0, 0, 0));
+
+    // The key is free: it makes a hold of a body none of the refused tries named.
+    let made = store
+        .reserve(&request("BIG", "alice", 1, "k"))
+        .await
+        .unwrap();
+    assert!(!made.replayed);
+    // Now it is bound to that hold: the same body replays it, any other is a mismatch.
+    let again = store
+        .reserve(&request("BIG", "alice", 1, "k"))
+        .await
+        .unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.hold.id, made.hold.id);
+    let err = store.reserve(&request("ONE", "alice", 1, "k")).await;
+    assert_eq!(err.unwrap_err(), ReservationError::IdempotencyMismatch);
+    assert_eq!(counters(&*store, &big).await, (4, 1, 0, 0));
+}
+
+pub async fn a_refused_request_is_decided_afresh_when_retried<S: ReservationStore>(
     store: SharedStore<S>,
 ) {
     let sku = product(&*store, "A", 1).await;
     hold(&*store, "A", "bob", 1, "k1").await;
     let err = store.reserve(&request("A", "alice", 1, "k1")).await;
     assert_eq!(err.unwrap_err(), ReservationError::SoldOut);
-    // The refused request bound the key to (A, 1).
-    let err = store.reserve(&request("A", "alice", 2, "k1")).await;
-    assert_eq!(err.unwrap_err(), ReservationError::IdempotencyMismatch);
     // After a restock the same request is tried again and succeeds.
     store
         .configure_product(&sku, &stock(2, 100, 100))

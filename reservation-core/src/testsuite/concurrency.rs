@@ -278,3 +278,91 @@ pub async fn concurrent_reservations_never_oversell<S: ReservationStore>(store: 
         units(&expired),
     );
 }
+
+/// Rounds of [`refused_and_successful_requests_under_one_key_keep_one_binding`].
+const KEY_RACE_ROUNDS: usize = 200;
+
+pub async fn refused_and_successful_requests_under_one_key_keep_one_binding<S: ReservationStore>(
+    store: SharedStore<S>,
+) {
+    // Two copies of one request race the release of the last unit: the copy whose check runs
+    // before the release is refused (and cleans up after itself), the other makes the hold or
+    // replays it. Whichever order their steps take, a key that made a hold stays bound to it
+    // (another body under the key is refused, the same body replays it), and a key that was
+    // only refused stays free. Each copy is sent once, so no later try can mend a lost binding.
+    let a = product(&*store, "A", 1).await;
+    product(&*store, "B", 1_000).await;
+    let alice = buyer("alice");
+    let (mut made_rounds, mut refused_copies) = (0, 0);
+    for round in 0..KEY_RACE_ROUNDS {
+        let blocker = hold(&*store, "A", "bob", 1, &format!("bob-{round}")).await;
+        let key = format!("retry-{round}");
+        let doomed_key = format!("doomed-{round}");
+        let send = |req: ReserveRequest| {
+            let store = store.clone();
+            tokio::spawn(async move { store.reserve(&req).await })
+        };
+        let first = send(request("A", "alice", 1, &key));
+        let release = {
+            let store = store.clone();
+            tokio::spawn(async move { store.release(&blocker.id, &blocker.buyer).await })
+        };
+        let second = send(request("A", "alice", 1, &key));
+        // Never granted: A never has 2 units.
+        let doomed = send(request("A", "alice", 2, &doomed_key));
+        release.await.unwrap().unwrap();
+        let mut holds = Vec::new();
+        for copy in [first, second] {
+            match copy.await.unwrap() {
+                Ok(r) => holds.push(r),
+                Err(ReservationError::SoldOut) => refused_copies += 1,
+                Err(other) => panic!("round {round}: unexpected answer {other:?}"),
+            }
+        }
+        match doomed.await.unwrap() {
+            Err(ReservationError::SoldOut | ReservationError::InsufficientStock { .. }) => {}
+            other => panic!("round {round}: the doomed request was not refused: {other:?}"),
+        }
+
+        if let Some(made) = holds.first() {
+            made_rounds += 1;
+            let id = made.hold.id.clone();
+            assert!(holds.iter().all(|r| r.hold.id == id), "round {round}");
+            assert_eq!(
+                holds.iter().filter(|r| !r.replayed).count(),
+                1,
+                "round {round}"
+            );
+            let err = store.reserve(&request("B", "alice", 1, &key)).await;
+            assert_eq!(
+                err.unwrap_err(),
+                ReservationError::IdempotencyMismatch,
+                "round {round}: the hold's key came loose"
+            );
+            let again = store
+                .reserve(&request("A", "alice", 1, &key))
+                .await
+                .unwrap();
+            assert!(again.replayed && again.hold.id == id, "round {round}");
+            store.release(&id, &alice).await.unwrap();
+        } else {
+            // Both copies were refused: the key is as free as if never used.
+            let free = store
+                .reserve(&request("B", "alice", 1, &key))
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: a refused key stayed bound: {e}"));
+            store.release(&free.hold.id, &alice).await.unwrap();
+        }
+        let free = store
+            .reserve(&request("B", "alice", 3, &doomed_key))
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the doomed key stayed bound: {e}"));
+        assert!(!free.replayed);
+        store.release(&free.hold.id, &alice).await.unwrap();
+    }
+    assert_eq!(counters(&*store, &a).await, (1, 0, 0, 0));
+    println!(
+        "key race: {KEY_RACE_ROUNDS} rounds, {made_rounds} with a hold, {refused_copies} \
+         copies refused"
+    );
+}

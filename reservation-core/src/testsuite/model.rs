@@ -174,9 +174,8 @@ struct Model {
     products: [Option<ProductStock>; 3],
     /// Every hold ever made, in creation order.
     holds: Vec<ModelHold>,
-    /// (buyer, key, sku, qty): what each idempotency key was first used for.
-    bindings: Vec<(usize, usize, usize, u32)>,
-    /// (buyer, key, hold): the hold each key made.
+    /// (buyer, key, hold): the hold each key made. Only a request that made a hold binds its
+    /// key, to that hold's SKU and quantity.
     made: Vec<(usize, usize, usize)>,
 }
 
@@ -232,14 +231,11 @@ impl Model {
         let Some(stock) = self.products[sku].clone() else {
             return Err(ReservationError::UnknownSku);
         };
-        match self.bindings.iter().find(|b| (b.0, b.1) == (buyer, key)) {
-            Some(b) if (b.2, b.3) != (sku, qty) => {
+        if let Some(made) = self.made.iter().find(|m| (m.0, m.1) == (buyer, key)) {
+            let hold = &self.holds[made.2];
+            if (hold.sku, hold.qty) != (sku, qty) {
                 return Err(ReservationError::IdempotencyMismatch);
             }
-            Some(_) => {}
-            None => self.bindings.push((buyer, key, sku, qty)),
-        }
-        if let Some(made) = self.made.iter().find(|m| (m.0, m.1) == (buyer, key)) {
             return Ok((made.2, true));
         }
         if stock.sale_state == SaleState::Paused {
