@@ -26,6 +26,10 @@ pub struct Metrics {
     pub drift_unbalanced: IntGaugeVec,
     pub confirming_resolved: IntCounterVec,
     pub holds_expired: IntCounter,
+    /// `stockgate_product_store_restores_total{result}`: a product edit configured the store
+    /// but SQL did not commit it, so the store was put back to SQL's values (`restored`) or
+    /// could not be (`failed`: the reconciler reports the drift).
+    pub product_store_restores: IntCounterVec,
 }
 
 impl Metrics {
@@ -97,6 +101,13 @@ impl Metrics {
                 "stockgate_sweeper_expired_total",
                 "holds the sweeper returned to stock",
             )?,
+            product_store_restores: IntCounterVec::new(
+                Opts::new(
+                    "stockgate_product_store_restores_total",
+                    "product edits whose SQL commit failed after the store was configured, by whether the store was put back",
+                ),
+                &["result"],
+            )?,
         };
         registry.register(Box::new(m.settlements.clone()))?;
         registry.register(Box::new(m.oversell_prevented.clone()))?;
@@ -109,6 +120,7 @@ impl Metrics {
         registry.register(Box::new(m.drift_unbalanced.clone()))?;
         registry.register(Box::new(m.confirming_resolved.clone()))?;
         registry.register(Box::new(m.holds_expired.clone()))?;
+        registry.register(Box::new(m.product_store_restores.clone()))?;
         Ok(m)
     }
 

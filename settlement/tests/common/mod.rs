@@ -5,6 +5,10 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+mod slow_store;
+
+pub use slow_store::SlowStore;
+
 use std::sync::Arc;
 
 use backend_adapters::sql::Db;
