@@ -8,7 +8,7 @@ use std::sync::Arc;
 use backend_adapters::sql::fates::{self, Fate};
 use backend_adapters::sql::orders::{self, CancelOutcome, StatusOutcome};
 use backend_adapters::sql::outbox;
-use backend_adapters::sql::products::{self, UpsertOutcome};
+use backend_adapters::sql::products::{self, EditOutcome};
 use backend_adapters::sql::{
     Db, OrderStatus, ProductUpsert, SettleOutcome, SettleRequest, settle_batch,
 };
@@ -68,13 +68,11 @@ async fn product_priced(
         max_per_order: 5,
         sale_state: SaleState::OnSale,
     };
-    match products::begin_upsert(db, &sku, &upsert).await? {
-        UpsertOutcome::Pending(p) => {
-            p.commit().await?;
-        }
-        UpsertOutcome::StockBelowSold { .. } => anyhow::bail!("fresh product refused"),
+    let edit = products::begin_edit(db, &sku).await?;
+    match edit.commit(&upsert).await? {
+        EditOutcome::Committed(_) => Ok(sku),
+        refused => anyhow::bail!("fresh product refused: {refused:?}"),
     }
-    Ok(sku)
 }
 
 fn request(sku: &Sku, buyer: &str, qty: u32) -> anyhow::Result<SettleRequest> {
@@ -284,8 +282,13 @@ async fn total_stock_cannot_drop_below_sold(db: Db) -> anyhow::Result<()> {
         max_per_order: 5,
         sale_state: SaleState::Paused,
     };
-    let refused = products::begin_upsert(&db, &sku, &upsert).await?;
-    assert!(matches!(refused, UpsertOutcome::StockBelowSold { sold: 4 }));
+    let edit = products::begin_edit(&db, &sku).await?;
+    assert_eq!(edit.sold_above(upsert.total_stock), Some(4));
+    // The write itself is conditioned on it too (a batch may settle after the edit began).
+    assert_eq!(
+        edit.commit(&upsert).await?,
+        EditOutcome::StockBelowSold { sold: 4 }
+    );
     // The CHECK constraint holds even against a direct write.
     let direct = sqlx::query("UPDATE products SET sold = total_stock + 1 WHERE sku = 'LOW'")
         .execute(db.pool())

@@ -22,9 +22,18 @@ async fn postgres_schema_url() -> String {
         .expect("a scratch schema on PostgreSQL at DATABASE_URL")
 }
 
-async fn put_price(http: &reqwest::Client, settlement: &str, price_cents: i64) {
-    let response = http
-        .put(format!("{settlement}/api/v1/admin/products/HOT"))
+/// Creates `HOT` (no `if_match`) or changes the version `if_match` names.
+async fn put_price(
+    http: &reqwest::Client,
+    settlement: &str,
+    price_cents: i64,
+    if_match: Option<&str>,
+) {
+    let mut request = http.put(format!("{settlement}/api/v1/admin/products/HOT"));
+    if let Some(tag) = if_match {
+        request = request.header("if-match", tag);
+    }
+    let response = request
         .header("x-user-sub", "olga")
         .header("x-user-roles", "ops")
         .json(
@@ -82,7 +91,7 @@ async fn a_price_update_reaches_the_cache_through_the_outbox_within_a_second() {
     let settlement = format!("http://{}", all.settlement.addr);
     let product_url = format!("http://{}/api/v1/products/HOT", all.public_addr());
 
-    put_price(&http, &settlement, 1999).await;
+    put_price(&http, &settlement, 1999, None).await;
     // Let the creation event pass before warming the cache.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(price(&http, &product_url).await.0, 1999);
@@ -90,7 +99,7 @@ async fn a_price_update_reaches_the_cache_through_the_outbox_within_a_second() {
     assert_eq!(cached, 1999);
     assert!(status.contains("hit"), "{status}");
 
-    put_price(&http, &settlement, 2499).await;
+    put_price(&http, &settlement, 2499, Some("\"1\"")).await;
     let changed = Instant::now();
     let mut seen = 1999;
     while seen != 2499 && changed.elapsed() < Duration::from_secs(3) {

@@ -254,3 +254,96 @@ async fn two_hundred_buyers_on_fifty_units_make_exactly_fifty_orders() {
         Err(_) => panic!("a task still holds the world"),
     }
 }
+
+/// Issue 15 item 5 through the gateway: the restock route is ops only, a product edit needs
+/// the version it changes, and every edit the gateway proxies — a restock, and a 412 (whose
+/// editor saw a stale copy) — drops the cached page, so the next read is SQL's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_edits_through_the_gateway_need_the_version_and_drop_cached_pages() {
+    let world = World::start(|c| c.cache.ttl_secs = 300).await;
+    world.put_product("EDIT", 10, 3).await;
+    let ops = world.idp.ops_token("olga");
+    let page = || async {
+        let response = world
+            .http
+            .get(world.url("/api/v1/products/EDIT"))
+            .send()
+            .await
+            .unwrap();
+        let cache = response
+            .headers()
+            .get("cache-status")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let (_, product) = body(response).await;
+        (
+            product["total_stock"].as_i64(),
+            product["version"].as_i64(),
+            cache,
+        )
+    };
+    let restock = |token: String, units: i64| {
+        let request = world
+            .http
+            .post(world.url("/api/v1/admin/products/EDIT/restock"))
+            .bearer_auth(token)
+            .json(&json!({ "units": units }));
+        async move { body(request.send().await.unwrap()).await }
+    };
+    // Let the creation's event pass, then warm the cache.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    page().await;
+    let (_, _, cache) = page().await;
+    assert!(cache.contains("hit"), "{cache}");
+
+    let (status, problem) = restock(world.idp.token("bob"), 5).await;
+    assert_eq!((status, problem["code"].as_str()), (403, Some("forbidden")));
+    let (status, restocked) = restock(ops.clone(), 5).await;
+    assert_eq!((status, restocked["total_stock"].as_i64()), (200, Some(15)));
+    let (total, version, cache) = page().await;
+    assert_eq!((total, version), (Some(15), Some(2)), "{cache}");
+    assert!(
+        !cache.contains("hit"),
+        "the restock dropped the cached page: {cache}"
+    );
+    assert_eq!(world.stock("EDIT").await.total_stock, 15);
+
+    // The console's whole-product PUT: without If-Match 428, with a stale one 412 (and the
+    // cached page goes), with the current one 200.
+    let product = json!({"name": "EDIT", "price_cents": 1999, "total_stock": 15,
+                         "per_buyer_limit": 3, "sale_state": "paused"});
+    let put = |if_match: Option<&'static str>| {
+        common::put_product_if_match(&world.http, &world.base, &ops, "EDIT", &product, if_match)
+    };
+    // The restock's event passes first, so only the 412 can drop the copy read next.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    page().await;
+    let (status, problem) = put(None).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (428, Some("precondition_required"))
+    );
+    let (_, _, cache) = page().await;
+    assert!(cache.contains("hit"), "{cache}");
+    let (status, problem) = put(Some("\"1\"")).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (412, Some("stale_version"))
+    );
+    let (_, _, cache) = page().await;
+    assert!(
+        !cache.contains("hit"),
+        "the 412 dropped the cached page: {cache}"
+    );
+    let (status, paused) = put(Some("\"2\"")).await;
+    assert_eq!(
+        (status, paused["sale_state"].as_str()),
+        (200, Some("paused"))
+    );
+    assert_eq!(
+        world.stock("EDIT").await.sale_state,
+        reservation_core::SaleState::Paused
+    );
+    world.shutdown().await;
+}

@@ -156,13 +156,25 @@ impl Stack {
 
     /// `PUT /api/v1/admin/products/{sku}` as ops: a new product.
     async fn put_product(&self, sku: &str, price_cents: i64, total_stock: i64, limit: i64) {
-        let (status, product) = self.upsert(sku, price_cents, total_stock, limit).await;
+        let (status, product) = self
+            .upsert(sku, price_cents, total_stock, limit, None)
+            .await;
         assert_eq!(status, 201, "{product}");
     }
 
-    /// `PUT /api/v1/admin/products/{sku}` as ops: a change of an existing product.
-    async fn put_product_update(&self, sku: &str, price_cents: i64, total_stock: i64, limit: i64) {
-        let (status, product) = self.upsert(sku, price_cents, total_stock, limit).await;
+    /// `PUT /api/v1/admin/products/{sku}` as ops: a change of the product at `version`.
+    async fn put_product_update(
+        &self,
+        sku: &str,
+        version: i64,
+        price_cents: i64,
+        total_stock: i64,
+        limit: i64,
+    ) {
+        let tag = format!("\"{version}\"");
+        let (status, product) = self
+            .upsert(sku, price_cents, total_stock, limit, Some(&tag))
+            .await;
         assert_eq!(status, 200, "{product}");
     }
 
@@ -172,12 +184,13 @@ impl Stack {
         price_cents: i64,
         total_stock: i64,
         limit: i64,
+        if_match: Option<&str>,
     ) -> (u16, Value) {
         let product = json!({"name": format!("{sku} sneaker"), "price_cents": price_cents,
                              "total_stock": total_stock, "per_buyer_limit": limit,
                              "sale_state": "on_sale"});
         let ops = self.idp.ops_token("olga");
-        common::put_product(&self.http, &self.base, &ops, sku, &product).await
+        common::put_product_if_match(&self.http, &self.base, &ops, sku, &product, if_match).await
     }
 
     async fn reserve(&self, token: &str, key: &str, sku: &str, qty: u32) -> (u16, Value) {
@@ -608,7 +621,7 @@ async fn scenario_1_product_view_cache_miss_then_hit() {
     // 5. Ops change the price through the first replica: it drops its copies (memory and
     // Redis) before it answers; the outbox event tells the other replica, whose memory still
     // holds the old copy.
-    stack.put_product_update("HOT", 17_999, 10, 2).await;
+    stack.put_product_update("HOT", 1, 17_999, 10, 2).await;
     assert!(
         !stack.exists(&entry_key).await,
         "dropped by the gateway that proxied the change"

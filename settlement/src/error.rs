@@ -14,8 +14,8 @@
 //! | 409 | `stale_fence` | a newer lock holder already changed the order |
 //! | 409 | `stock_below_sold` | a new total stock below the units SQL sold |
 //! | 410 | `reservation_expired` | the token has expired |
-//! | 412 | `stale_version` | `If-Match` names an old version |
-//! | 428 | `precondition_required` | cancel without `If-Match` |
+//! | 412 | `stale_version` | `If-Match` names an old version (or `If-None-Match: *` an existing product); `ETag` is the current one |
+//! | 428 | `precondition_required` | cancel, or a `PUT` of an existing product, without `If-Match` |
 //! | 503 | `lock_busy` / `database_unavailable` | retry later (`Retry-After`) |
 //!
 //! Reservation-store errors use [`ReservationError::status_and_code`].
@@ -36,6 +36,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub detail: String,
     pub retry_after_secs: Option<u64>,
+    /// The resource's current version, sent as `ETag` (a 412 tells the client what is current).
+    pub etag_version: Option<i64>,
 }
 
 /// The problem body as serialized (kept in the response's extensions until the middleware
@@ -59,6 +61,15 @@ impl ApiError {
             code,
             detail: detail.into(),
             retry_after_secs: (status == 503 || status == 429).then_some(1),
+            etag_version: None,
+        }
+    }
+
+    /// A 412 `stale_version`: the resource is at `current` (sent as its `ETag`).
+    pub fn stale_version(current: i64, detail: impl Into<String>) -> Self {
+        ApiError {
+            etag_version: Some(current),
+            ..Self::new(412, "stale_version", detail)
         }
     }
 
@@ -129,6 +140,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(version) = self.etag_version
+            && let Ok(value) = HeaderValue::from_str(&crate::http::etag(version))
+        {
+            response.headers_mut().insert(header::ETAG, value);
         }
         response.extensions_mut().insert(problem);
         response

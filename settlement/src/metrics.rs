@@ -35,6 +35,10 @@ pub struct Metrics {
     pub outbox_stream_reassigned: IntCounter,
     /// `stockgate_settlement_leader{task}`: 1 while this replica holds the task's lease.
     pub leader: IntGaugeVec,
+    /// `stockgate_product_store_restores_total{result}`: a product edit configured the store
+    /// but SQL did not commit it, so the store was put back to SQL's values (`restored`) or
+    /// could not be (`failed`: the reconciler reports the drift).
+    pub product_store_restores: IntCounterVec,
 }
 
 impl Metrics {
@@ -121,6 +125,13 @@ impl Metrics {
                 "stockgate_outbox_stream_reassigned_total",
                 "events appended with a Redis-assigned id: the stream was ahead of the outbox",
             )?,
+            product_store_restores: IntCounterVec::new(
+                Opts::new(
+                    "stockgate_product_store_restores_total",
+                    "product edits whose SQL commit failed after the store was configured, by whether the store was put back",
+                ),
+                &["result"],
+            )?,
         };
         registry.register(Box::new(m.settlements.clone()))?;
         registry.register(Box::new(m.oversell_prevented.clone()))?;
@@ -136,6 +147,7 @@ impl Metrics {
         registry.register(Box::new(m.relay_effects_failed.clone()))?;
         registry.register(Box::new(m.outbox_stream_reassigned.clone()))?;
         registry.register(Box::new(m.leader.clone()))?;
+        registry.register(Box::new(m.product_store_restores.clone()))?;
         Ok(m)
     }
 

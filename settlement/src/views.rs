@@ -90,6 +90,9 @@ pub struct ProductInput {
 pub const MAX_PRICE_CENTS: i64 = 1_000_000_000_000;
 
 impl ProductInput {
+    /// The largest `total_stock` (far above any real stock; sums of counters cannot overflow).
+    pub const MAX_TOTAL_STOCK: i64 = i64::MAX / 4;
+
     pub fn validate(self) -> Result<ProductUpsert, ApiError> {
         let bad = |field: &str, reason: &str| ApiError::bad_request(format!("{field} {reason}"));
         let name = self.name.trim();
@@ -99,7 +102,7 @@ impl ProductInput {
         if !(0..=MAX_PRICE_CENTS).contains(&self.price_cents) {
             return Err(bad("price_cents", "must be between 0 and 1000000000000"));
         }
-        if !(0..=i64::MAX / 4).contains(&self.total_stock) {
+        if !(0..=Self::MAX_TOTAL_STOCK).contains(&self.total_stock) {
             return Err(bad("total_stock", "must be at least 0"));
         }
         let limit_range = 1..=i64::from(u32::MAX);

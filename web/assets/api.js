@@ -10,6 +10,8 @@
 //   is safe even when the first attempt did reach the server.
 // - Anything else is final: the caller gets the JSON body or an ApiError carrying the
 //   problem+json `code`.
+// - `once: true` sends a request exactly once: for a change the server does not dedupe by
+//   Idempotency-Key (an ops restock), where a repeat could apply it twice.
 
 const TOKEN_KEY = "stockgate.token";
 const RETRY = { attempts: 6, baseMs: 250, capMs: 4000 };
@@ -70,7 +72,8 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 /**
  * Sends one user action. Returns `{status, body, headers}` for a 2xx answer, throws ApiError
  * otherwise. `options.headers` adds headers (e.g. If-Match); `options.auth` false sends no
- * token; `options.onRetry(attempt, reason)` is told about each retry.
+ * token; `options.once` sends it once, without retries; `options.onRetry(attempt, reason)`
+ * is told about each retry.
  */
 export async function request(method, path, body, options = {}) {
   const headers = { Accept: "application/json", ...(options.headers || {}) };
@@ -81,7 +84,7 @@ export async function request(method, path, body, options = {}) {
   const init = { method, headers, body: body === undefined ? undefined : JSON.stringify(body) };
 
   for (let attempt = 0; ; attempt++) {
-    const last = attempt + 1 >= RETRY.attempts;
+    const last = options.once || attempt + 1 >= RETRY.attempts;
     let response;
     try {
       response = await fetch(path, init);

@@ -1,11 +1,16 @@
 // The ops console: per-SKU stock (Redis counters next to SQL, with drift) and the settlement
 // lag from the settlement's reconcile report, the gateway's counters turned into per-second
 // rates, and the rate-limit rules in force. Actions: open or pause a sale, restock.
+//
+// Two operators never overwrite each other: a sale change PUTs the product as this console
+// showed it with `If-Match` of the version shown, so a product someone changed since answers
+// 412 and the console reloads and says so; a restock is a relative change (`POST …/restock`)
+// that adds to whatever the stock is when it runs.
 
 import { el, get, notify, request, setUpSignIn } from "/assets/api.js";
 
 const POLL_MS = 2000;
-const catalog = new Map(); // sku → product view (the body a PUT sends back, changed)
+const catalog = new Map(); // sku → product view, with the version a change must match
 let previous = null; // the last edge reading, for rates
 
 setUpSignIn("ops", () => {
@@ -86,36 +91,63 @@ function actions(product) {
   const amount = el("input", { type: "number", min: 1, value: 10, "aria-label": `units to add to ${product.sku}`, "data-role": "restock-amount" });
   return [
     el("button", { type: "button", "data-role": "toggle-sale", class: open ? "danger" : "",
-      onclick: () => change(product.sku, { sale_state: open ? "paused" : "on_sale" }, open ? "paused" : "opened") },
+      onclick: () => change(product, { sale_state: open ? "paused" : "on_sale" }, open ? "paused" : "opened") },
       open ? "Pause sale" : "Open sale"),
     amount,
     el("button", { type: "button", class: "secondary", "data-role": "restock",
       onclick: () => {
         const units = Number.parseInt(amount.value, 10);
         if (!(units > 0)) return notify("Restock needs a whole number of units above 0.", "error");
-        change(product.sku, { total_stock: product.total_stock + units }, `restocked with ${units} units`);
+        restock(product, units);
       } }, "Restock"),
   ];
 }
 
-/** PUTs the product with `patch` applied (the API takes the whole product). */
-async function change(sku, patch, done) {
-  const current = catalog.get(sku);
+const productPath = (sku) => `/api/v1/admin/products/${encodeURIComponent(sku)}`;
+
+/**
+ * PUTs `shown` (the product as this console showed it) with `patch` applied, if it is still
+ * at the version shown. A 412 means another operator changed it since: nothing was changed,
+ * the console reloads, and the operator decides again on what is there now.
+ */
+async function change(shown, patch, done) {
   const body = {
-    name: current.name,
-    price_cents: current.price_cents,
-    total_stock: current.total_stock,
-    per_buyer_limit: current.per_buyer_limit,
-    max_per_order: current.max_per_order,
-    sale_state: current.sale_state,
+    name: shown.name,
+    price_cents: shown.price_cents,
+    total_stock: shown.total_stock,
+    per_buyer_limit: shown.per_buyer_limit,
+    max_per_order: shown.max_per_order,
+    sale_state: shown.sale_state,
     ...patch,
   };
   try {
-    const { body: updated } = await request("PUT", `/api/v1/admin/products/${encodeURIComponent(sku)}`, body);
-    catalog.set(sku, updated);
-    notify(`${current.name} ${done}.`, "ok");
+    const { body: updated } = await request("PUT", productPath(shown.sku), body, {
+      headers: { "If-Match": `"${shown.version}"` },
+    });
+    catalog.set(shown.sku, updated);
+    notify(`${shown.name} ${done}.`, "ok");
   } catch (error) {
-    notify(`Could not change ${sku}: ${error.message}`, "error");
+    if (error.status === 412) {
+      notify(`${shown.name} was changed by someone else meanwhile, so nothing was changed: the console reloaded it. Check it and try again.`, "error");
+    } else {
+      notify(`Could not change ${shown.sku}: ${error.message}`, "error");
+    }
+  }
+  refresh();
+}
+
+/**
+ * Adds `units` to the stock as it is when the restock runs (a concurrent restock is never
+ * lost). Sent once: the server does not dedupe restocks, so a retry after a lost answer could
+ * add the units twice.
+ */
+async function restock(shown, units) {
+  try {
+    const { body: updated } = await request("POST", `${productPath(shown.sku)}/restock`, { units }, { once: true });
+    catalog.set(shown.sku, updated);
+    notify(`${shown.name} restocked with ${units} units (${updated.total_stock} in total).`, "ok");
+  } catch (error) {
+    notify(`Could not restock ${shown.sku}: ${error.message}. Check the stock before trying again.`, "error");
   }
   refresh();
 }

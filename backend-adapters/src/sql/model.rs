@@ -135,10 +135,17 @@ impl Product {
 
     /// What the reservation store must be configured with for this product.
     pub fn stock(&self) -> ProductStock {
-        ProductStock {
-            total_stock: self.total_stock.max(0) as u64,
-            per_buyer_limit: u32::try_from(self.per_buyer_limit).unwrap_or(u32::MAX),
-            max_per_order: u32::try_from(self.max_per_order).unwrap_or(u32::MAX),
+        self.upsert().stock()
+    }
+
+    /// The product's editable fields: what a `PUT` of it unchanged would send.
+    pub fn upsert(&self) -> ProductUpsert {
+        ProductUpsert {
+            name: self.name.clone(),
+            price_cents: self.price_cents,
+            total_stock: self.total_stock,
+            per_buyer_limit: self.per_buyer_limit,
+            max_per_order: self.max_per_order,
             sale_state: self.sale_state,
         }
     }
@@ -158,6 +165,18 @@ pub struct ProductUpsert {
     pub per_buyer_limit: i64,
     pub max_per_order: i64,
     pub sale_state: SaleState,
+}
+
+impl ProductUpsert {
+    /// What the reservation store must be configured with for these values.
+    pub fn stock(&self) -> ProductStock {
+        ProductStock {
+            total_stock: self.total_stock.max(0) as u64,
+            per_buyer_limit: u32::try_from(self.per_buyer_limit).unwrap_or(u32::MAX),
+            max_per_order: u32::try_from(self.max_per_order).unwrap_or(u32::MAX),
+            sale_state: self.sale_state,
+        }
+    }
 }
 
 #[cfg(test)]

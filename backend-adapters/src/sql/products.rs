@@ -1,6 +1,19 @@
-//! Products: the catalog reads and the ops upsert. An upsert is handed back uncommitted so
-//! the caller can configure the reservation store in between and roll SQL back if the store
-//! refuses (e.g. the new total is below units already held in Redis).
+//! Products: the catalog reads and the ops edits (`PUT` of a whole product, restock).
+//!
+//! An edit is a [`ProductEdit`]: it takes the SKU's edit lock and reads the product as SQL
+//! has it, the caller decides the new values and configures the reservation store, and only
+//! then [`ProductEdit::commit`] writes the row, appends `product.updated` and commits. So a
+//! store refusal (units already held above the new total) leaves SQL unchanged, two edits of
+//! one SKU never interleave their store and SQL writes, and:
+//!
+//! - the edit lock is not the product row's lock: on PostgreSQL it is a transaction-scoped
+//!   advisory lock per SKU, so a settle batch of the same SKU (which locks the row) does not
+//!   wait for the store call; the row is locked only by the final `UPDATE`;
+//! - the outbox append lock, which every settle batch, cancel and status change takes, is
+//!   taken only inside `commit`, right before COMMIT: never across a store call.
+//!
+//! On SQLite the edit holds the database's write lock from the start (`BEGIN IMMEDIATE`):
+//! SQLite serializes writers anyway, and its store is the in-process one.
 
 use std::collections::HashSet;
 
@@ -8,30 +21,38 @@ use reservation_core::{BuyerId, ReservationId, Sku, SoldUnits};
 use serde::Serialize;
 use sqlx::{Any, Row, Transaction};
 
-use super::db::Db;
+use super::db::{Backend, Db};
 use super::model::{OrderStatus, PRODUCT_COLUMNS, Product, ProductUpsert};
 use super::outbox::{self, NewEvent, topic};
 use super::{SqlError, now_ms, placeholders};
 
-/// A product write that has not been committed yet; dropping it rolls back.
-pub struct PendingUpsert {
+/// The class key of the per-SKU edit locks (`pg_advisory_xact_lock(class, hashtext(sku))`):
+/// its class differs from the outbox append lock's (`outbox::OUTBOX_APPEND_LOCK_SQL`).
+const PRODUCT_EDIT_LOCK_CLASS: i32 = 0x5347_5044; // "SGPD"
+
+/// A product change in progress: the SKU's edit lock is held and [`ProductEdit::current`] is
+/// the product as committed. Nothing is written before [`ProductEdit::commit`]; dropping the
+/// edit rolls back and releases the lock.
+pub struct ProductEdit {
     tx: Transaction<'static, Any>,
-    pub product: Product,
+    backend: Backend,
+    sku: String,
+    /// The product as SQL has it (`None`: not created yet).
+    pub current: Option<Product>,
 }
 
-impl PendingUpsert {
-    pub async fn commit(self) -> Result<Product, SqlError> {
-        self.tx.commit().await?;
-        Ok(self.product)
-    }
-}
-
-/// The result of [`begin_upsert`].
-pub enum UpsertOutcome {
-    Pending(PendingUpsert),
-    /// The new total stock is below the units SQL has already sold.
+/// How [`ProductEdit::commit`] ended. Anything but `Committed` wrote nothing.
+#[derive(Debug, PartialEq, Eq)]
+pub enum EditOutcome {
+    Committed(Product),
+    /// SQL sold more units than the new total (settled after the edit began).
     StockBelowSold {
         sold: i64,
+    },
+    /// The row is not the one the edit read: a writer that does not take the edit lock (an
+    /// older release during a rolling deploy) changed or created it meanwhile.
+    Changed {
+        version: Option<i64>,
     },
 }
 
@@ -41,56 +62,140 @@ struct ProductEvent<'a> {
     version: i64,
 }
 
-/// Creates or updates a product (bumping `version`) and appends `product.updated`, inside a
-/// transaction the caller commits.
-pub async fn begin_upsert(
-    db: &Db,
-    sku: &Sku,
-    upsert: &ProductUpsert,
-) -> Result<UpsertOutcome, SqlError> {
+/// Takes `sku`'s edit lock (waiting for another edit of it to finish) and reads the product.
+pub async fn begin_edit(db: &Db, sku: &Sku) -> Result<ProductEdit, SqlError> {
     let mut tx = db.begin_write().await?;
-    let sql = format!(
-        "SELECT sold FROM products WHERE sku = $1{}",
-        db.for_update()
-    );
-    let sold: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+    if db.backend() == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(PRODUCT_EDIT_LOCK_CLASS)
+            .bind(sku.as_str())
+            .execute(&mut *tx)
+            .await?;
+    }
+    let sql = format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE sku = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(sku.as_str())
         .fetch_optional(&mut *tx)
         .await?;
-    if let Some(sold) = sold.filter(|sold| *sold > upsert.total_stock) {
-        return Ok(UpsertOutcome::StockBelowSold { sold });
+    let current = row.as_ref().map(Product::from_row).transpose()?;
+    Ok(ProductEdit {
+        tx,
+        backend: db.backend(),
+        sku: sku.as_str().to_owned(),
+        current,
+    })
+}
+
+impl ProductEdit {
+    /// The units SQL has sold when they are more than `total_stock` (the edit is refused).
+    pub fn sold_above(&self, total_stock: i64) -> Option<i64> {
+        self.current
+            .as_ref()
+            .map(|p| p.sold)
+            .filter(|sold| *sold > total_stock)
     }
-    let sql = format!(
-        "INSERT INTO products (sku, name, price_cents, total_stock, sold, per_buyer_limit, \
-         max_per_order, sale_state, version, updated_at_ms) \
-         VALUES ($1, $2, $3, $4, 0, $5, $6, $7, 1, $8) \
-         ON CONFLICT (sku) DO UPDATE SET name = excluded.name, price_cents = excluded.price_cents, \
-         total_stock = excluded.total_stock, per_buyer_limit = excluded.per_buyer_limit, \
-         max_per_order = excluded.max_per_order, sale_state = excluded.sale_state, \
-         version = products.version + 1, updated_at_ms = excluded.updated_at_ms \
-         RETURNING {PRODUCT_COLUMNS}"
-    );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(sku.as_str())
+
+    /// Writes `upsert` (a new product at version 1, or the read product at version + 1),
+    /// appends `product.updated` and commits. The write is conditioned on the row being the
+    /// one read, and on `sold <= total_stock`.
+    pub async fn commit(mut self, upsert: &ProductUpsert) -> Result<EditOutcome, SqlError> {
+        let now = now_ms();
+        let row = match &self.current {
+            None => {
+                let sql = format!(
+                    "INSERT INTO products (sku, name, price_cents, total_stock, sold, \
+                     per_buyer_limit, max_per_order, sale_state, version, updated_at_ms) \
+                     VALUES ($1, $2, $3, $4, 0, $5, $6, $7, 1, $8) \
+                     ON CONFLICT (sku) DO NOTHING RETURNING {PRODUCT_COLUMNS}"
+                );
+                bind_upsert(
+                    sqlx::query(sqlx::AssertSqlSafe(sql)),
+                    &self.sku,
+                    upsert,
+                    now,
+                )
+                .fetch_optional(&mut *self.tx)
+                .await?
+            }
+            Some(read) => {
+                let sql = format!(
+                    "UPDATE products SET name = $2, price_cents = $3, total_stock = $4, \
+                     per_buyer_limit = $5, max_per_order = $6, sale_state = $7, \
+                     version = version + 1, updated_at_ms = $8 \
+                     WHERE sku = $1 AND version = $9 AND sold <= $4 RETURNING {PRODUCT_COLUMNS}"
+                );
+                bind_upsert(
+                    sqlx::query(sqlx::AssertSqlSafe(sql)),
+                    &self.sku,
+                    upsert,
+                    now,
+                )
+                .bind(read.version)
+                .fetch_optional(&mut *self.tx)
+                .await?
+            }
+        };
+        let Some(row) = row else {
+            return self.refusal().await;
+        };
+        let product = Product::from_row(&row)?;
+        let event = NewEvent::new(
+            topic::PRODUCT_UPDATED,
+            ProductEvent {
+                sku: &product.sku,
+                version: product.version,
+            },
+        );
+        // Last, so the append lock is held only for the INSERT and the COMMIT.
+        outbox::append(&mut self.tx, self.backend, &[event]).await?;
+        self.tx.commit().await?;
+        Ok(EditOutcome::Committed(product))
+    }
+
+    /// Ends the edit without writing and waits until SQL released the edit lock (dropping the
+    /// edit rolls back too, but only once the connection is next used).
+    pub async fn rollback(self) {
+        if let Err(e) = self.tx.rollback().await {
+            tracing::warn!(error = %e, "product edit rollback failed; the connection is dropped");
+        }
+    }
+
+    /// Why the conditional write matched no row.
+    async fn refusal(mut self) -> Result<EditOutcome, SqlError> {
+        let sql = format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE sku = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(self.sku.as_str())
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        let now = row.as_ref().map(Product::from_row).transpose()?;
+        let read_version = self.current.as_ref().map(|p| p.version);
+        Ok(match now {
+            Some(p) if Some(p.version) == read_version => {
+                EditOutcome::StockBelowSold { sold: p.sold }
+            }
+            now => EditOutcome::Changed {
+                version: now.map(|p| p.version),
+            },
+        })
+    }
+}
+
+/// Binds `$1..$8` of the product write: sku, the upsert's fields, the time.
+fn bind_upsert<'q>(
+    query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
+    sku: &str,
+    upsert: &ProductUpsert,
+    now: i64,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
+    query
+        .bind(sku.to_owned())
         .bind(upsert.name.clone())
         .bind(upsert.price_cents)
         .bind(upsert.total_stock)
         .bind(upsert.per_buyer_limit)
         .bind(upsert.max_per_order)
         .bind(upsert.sale_state.as_str())
-        .bind(now_ms())
-        .fetch_one(&mut *tx)
-        .await?;
-    let product = Product::from_row(&row)?;
-    let event = NewEvent::new(
-        topic::PRODUCT_UPDATED,
-        ProductEvent {
-            sku: &product.sku,
-            version: product.version,
-        },
-    );
-    outbox::append(&mut tx, db.backend(), &[event]).await?;
-    Ok(UpsertOutcome::Pending(PendingUpsert { tx, product }))
+        .bind(now)
 }
 
 pub async fn get(db: &Db, sku: &str) -> Result<Option<Product>, SqlError> {

@@ -201,8 +201,10 @@ impl ProxyHttp for Edge {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         upstream_response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        // A 412 says the editor's copy was stale: dropping it lets the reload read SQL's.
         if let (Some(sku), Some(cache)) = (ctx.invalidates.take(), &self.state.cache)
-            && upstream_response.status.is_success()
+            && (upstream_response.status.is_success()
+                || upstream_response.status == http::StatusCode::PRECONDITION_FAILED)
         {
             cache.invalidate(&sku).await;
         }
@@ -281,14 +283,10 @@ impl ProxyHttp for Edge {
     }
 }
 
-/// The SKU of `PUT /api/v1/admin/products/{sku}`, whose cached pages it makes stale.
+/// The SKU whose cached pages this request changes, if it is a product edit.
 fn product_change(session: &Session) -> Option<String> {
     let request = session.req_header();
-    if request.method != http::Method::PUT {
-        return None;
-    }
-    let sku = request.uri.path().strip_prefix("/api/v1/admin/products/")?;
-    (!sku.is_empty() && !sku.contains('/')).then(|| sku.to_owned())
+    routes::product_change(&request.method, request.uri.path()).map(str::to_owned)
 }
 
 /// The problem a failed proxy attempt answers with; `None` when the client is gone.

@@ -192,6 +192,20 @@ pub fn classify(method: &Method, path: &str) -> Matched {
     }
 }
 
+/// The SKU a product edit changes: `PUT /api/v1/admin/products/{sku}` and
+/// `POST /api/v1/admin/products/{sku}/restock`. The gateway that proxies one drops its cached
+/// copies of the product once the upstream answered 2xx (other replicas learn it from the
+/// `product.updated` event).
+pub fn product_change<'a>(method: &Method, path: &'a str) -> Option<&'a str> {
+    let rest = path.strip_prefix("/api/v1/admin/products/")?;
+    let sku = match rest.split_once('/') {
+        None if method == Method::PUT => rest,
+        Some((sku, "restock")) if method == Method::POST => sku,
+        _ => return None,
+    };
+    (!sku.is_empty()).then_some(sku)
+}
+
 /// Whether a path could name a different resource to the upstream (or to anything that
 /// normalizes paths) than to this route table: dot segments (`/api/v1/../admin`), empty
 /// segments (`//`), backslashes, and percent-encoded `/`, `\`, `.` or NUL. Such a request is
@@ -264,6 +278,32 @@ mod tests {
         assert_eq!(Route::Products.access(), Access::Anyone);
         assert_eq!(classify(&Method::GET, "/other").route, Route::NotFound);
         assert!(Route::ALL.iter().enumerate().all(|(i, r)| r.index() == i));
+    }
+
+    #[test]
+    fn product_edits_name_the_sku_whose_cache_they_drop() {
+        let change = |method: Method, path| product_change(&method, path);
+        assert_eq!(
+            change(Method::PUT, "/api/v1/admin/products/HOT"),
+            Some("HOT")
+        );
+        assert_eq!(
+            change(Method::POST, "/api/v1/admin/products/HOT/restock"),
+            Some("HOT")
+        );
+        for (method, path) in [
+            (Method::GET, "/api/v1/admin/products/HOT"),
+            (Method::POST, "/api/v1/admin/products/HOT"),
+            (Method::PUT, "/api/v1/admin/products/HOT/restock"),
+            (Method::POST, "/api/v1/admin/products/HOT/other"),
+            (Method::POST, "/api/v1/admin/products//restock"),
+            (Method::PUT, "/api/v1/admin/products/"),
+            (Method::PUT, "/api/v1/products/HOT"),
+        ] {
+            assert_eq!(change(method.clone(), path), None, "{method} {path}");
+        }
+        let restock = classify(&Method::POST, "/api/v1/admin/products/HOT/restock").route;
+        assert_eq!((restock, restock.access()), (Route::Admin, Access::Ops));
     }
 
     #[test]

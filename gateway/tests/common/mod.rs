@@ -482,7 +482,7 @@ impl TestGateway {
 }
 
 /// Reads a JSON body, asserting the problem+json shape when the status is an error.
-/// `PUT /api/v1/admin/products/{sku}` with an ops token: status and body.
+/// `PUT /api/v1/admin/products/{sku}` with an ops token, creating a product: status and body.
 pub async fn put_product(
     http: &reqwest::Client,
     base: &str,
@@ -490,14 +490,27 @@ pub async fn put_product(
     sku: &str,
     product: &Value,
 ) -> (u16, Value) {
-    let response = http
+    put_product_if_match(http, base, ops_token, sku, product, None).await
+}
+
+/// `PUT /api/v1/admin/products/{sku}` with an ops token and `If-Match` (which changing an
+/// existing product needs): status and body.
+pub async fn put_product_if_match(
+    http: &reqwest::Client,
+    base: &str,
+    ops_token: &str,
+    sku: &str,
+    product: &Value,
+    if_match: Option<&str>,
+) -> (u16, Value) {
+    let mut request = http
         .put(format!("{base}/api/v1/admin/products/{sku}"))
         .bearer_auth(ops_token)
-        .json(product)
-        .send()
-        .await
-        .unwrap();
-    body(response).await
+        .json(product);
+    if let Some(tag) = if_match {
+        request = request.header("if-match", tag);
+    }
+    body(request.send().await.unwrap()).await
 }
 
 /// `POST /api/v1/reservations` as the storefront sends it: status and body.

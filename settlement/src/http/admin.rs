@@ -1,97 +1,19 @@
-//! The catalog reads (anyone; the gateway caches them) and the ops routes: product upsert
-//! (SQL and the reservation store together), status changes under the fenced lock, and the
-//! drift report (with the outbox relay's lag: the ops console's "settlement lag").
+//! The ops routes on orders and drift: status changes under the fenced lock, and the drift
+//! report (with the outbox relay's lag: the ops console's "settlement lag"). Product edits are
+//! in `products.rs`.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use backend_adapters::sql::OrderStatus;
 use backend_adapters::sql::orders::{self, StatusOutcome};
-use backend_adapters::sql::products::{self, UpsertOutcome};
-use reservation_core::Sku;
 use serde::{Deserialize, Serialize};
 
-use super::{Shared, json_body, json_response, listed_versions, lock_order, ops};
+use super::{Shared, json_body, json_response, lock_order, ops};
 use crate::error::ApiError;
 use crate::maintenance::{self, MaintenanceError, ReconcileOptions, ReconcileReport};
-use crate::views::{OrderView, ProductInput, ProductView};
-
-fn unknown_sku() -> ApiError {
-    ApiError::new(404, "unknown_sku", "unknown sku")
-}
-
-pub(crate) async fn list_products(State(state): Shared) -> Result<Response, ApiError> {
-    let products = products::list(&state.db).await?;
-    let views: Vec<ProductView> = products.iter().map(ProductView::from).collect();
-    Ok(json_response(StatusCode::OK, &views, None))
-}
-
-pub(crate) async fn get_product(
-    State(state): Shared,
-    headers: HeaderMap,
-    Path(sku): Path<String>,
-) -> Result<Response, ApiError> {
-    let product = products::get(&state.db, &sku)
-        .await?
-        .ok_or_else(unknown_sku)?;
-    let cached = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(listed_versions)
-        .is_some_and(|listed| listed.is_none_or(|v| v.contains(&product.version)));
-    if cached {
-        let mut response = StatusCode::NOT_MODIFIED.into_response();
-        if let Ok(value) = super::etag(product.version).parse() {
-            response.headers_mut().insert(header::ETAG, value);
-        }
-        return Ok(response);
-    }
-    Ok(json_response(
-        StatusCode::OK,
-        &ProductView::from(&product),
-        Some(product.version),
-    ))
-}
-
-/// Creates or updates a product in SQL and configures the reservation store's counters in the
-/// same step: SQL is written first but committed only after the store accepted the new stock,
-/// so a store refusal (units already held above the new total) leaves SQL unchanged.
-pub(crate) async fn put_product(
-    State(state): Shared,
-    headers: HeaderMap,
-    Path(sku): Path<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    ops(&headers)?;
-    let sku = Sku::parse(&sku).map_err(ApiError::from)?;
-    let upsert = json_body::<ProductInput>(&body)?.validate()?;
-    let pending = match products::begin_upsert(&state.db, &sku, &upsert).await? {
-        UpsertOutcome::Pending(pending) => pending,
-        UpsertOutcome::StockBelowSold { sold } => {
-            return Err(ApiError::new(
-                409,
-                "stock_below_sold",
-                format!("total_stock is below the {sold} units already sold"),
-            ));
-        }
-    };
-    state
-        .store
-        .configure_product(&sku, &pending.product.stock())
-        .await?;
-    let product = pending.commit().await?;
-    let status = if product.version == 1 {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(json_response(
-        status,
-        &ProductView::from(&product),
-        Some(product.version),
-    ))
-}
+use crate::views::OrderView;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

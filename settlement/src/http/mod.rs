@@ -4,6 +4,7 @@
 
 mod admin;
 mod orders;
+mod products;
 mod settle;
 
 use std::sync::Arc;
@@ -68,12 +69,16 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/internal/settlements", post(settle::settle))
-        .route("/api/v1/products", get(admin::list_products))
-        .route("/api/v1/products/{sku}", get(admin::get_product))
+        .route("/api/v1/products", get(products::list_products))
+        .route("/api/v1/products/{sku}", get(products::get_product))
         .route("/api/v1/orders", get(orders::list))
         .route("/api/v1/orders/{id}", get(orders::get))
         .route("/api/v1/orders/{id}/cancel", post(orders::cancel))
-        .route("/api/v1/admin/products/{sku}", put(admin::put_product))
+        .route("/api/v1/admin/products/{sku}", put(products::put_product))
+        .route(
+            "/api/v1/admin/products/{sku}/restock",
+            post(products::restock),
+        )
         .route("/api/v1/admin/orders/{id}/status", post(admin::set_status))
         .route("/api/v1/admin/reconcile", get(admin::reconcile))
         .fallback(|| async { ApiError::new(404, "not_found", "no such route") })

@@ -77,9 +77,8 @@ pub(crate) async fn cancel(
             Some(order.version),
         )),
         CancelOutcome::NotFound => Err(not_found()),
-        CancelOutcome::StaleVersion { current } => Err(ApiError::new(
-            412,
-            "stale_version",
+        CancelOutcome::StaleVersion { current } => Err(ApiError::stale_version(
+            current,
             format!("the order is at version {current}"),
         )),
         CancelOutcome::NotCancellable { status } => Err(ApiError::new(

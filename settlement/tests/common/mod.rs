@@ -5,6 +5,11 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+mod slow_store;
+
+#[allow(unused_imports)] // only the tests that slow the store use it
+pub use slow_store::SlowStore;
+
 use std::sync::Arc;
 
 use backend_adapters::sql::Db;
