@@ -424,8 +424,8 @@ async fn sql_enforces_the_per_buyer_limit(db: Db) -> anyhow::Result<()> {
     ));
     assert_eq!(
         settle_one(&db, &over).await?,
-        "released",
-        "refusals are final"
+        "limit",
+        "refusals are final, and a retry is answered the same"
     );
     assert_eq!(settle_one(&db, &request(&sku, "bob", 5)?).await?, "created");
     assert_sold_is_sum_of_live_orders(&db, "LIM").await?;
@@ -450,7 +450,9 @@ async fn an_oversell_refusal_is_final(db: Db) -> anyhow::Result<()> {
     sqlx::query("UPDATE products SET total_stock = 5 WHERE sku = 'FIN'")
         .execute(db.pool())
         .await?;
-    assert_eq!(settle_one(&db, &late).await?, "released");
+    // The retry (a gateway whose first answer was lost, or a second gateway) is answered
+    // what the first try was: still no stock for this id, not a bare "released".
+    assert_eq!(settle_one(&db, &late).await?, "oversell");
     let rid = late.reservation_id.as_str();
     assert_eq!(fates::get(&db, rid).await?, Some(Fate::Released));
     assert_eq!(settle_one(&db, &request(&sku, "b", 1)?).await?, "created");
@@ -470,6 +472,7 @@ async fn a_total_beyond_64_bits_is_refused(db: Db) -> anyhow::Result<()> {
         .fetch_all(db.pool())
         .await?;
     assert_eq!(totals, [1 << 62]);
+    assert_eq!(settle_one(&db, &batch[0]).await?, "out_of_range", "a retry");
     Ok(())
 }
 on_both!(a_total_beyond_64_bits_is_refused);

@@ -138,6 +138,35 @@ pub(crate) async fn claim_ordered(
         .collect()
 }
 
+/// Inside a settle batch: the fate and reason of ids the batch could not claim (decided
+/// before), so a retry of a refused confirm is answered what the first try was answered.
+pub(crate) async fn decided(
+    tx: &mut Transaction<'static, Any>,
+    reservation_ids: &[&str],
+) -> Result<std::collections::HashMap<String, (Fate, String)>, SqlError> {
+    if reservation_ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let sql = format!(
+        "SELECT reservation_id, fate, reason FROM reservation_fates WHERE reservation_id IN ({})",
+        super::placeholders(1, reservation_ids.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for rid in reservation_ids {
+        query = query.bind(*rid);
+    }
+    let rows = query.fetch_all(&mut **tx).await?;
+    rows.iter()
+        .map(|row| {
+            let fate = Fate::parse(&row.try_get::<String, _>("fate")?)?;
+            Ok((
+                row.try_get("reservation_id")?,
+                (fate, row.try_get("reason")?),
+            ))
+        })
+        .collect()
+}
+
 /// Inside a settle batch: turns this transaction's own `ordered` claim into a final refusal.
 pub(crate) async fn refuse(
     tx: &mut Transaction<'static, Any>,
