@@ -339,6 +339,28 @@ async fn a_released_reservation_is_never_settled(db: Db) -> anyhow::Result<()> {
 }
 on_both!(a_released_reservation_is_never_settled);
 
+/// Rolling upgrade: a replica from before migration 0002 settles without claiming a fate, so
+/// its order has no `reservation_fates` row. The new reconciler must find the order and
+/// finish the hold, not claim `released` over a committed order.
+async fn an_order_without_a_fate_row_is_never_released(db: Db) -> anyhow::Result<()> {
+    let sku = product(&db, "OLD", 10).await?;
+    let req = request(&sku, "alice", 1)?;
+    assert_eq!(settle_one(&db, &req).await?, "created");
+    let rid = req.reservation_id.as_str();
+    sqlx::query("DELETE FROM reservation_fates WHERE reservation_id = $1")
+        .bind(rid)
+        .execute(db.pool())
+        .await?;
+    assert_eq!(
+        fates::claim_released(&db, rid, "reconciler").await?,
+        Fate::Ordered
+    );
+    assert_eq!(fates::get(&db, rid).await?, Some(Fate::Ordered));
+    assert_eq!(settle_one(&db, &req).await?, "existing");
+    Ok(())
+}
+on_both!(an_order_without_a_fate_row_is_never_released);
+
 /// The reconciler's claim and a settle batch race for the same id: exactly one wins, every
 /// time, and the loser obeys it.
 async fn settle_and_release_race_for_one_id(db: Db) -> anyhow::Result<()> {

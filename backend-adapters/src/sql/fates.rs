@@ -58,10 +58,15 @@ pub mod reason {
 /// On PostgreSQL an insert that meets an uncommitted insert of the same id waits for that
 /// transaction, so a settle batch in flight is never overtaken: it commits and the claim finds
 /// its row, or it rolls back and the claim wins.
+///
+/// An order with no fate row (settled by a replica older than migration 0002 during a rolling
+/// upgrade: it inserts orders without claiming) is claimed `ordered` here, never released.
 pub async fn claim_released(db: &Db, reservation_id: &str, why: &str) -> Result<Fate, SqlError> {
     let inserted = sqlx::query(
         "INSERT INTO reservation_fates (reservation_id, fate, reason, decided_at_ms) \
-         VALUES ($1, 'released', $2, $3) ON CONFLICT (reservation_id) DO NOTHING",
+         SELECT $1, 'released', $2, $3 \
+         WHERE NOT EXISTS (SELECT 1 FROM orders WHERE reservation_id = $1) \
+         ON CONFLICT (reservation_id) DO NOTHING",
     )
     .bind(reservation_id)
     .bind(why)
@@ -71,6 +76,15 @@ pub async fn claim_released(db: &Db, reservation_id: &str, why: &str) -> Result<
     if inserted.rows_affected() == 1 {
         return Ok(Fate::Released);
     }
+    sqlx::query(
+        "INSERT INTO reservation_fates (reservation_id, fate, reason, decided_at_ms) \
+         SELECT reservation_id, 'ordered', $2, created_at_ms FROM orders WHERE reservation_id = $1 \
+         ON CONFLICT (reservation_id) DO NOTHING",
+    )
+    .bind(reservation_id)
+    .bind(reason::ORDER)
+    .execute(db.pool())
+    .await?;
     get(db, reservation_id)
         .await?
         .ok_or_else(|| SqlError::Invariant(format!("fate of {reservation_id} vanished")))
