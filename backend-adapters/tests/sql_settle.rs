@@ -342,6 +342,28 @@ async fn a_released_reservation_is_never_settled(db: Db) -> anyhow::Result<()> {
 }
 on_both!(a_released_reservation_is_never_settled);
 
+/// Rolling upgrade: a replica from before migration 0002 settles without claiming a fate, so
+/// its order has no `reservation_fates` row. The new reconciler must find the order and
+/// finish the hold, not claim `released` over a committed order.
+async fn an_order_without_a_fate_row_is_never_released(db: Db) -> anyhow::Result<()> {
+    let sku = product(&db, "OLD", 10).await?;
+    let req = request(&sku, "alice", 1)?;
+    assert_eq!(settle_one(&db, &req).await?, "created");
+    let rid = req.reservation_id.as_str();
+    sqlx::query("DELETE FROM reservation_fates WHERE reservation_id = $1")
+        .bind(rid)
+        .execute(db.pool())
+        .await?;
+    assert_eq!(
+        fates::claim_released(&db, rid, "reconciler").await?,
+        Fate::Ordered
+    );
+    assert_eq!(fates::get(&db, rid).await?, Some(Fate::Ordered));
+    assert_eq!(settle_one(&db, &req).await?, "existing");
+    Ok(())
+}
+on_both!(an_order_without_a_fate_row_is_never_released);
+
 /// The reconciler's claim and a settle batch race for the same id: exactly one wins, every
 /// time, and the loser obeys it.
 async fn settle_and_release_race_for_one_id(db: Db) -> anyhow::Result<()> {
@@ -427,8 +449,8 @@ async fn sql_enforces_the_per_buyer_limit(db: Db) -> anyhow::Result<()> {
     ));
     assert_eq!(
         settle_one(&db, &over).await?,
-        "released",
-        "refusals are final"
+        "limit",
+        "refusals are final, and a retry is answered the same"
     );
     assert_eq!(settle_one(&db, &request(&sku, "bob", 5)?).await?, "created");
     assert_sold_is_sum_of_live_orders(&db, "LIM").await?;
@@ -453,7 +475,9 @@ async fn an_oversell_refusal_is_final(db: Db) -> anyhow::Result<()> {
     sqlx::query("UPDATE products SET total_stock = 5 WHERE sku = 'FIN'")
         .execute(db.pool())
         .await?;
-    assert_eq!(settle_one(&db, &late).await?, "released");
+    // The retry (a gateway whose first answer was lost, or a second gateway) is answered
+    // what the first try was: still no stock for this id, not a bare "released".
+    assert_eq!(settle_one(&db, &late).await?, "oversell");
     let rid = late.reservation_id.as_str();
     assert_eq!(fates::get(&db, rid).await?, Some(Fate::Released));
     assert_eq!(settle_one(&db, &request(&sku, "b", 1)?).await?, "created");
@@ -473,6 +497,7 @@ async fn a_total_beyond_64_bits_is_refused(db: Db) -> anyhow::Result<()> {
         .fetch_all(db.pool())
         .await?;
     assert_eq!(totals, [1 << 62]);
+    assert_eq!(settle_one(&db, &batch[0]).await?, "out_of_range", "a retry");
     Ok(())
 }
 on_both!(a_total_beyond_64_bits_is_refused);

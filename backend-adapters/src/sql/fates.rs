@@ -58,10 +58,15 @@ pub mod reason {
 /// On PostgreSQL an insert that meets an uncommitted insert of the same id waits for that
 /// transaction, so a settle batch in flight is never overtaken: it commits and the claim finds
 /// its row, or it rolls back and the claim wins.
+///
+/// An order with no fate row (settled by a replica older than migration 0002 during a rolling
+/// upgrade: it inserts orders without claiming) is claimed `ordered` here, never released.
 pub async fn claim_released(db: &Db, reservation_id: &str, why: &str) -> Result<Fate, SqlError> {
     let inserted = sqlx::query(
         "INSERT INTO reservation_fates (reservation_id, fate, reason, decided_at_ms) \
-         VALUES ($1, 'released', $2, $3) ON CONFLICT (reservation_id) DO NOTHING",
+         SELECT $1, 'released', $2, $3 \
+         WHERE NOT EXISTS (SELECT 1 FROM orders WHERE reservation_id = $1) \
+         ON CONFLICT (reservation_id) DO NOTHING",
     )
     .bind(reservation_id)
     .bind(why)
@@ -71,6 +76,15 @@ pub async fn claim_released(db: &Db, reservation_id: &str, why: &str) -> Result<
     if inserted.rows_affected() == 1 {
         return Ok(Fate::Released);
     }
+    sqlx::query(
+        "INSERT INTO reservation_fates (reservation_id, fate, reason, decided_at_ms) \
+         SELECT reservation_id, 'ordered', $2, created_at_ms FROM orders WHERE reservation_id = $1 \
+         ON CONFLICT (reservation_id) DO NOTHING",
+    )
+    .bind(reservation_id)
+    .bind(reason::ORDER)
+    .execute(db.pool())
+    .await?;
     get(db, reservation_id)
         .await?
         .ok_or_else(|| SqlError::Invariant(format!("fate of {reservation_id} vanished")))
@@ -135,6 +149,35 @@ pub(crate) async fn claim_ordered(
     let rows = query.fetch_all(&mut **tx).await?;
     rows.iter()
         .map(|row| row.try_get("reservation_id").map_err(Into::into))
+        .collect()
+}
+
+/// Inside a settle batch: the fate and reason of ids the batch could not claim (decided
+/// before), so a retry of a refused confirm is answered what the first try was answered.
+pub(crate) async fn decided(
+    tx: &mut Transaction<'static, Any>,
+    reservation_ids: &[&str],
+) -> Result<std::collections::HashMap<String, (Fate, String)>, SqlError> {
+    if reservation_ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let sql = format!(
+        "SELECT reservation_id, fate, reason FROM reservation_fates WHERE reservation_id IN ({})",
+        super::placeholders(1, reservation_ids.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for rid in reservation_ids {
+        query = query.bind(*rid);
+    }
+    let rows = query.fetch_all(&mut **tx).await?;
+    rows.iter()
+        .map(|row| {
+            let fate = Fate::parse(&row.try_get::<String, _>("fate")?)?;
+            Ok((
+                row.try_get("reservation_id")?,
+                (fate, row.try_get("reason")?),
+            ))
+        })
         .collect()
 }
 

@@ -26,7 +26,7 @@ use serde::Serialize;
 use sqlx::{Any, Row, Transaction};
 
 use super::db::Db;
-use super::fates::{self, reason};
+use super::fates::{self, Fate, reason};
 use super::model::{ORDER_COLUMNS, Order, OrderStatus};
 use super::outbox::{self, NewEvent, topic};
 use super::{SqlError, now_ms, placeholders, value_rows};
@@ -111,8 +111,8 @@ pub async fn settle_batch(
     let existing = orders_by_reservation(&mut tx, &rids).await?;
 
     // Claim every id that has no order yet. An id this batch could not claim already has a
-    // fate, and it is `released` (an `ordered` claim commits with its order, found above):
-    // the reconciler released it, or an earlier batch refused it. It never becomes an order.
+    // fate: `released` (the reconciler released it, or an earlier batch refused it: it never
+    // becomes an order), or rarely `ordered` by a batch that committed after the lookup.
     let mut unsettled: Vec<&str> = Vec::new();
     let mut listed: HashSet<&str> = HashSet::new();
     for rid in &rids {
@@ -124,6 +124,35 @@ pub async fn settle_batch(
         .await?
         .into_iter()
         .collect();
+    // An id decided before is answered what it was answered then (a retry of a refused
+    // confirm, from this gateway or another, gets the same code, not a bare "released"); an
+    // `ordered` fate here is an order that committed after the lookup above: answer it.
+    let unclaimed: Vec<&str> = unsettled
+        .iter()
+        .copied()
+        .filter(|rid| !claimed.contains(*rid))
+        .collect();
+    let mut earlier: HashMap<String, SettleOutcome> = HashMap::new();
+    let mut late_orders: Vec<String> = Vec::new();
+    for (rid, (fate, why)) in fates::decided(&mut tx, &unclaimed).await? {
+        match fate {
+            Fate::Ordered => late_orders.push(rid),
+            Fate::Released => {
+                let limit = requests
+                    .iter()
+                    .find(|r| r.reservation_id.as_str() == rid)
+                    .and_then(|r| products.get(r.sku.as_str()))
+                    .map_or(0, |p| p.per_buyer_limit);
+                earlier.insert(rid, Refusal::recorded(&why, limit));
+            }
+        }
+    }
+    if !late_orders.is_empty() {
+        let late: Vec<&str> = late_orders.iter().map(String::as_str).collect();
+        for (rid, order) in orders_by_reservation(&mut tx, &late).await? {
+            earlier.insert(rid, SettleOutcome::Existing(order));
+        }
+    }
 
     // Decide, in arrival order, what each claimed reservation id gets.
     let mut room: HashMap<&str, i64> = products
@@ -223,8 +252,8 @@ pub async fn settle_batch(
                 (Some(order), _, _) => SettleOutcome::Existing((*order).clone()),
                 (None, Some(order), _) => SettleOutcome::Existing(order.clone()),
                 (None, None, Some(refusal)) => refusal.outcome(),
-                // Not claimed by this batch and no order: released before.
-                (None, None, None) => SettleOutcome::Released,
+                // Not claimed by this batch and no order: decided before.
+                (None, None, None) => earlier.get(rid).cloned().unwrap_or(SettleOutcome::Released),
             }
         })
         .collect();
@@ -247,6 +276,20 @@ impl Refusal {
             Refusal::TotalOutOfRange => SettleOutcome::TotalOutOfRange,
             Refusal::PurchaseLimit { limit } => SettleOutcome::PurchaseLimit { limit },
             Refusal::Oversell => SettleOutcome::Oversell,
+        }
+    }
+
+    /// The answer for an id refused (or released) before, from its recorded `reason`.
+    fn recorded(why: &str, per_buyer_limit: i64) -> SettleOutcome {
+        match why {
+            reason::UNKNOWN_SKU => SettleOutcome::UnknownSku,
+            reason::TOTAL_OUT_OF_RANGE => SettleOutcome::TotalOutOfRange,
+            reason::PURCHASE_LIMIT => SettleOutcome::PurchaseLimit {
+                limit: per_buyer_limit,
+            },
+            reason::NO_STOCK => SettleOutcome::Oversell,
+            // The reconciler's release, or a reason this version does not know.
+            _ => SettleOutcome::Released,
         }
     }
 
