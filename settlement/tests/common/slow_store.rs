@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use reservation_core::{
-    AbortTo, BuyerId, ConfirmingHold, Hold, ProductStock, Qty, Reservation, ReservationId, ReservationStore,
-    ReserveRequest, Sku, SoldUnits, StockSnapshot, StoreResult,
+    AbortTo, BuyerId, ConfirmingHold, Hold, ProductStock, Qty, Reservation, ReservationId,
+    ReservationStore, ReserveRequest, Sku, SoldUnits, StockSnapshot, StoreResult,
 };
 
 pub struct SlowStore {
