@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use backend_adapters::sql::fates::{self, Fate};
 use backend_adapters::sql::orders::{self, CancelOutcome, StatusOutcome};
 use backend_adapters::sql::outbox;
 use backend_adapters::sql::products::{self, UpsertOutcome};
@@ -49,10 +50,19 @@ macro_rules! on_both {
 }
 
 async fn product(db: &Db, sku: &str, total_stock: i64) -> anyhow::Result<Sku> {
+    product_priced(db, sku, total_stock, 1999).await
+}
+
+async fn product_priced(
+    db: &Db,
+    sku: &str,
+    total_stock: i64,
+    price_cents: i64,
+) -> anyhow::Result<Sku> {
     let sku = Sku::parse(sku)?;
     let upsert = ProductUpsert {
         name: format!("{sku} tee"),
-        price_cents: 1999,
+        price_cents,
         total_stock,
         per_buyer_limit: 5,
         max_per_order: 5,
@@ -176,6 +186,9 @@ async fn a_batch_fits_as_many_orders_as_possible_first_come(db: Db) -> anyhow::R
             SettleOutcome::Existing(_) => "existing",
             SettleOutcome::Oversell => "oversell",
             SettleOutcome::UnknownSku => "unknown",
+            SettleOutcome::PurchaseLimit { .. } => "limit",
+            SettleOutcome::TotalOutOfRange => "out_of_range",
+            SettleOutcome::Released => "released",
         })
         .collect();
     assert_eq!(
@@ -281,3 +294,182 @@ async fn total_stock_cannot_drop_below_sold(db: Db) -> anyhow::Result<()> {
     Ok(())
 }
 on_both!(total_stock_cannot_drop_below_sold);
+
+fn kind(outcome: &SettleOutcome) -> &'static str {
+    match outcome {
+        SettleOutcome::Created(_) => "created",
+        SettleOutcome::Existing(_) => "existing",
+        SettleOutcome::Oversell => "oversell",
+        SettleOutcome::UnknownSku => "unknown",
+        SettleOutcome::PurchaseLimit { .. } => "limit",
+        SettleOutcome::TotalOutOfRange => "out_of_range",
+        SettleOutcome::Released => "released",
+    }
+}
+
+async fn settle_one(db: &Db, req: &SettleRequest) -> anyhow::Result<&'static str> {
+    let outcomes = settle_batch(db, std::slice::from_ref(req)).await?;
+    Ok(outcomes.first().map(kind).unwrap_or("none"))
+}
+
+/// Issue 13.1: a reservation the reconciler released is never committed afterwards, and a
+/// committed one is never released: whoever claims the id first decides.
+async fn a_released_reservation_is_never_settled(db: Db) -> anyhow::Result<()> {
+    let sku = product(&db, "REL", 10).await?;
+    let req = request(&sku, "alice", 1)?;
+    let rid = req.reservation_id.as_str();
+    assert_eq!(
+        fates::claim_released(&db, rid, "reconciler").await?,
+        Fate::Released
+    );
+    assert_eq!(settle_one(&db, &req).await?, "released");
+    assert_eq!(settle_one(&db, &req).await?, "released", "a retry too");
+    assert_eq!(count_orders(&db, "REL").await?, 0);
+    assert_eq!(products::get(&db, "REL").await?.map(|p| p.sold), Some(0));
+
+    let committed = request(&sku, "bob", 1)?;
+    assert_eq!(settle_one(&db, &committed).await?, "created");
+    let rid = committed.reservation_id.as_str();
+    assert_eq!(
+        fates::claim_released(&db, rid, "reconciler").await?,
+        Fate::Ordered
+    );
+    assert_eq!(settle_one(&db, &committed).await?, "existing");
+    Ok(())
+}
+on_both!(a_released_reservation_is_never_settled);
+
+/// The reconciler's claim and a settle batch race for the same id: exactly one wins, every
+/// time, and the loser obeys it.
+async fn settle_and_release_race_for_one_id(db: Db) -> anyhow::Result<()> {
+    let sku = product(&db, "RACE", 1000).await?;
+    let db = Arc::new(db);
+    let (mut ordered, mut released) = (0, 0);
+    for round in 0..40 {
+        let req = request(&sku, &format!("buyer{round}"), 1)?;
+        let rid = req.reservation_id.as_str().to_owned();
+        let settle = {
+            let (db, req) = (db.clone(), req.clone());
+            tokio::spawn(async move { settle_one(&db, &req).await })
+        };
+        let claim = {
+            let db = db.clone();
+            tokio::spawn(async move { fates::claim_released(&db, &rid, "reconciler").await })
+        };
+        let (settled, claimed) = (settle.await??, claim.await??);
+        let order = orders::by_reservation(&db, req.reservation_id.as_str()).await?;
+        match claimed {
+            Fate::Ordered => {
+                assert_eq!(settled, "created", "round {round}");
+                assert!(order.is_some(), "round {round}");
+                ordered += 1;
+            }
+            Fate::Released => {
+                assert_eq!(settled, "released", "round {round}");
+                assert!(order.is_none(), "round {round}");
+                released += 1;
+            }
+        }
+    }
+    assert_eq!(ordered + released, 40);
+    assert_sold_is_sum_of_live_orders(&db, "RACE").await?;
+    Ok(())
+}
+on_both!(settle_and_release_race_for_one_id);
+
+/// Issue 13.2: SQL is the final authority on the per-buyer limit (5 here), across batches,
+/// inside one batch and under concurrency, whatever Redis said; a cancellation frees room.
+async fn sql_enforces_the_per_buyer_limit(db: Db) -> anyhow::Result<()> {
+    let sku = product(&db, "LIM", 100).await?;
+    let in_batch = settle_batch(
+        &db,
+        &[
+            request(&sku, "alice", 3)?,
+            request(&sku, "alice", 3)?,
+            request(&sku, "bob", 3)?,
+            request(&sku, "alice", 2)?,
+        ],
+    )
+    .await?;
+    let kinds: Vec<&str> = in_batch.iter().map(kind).collect();
+    assert_eq!(kinds, ["created", "limit", "created", "created"]);
+    assert_eq!(settle_one(&db, &request(&sku, "alice", 1)?).await?, "limit");
+
+    let db = Arc::new(db);
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (db, req) = (db.clone(), request(&sku, "carol", 1)?);
+        tasks.push(tokio::spawn(async move { settle_one(&db, &req).await }));
+    }
+    let mut created = 0;
+    for task in tasks {
+        match task.await?? {
+            "created" => created += 1,
+            "limit" => {}
+            other => anyhow::bail!("unexpected outcome {other}"),
+        }
+    }
+    assert_eq!(created, 5, "carol's live units stop at the limit");
+
+    // A refused id stays refused; a cancellation frees room for a new reservation.
+    let bob_first = orders::list_for_buyer(&db, "bob", 10).await?;
+    let order = bob_first
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("bob has no order"))?;
+    let over = request(&sku, "bob", 3)?;
+    assert_eq!(settle_one(&db, &over).await?, "limit");
+    assert!(matches!(
+        orders::cancel(&db, &order.id, "bob", order.version).await?,
+        CancelOutcome::Cancelled(_)
+    ));
+    assert_eq!(
+        settle_one(&db, &over).await?,
+        "released",
+        "refusals are final"
+    );
+    assert_eq!(settle_one(&db, &request(&sku, "bob", 5)?).await?, "created");
+    assert_sold_is_sum_of_live_orders(&db, "LIM").await?;
+    let live: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(MAX(units), 0) AS BIGINT) FROM (SELECT SUM(qty) AS units \
+         FROM orders WHERE sku = 'LIM' AND status <> 'cancelled' GROUP BY user_sub) AS per_buyer",
+    )
+    .fetch_one(db.pool())
+    .await?;
+    assert!(live <= 5, "a buyer holds {live} live units");
+    Ok(())
+}
+on_both!(sql_enforces_the_per_buyer_limit);
+
+/// A refusal for want of stock is final too: after a restock the same reservation id is still
+/// no order (its hold was released), while new reservations fit.
+async fn an_oversell_refusal_is_final(db: Db) -> anyhow::Result<()> {
+    let sku = product(&db, "FIN", 1).await?;
+    assert_eq!(settle_one(&db, &request(&sku, "a", 1)?).await?, "created");
+    let late = request(&sku, "b", 1)?;
+    assert_eq!(settle_one(&db, &late).await?, "oversell");
+    sqlx::query("UPDATE products SET total_stock = 5 WHERE sku = 'FIN'")
+        .execute(db.pool())
+        .await?;
+    assert_eq!(settle_one(&db, &late).await?, "released");
+    let rid = late.reservation_id.as_str();
+    assert_eq!(fates::get(&db, rid).await?, Some(Fate::Released));
+    assert_eq!(settle_one(&db, &request(&sku, "b", 1)?).await?, "created");
+    Ok(())
+}
+on_both!(an_oversell_refusal_is_final);
+
+/// Issue 13.7: `price × qty` beyond 64 bits is refused, never wrapped (it made a total of 0)
+/// and never a panic in the group-commit worker.
+async fn a_total_beyond_64_bits_is_refused(db: Db) -> anyhow::Result<()> {
+    let sku = product_priced(&db, "BIG", 10, 1 << 62).await?;
+    let batch = [request(&sku, "a", 4)?, request(&sku, "b", 1)?];
+    let outcomes = settle_batch(&db, &batch).await?;
+    let kinds: Vec<&str> = outcomes.iter().map(kind).collect();
+    assert_eq!(kinds, ["out_of_range", "created"]);
+    let totals: Vec<i64> = sqlx::query_scalar("SELECT total_cents FROM orders WHERE sku = 'BIG'")
+        .fetch_all(db.pool())
+        .await?;
+    assert_eq!(totals, [1 << 62]);
+    Ok(())
+}
+on_both!(a_total_beyond_64_bits_is_refused);

@@ -225,7 +225,7 @@ impl Gateway {
                     &config.redis_key_prefix,
                     config.cache.replica_id.as_deref(),
                 );
-                let stream = config.settlement.outbox.stream.clone();
+                let stream = config.settlement.events_stream();
                 tokio::spawn(invalidate::run(cache.clone(), redis.clone(), stream, group));
             }
         }

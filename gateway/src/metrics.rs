@@ -40,6 +40,7 @@ pub const CONFIRM_OUTCOMES: &[&str] = &[
     "expired",
     "not_owner",
     "sold_out",
+    "purchase_limit",
     "invalid_token",
     "unknown_sku",
     "upstream_unavailable",

@@ -271,7 +271,7 @@ async fn product_reads_are_cached_and_invalidated_on_the_cluster() {
         .publish(&[(1, topic::PRODUCT_UPDATED, event.as_str())])
         .await
         .unwrap();
-    assert_eq!(published, 1);
+    assert_eq!(published.appended, 1);
     let deadline = Instant::now() + Duration::from_secs(5);
     while stored(&mut conn).await != (false, false) {
         assert!(

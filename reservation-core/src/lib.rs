@@ -22,6 +22,6 @@ pub use memory::InMemoryStore;
 pub use store::{ReservationStore, StoreResult};
 pub use token::{ReservationClaims, TokenError, TokenSigner, TokenVerifier};
 pub use types::{
-    AbortTo, BuyerId, Hold, HoldState, IdempotencyKey, ProductStock, Qty, Reservation,
-    ReservationId, ReserveRequest, SaleState, Sku, SoldUnits, StockSnapshot,
+    AbortTo, BuyerId, ConfirmingHold, Hold, HoldState, IdempotencyKey, ProductStock, Qty,
+    Reservation, ReservationId, ReserveRequest, SaleState, Sku, SoldUnits, StockSnapshot,
 };

@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use crate::error::ReservationError;
 use crate::store::{ReservationStore, StoreResult};
 use crate::types::{
-    AbortTo, BuyerId, Hold, HoldState, IdempotencyKey, ProductStock, Qty, Reservation,
-    ReservationId, ReserveRequest, SaleState, Sku, SoldUnits, StockSnapshot,
+    AbortTo, BuyerId, ConfirmingHold, Hold, HoldState, IdempotencyKey, ProductStock, Qty,
+    Reservation, ReservationId, ReserveRequest, SaleState, Sku, SoldUnits, StockSnapshot,
 };
 
 /// How long a final hold and its idempotency key are kept for replays by default: the Redis
@@ -67,6 +67,8 @@ struct Book {
     /// Final holds by the moment their retention ends, earliest first.
     finals: BTreeSet<(u64, ReservationId)>,
     returned: HashSet<ReservationId>,
+    /// When each `Confirming` hold's confirm began.
+    confirming_since: HashMap<ReservationId, u64>,
 }
 
 fn now_ms() -> u64 {
@@ -115,6 +117,7 @@ impl Book {
             key_of: HashMap::new(),
             finals: BTreeSet::new(),
             returned: HashSet::new(),
+            confirming_since: HashMap::new(),
         }
     }
 
@@ -354,6 +357,7 @@ impl ReservationStore for InMemoryStore {
                 book.expiry.remove(&key);
                 book.held -= qty;
                 book.confirming += qty;
+                book.confirming_since.insert(id.clone(), now);
                 let hold = book.holds.get_mut(id).expect("checked above");
                 hold.state = HoldState::Confirming;
                 Ok(hold.clone())
@@ -374,6 +378,7 @@ impl ReservationStore for InMemoryStore {
                 let qty = u64::from(hold.qty.get());
                 book.confirming -= qty;
                 book.sold += qty;
+                book.confirming_since.remove(id);
                 book.finals.insert((self.drop_at(now), id.clone()));
                 let hold = book.holds.get_mut(id).expect("checked above");
                 hold.state = HoldState::Confirmed;
@@ -395,6 +400,7 @@ impl ReservationStore for InMemoryStore {
         let qty = u64::from(hold.qty.get());
         let (expires, buyer) = (hold.expires_at_ms, hold.buyer.clone());
         book.confirming -= qty;
+        book.confirming_since.remove(id);
         let new_state = match to {
             AbortTo::Held => {
                 book.held += qty;
@@ -435,14 +441,21 @@ impl ReservationStore for InMemoryStore {
             .collect())
     }
 
-    async fn confirming_holds(&self, sku: &Sku) -> StoreResult<Vec<Hold>> {
+    async fn confirming_holds(&self, sku: &Sku) -> StoreResult<Vec<ConfirmingHold>> {
         let state = self.lock();
         let book = state.books.get(sku).ok_or(ReservationError::UnknownSku)?;
         Ok(book
             .holds
             .values()
             .filter(|h| h.state == HoldState::Confirming)
-            .cloned()
+            .map(|h| ConfirmingHold {
+                hold: h.clone(),
+                since_ms: book
+                    .confirming_since
+                    .get(&h.id)
+                    .copied()
+                    .unwrap_or(h.created_at_ms),
+            })
             .collect())
     }
 
@@ -452,18 +465,33 @@ impl ReservationStore for InMemoryStore {
         buyer: &BuyerId,
         qty: Qty,
     ) -> StoreResult<bool> {
+        let now = now_ms();
         let mut state = self.lock();
         let book = book_mut(&mut state, &id.sku())?;
         if book.returned.contains(id) {
             return Ok(false);
         }
         let units = u64::from(qty.get());
-        if book.sold < units {
+        let finishing = book.holds.get(id).is_some_and(|h| {
+            h.state == HoldState::Confirming && h.qty == qty && book.confirming >= units
+        });
+        let sold = book.sold + if finishing { units } else { 0 };
+        if sold < units {
             return Err(ReservationError::InvalidState {
                 state: HoldState::Confirmed,
             });
         }
-        book.sold -= units;
+        if finishing {
+            // Its units move confirming → sold → available: `sold` is left as it was.
+            book.confirming -= units;
+            book.confirming_since.remove(id);
+            book.finals.insert((self.drop_at(now), id.clone()));
+            if let Some(hold) = book.holds.get_mut(id) {
+                hold.state = HoldState::Confirmed;
+            }
+        } else {
+            book.sold -= units;
+        }
         book.available += units;
         book.take_from_buyer(buyer, units);
         book.returned.insert(id.clone());

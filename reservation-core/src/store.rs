@@ -7,8 +7,8 @@ use async_trait::async_trait;
 
 use crate::error::ReservationError;
 use crate::types::{
-    AbortTo, BuyerId, Hold, ProductStock, Qty, Reservation, ReservationId, ReserveRequest, Sku,
-    SoldUnits, StockSnapshot,
+    AbortTo, BuyerId, ConfirmingHold, Hold, ProductStock, Qty, Reservation, ReservationId,
+    ReserveRequest, Sku, SoldUnits, StockSnapshot,
 };
 
 pub type StoreResult<T> = Result<T, ReservationError>;
@@ -70,11 +70,14 @@ pub trait ReservationStore: Send + Sync + 'static {
     /// `available`. Each hold is expired exactly once, however many sweepers run.
     async fn expire_due(&self, sku: &Sku, batch: usize) -> StoreResult<Vec<Hold>>;
 
-    /// The holds of one SKU that are `Confirming` (for the reconciler).
-    async fn confirming_holds(&self, sku: &Sku) -> StoreResult<Vec<Hold>>;
+    /// The holds of one SKU that are `Confirming`, with when each confirm began (for the
+    /// reconciler).
+    async fn confirming_holds(&self, sku: &Sku) -> StoreResult<Vec<ConfirmingHold>>;
 
     /// Returns the units of a confirmed-then-cancelled order to stock (`sold` → `available`),
     /// once per reservation id however often it is called. `Ok(false)` when it had been done.
+    /// A cancellation proves the order committed, so a hold still `Confirming` (its gateway
+    /// has not finished it) is finished first, as [`Self::finish_confirm`] would.
     async fn return_cancelled(
         &self,
         id: &ReservationId,

@@ -322,6 +322,16 @@ pub struct Hold {
     pub expires_at_ms: u64,
 }
 
+/// A hold in `Confirming`, with when its confirm began (the reconciler's grace counts from
+/// there, not from the reservation: a buyer may confirm late in the hold's life).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfirmingHold {
+    pub hold: Hold,
+    /// Milliseconds since the Unix epoch, by the store's clock, when `begin_confirm` moved it
+    /// to `Confirming`.
+    pub since_ms: u64,
+}
+
 /// Whether a SKU may be reserved right now (set by ops).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -6,8 +6,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use async_trait::async_trait;
 use reservation_core::testsuite::check_against_model;
 use reservation_core::{
-    AbortTo, BuyerId, Hold, HoldState, InMemoryStore, ProductStock, Qty, Reservation,
-    ReservationId, ReservationStore, ReserveRequest, Sku, SoldUnits, StockSnapshot, StoreResult,
+    AbortTo, BuyerId, ConfirmingHold, Hold, HoldState, InMemoryStore, ProductStock, Qty,
+    Reservation, ReservationId, ReservationStore, ReserveRequest, Sku, SoldUnits, StockSnapshot,
+    StoreResult,
 };
 
 #[test]
@@ -51,7 +52,7 @@ impl ReservationStore for ForgetfulRelease {
     async fn expire_due(&self, sku: &Sku, batch: usize) -> StoreResult<Vec<Hold>> {
         self.0.expire_due(sku, batch).await
     }
-    async fn confirming_holds(&self, sku: &Sku) -> StoreResult<Vec<Hold>> {
+    async fn confirming_holds(&self, sku: &Sku) -> StoreResult<Vec<ConfirmingHold>> {
         self.0.confirming_holds(sku).await
     }
     async fn return_cancelled(

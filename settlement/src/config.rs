@@ -53,7 +53,9 @@ impl Default for GroupCommitConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutboxConfig {
-    /// The Redis stream events are published to (only with `redis_url`).
+    /// The Redis stream events are published to (only with `redis_url`); empty (the default)
+    /// means `<redis_key_prefix>:events`, so two deployments with their own key prefixes on
+    /// one Redis never share a stream. Read it through [`SettlementConfig::events_stream`].
     pub stream: String,
     /// Approximate cap on the stream's length.
     pub stream_maxlen: usize,
@@ -66,7 +68,7 @@ pub struct OutboxConfig {
 impl Default for OutboxConfig {
     fn default() -> Self {
         OutboxConfig {
-            stream: "stockgate:events".into(),
+            stream: String::new(),
             stream_maxlen: 100_000,
             poll_interval_ms: 100,
             batch: 256,
@@ -124,6 +126,17 @@ pub struct SettlementConfig {
     pub maintenance: MaintenanceConfig,
     /// Lease of the per-order lock of an ops status change, in ms.
     pub status_lock_lease_ms: u64,
+}
+
+impl SettlementConfig {
+    /// The events stream: `outbox.stream`, or `<redis_key_prefix>:events` when that is empty.
+    pub fn events_stream(&self) -> String {
+        if self.outbox.stream.is_empty() {
+            format!("{}:events", self.redis_key_prefix)
+        } else {
+            self.outbox.stream.clone()
+        }
+    }
 }
 
 impl Default for SettlementConfig {
@@ -195,8 +208,13 @@ impl SettlementConfig {
                 "must be at most 100000 (100 ms)",
             ));
         }
-        if self.outbox.stream.is_empty() {
-            return Err(invalid("outbox.stream", "must not be empty"));
+        if self
+            .outbox
+            .stream
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(invalid("outbox.stream", "must not contain whitespace"));
         }
         if self.outbox.batch == 0 || self.outbox.batch > 10_000 {
             return Err(invalid("outbox.batch", "must be between 1 and 10000"));
@@ -279,7 +297,7 @@ mod tests {
             |c| c.group_commit.max_wait_us = 1_000_000,
             "group_commit.max_wait_us",
         );
-        rejects(|c| c.outbox.stream = String::new(), "outbox.stream");
+        rejects(|c| c.outbox.stream = "two words".into(), "outbox.stream");
         rejects(|c| c.outbox.batch = 0, "outbox.batch");
         rejects(|c| c.outbox.poll_interval_ms = 0, "outbox.poll_interval_ms");
         rejects(|c| c.maintenance.sweep_batch = 0, "maintenance.sweep_batch");

@@ -93,7 +93,7 @@ pub async fn start(
                 .await
                 .map_err(|e| redis_error(&e))?;
             let publisher =
-                StreamPublisher::connect(url, &config.outbox.stream, config.outbox.stream_maxlen)
+                StreamPublisher::connect(url, &config.events_stream(), config.outbox.stream_maxlen)
                     .await
                     .map_err(|e| redis_error(&e))?;
             (Some(lock), Some(publisher))
@@ -118,9 +118,15 @@ pub async fn start(
     let (committer, worker) = Committer::start(db.clone(), metrics.clone(), &config);
     tasks.extend(worker);
 
-    let mut sinks: Vec<Arc<dyn OutboxSink>> = vec![Arc::new(StoreEffects(deps.store.clone()))];
+    let mut sinks: Vec<Arc<dyn OutboxSink>> = vec![Arc::new(StoreEffects {
+        store: deps.store.clone(),
+        metrics: metrics.clone(),
+    })];
     if let Some(publisher) = publisher {
-        sinks.push(Arc::new(StreamSink(publisher)));
+        sinks.push(Arc::new(StreamSink {
+            publisher,
+            metrics: metrics.clone(),
+        }));
     }
     let lease = Duration::from_millis(config.maintenance.leader_lease_ms);
     tasks.push(tokio::spawn(relay::run(

@@ -1,9 +1,11 @@
 //! The reconciler and the sweeper, as library functions (`stockgate reconcile [--repair]`,
 //! `GET /api/v1/admin/reconcile`) and as one periodic task under a leader lease.
 //!
-//! Reconciler, per SKU SQL knows: resolve holds stuck in `confirming` past a grace period from
-//! SQL (an order with that reservation id exists → `finish_confirm`, else
-//! `abort_confirm(Released)`), then compare the store's counters with SQL:
+//! Reconciler, per SKU SQL knows: resolve holds whose confirm began more than a grace period ago
+//! (the gateway that began it is presumed dead) by claiming their reservation id `released` in
+//! SQL (`sql::fates`): the claim wins → `abort_confirm(Released)`; an order was committed
+//! first → `finish_confirm`. A settle batch in flight either commits first or finds the claim
+//! and refuses, so the reconciler never releases a hold whose order exists. Then compare the store's counters with SQL:
 //! `available + held + confirming + sold == total_stock` and Redis `sold + confirming ≥` SQL
 //! `sold` (a committed order is `confirming` in Redis until the gateway finishes it). A SKU
 //! that fails either is drift; `repair` rebuilds its counters from SQL with `repair_counters`.
@@ -13,7 +15,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backend_adapters::sql::{Db, SqlError, now_ms, orders, products};
+use backend_adapters::sql::fates::{self, Fate};
+use backend_adapters::sql::{Db, SqlError, now_ms, products};
 use reservation_core::{AbortTo, ReservationError, ReservationStore, StockSnapshot};
 use serde::Serialize;
 use thiserror::Error;
@@ -142,7 +145,8 @@ async fn snapshot(
 }
 
 /// Settles holds stuck in `confirming` (the gateway died between its confirm and its
-/// finish/abort) by asking SQL, the authority, whether the order exists.
+/// finish/abort): the grace counts from when the confirm began, and SQL decides by the fate
+/// claim, so a confirm still in flight past the grace is never undone.
 async fn resolve_confirming(
     db: &Db,
     store: &dyn ReservationStore,
@@ -152,21 +156,23 @@ async fn resolve_confirming(
     metrics: Option<&Metrics>,
 ) -> Result<(), MaintenanceError> {
     let cutoff = (now_ms().max(0) as u64).saturating_sub(grace.as_millis() as u64);
-    for hold in store.confirming_holds(sku).await? {
-        if hold.created_at_ms > cutoff {
+    for confirming in store.confirming_holds(sku).await? {
+        if confirming.since_ms > cutoff {
             continue;
         }
-        let result = if orders::by_reservation(db, hold.id.as_str())
-            .await?
-            .is_some()
-        {
-            store.finish_confirm(&hold.id).await?;
-            report.confirming_confirmed += 1;
-            "confirmed"
-        } else {
-            store.abort_confirm(&hold.id, AbortTo::Released).await?;
-            report.confirming_released += 1;
-            "released"
+        let hold = confirming.hold;
+        let fate = fates::claim_released(db, hold.id.as_str(), fates::reason::RECONCILER).await?;
+        let result = match fate {
+            Fate::Ordered => {
+                store.finish_confirm(&hold.id).await?;
+                report.confirming_confirmed += 1;
+                "confirmed"
+            }
+            Fate::Released => {
+                store.abort_confirm(&hold.id, AbortTo::Released).await?;
+                report.confirming_released += 1;
+                "released"
+            }
         };
         tracing::info!(reservation_id = %hold.id, result, "stuck confirming hold resolved");
         if let Some(m) = metrics {

@@ -26,6 +26,12 @@ pub struct Metrics {
     pub drift_unbalanced: IntGaugeVec,
     pub confirming_resolved: IntCounterVec,
     pub holds_expired: IntCounter,
+    /// `stockgate_relay_store_effects_failed_total`: events whose store effect could not be
+    /// applied and will not be retried (the drift report shows the units; repair fixes them).
+    pub relay_effects_failed: IntCounter,
+    /// `stockgate_outbox_stream_reassigned_total`: events appended with a Redis-assigned id
+    /// because the stream was ahead of the outbox (restored database, shared stream).
+    pub outbox_stream_reassigned: IntCounter,
 }
 
 impl Metrics {
@@ -97,6 +103,14 @@ impl Metrics {
                 "stockgate_sweeper_expired_total",
                 "holds the sweeper returned to stock",
             )?,
+            relay_effects_failed: IntCounter::new(
+                "stockgate_relay_store_effects_failed_total",
+                "outbox events whose reservation-store effect failed for good (not retried)",
+            )?,
+            outbox_stream_reassigned: IntCounter::new(
+                "stockgate_outbox_stream_reassigned_total",
+                "events appended with a Redis-assigned id: the stream was ahead of the outbox",
+            )?,
         };
         registry.register(Box::new(m.settlements.clone()))?;
         registry.register(Box::new(m.oversell_prevented.clone()))?;
@@ -109,6 +123,8 @@ impl Metrics {
         registry.register(Box::new(m.drift_unbalanced.clone()))?;
         registry.register(Box::new(m.confirming_resolved.clone()))?;
         registry.register(Box::new(m.holds_expired.clone()))?;
+        registry.register(Box::new(m.relay_effects_failed.clone()))?;
+        registry.register(Box::new(m.outbox_stream_reassigned.clone()))?;
         Ok(m)
     }
 

@@ -1,7 +1,8 @@
 //! The outbox relay: publishes unpublished outbox rows in id order to its sinks, then marks
 //! them published. At least once with stable ids: a crash between delivering and marking
-//! delivers the same rows again, which the stream publisher skips (stream ids are the outbox
-//! ids) and the store effects ignore (`return_cancelled` is once per reservation id).
+//! delivers the same rows again, which the stream publisher skips (an entry `<outbox id>-0`
+//! with that id is already there) and the store effects ignore (`return_cancelled` is once per
+//! reservation id). Nothing is marked published that was not delivered to every sink.
 //!
 //! Sinks: [`StoreEffects`] applies the Redis side of an event itself (a cancellation returns
 //! its units with `return_cancelled`), so stock comes back even when no one consumes the
@@ -38,8 +39,13 @@ pub trait OutboxSink: Send + Sync {
     async fn deliver(&self, events: &[OutboxEvent]) -> Result<(), RelayError>;
 }
 
-/// Appends events to the Redis stream.
-pub struct StreamSink(pub StreamPublisher);
+/// Appends events to the Redis stream. Every event is appended (or was already there after
+/// a relay crash); one whose id the stream had passed is appended with a Redis-assigned id,
+/// counted in `stockgate_outbox_stream_reassigned_total` and logged, never dropped.
+pub struct StreamSink {
+    pub publisher: StreamPublisher,
+    pub metrics: Metrics,
+}
 
 #[async_trait]
 impl OutboxSink for StreamSink {
@@ -48,19 +54,33 @@ impl OutboxSink for StreamSink {
             .iter()
             .map(|e| (e.id, e.topic.as_str(), e.payload.as_str()))
             .collect();
-        self.0
+        let published = self
+            .publisher
             .publish(&items)
             .await
-            .map(|_| ())
             .map_err(|e| RelayError::Sink {
                 sink: "stream",
                 message: e.to_string(),
-            })
+            })?;
+        if published.reassigned > 0 {
+            self.metrics
+                .outbox_stream_reassigned
+                .inc_by(published.reassigned as u64);
+            tracing::warn!(
+                events = published.reassigned,
+                "the events stream is ahead of this outbox (a restored database, or another \
+                 deployment on the same stream): events appended with Redis-assigned ids"
+            );
+        }
+        Ok(())
     }
 }
 
 /// Applies events to the reservation store: `order.cancelled` → `return_cancelled`.
-pub struct StoreEffects(pub Arc<dyn ReservationStore>);
+pub struct StoreEffects {
+    pub store: Arc<dyn ReservationStore>,
+    pub metrics: Metrics,
+}
 
 #[derive(Deserialize)]
 struct CancelledOrder {
@@ -88,15 +108,17 @@ impl OutboxSink for StoreEffects {
                 tracing::error!(event_id = event.id, "malformed order.cancelled event");
                 continue;
             };
-            match self.0.return_cancelled(&rid, &buyer, qty).await {
+            match self.store.return_cancelled(&rid, &buyer, qty).await {
                 Ok(_) => {}
                 // Only a store outage is worth retrying. Anything else (the store lost the
-                // SKU after a wipe, or its counters cannot give the units back) will not heal
-                // by retrying and must not block every later event: the reconciler reports
-                // the drift and its repair rebuilds the counters from SQL, which already
-                // counts the cancellation.
+                // SKU or the hold after a wipe or a failover) will not heal by retrying and
+                // must not block every later event: it is counted and logged as an error, the
+                // reconciler reports the drift and its repair rebuilds the counters from SQL,
+                // which already counts the cancellation. (A hold still `confirming` is not
+                // such a case: `return_cancelled` finishes it first.)
                 Err(e) if e.status_and_code().0 != 503 => {
-                    tracing::warn!(event_id = event.id, error = %e, "cancellation not applied to the store");
+                    self.metrics.relay_effects_failed.inc();
+                    tracing::error!(event_id = event.id, reservation_id = %rid, error = %e, "cancellation not applied to the store; run `stockgate reconcile --repair`");
                 }
                 Err(e) => {
                     return Err(RelayError::Sink {

@@ -85,6 +85,10 @@ pub struct ProductInput {
     pub sale_state: SaleState,
 }
 
+/// The highest unit price (10^12 minor units): with at most 10^6 units per order, every order
+/// total fits in 64 bits (settlement still refuses one that would not, `total_out_of_range`).
+pub const MAX_PRICE_CENTS: i64 = 1_000_000_000_000;
+
 impl ProductInput {
     pub fn validate(self) -> Result<ProductUpsert, ApiError> {
         let bad = |field: &str, reason: &str| ApiError::bad_request(format!("{field} {reason}"));
@@ -92,8 +96,8 @@ impl ProductInput {
         if name.is_empty() || name.chars().count() > 200 {
             return Err(bad("name", "must be 1 to 200 characters"));
         }
-        if self.price_cents < 0 {
-            return Err(bad("price_cents", "must be at least 0"));
+        if !(0..=MAX_PRICE_CENTS).contains(&self.price_cents) {
+            return Err(bad("price_cents", "must be between 0 and 1000000000000"));
         }
         if !(0..=i64::MAX / 4).contains(&self.total_stock) {
             return Err(bad("total_stock", "must be at least 0"));
@@ -170,6 +174,10 @@ mod tests {
         let detail = |r: Result<ProductUpsert, ApiError>| r.unwrap_err().detail;
         assert!(detail(input(|p| p.name = " ".into())).starts_with("name"));
         assert!(detail(input(|p| p.price_cents = -1)).starts_with("price_cents"));
+        // Issue 13.7: 2^62 cents × 4 units wrapped to a total of 0.
+        assert!(detail(input(|p| p.price_cents = 1 << 62)).starts_with("price_cents"));
+        assert!(input(|p| p.price_cents = MAX_PRICE_CENTS).is_ok());
+        assert!(detail(input(|p| p.price_cents = MAX_PRICE_CENTS + 1)).starts_with("price_cents"));
         assert!(detail(input(|p| p.total_stock = -1)).starts_with("total_stock"));
         assert!(detail(input(|p| p.per_buyer_limit = 0)).starts_with("per_buyer_limit"));
         assert!(detail(input(|p| p.max_per_order = Some(0))).starts_with("max_per_order"));

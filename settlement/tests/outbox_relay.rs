@@ -19,6 +19,10 @@ async fn database() -> anyhow::Result<Db> {
     Ok(db)
 }
 
+fn metrics() -> settlement::Metrics {
+    settlement::Metrics::new(&prometheus::Registry::new()).expect("fresh registry")
+}
+
 async fn append(db: &Db, from: i64, to: i64) -> anyhow::Result<()> {
     let events: Vec<NewEvent> = (from..=to)
         .map(|n| NewEvent::new("test.event", serde_json::json!({ "n": n })))
@@ -37,9 +41,10 @@ async fn every_event_reaches_the_group_exactly_once_across_a_relay_restart() -> 
 
     // Relay #1 publishes one batch, then crashes after XADD-ing the next five events but
     // before marking them published.
-    let first: Vec<Arc<dyn OutboxSink>> = vec![Arc::new(StreamSink(
-        StreamPublisher::connect(&redis_url(), &stream, 10_000).await?,
-    ))];
+    let first: Vec<Arc<dyn OutboxSink>> = vec![Arc::new(StreamSink {
+        publisher: StreamPublisher::connect(&redis_url(), &stream, 10_000).await?,
+        metrics: metrics(),
+    })];
     assert_eq!(relay_once(&db, &first, 10).await?, 10);
     let unmarked = outbox::unpublished(&db, 5).await?;
     first[0].deliver(&unmarked).await?;
@@ -47,9 +52,10 @@ async fn every_event_reaches_the_group_exactly_once_across_a_relay_restart() -> 
 
     // More events arrive while no relay runs; then relay #2 starts and drains everything.
     append(&db, 26, 40).await?;
-    let second: Vec<Arc<dyn OutboxSink>> = vec![Arc::new(StreamSink(
-        StreamPublisher::connect(&redis_url(), &stream, 10_000).await?,
-    ))];
+    let second: Vec<Arc<dyn OutboxSink>> = vec![Arc::new(StreamSink {
+        publisher: StreamPublisher::connect(&redis_url(), &stream, 10_000).await?,
+        metrics: metrics(),
+    })];
     while relay_once(&db, &second, 7).await? > 0 {}
     assert!(outbox::unpublished(&db, 1).await?.is_empty());
 
@@ -81,6 +87,57 @@ async fn every_event_reaches_the_group_exactly_once_across_a_relay_restart() -> 
     Ok(())
 }
 
+/// Issue 15.4: the stream's last id is above this outbox's ids (a restored or fresh database
+/// against an existing Redis, or another deployment on the same stream). Before, the publisher
+/// skipped every such event and the relay marked it published: nothing reached the stream, no
+/// log, no metric. Now each is appended with a Redis-assigned id and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_below_the_streams_last_id_are_appended_not_dropped() -> anyhow::Result<()> {
+    let db = database().await?;
+    let stream = format!("{}:events", redis_prefix());
+    let group = ConsumerGroup::connect(&redis_url(), &stream, "gateway", "reader").await?;
+    group.ensure().await?;
+    // Another deployment's entry, far ahead of this fresh outbox.
+    let mut redis = redis::Client::open(redis_url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let _: String = redis::cmd("XADD")
+        .arg(&stream)
+        .arg("900000-0")
+        .arg(&["id", "900000", "topic", "other.event", "payload", "{}"])
+        .query_async(&mut redis)
+        .await?;
+    append(&db, 1, 3).await?;
+
+    let metrics = metrics();
+    let sinks: Vec<Arc<dyn OutboxSink>> = vec![Arc::new(StreamSink {
+        publisher: StreamPublisher::connect(&redis_url(), &stream, 10_000).await?,
+        metrics: metrics.clone(),
+    })];
+    assert_eq!(relay_once(&db, &sinks, 10).await?, 3);
+    assert_eq!(metrics.outbox_stream_reassigned.get(), 3);
+
+    let mut seen = Vec::new();
+    group
+        .process(
+            100,
+            Duration::from_millis(50),
+            Duration::from_secs(60),
+            |e| {
+                seen.push((e.event_id, e.topic));
+                async { Ok::<(), std::convert::Infallible>(()) }
+            },
+        )
+        .await?;
+    let ours: Vec<i64> = seen
+        .iter()
+        .filter(|(_, topic)| topic == "test.event")
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(ours, [1, 2, 3], "{seen:?}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_consumers_entries_are_claimed_by_another() -> anyhow::Result<()> {
     let stream = format!("{}:events", redis_prefix());
@@ -90,9 +147,10 @@ async fn a_dead_consumers_entries_are_claimed_by_another() -> anyhow::Result<()>
     dead.ensure().await?;
     let payload = "{}";
     let events: Vec<(i64, &str, &str)> = (1..=8).map(|id| (id, "t", payload)).collect();
-    assert_eq!(publisher.publish(&events).await?, 8);
+    assert_eq!(publisher.publish(&events).await?.appended, 8);
     // Publishing the same ids again appends nothing.
-    assert_eq!(publisher.publish(&events).await?, 0);
+    let again = publisher.publish(&events).await?;
+    assert_eq!((again.appended, again.skipped), (0, 8));
 
     // "dead" reads five entries and never acknowledges them.
     let taken = dead.read_new(5, Duration::from_millis(10)).await?;

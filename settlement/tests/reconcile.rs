@@ -178,3 +178,64 @@ async fn the_running_service_sweeps_under_its_leader_lease() -> anyhow::Result<(
     app.running.shutdown().await;
     Ok(())
 }
+
+/// Issue 13.5: the buyer cancels an order whose gateway never finished the confirm (the hold is
+/// still `confirming`). The relay's `return_cancelled` finishes the hold and returns the units;
+/// before, it refused (`sold` was short), the relay dropped the error, and the units stayed
+/// off sale while the drift report called the positive drift fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_before_the_gateway_finished_its_confirm_returns_the_units() -> anyhow::Result<()>
+{
+    use backend_adapters::sql::orders::{self, CancelOutcome};
+    use settlement::relay::relay_once;
+    use settlement::{Metrics, OutboxSink, StoreEffects};
+
+    let store = RedisStore::connect(
+        &redis_url(),
+        RedisStoreConfig {
+            prefix: redis_prefix(),
+            ..RedisStoreConfig::default()
+        },
+    )
+    .await?;
+    let db_url = common::postgres_url().await?;
+    let app = start_with(test_config(&db_url), Arc::new(store.clone())).await?;
+    app.put_product("REC", 10).await?;
+    let sku = Sku::parse("REC")?;
+    let hold = reserve(&store, "carl", "k", 60_000).await?;
+    buy(&app, &store, &hold, false).await?;
+    assert_eq!(store.snapshot(&sku).await?.confirming, 1);
+
+    let db = Db::connect(&db_url, 2).await?;
+    let order = orders::by_reservation(&db, hold.id.as_str())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no order"))?;
+    let cancelled = orders::cancel(&db, &order.id, "carl", order.version).await?;
+    assert!(matches!(cancelled, CancelOutcome::Cancelled(_)));
+
+    let metrics = Metrics::new(&prometheus::Registry::new())?;
+    let effects: Arc<dyn OutboxSink> = Arc::new(StoreEffects {
+        store: Arc::new(store.clone()),
+        metrics: metrics.clone(),
+    });
+    relay_once(&db, &[effects], 100).await?;
+    assert_eq!(metrics.relay_effects_failed.get(), 0);
+    let snap = store.snapshot(&sku).await?;
+    assert_eq!(
+        (snap.available, snap.held, snap.confirming, snap.sold),
+        (10, 0, 0, 0)
+    );
+    assert_eq!(store.get_hold(&hold.id).await?.state, HoldState::Confirmed);
+    // The gateway's late finish changes nothing, and the report agrees with SQL.
+    store.finish_confirm(&hold.id).await?;
+    assert_eq!(store.snapshot(&sku).await?.available, 10);
+    let resolve = ReconcileOptions {
+        repair: false,
+        confirming_grace: Some(Duration::ZERO),
+    };
+    let report = reconcile(&db, &store, None, resolve).await?;
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.skus[0].sold_drift, 0);
+    app.running.shutdown().await;
+    Ok(())
+}

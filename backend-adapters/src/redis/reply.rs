@@ -4,8 +4,8 @@
 
 use redis::Value;
 use reservation_core::{
-    BuyerId, Hold, HoldState, Qty, ReservationError, ReservationId, SaleState, Sku, StockSnapshot,
-    StoreResult,
+    BuyerId, ConfirmingHold, Hold, HoldState, Qty, ReservationError, ReservationId, SaleState, Sku,
+    StockSnapshot, StoreResult,
 };
 
 /// Fields per hold in a reply: id, buyer, qty, state, created_ms, expires_at_ms.
@@ -105,6 +105,22 @@ pub(crate) fn holds(f: &[String]) -> StoreResult<Vec<Hold>> {
         return Err(malformed("hold list length"));
     }
     f.chunks(HOLD_FIELDS).map(hold).collect()
+}
+
+/// A list of confirming holds, seven fields each: a hold's six and when its confirm began.
+pub(crate) fn confirming_holds(f: &[String]) -> StoreResult<Vec<ConfirmingHold>> {
+    const FIELDS: usize = HOLD_FIELDS + 1;
+    if !f.len().is_multiple_of(FIELDS) {
+        return Err(malformed("confirming hold list length"));
+    }
+    f.chunks(FIELDS)
+        .map(|c| {
+            Ok(ConfirmingHold {
+                hold: hold(&c[..HOLD_FIELDS])?,
+                since_ms: number(&c[HOLD_FIELDS], "confirming_since")?,
+            })
+        })
+        .collect()
 }
 
 /// A snapshot from total, available, held, confirming, sold, limit, max, state.

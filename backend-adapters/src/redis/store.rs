@@ -15,8 +15,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::{Cmd, ErrorKind, RedisError, RedisResult, RetryMethod, Script, ServerErrorKind, Value};
 use reservation_core::{
-    AbortTo, BuyerId, Hold, ProductStock, Qty, Reservation, ReservationError, ReservationId,
-    ReservationStore, ReserveRequest, Sku, SoldUnits, StockSnapshot, StoreResult,
+    AbortTo, BuyerId, ConfirmingHold, Hold, ProductStock, Qty, Reservation, ReservationError,
+    ReservationId, ReservationStore, ReserveRequest, Sku, SoldUnits, StockSnapshot, StoreResult,
 };
 
 use super::connection::{ConnectOptions, RedisConnection};
@@ -475,7 +475,7 @@ impl ReservationStore for RedisStore {
         reply::holds(&f)
     }
 
-    async fn confirming_holds(&self, sku: &Sku) -> StoreResult<Vec<Hold>> {
+    async fn confirming_holds(&self, sku: &Sku) -> StoreResult<Vec<ConfirmingHold>> {
         let k = self.keys(sku);
         let f = self
             .run(
@@ -484,9 +484,9 @@ impl ReservationStore for RedisStore {
                 &[&k.hold_prefix],
             )
             .await?;
-        let mut holds = reply::holds(&f)?;
+        let mut holds = reply::confirming_holds(&f)?;
         // A set has no order; callers get a stable one.
-        holds.sort_by(|a, b| a.id.cmp(&b.id));
+        holds.sort_by(|a, b| a.hold.id.cmp(&b.hold.id));
         Ok(holds)
     }
 
@@ -497,12 +497,12 @@ impl ReservationStore for RedisStore {
         qty: Qty,
     ) -> StoreResult<bool> {
         let k = self.keys(&id.sku());
-        let units = qty.get().to_string();
+        let (units, retention) = (qty.get().to_string(), self.retention_ms.to_string());
         let f = self
             .run(
                 &self.scripts.return_cancelled,
-                &[&k.stock, &k.buyers, &k.returned],
-                &[id.as_str(), buyer.as_str(), &units],
+                &[&k.stock, &k.buyers, &k.returned, &k.confirming, &k.hold(id)],
+                &[id.as_str(), buyer.as_str(), &units, &retention],
             )
             .await?;
         Ok(f.first().map(String::as_str) == Some("1"))

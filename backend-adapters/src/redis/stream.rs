@@ -1,11 +1,15 @@
 //! The events stream: the outbox relay appends to it, readers consume it with consumer groups.
 //!
-//! Each entry's stream id is `<outbox id>-0`. Redis refuses an XADD whose id is not above the
-//! stream's last generated id, so a relay that crashed after XADD but before marking the row
-//! published republishes nothing twice: [`StreamPublisher::publish`] skips ids at or below the
-//! last generated one. Readers get every event once per group (XREADGROUP), acknowledge after
-//! handling (XACK), and take over the entries of dead consumers (XAUTOCLAIM); a reader that
-//! crashes after handling but before XACK sees the entry again, so handlers dedupe on `event_id`.
+//! Each entry's stream id is `<outbox id>-0` and its `id` field the outbox id. Redis refuses
+//! an XADD whose id is not above the stream's last generated id, so a relay that crashed after
+//! XADD but before marking the row published must not append it again: [`StreamPublisher::
+//! publish`] skips an event whose entry is already in the stream. An event whose id is at or
+//! below the stream's last id *without* being in it (the stream is ahead of this outbox: a
+//! restored or fresh database against an existing Redis, or two deployments on one stream) is
+//! never dropped: it is appended with an id Redis assigns, and counted, so operators see it.
+//! Readers get every event once per group (XREADGROUP), acknowledge after handling (XACK), and
+//! take over the entries of dead consumers (XAUTOCLAIM); a reader that crashes after handling
+//! but before XACK sees the entry again, so handlers dedupe on `event_id` or are idempotent.
 
 use std::future::Future;
 use std::time::Duration;
@@ -85,15 +89,29 @@ impl StreamPublisher {
         Ok(Self::new(conn, stream, maxlen))
     }
 
-    /// Publishes `(event_id, topic, payload)` in ascending id order, skipping ids the stream
-    /// already has; returns how many were appended. Only one relay may publish at a time
-    /// (it runs under a leader lease).
-    pub async fn publish(&self, events: &[(i64, &str, &str)]) -> Result<usize, StreamError> {
+    /// Publishes `(event_id, topic, payload)` in ascending id order. Only one relay may
+    /// publish at a time (it runs under a leader lease).
+    pub async fn publish(&self, events: &[(i64, &str, &str)]) -> Result<Published, StreamError> {
         let mut conn = self.conn.clone();
         let last = last_event_id(&mut conn, &self.stream).await?;
+        let present = self.already_present(&mut conn, events, last).await?;
         let mut pipe = redis::pipe();
-        let mut appended = 0;
-        for (id, topic, payload) in events.iter().filter(|(id, _, _)| *id > last) {
+        let mut published = Published::default();
+        // Once one entry took a Redis-assigned id, the later ones must too: an explicit
+        // `<id>-0` would now be below the stream's last id.
+        let mut assign_ids = false;
+        for (id, topic, payload) in events {
+            if present.contains(id) {
+                published.skipped += 1;
+                continue;
+            }
+            assign_ids |= *id <= last;
+            let entry_id = if assign_ids {
+                published.reassigned += 1;
+                "*".to_owned()
+            } else {
+                format!("{id}-0")
+            };
             let fields = [
                 ("id", id.to_string()),
                 ("topic", (*topic).to_owned()),
@@ -102,17 +120,58 @@ impl StreamPublisher {
             pipe.xadd_maxlen(
                 &self.stream,
                 StreamMaxlen::Approx(self.maxlen),
-                format!("{id}-0"),
+                entry_id,
                 &fields,
             )
             .ignore();
-            appended += 1;
+            published.appended += 1;
         }
-        if appended > 0 {
+        if published.appended > 0 {
             pipe.query_async::<()>(&mut conn).await?;
         }
-        Ok(appended)
+        Ok(published)
     }
+
+    /// The events of `events` whose own entry (`<id>-0` with that `id` field) the stream
+    /// already has: a relay delivered them before it could mark them published. One XRANGE
+    /// over the ids at or below the stream's last id, and none when all are above it.
+    async fn already_present(
+        &self,
+        conn: &mut RedisConnection,
+        events: &[(i64, &str, &str)],
+        last: i64,
+    ) -> Result<std::collections::HashSet<i64>, StreamError> {
+        let low: Vec<i64> = events
+            .iter()
+            .map(|(id, _, _)| *id)
+            .filter(|id| *id <= last)
+            .collect();
+        let (Some(from), Some(to)) = (low.iter().min(), low.iter().max()) else {
+            return Ok(Default::default());
+        };
+        let reply: redis::streams::StreamRangeReply = conn
+            .xrange(&self.stream, format!("{from}-0"), format!("{to}-0"))
+            .await?;
+        Ok(reply
+            .ids
+            .iter()
+            .filter_map(|entry| {
+                let id = entry.get::<i64>("id")?;
+                (entry.id == format!("{id}-0")).then_some(id)
+            })
+            .collect())
+    }
+}
+
+/// What one [`StreamPublisher::publish`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Published {
+    /// Entries appended (including `reassigned`).
+    pub appended: usize,
+    /// Appended with a Redis-assigned id because the stream was ahead of the outbox.
+    pub reassigned: usize,
+    /// Already in the stream (a replay after a relay crash): not appended again.
+    pub skipped: usize,
 }
 
 /// One consumer of one consumer group.

@@ -8,6 +8,7 @@
 //! write transaction begins) ask [`Db::backend`].
 
 mod db;
+pub mod fates;
 pub mod model;
 pub mod orders;
 pub mod outbox;

@@ -3,24 +3,30 @@
 //! Steps, all inside the transaction:
 //! 1. lock the batch's product rows (sorted by SKU, so concurrent batches cannot deadlock);
 //! 2. find orders that already exist for the batch's reservation ids (retries → `Existing`);
-//! 3. decide which new orders fit in `total_stock - sold`, **first come first served, as many
-//!    as fit**: an order that does not fit is refused (`Oversell`) while later, smaller orders
-//!    of the same SKU may still fit — one buyer's refusal never sinks the whole group;
-//! 4. insert the fitting orders `ON CONFLICT (reservation_id) DO NOTHING`;
-//! 5. one `UPDATE products SET sold = sold + n WHERE sold + n <= total_stock` per SKU — the
+//! 3. claim the fate of every other id (`fates.rs`): an id the reconciler released, or that an
+//!    earlier batch refused, is `Released` and never becomes an order;
+//! 4. decide, **first come first served, as many as fit**, for each claimed id: the product
+//!    exists, the buyer's live order units + qty stay within the per-buyer limit (SQL is the
+//!    final authority on the limit too), `qty` fits in `total_stock - sold`, and the total
+//!    fits in 64 bits; an order that fails one is refused and its claim becomes a final
+//!    `released`, while later, smaller orders of the same SKU may still fit — one buyer's
+//!    refusal never sinks the whole group;
+//! 5. insert the fitting orders `ON CONFLICT (reservation_id) DO NOTHING`;
+//! 6. one `UPDATE products SET sold = sold + n WHERE sold + n <= total_stock` per SKU — the
 //!    conditional update stays the guard even though the lock already makes it hold;
-//! 6. status history and outbox rows; COMMIT. Callers are answered only after this returns.
+//! 7. status history and outbox rows; COMMIT. Callers are answered only after this returns.
 //!
 //! One transaction per order (the benchmark's baseline) is the same function with a batch of
 //! one.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use reservation_core::{BuyerId, Qty, ReservationId, Sku};
 use serde::Serialize;
 use sqlx::{Any, Row, Transaction};
 
 use super::db::Db;
+use super::fates::{self, reason};
 use super::model::{ORDER_COLUMNS, Order, OrderStatus};
 use super::outbox::{self, NewEvent, topic};
 use super::{SqlError, now_ms, placeholders, value_rows};
@@ -34,7 +40,8 @@ pub struct SettleRequest {
     pub qty: Qty,
 }
 
-/// The answer for one request of a batch.
+/// The answer for one request of a batch. Every refusal is final: the reservation id is
+/// claimed `released` in the same transaction, so no retry can turn it into an order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SettleOutcome {
     /// The order was inserted by this batch.
@@ -45,6 +52,12 @@ pub enum SettleOutcome {
     Oversell,
     /// No such product in SQL.
     UnknownSku,
+    /// The buyer's live orders for the SKU plus this one would exceed its per-buyer limit.
+    PurchaseLimit { limit: i64 },
+    /// `price × qty` does not fit in 64 bits.
+    TotalOutOfRange,
+    /// The reservation was released (by the reconciler, or refused before): no order.
+    Released,
 }
 
 /// The payload of `order.created` / `order.cancelled` events.
@@ -85,39 +98,61 @@ pub async fn settle_batch(
         return Ok(Vec::new());
     }
     let mut tx = db.begin_write().await?;
+    let now = now_ms();
 
     let skus: Vec<&str> = requests
         .iter()
         .map(|r| r.sku.as_str())
-        .collect::<std::collections::BTreeSet<_>>()
+        .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
     let products = lock_products(&mut tx, db, &skus).await?;
     let rids: Vec<&str> = requests.iter().map(|r| r.reservation_id.as_str()).collect();
-    let mut existing = orders_by_reservation(&mut tx, &rids).await?;
+    let existing = orders_by_reservation(&mut tx, &rids).await?;
 
-    // Decide, in arrival order, what each unique reservation id gets.
+    // Claim every id that has no order yet. An id this batch could not claim already has a
+    // fate, and it is `released` (an `ordered` claim commits with its order, found above):
+    // the reconciler released it, or an earlier batch refused it. It never becomes an order.
+    let mut unsettled: Vec<&str> = Vec::new();
+    let mut listed: HashSet<&str> = HashSet::new();
+    for rid in &rids {
+        if !existing.contains_key(*rid) && listed.insert(rid) {
+            unsettled.push(rid);
+        }
+    }
+    let claimed: HashSet<String> = fates::claim_ordered(&mut tx, &unsettled, now)
+        .await?
+        .into_iter()
+        .collect();
+
+    // Decide, in arrival order, what each claimed reservation id gets.
     let mut room: HashMap<&str, i64> = products
         .iter()
         .map(|(sku, p)| (sku.as_str(), p.total_stock - p.sold))
         .collect();
-    let now = now_ms();
-    let mut decided: HashMap<&str, Decision> = HashMap::new();
+    let buyers: Vec<&str> = requests
+        .iter()
+        .filter(|r| claimed.contains(r.reservation_id.as_str()))
+        .map(|r| r.buyer.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut bought = live_units(&mut tx, &skus, &buyers).await?;
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut refused: HashMap<&str, Refusal> = HashMap::new();
     let mut fresh: Vec<Order> = Vec::new();
     for req in requests {
         let rid = req.reservation_id.as_str();
-        if decided.contains_key(rid) {
+        if !claimed.contains(rid) || !seen.insert(rid) {
             continue;
         }
-        let decision = if existing.contains_key(rid) {
-            Decision::Existing
-        } else if let (Some(product), Some(left)) = (
-            products.get(req.sku.as_str()),
-            room.get_mut(req.sku.as_str()),
-        ) {
-            let qty = i64::from(req.qty.get());
-            if qty <= *left {
-                *left -= qty;
+        match decide(req, products.get(req.sku.as_str()), &room, &bought) {
+            Ok(product) => {
+                let qty = i64::from(req.qty.get());
+                *room.entry(req.sku.as_str()).or_default() -= qty;
+                *bought
+                    .entry((req.sku.as_str().to_owned(), req.buyer.as_str().to_owned()))
+                    .or_default() += qty;
                 fresh.push(Order {
                     id: new_order_id(),
                     reservation_id: rid.to_owned(),
@@ -125,34 +160,31 @@ pub async fn settle_batch(
                     sku: req.sku.as_str().to_owned(),
                     qty,
                     unit_price_cents: product.price_cents,
-                    total_cents: product.price_cents * qty,
+                    // `decide` checked that this fits.
+                    total_cents: product.price_cents.saturating_mul(qty),
                     status: OrderStatus::Confirmed,
                     version: 1,
                     fence: 0,
                     created_at_ms: now,
                     updated_at_ms: now,
                 });
-                Decision::Fresh
-            } else {
-                Decision::Oversell
             }
-        } else {
-            Decision::UnknownSku
-        };
-        decided.insert(rid, decision);
+            Err(refusal) => {
+                fates::refuse(&mut tx, rid, refusal.reason()).await?;
+                refused.insert(rid, refusal);
+            }
+        }
     }
 
     let inserted = insert_orders(&mut tx, &fresh).await?;
-    let (created, raced): (Vec<Order>, Vec<Order>) = fresh
-        .into_iter()
-        .partition(|o| inserted.contains(&o.reservation_id));
-    if !raced.is_empty() {
-        // Another writer inserted these reservation ids between our read and our insert; the
-        // product lock makes this unreachable on one database, but the answer is still clear.
-        let raced_ids: Vec<&str> = raced.iter().map(|o| o.reservation_id.as_str()).collect();
-        existing.extend(orders_by_reservation(&mut tx, &raced_ids).await?);
+    if inserted.len() != fresh.len() {
+        // The fate claim makes a second order for one id impossible; if the unique key still
+        // caught one, roll the whole batch back rather than answer something untrue.
+        return Err(SqlError::Invariant(
+            "an order insert met an existing reservation id after its fate was claimed".into(),
+        ));
     }
-
+    let created = fresh;
     let mut units_by_sku: BTreeMap<&str, i64> = BTreeMap::new();
     for order in &created {
         *units_by_sku.entry(order.sku.as_str()).or_default() += order.qty;
@@ -186,31 +218,80 @@ pub async fn settle_batch(
         .map(|req| {
             let rid = req.reservation_id.as_str();
             let first = answered.insert(rid);
-            match (created.get(rid), existing.get(rid)) {
-                (Some(order), _) if first => SettleOutcome::Created((*order).clone()),
-                (Some(order), _) => SettleOutcome::Existing((*order).clone()),
-                (None, Some(order)) => SettleOutcome::Existing(order.clone()),
-                (None, None) => match decided.get(rid) {
-                    Some(Decision::UnknownSku) => SettleOutcome::UnknownSku,
-                    _ => SettleOutcome::Oversell,
-                },
+            match (created.get(rid), existing.get(rid), refused.get(rid)) {
+                (Some(order), _, _) if first => SettleOutcome::Created((*order).clone()),
+                (Some(order), _, _) => SettleOutcome::Existing((*order).clone()),
+                (None, Some(order), _) => SettleOutcome::Existing(order.clone()),
+                (None, None, Some(refusal)) => refusal.outcome(),
+                // Not claimed by this batch and no order: released before.
+                (None, None, None) => SettleOutcome::Released,
             }
         })
         .collect();
     Ok(outcomes)
 }
 
-enum Decision {
-    Existing,
-    Fresh,
-    Oversell,
+/// Why a claimed request cannot become an order.
+#[derive(Clone, Copy)]
+enum Refusal {
     UnknownSku,
+    TotalOutOfRange,
+    PurchaseLimit { limit: i64 },
+    Oversell,
+}
+
+impl Refusal {
+    fn outcome(self) -> SettleOutcome {
+        match self {
+            Refusal::UnknownSku => SettleOutcome::UnknownSku,
+            Refusal::TotalOutOfRange => SettleOutcome::TotalOutOfRange,
+            Refusal::PurchaseLimit { limit } => SettleOutcome::PurchaseLimit { limit },
+            Refusal::Oversell => SettleOutcome::Oversell,
+        }
+    }
+
+    /// The `reason` the refusal is recorded under in `reservation_fates`.
+    fn reason(self) -> &'static str {
+        match self {
+            Refusal::UnknownSku => reason::UNKNOWN_SKU,
+            Refusal::TotalOutOfRange => reason::TOTAL_OUT_OF_RANGE,
+            Refusal::PurchaseLimit { .. } => reason::PURCHASE_LIMIT,
+            Refusal::Oversell => reason::NO_STOCK,
+        }
+    }
+}
+
+/// Whether a claimed request can become an order: its product, or the refusal. `room` is what
+/// is left of each SKU's stock, `bought` each (SKU, buyer)'s live order units, both counting
+/// the orders this batch already took.
+fn decide<'p>(
+    req: &SettleRequest,
+    product: Option<&'p LockedProduct>,
+    room: &HashMap<&str, i64>,
+    bought: &HashMap<(String, String), i64>,
+) -> Result<&'p LockedProduct, Refusal> {
+    let product = product.ok_or(Refusal::UnknownSku)?;
+    let qty = i64::from(req.qty.get());
+    if product.price_cents.checked_mul(qty).is_none() {
+        return Err(Refusal::TotalOutOfRange);
+    }
+    let key = (req.sku.as_str().to_owned(), req.buyer.as_str().to_owned());
+    if bought.get(&key).copied().unwrap_or(0) + qty > product.per_buyer_limit {
+        return Err(Refusal::PurchaseLimit {
+            limit: product.per_buyer_limit,
+        });
+    }
+    if qty > room.get(req.sku.as_str()).copied().unwrap_or(0) {
+        return Err(Refusal::Oversell);
+    }
+    Ok(product)
 }
 
 struct LockedProduct {
     price_cents: i64,
     total_stock: i64,
     sold: i64,
+    per_buyer_limit: i64,
 }
 
 async fn lock_products(
@@ -219,7 +300,7 @@ async fn lock_products(
     skus: &[&str],
 ) -> Result<HashMap<String, LockedProduct>, SqlError> {
     let sql = format!(
-        "SELECT sku, price_cents, total_stock, sold FROM products WHERE sku IN ({}) ORDER BY sku{}",
+        "SELECT sku, price_cents, total_stock, sold, per_buyer_limit FROM products WHERE sku IN ({}) ORDER BY sku{}",
         placeholders(1, skus.len()),
         db.for_update()
     );
@@ -236,7 +317,39 @@ async fn lock_products(
                     price_cents: row.try_get("price_cents")?,
                     total_stock: row.try_get("total_stock")?,
                     sold: row.try_get("sold")?,
+                    per_buyer_limit: row.try_get("per_buyer_limit")?,
                 },
+            ))
+        })
+        .collect()
+}
+
+/// Live (not cancelled) order units per (SKU, buyer) for the batch's SKUs and buyers. The
+/// batch holds the SKUs' row locks, so no other batch can add to them meanwhile.
+async fn live_units(
+    tx: &mut Transaction<'static, Any>,
+    skus: &[&str],
+    buyers: &[&str],
+) -> Result<HashMap<(String, String), i64>, SqlError> {
+    if skus.is_empty() || buyers.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let sql = format!(
+        "SELECT sku, user_sub, CAST(SUM(qty) AS BIGINT) AS units FROM orders \
+         WHERE status <> 'cancelled' AND sku IN ({}) AND user_sub IN ({}) GROUP BY sku, user_sub",
+        placeholders(1, skus.len()),
+        placeholders(1 + skus.len(), buyers.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for value in skus.iter().chain(buyers) {
+        query = query.bind(*value);
+    }
+    let rows = query.fetch_all(&mut **tx).await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                (row.try_get("sku")?, row.try_get("user_sub")?),
+                row.try_get("units")?,
             ))
         })
         .collect()

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use backend_adapters::redis::{RedisStore, RedisStoreConfig};
 use redis::aio::MultiplexedConnection;
 use reservation_core::{
-    AbortTo, BuyerId, Hold, ProductStock, Qty, Reservation, ReservationId, ReservationStore,
-    ReserveRequest, Sku, SoldUnits, StockSnapshot, StoreResult,
+    AbortTo, BuyerId, ConfirmingHold, Hold, ProductStock, Qty, Reservation, ReservationId,
+    ReservationStore, ReserveRequest, Sku, SoldUnits, StockSnapshot, StoreResult,
 };
 
 pub fn redis_url() -> String {
@@ -166,7 +166,7 @@ impl ReservationStore for SelfCleaningStore {
     async fn expire_due(&self, sku: &Sku, batch: usize) -> StoreResult<Vec<Hold>> {
         self.0.expire_due(sku, batch).await
     }
-    async fn confirming_holds(&self, sku: &Sku) -> StoreResult<Vec<Hold>> {
+    async fn confirming_holds(&self, sku: &Sku) -> StoreResult<Vec<ConfirmingHold>> {
         self.0.confirming_holds(sku).await
     }
     async fn return_cancelled(&self, id: &ReservationId, b: &BuyerId, q: Qty) -> StoreResult<bool> {

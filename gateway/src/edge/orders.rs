@@ -185,11 +185,36 @@ async fn expired_token_retry(
 }
 
 /// What a refusal from settlement means for the hold (`None`: it stays `confirming`) and the
-/// buyer. Only SQL's "no stock" or "no product" frees the units at once; settlement looks up
-/// an existing order before it judges the token, so its other refusals cannot hide an order,
-/// but an earlier try may still be on its way to SQL: the reconciler decides those.
+/// buyer. SQL's final verdicts free the units at once: no stock, no product, over the
+/// per-buyer limit, a total out of range, or a reservation already released (each claimed
+/// `released` in SQL, so no other try can still commit it). Other refusals cannot hide an
+/// order (settlement looks up an existing one before it judges the token), but an earlier try
+/// may still be on its way to SQL: the reconciler decides those.
 fn refusal(status: u16, code: &str) -> (Option<AbortTo>, &'static str, Problem) {
     match (status, code) {
+        (410, "reservation_released") => (
+            Some(AbortTo::Released),
+            "expired",
+            ReservationError::Released.into(),
+        ),
+        (422, "purchase_limit") => (
+            Some(AbortTo::Released),
+            "purchase_limit",
+            Problem::new(
+                422,
+                "purchase_limit",
+                "the order would exceed this buyer's purchase limit",
+            ),
+        ),
+        (422, "total_out_of_range") => (
+            Some(AbortTo::Released),
+            "rejected",
+            Problem::new(
+                422,
+                "total_out_of_range",
+                "price times quantity is beyond what an order can hold",
+            ),
+        ),
         // SQL has no unit left for it: the store drifted; give the units back.
         (409, _) => (
             Some(AbortTo::Released),

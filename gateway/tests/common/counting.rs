@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use reservation_core::{
-    AbortTo, BuyerId, Hold, ProductStock, Qty, Reservation, ReservationId, ReservationStore,
-    ReserveRequest, Sku, SoldUnits, StockSnapshot, StoreResult,
+    AbortTo, BuyerId, ConfirmingHold, Hold, ProductStock, Qty, Reservation, ReservationId,
+    ReservationStore, ReserveRequest, Sku, SoldUnits, StockSnapshot, StoreResult,
 };
 
 pub struct CountingStore {
@@ -77,7 +77,7 @@ impl ReservationStore for CountingStore {
     async fn expire_due(&self, sku: &Sku, batch: usize) -> StoreResult<Vec<Hold>> {
         self.count().expire_due(sku, batch).await
     }
-    async fn confirming_holds(&self, sku: &Sku) -> StoreResult<Vec<Hold>> {
+    async fn confirming_holds(&self, sku: &Sku) -> StoreResult<Vec<ConfirmingHold>> {
         self.count().confirming_holds(sku).await
     }
     async fn return_cancelled(

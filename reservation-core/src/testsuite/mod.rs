@@ -189,6 +189,7 @@ macro_rules! reservation_store_conformance {
             configure_product_rejects_invalid_stock,
             skus_lists_configured_products,
             confirming_holds_lists_only_confirming_ones,
+            return_cancelled_finishes_a_hold_still_confirming,
             return_cancelled_returns_units_once,
             repair_counters_rebuilds_from_sold_units,
             refused_repair_of_a_lost_sku_leaves_no_trace,

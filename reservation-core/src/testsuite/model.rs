@@ -612,7 +612,7 @@ impl<S: ReservationStore> Case<S> {
                 .store
                 .confirming_holds(&sku(name))
                 .await
-                .map(|holds| holds.into_iter().map(|h| h.id).collect::<Vec<_>>());
+                .map(|holds| holds.into_iter().map(|c| c.hold.id).collect::<Vec<_>>());
             if let Ok(ids) = &mut got {
                 ids.sort();
             }

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::error::ReservationError;
-use crate::types::{HoldState, SoldUnits};
+use crate::types::{Hold, HoldState, SoldUnits};
 
 // ---------------------------------------------------------------------------------------
 // products and counters
@@ -105,7 +105,17 @@ pub async fn confirming_holds_lists_only_confirming_ones<S: ReservationStore>(
     let released = hold(&*store, "A", "carol", 1, "k1").await;
     store.release(&released.id, &released.buyer).await.unwrap();
 
-    let mut listed = store.confirming_holds(&a).await.unwrap();
+    let mut listed: Vec<Hold> = store
+        .confirming_holds(&a)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| {
+            // The confirm began after the reservation was made, by the store's clock.
+            assert!(c.since_ms >= c.hold.created_at_ms, "{c:?}");
+            c.hold
+        })
+        .collect();
     listed.sort_by(|x, y| x.id.cmp(&y.id));
     let mut expected = vec![c1.id, c2.id];
     expected.sort();
@@ -116,7 +126,7 @@ pub async fn confirming_holds_lists_only_confirming_ones<S: ReservationStore>(
     assert!(listed.iter().all(|h| h.state == HoldState::Confirming));
     let listed_b = store.confirming_holds(&b).await.unwrap();
     assert_eq!(listed_b.len(), 1);
-    assert_eq!(listed_b[0].id, other.id);
+    assert_eq!(listed_b[0].hold.id, other.id);
 }
 
 pub async fn return_cancelled_returns_units_once<S: ReservationStore>(store: SharedStore<S>) {
@@ -152,6 +162,40 @@ pub async fn return_cancelled_returns_units_once<S: ReservationStore>(store: Sha
     // The cancelled units no longer count against her limit.
     hold(&*store, "A", "alice", 3, "k3").await;
     assert_eq!(counters(&*store, &sku).await, (7, 3, 0, 0));
+}
+
+/// Issue 13.5: the order was committed and cancelled before the gateway finished its confirm
+/// (the hold is still `confirming`): the return finishes the hold and gives the units back,
+/// instead of refusing and leaving them off sale; the gateway's late finish changes nothing.
+pub async fn return_cancelled_finishes_a_hold_still_confirming<S: ReservationStore>(
+    store: SharedStore<S>,
+) {
+    let sku = sku("A");
+    store
+        .configure_product(&sku, &stock(10, 3, 3))
+        .await
+        .unwrap();
+    let h = hold(&*store, "A", "alice", 2, "k1").await;
+    store.begin_confirm(&h.id, &h.buyer).await.unwrap();
+    assert_eq!(counters(&*store, &sku).await, (8, 0, 2, 0));
+
+    assert!(
+        store
+            .return_cancelled(&h.id, &h.buyer, h.qty)
+            .await
+            .unwrap()
+    );
+    assert_eq!(counters(&*store, &sku).await, (10, 0, 0, 0));
+    assert_eq!(
+        store.get_hold(&h.id).await.unwrap().state,
+        HoldState::Confirmed
+    );
+    assert!(store.confirming_holds(&sku).await.unwrap().is_empty());
+    // The gateway's finish after the fact is a no-op, and the units stay returned.
+    store.finish_confirm(&h.id).await.unwrap();
+    assert_eq!(counters(&*store, &sku).await, (10, 0, 0, 0));
+    // alice's cancelled units no longer count against her limit.
+    hold(&*store, "A", "alice", 3, "k2").await;
 }
 
 pub async fn repair_counters_rebuilds_from_sold_units<S: ReservationStore>(store: SharedStore<S>) {

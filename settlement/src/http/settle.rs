@@ -31,6 +31,8 @@ pub(crate) async fn settle(
         Ok(_) => "existing",
         Err(e) if e.code == "oversell_prevented" => "oversell",
         Err(e) if e.code == "unknown_sku" => "unknown_sku",
+        Err(e) if e.code == "purchase_limit" => "purchase_limit",
+        Err(e) if e.code == "reservation_released" => "released",
         Err(e) if e.status.is_client_error() => "rejected",
         Err(_) => "error",
     };
@@ -87,6 +89,21 @@ async fn settle_inner(
             ))
         }
         SettleOutcome::UnknownSku => Err(ApiError::new(404, "unknown_sku", "unknown sku")),
+        SettleOutcome::PurchaseLimit { limit } => Err(ApiError::new(
+            422,
+            "purchase_limit",
+            format!("this buyer's orders for the sku would exceed its limit of {limit}"),
+        )),
+        SettleOutcome::TotalOutOfRange => Err(ApiError::new(
+            422,
+            "total_out_of_range",
+            "price times quantity is beyond what an order can hold",
+        )),
+        SettleOutcome::Released => Err(ApiError::new(
+            410,
+            "reservation_released",
+            "this reservation was released and can no longer become an order",
+        )),
     }
 }
 

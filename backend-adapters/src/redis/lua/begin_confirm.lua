@@ -4,7 +4,8 @@
 -- KEYS[4] confirming set {sku}   KEYS[5] hold hash {sku}
 -- ARGV[1] reservation id   ARGV[2] buyer   ARGV[3] retention ms of a final hold
 -- Returns: {"ok", id, buyer, qty, state, created_ms, expires_at_ms} or {error code, detail}
--- A hold already confirming or confirmed is returned as it is.
+-- A hold already confirming or confirmed is returned as it is. The hold records when its
+-- confirm began (`confirming_since`): the reconciler's grace counts from there.
 
 local h = redis.call('HMGET', KEYS[5], 'buyer', 'qty', 'state', 'created', 'expires', 'idem')
 if not h[1] or redis.call('EXISTS', KEYS[1]) == 0 then
@@ -47,5 +48,5 @@ if tonumber(h[5]) <= now then
 end
 redis.call('HINCRBY', KEYS[1], 'confirming', qty)
 redis.call('SADD', KEYS[4], ARGV[1])
-redis.call('HSET', KEYS[5], 'state', 'confirming')
+redis.call('HSET', KEYS[5], 'state', 'confirming', 'confirming_since', now)
 return {'ok', ARGV[1], h[1], h[2], 'confirming', h[4], h[5]}

@@ -1,23 +1,45 @@
 -- return_cancelled: give the units of a confirmed-then-cancelled order back to stock
 -- (sold -> available), once per reservation id however often it is called.
 -- KEYS[1] stock hash {sku}   KEYS[2] buyers hash {sku}   KEYS[3] returned set {sku}
--- ARGV[1] reservation id   ARGV[2] buyer   ARGV[3] qty
+-- KEYS[4] confirming set {sku}   KEYS[5] hold hash {sku}
+-- ARGV[1] reservation id   ARGV[2] buyer   ARGV[3] qty   ARGV[4] retention ms of a final hold
 -- Returns: {"ok", 1} (returned now), {"ok", 0} (had been returned) or {error code, detail}
--- Checks before any write: the SKU exists, not yet returned, sold >= qty.
+-- A cancellation proves its order committed, so a hold still `confirming` (the gateway's
+-- finish_confirm has not run yet, or never will) is finished first, exactly as
+-- finish_confirm would; otherwise its units would sit in `confirming` and the return would
+-- find `sold` short. Checks before any write: the SKU exists, not yet returned, sold (after
+-- that finish) >= qty.
 
-local sold = redis.call('HGET', KEYS[1], 'sold')
-if not sold then
+local stock = redis.call('HMGET', KEYS[1], 'sold', 'confirming')
+if not stock[1] then
   return {'unknown_sku', ''}
 end
 if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then
   return {'ok', 0}
 end
 local qty = tonumber(ARGV[3])
-if tonumber(sold) < qty then
+local h = redis.call('HMGET', KEYS[5], 'qty', 'state', 'idem')
+local finishing = h[2] == 'confirming' and tonumber(h[1]) == qty
+  and tonumber(stock[2]) >= qty
+local sold = tonumber(stock[1])
+if finishing then
+  sold = sold + qty
+end
+if sold < qty then
   return {'invalid_state', 'confirmed'}
 end
 
-redis.call('HINCRBY', KEYS[1], 'sold', -qty)
+if finishing then
+  redis.call('HINCRBY', KEYS[1], 'confirming', -qty)
+  redis.call('SREM', KEYS[4], ARGV[1])
+  redis.call('HSET', KEYS[5], 'state', 'confirmed')
+  redis.call('PEXPIRE', KEYS[5], ARGV[4])
+  if h[3] then
+    redis.call('PEXPIRE', h[3], ARGV[4])
+  end
+else
+  redis.call('HINCRBY', KEYS[1], 'sold', -qty)
+end
 redis.call('HINCRBY', KEYS[1], 'available', qty)
 local left = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0') - qty
 if left > 0 then
