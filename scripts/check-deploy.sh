@@ -8,9 +8,13 @@
 #   - the Grafana dashboard is valid JSON;
 #   - every stockgate_* metric the rules and the dashboard use exists in the code;
 #   - the compose file renders (`docker compose config`) when the compose plugin exists,
-#     else it is only linted (said so in the output).
-# Installs what is missing: kubectl (apt), promtool (apt `prometheus`), yamllint and
-# kubernetes-validate (pip).
+#     else it is only linted (said so in the output);
+#   - the workloads of each build (scripts/check-workloads.py): no `replicas` on a Deployment
+#     an HPA scales, each pod sees only its own workload's secrets (on AKS through its own
+#     identity), the gateway's liveness probe is on the admin listener, not the public one;
+#     and each of those checks reports planted mistakes (--self-test).
+# Installs what is missing: kubectl (apt), promtool (apt `prometheus`), yamllint,
+# kubernetes-validate and PyYAML (pip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +28,7 @@ command -v kubectl >/dev/null || apt_install kubectl
 command -v promtool >/dev/null || apt_install prometheus
 command -v yamllint >/dev/null || pip install -q yamllint
 command -v kubernetes-validate >/dev/null || pip install -q kubernetes-validate
+python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml
 
 log "yamllint deploy/"
 yamllint -d '{extends: relaxed, rules: {line-length: {max: 140}}}' deploy
@@ -59,6 +64,11 @@ for metric in $(grep -ohE 'stockgate_[a-z_]+' deploy/prometheus/alerts.yml deplo
 done
 [ "$missing" -eq 0 ] || exit 1
 echo "every metric name is registered in gateway/src or settlement/src"
+
+log "workloads: HPA-managed replicas, secrets per pod, liveness off the public listener"
+builds=(base="$out/base.yaml" local="$out/overlays-local.yaml" aks="$out/overlays-aks.yaml")
+python3 scripts/check-workloads.py "${builds[@]}"
+python3 scripts/check-workloads.py --self-test "${builds[@]}"
 
 log "compose"
 if docker compose version >/dev/null 2>&1; then

@@ -154,6 +154,7 @@ impl Gateway {
             ms(config.upstream.connect_timeout_ms),
             ms(config.upstream.settle_timeout_ms),
             Duration::from_secs(config.upstream.pool_idle_timeout_secs),
+            Duration::from_secs(config.upstream.max_connection_age_secs),
         )
         .map_err(StartError::Setup)?;
         let cache = if config.cache.enabled {

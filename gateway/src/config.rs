@@ -152,6 +152,9 @@ pub struct UpstreamConfig {
     pub settle_timeout_ms: u64,
     /// How long an idle pooled upstream connection is kept.
     pub pool_idle_timeout_secs: u64,
+    /// How long any one upstream connection is used: older ones are replaced, so the requests
+    /// of a gateway spread over settlement pods added since (`crate::conn_age`).
+    pub max_connection_age_secs: u64,
     /// How often the upstream's `/healthz` is probed.
     pub health_check_interval_secs: u64,
     /// Retries of idempotent requests (GET, HEAD, PUT, DELETE, OPTIONS) whose connection failed.
@@ -347,6 +350,7 @@ impl Default for UpstreamConfig {
             write_timeout_ms: 5_000,
             settle_timeout_ms: 5_000,
             pool_idle_timeout_secs: 60,
+            max_connection_age_secs: 30,
             health_check_interval_secs: 2,
             max_retries: 2,
         }

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod conn_age;
 pub mod edge;
 pub mod edge_redis;
 pub mod embedded;

@@ -1,7 +1,8 @@
 //! The settlement upstream of the proxied routes: a Pingora load balancer over the configured
 //! address with an HTTP health check on `/healthz`, and the peer settings (timeouts, pooled
 //! keep-alive) every proxied request uses. Pingora pools upstream connections per peer, so
-//! proxied requests reuse warm keep-alive connections.
+//! proxied requests reuse warm keep-alive connections, each for at most
+//! `upstream.max_connection_age_secs` ([`crate::conn_age`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use pingora::http::RequestHeader;
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{LoadBalancer, health_check::HttpHealthCheck};
 use pingora::prelude::HttpPeer;
+use pingora::protocols::Digest;
 use pingora::services::background::{GenBackgroundService, background_service};
 
 use crate::config::{UpstreamConfig, ms};
@@ -21,6 +23,7 @@ struct PeerTimeouts {
     read: Duration,
     write: Duration,
     pool_idle: Duration,
+    max_age: Duration,
 }
 
 /// The settlement upstream, shared by all proxy workers.
@@ -58,6 +61,7 @@ impl Upstream {
                 read: ms(config.read_timeout_ms),
                 write: ms(config.write_timeout_ms),
                 pool_idle: Duration::from_secs(config.pool_idle_timeout_secs),
+                max_age: Duration::from_secs(config.max_connection_age_secs),
             },
         };
         Ok((upstream, service))
@@ -74,6 +78,11 @@ impl Upstream {
         options.write_timeout = Some(self.timeouts.write);
         options.idle_timeout = Some(self.timeouts.pool_idle);
         Some(Box::new(peer))
+    }
+
+    /// Whether an upstream connection (its Pingora digest) has reached the maximum age.
+    pub fn too_old(&self, digest: Option<&Digest>) -> bool {
+        crate::conn_age::too_old(digest, self.timeouts.max_age)
     }
 
     /// Whether the health check currently passes for some backend.

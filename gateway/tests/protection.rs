@@ -223,3 +223,18 @@ async fn routing_errors_are_problems_and_admin_serves_metrics() {
     .await;
     assert_eq!(status, 404);
 }
+
+/// The kubelet's liveness probe asks the admin listener (deploy/k8s/base/gateway.yaml), whose
+/// threads a sale's traffic does not share: `GET /healthz` there is 200, other methods 405.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_answers_liveness() {
+    let gw = common::start().await;
+    let url = format!("{}/healthz", gw.admin);
+    let (status, answer) = body(gw.http.get(&url).send().await.unwrap()).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("ok")));
+    let (status, problem) = body(gw.http.post(&url).send().await.unwrap()).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+}

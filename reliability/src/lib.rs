@@ -5,11 +5,14 @@
 //! - [`world`]: private Redis, PostgreSQL and stockgate processes that can be killed, paused
 //!   and restarted;
 //! - [`faults`]: the faults and one fault run from start to verdict;
-//! - [`invariants`]: the checker of docs/design.md §6 over the state and the history.
+//! - [`invariants`]: the checker of docs/design.md §6 over the state and the history;
+//! - [`hold_model`]: a model of a hold's life, the same invariants checked in every
+//!   interleaving of every actor by a model checker.
 #![forbid(unsafe_code)]
 
 pub mod faults;
 pub mod flash_sale;
 pub mod history;
+pub mod hold_model;
 pub mod invariants;
 pub mod world;

@@ -508,11 +508,14 @@ impl ReservationStore for InMemoryStore {
         let mut state = self.lock();
         let mut per_buyer: HashMap<BuyerId, u64> = sold.by_buyer.iter().cloned().collect();
         let (mut held, mut confirming) = (0, 0);
+        let ordered: HashSet<&ReservationId> = sold.ordered.iter().collect();
         let live_holds = state
             .books
             .get(sku)
             .into_iter()
-            .flat_map(|b| b.holds.values());
+            .flat_map(|b| b.holds.values())
+            // SQL's total has the units of a reservation with an order: finished below.
+            .filter(|h| !ordered.contains(&h.id));
         for hold in live_holds {
             let qty = u64::from(hold.qty.get());
             match hold.state {
@@ -531,6 +534,16 @@ impl ReservationStore for InMemoryStore {
             .books
             .entry(sku.clone())
             .or_insert_with(|| Book::new(stock.clone()));
+        for id in &sold.ordered {
+            if let Some(hold) = book.holds.get_mut(id)
+                && matches!(hold.state, HoldState::Held | HoldState::Confirming)
+            {
+                book.expiry.remove(&(hold.expires_at_ms, id.clone()));
+                book.confirming_since.remove(id);
+                hold.state = HoldState::Confirmed;
+            }
+        }
+        book.returned.extend(sold.cancelled.iter().cloned());
         book.stock = stock.clone();
         book.held = held;
         book.confirming = confirming;

@@ -87,8 +87,11 @@ pub trait ReservationStore: Send + Sync + 'static {
 
     /// Rebuilds a SKU's counters from the authority (SQL) after the store lost data:
     /// `sold` and each buyer's bought units are set from `sold`, `held`/`confirming` are
-    /// recounted from the holds the store still has, and `available` is what remains of
-    /// `total_stock`.
+    /// recounted from the holds the store still has — except holds of `sold.ordered`, which
+    /// become `Confirmed` uncounted (SQL's `total` has them; counting them again would undersell
+    /// for good) — the reservations of `sold.cancelled` are marked returned (a late
+    /// [`Self::return_cancelled`] must not give their units back twice), and `available` is
+    /// what remains of `total_stock`.
     async fn repair_counters(
         &self,
         sku: &Sku,

@@ -416,12 +416,20 @@ impl StockSnapshot {
     }
 }
 
-/// Units sold of one SKU according to the authority (SQL), in total and per buyer: the input
-/// of a counter repair.
+/// What the authority (SQL) knows of one SKU's sales, read in one snapshot: the input of a
+/// counter repair.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SoldUnits {
+    /// Units in live (not cancelled) orders, in total and per buyer.
     pub total: u64,
     pub by_buyer: Vec<(BuyerId, u64)>,
+    /// Reservation ids that have an order (of those the repair asked about). A hold of one of
+    /// them the store still has as held or confirming is finished by the repair, not counted:
+    /// its units are in `total` (or were cancelled) already.
+    pub ordered: Vec<ReservationId>,
+    /// Reservation ids of cancelled orders: their units are out of `total` already, so the
+    /// repair marks them returned and a cancellation the relay delivers later changes nothing.
+    pub cancelled: Vec<ReservationId>,
 }
 
 /// A request to reserve units: the input of [`ReservationStore::reserve`].

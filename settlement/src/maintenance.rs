@@ -6,18 +6,20 @@
 //! SQL (`sql::fates`): the claim wins → `abort_confirm(Released)`; an order was committed
 //! first → `finish_confirm`. A settle batch in flight either commits first or finds the claim
 //! and refuses, so the reconciler never releases a hold whose order exists. Then compare the store's counters with SQL:
-//! `available + held + confirming + sold == total_stock` and Redis `sold + confirming ≥` SQL
-//! `sold` (a committed order is `confirming` in Redis until the gateway finishes it). A SKU
-//! that fails either is drift; `repair` rebuilds its counters from SQL with `repair_counters`.
-//! Sold drift above zero is normal for a moment (a cancellation not yet relayed), below zero
-//! Redis lost sales.
+//! `available + held + confirming + sold == total_stock`, and Redis `sold + confirming` against
+//! SQL `sold`: the difference is explained by confirms in flight (confirming holds without an
+//! order) and cancellations the relay has not returned yet; what is left is drift — below zero
+//! Redis lost sales, above zero units sit off sale. A SKU that is unbalanced or drifted is
+//! not ok; `repair` rebuilds its counters from one SQL snapshot with `repair_counters`,
+//! finishing holds whose order committed (never counting them twice) and marking cancelled
+//! orders returned (never returning them twice).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use backend_adapters::sql::fates::{self, Fate};
-use backend_adapters::sql::{Db, SqlError, now_ms, products};
-use reservation_core::{AbortTo, ReservationError, ReservationStore, StockSnapshot};
+use backend_adapters::sql::{Db, SqlError, now_ms, outbox, products};
+use reservation_core::{AbortTo, ReservationError, ReservationId, ReservationStore, StockSnapshot};
 use serde::Serialize;
 use thiserror::Error;
 use tokio::sync::watch;
@@ -64,7 +66,17 @@ pub struct SkuReport {
     pub store: Option<StockSnapshot>,
     /// Redis `sold + confirming − SQL sold` before repair.
     pub sold_drift: i64,
+    /// Units of `confirming` holds whose order has not committed (confirms in flight).
+    pub confirming_in_flight: i64,
+    /// Units of cancelled orders the relay has not returned to the store yet.
+    pub pending_returns: i64,
+    /// `sold_drift − confirming_in_flight − pending_returns`: what neither explains. Zero
+    /// when the store and SQL agree; below zero the store lost sales, above it units sit off
+    /// sale (e.g. a cancellation that could not be applied). Under traffic the reads are not
+    /// one snapshot, so a single report may show a passing difference.
+    pub unexplained_drift: i64,
     pub balanced: bool,
+    /// Balanced, and no unexplained drift.
     pub ok: bool,
     pub confirming_confirmed: u32,
     pub confirming_released: u32,
@@ -85,6 +97,7 @@ pub async fn reconcile(
     metrics: Option<&Metrics>,
     options: ReconcileOptions,
 ) -> Result<ReconcileReport, MaintenanceError> {
+    let pending_returns = outbox::pending_cancellations(db).await?;
     let mut skus = Vec::new();
     for product in products::list(db).await? {
         let sku = product.sku()?;
@@ -94,6 +107,9 @@ pub async fn reconcile(
             sql_sold: product.sold,
             store: None,
             sold_drift: -product.sold,
+            confirming_in_flight: 0,
+            pending_returns: pending_returns.get(&product.sku).copied().unwrap_or(0),
+            unexplained_drift: 0,
             balanced: false,
             ok: false,
             confirming_confirmed: 0,
@@ -106,20 +122,37 @@ pub async fn reconcile(
         let snap = snapshot(store, &sku).await?;
         if let Some(s) = &snap {
             report.sold_drift = (s.sold + s.confirming) as i64 - product.sold;
+            report.confirming_in_flight = in_flight_units(db, store, &sku).await?;
             report.balanced = s.is_balanced() && s.total_stock as i64 == product.total_stock;
         }
-        report.ok = report.balanced && report.sold_drift >= 0;
+        report.unexplained_drift =
+            report.sold_drift - report.confirming_in_flight - report.pending_returns;
+        report.ok = report.balanced && report.unexplained_drift == 0;
         report.store = snap;
         if options.repair && !report.ok {
-            let sold = products::sold_units(db, &product.sku).await?;
-            report.store = Some(store.repair_counters(&sku, &product.stock(), &sold).await?);
+            // Holds the store has as confirming, and any order recent enough that its hold
+            // may still be held or confirming: SQL says which have an order, so the repair
+            // finishes those instead of counting them on top of SQL's sold.
+            let asked: Vec<ReservationId> = match store.confirming_holds(&sku).await {
+                Ok(holds) => holds.into_iter().map(|c| c.hold.id).collect(),
+                // The store lost the SKU: there are no holds to ask about.
+                Err(ReservationError::UnknownSku) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            };
+            let recent_since = now_ms() - REPAIR_RECENT_ORDERS_MS;
+            let basis = products::repair_basis(db, &product.sku, &asked, recent_since).await?;
+            report.store = Some(
+                store
+                    .repair_counters(&sku, &product.stock(), &basis)
+                    .await?,
+            );
             report.repaired = true;
             tracing::warn!(sku = %sku, drift = report.sold_drift, "counters rebuilt from sql");
         }
         if let Some(m) = metrics {
             m.drift_sold
                 .with_label_values(&[&report.sku])
-                .set(report.sold_drift);
+                .set(report.unexplained_drift);
             m.drift_unbalanced
                 .with_label_values(&[&report.sku])
                 .set(i64::from(!report.balanced));
@@ -131,6 +164,28 @@ pub async fn reconcile(
         ok: skus.iter().all(|s| s.ok),
         skus,
     })
+}
+
+/// Orders created this recently are asked about by a repair even when their hold was not
+/// listed as confirming: longer than any hold lives (a hold TTL is minutes), so a hold still
+/// held or confirming in the store always has its order, if any, in this window.
+const REPAIR_RECENT_ORDERS_MS: i64 = 60 * 60 * 1000;
+
+/// Units of the SKU's `confirming` holds whose order has not committed: confirms in flight,
+/// which Redis counts and SQL does not yet.
+async fn in_flight_units(
+    db: &Db,
+    store: &dyn ReservationStore,
+    sku: &reservation_core::Sku,
+) -> Result<i64, MaintenanceError> {
+    let confirming = store.confirming_holds(sku).await?;
+    let ids: Vec<&str> = confirming.iter().map(|c| c.hold.id.as_str()).collect();
+    let ordered = fates::ordered_among(db, &ids).await?;
+    Ok(confirming
+        .iter()
+        .filter(|c| !ordered.contains(c.hold.id.as_str()))
+        .map(|c| i64::from(c.hold.qty.get()))
+        .sum())
 }
 
 async fn snapshot(
@@ -199,7 +254,8 @@ pub async fn sweep(store: &dyn ReservationStore, batch: usize) -> Result<usize, 
 
 /// The periodic task: sweeps every `sweep_interval`, reconciles (report + confirming
 /// resolution, never repair: a repair is an operator's decision) every
-/// `reconcile_interval`, only while leader.
+/// `reconcile_interval`, only while leader. A replica that is not (or no longer) the leader
+/// clears its drift gauges, so a former leader's last values do not page forever.
 pub(crate) async fn run(
     db: Db,
     store: Arc<dyn ReservationStore>,
@@ -219,7 +275,11 @@ pub(crate) async fn run(
             _ = reconcile_tick.tick() => true,
             _ = shutdown.changed() => return,
         };
-        if !leader.is_leader().await {
+        let leading = leader.is_leader().await;
+        metrics.leader("maintenance", leading);
+        if !leading {
+            metrics.drift_sold.reset();
+            metrics.drift_unbalanced.reset();
             continue;
         }
         if reconcile_now {

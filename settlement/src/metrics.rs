@@ -20,7 +20,8 @@ pub struct Metrics {
     pub outbox_pending: IntGauge,
     pub outbox_lag_seconds: prometheus::Gauge,
     pub outbox_published: IntCounter,
-    /// `stockgate_reconcile_sold_drift{sku}`: Redis sold + confirming − SQL sold.
+    /// `stockgate_reconcile_sold_drift{sku}`: Redis sold + confirming − SQL sold, less what
+    /// confirms in flight and cancellations not yet relayed explain.
     pub drift_sold: IntGaugeVec,
     /// `stockgate_reconcile_unbalanced{sku}`: 1 when Redis counters do not add up to total stock.
     pub drift_unbalanced: IntGaugeVec,
@@ -32,6 +33,8 @@ pub struct Metrics {
     /// `stockgate_outbox_stream_reassigned_total`: events appended with a Redis-assigned id
     /// because the stream was ahead of the outbox (restored database, shared stream).
     pub outbox_stream_reassigned: IntCounter,
+    /// `stockgate_settlement_leader{task}`: 1 while this replica holds the task's lease.
+    pub leader: IntGaugeVec,
 }
 
 impl Metrics {
@@ -81,7 +84,7 @@ impl Metrics {
             drift_sold: IntGaugeVec::new(
                 Opts::new(
                     "stockgate_reconcile_sold_drift",
-                    "Redis sold + confirming minus SQL sold, per SKU (negative: Redis lost sales)",
+                    "Redis sold + confirming minus SQL sold, less confirms in flight and cancellations not yet relayed, per SKU (negative: Redis lost sales; positive: units off sale)",
                 ),
                 &["sku"],
             )?,
@@ -107,6 +110,13 @@ impl Metrics {
                 "stockgate_relay_store_effects_failed_total",
                 "outbox events whose reservation-store effect failed for good (not retried)",
             )?,
+            leader: IntGaugeVec::new(
+                Opts::new(
+                    "stockgate_settlement_leader",
+                    "1 while this replica holds the lease of the task (outbox_relay, maintenance)",
+                ),
+                &["task"],
+            )?,
             outbox_stream_reassigned: IntCounter::new(
                 "stockgate_outbox_stream_reassigned_total",
                 "events appended with a Redis-assigned id: the stream was ahead of the outbox",
@@ -125,6 +135,7 @@ impl Metrics {
         registry.register(Box::new(m.holds_expired.clone()))?;
         registry.register(Box::new(m.relay_effects_failed.clone()))?;
         registry.register(Box::new(m.outbox_stream_reassigned.clone()))?;
+        registry.register(Box::new(m.leader.clone()))?;
         Ok(m)
     }
 
@@ -136,6 +147,13 @@ impl Metrics {
             tracing::warn!(error = %e, "metrics encoding failed");
         }
         String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// Records whether this replica leads `task` (a fixed name, never client input).
+    pub fn leader(&self, task: &str, leading: bool) {
+        self.leader
+            .with_label_values(&[task])
+            .set(i64::from(leading));
     }
 
     pub fn settled(&self, outcome: &str) {

@@ -151,7 +151,9 @@ pub async fn relay_once(
     Ok(events.len())
 }
 
-/// The relay task: every poll interval, while leader, drains the outbox.
+/// The relay task: every poll interval, while leader, drains the outbox. Every replica reports
+/// the outbox lag, leader or not: it is a fact of SQL, and a replica that cannot lead (Redis
+/// down, so no lease) is exactly when the lag grows and must be seen.
 pub(crate) async fn run(
     db: Db,
     sinks: Vec<Arc<dyn OutboxSink>>,
@@ -168,26 +170,35 @@ pub(crate) async fn run(
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        if !leader.is_leader().await {
-            continue;
+        let leading = leader.is_leader().await;
+        metrics.leader("outbox_relay", leading);
+        if leading {
+            drain(&db, &sinks, &metrics, batch).await;
         }
-        loop {
-            match relay_once(&db, &sinks, batch).await {
-                Ok(n) => {
-                    metrics.outbox_published.inc_by(n as u64);
-                    if n < batch {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "outbox relay round failed");
-                    break;
+        match outbox::lag(&db).await {
+            Ok((pending, age_ms)) => {
+                metrics.outbox_pending.set(pending);
+                metrics.outbox_lag_seconds.set(age_ms as f64 / 1000.0);
+            }
+            Err(e) => tracing::warn!(error = %e, "outbox lag unknown"),
+        }
+    }
+}
+
+/// Relays rounds until the outbox is empty or a round fails.
+async fn drain(db: &Db, sinks: &[Arc<dyn OutboxSink>], metrics: &Metrics, batch: usize) {
+    loop {
+        match relay_once(db, sinks, batch).await {
+            Ok(n) => {
+                metrics.outbox_published.inc_by(n as u64);
+                if n < batch {
+                    return;
                 }
             }
-        }
-        if let Ok((pending, age_ms)) = outbox::lag(&db).await {
-            metrics.outbox_pending.set(pending);
-            metrics.outbox_lag_seconds.set(age_ms as f64 / 1000.0);
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox relay round failed");
+                return;
+            }
         }
     }
 }

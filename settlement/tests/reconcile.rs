@@ -239,3 +239,164 @@ async fn a_cancel_before_the_gateway_finished_its_confirm_returns_the_units() ->
     app.running.shutdown().await;
     Ok(())
 }
+
+/// Issue 15.3: a repair while a committed order's hold is still `confirming` and a
+/// cancellation is not yet relayed. Before, the repair set sold from SQL *and* counted the
+/// hold as confirming (available short), the gateway's late finish added it again, the report
+/// called the positive drift fine, and the late cancellation was returned twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_never_undersells_nor_returns_a_cancellation_twice() -> anyhow::Result<()> {
+    use backend_adapters::sql::orders::{self, CancelOutcome};
+    use settlement::relay::relay_once;
+    use settlement::{Metrics, OutboxSink, StoreEffects};
+
+    let prefix = redis_prefix();
+    let store = RedisStore::connect(
+        &redis_url(),
+        RedisStoreConfig {
+            prefix,
+            ..RedisStoreConfig::default()
+        },
+    )
+    .await?;
+    let db_url = common::postgres_url().await?;
+    let app = start_with(test_config(&db_url), Arc::new(store.clone())).await?;
+    app.put_product("REC", 10).await?;
+    let sku = Sku::parse("REC")?;
+    let db = Db::connect(&db_url, 2).await?;
+    // Redis lost its copy of the SKU's stock hash fields for sold (the kind of loss repair is
+    // for): settle one order fully, then mangle the counters.
+    let done = reserve(&store, "ann", "k", 60_000).await?;
+    buy(&app, &store, &done, true).await?;
+    // A committed order whose gateway has not finished it yet.
+    let unfinished = reserve(&store, "ben", "k", 60_000).await?;
+    buy(&app, &store, &unfinished, false).await?;
+    // A cancellation not yet relayed.
+    let order = orders::by_reservation(&db, done.id.as_str())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no order"))?;
+    let cancelled = orders::cancel(&db, &order.id, "ann", order.version).await?;
+    assert!(matches!(cancelled, CancelOutcome::Cancelled(_)));
+    let mut redis = redis::Client::open(redis_url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let stock_key = format!("{}:{{REC}}:stock", store.prefix());
+    let _: () = redis::cmd("HSET")
+        .arg(&stock_key)
+        .arg(&["sold", "7"])
+        .query_async(&mut redis)
+        .await?;
+
+    let repair = ReconcileOptions {
+        repair: true,
+        confirming_grace: None,
+    };
+    let report = reconcile(&db, &store, None, repair).await?;
+    assert!(report.skus[0].repaired, "{report:?}");
+    let snap = store.snapshot(&sku).await?;
+    // SQL: 1 live unit (ben's), none in flight; ann's is cancelled.
+    assert_eq!(
+        (snap.available, snap.held, snap.confirming, snap.sold),
+        (9, 0, 0, 1),
+        "{snap:?}"
+    );
+    // The gateway finishes ben's hold late, the relay delivers ann's cancellation late:
+    // neither changes the counters.
+    store.finish_confirm(&unfinished.id).await?;
+    let metrics = Metrics::new(&prometheus::Registry::new())?;
+    let effects: Arc<dyn OutboxSink> = Arc::new(StoreEffects {
+        store: Arc::new(store.clone()),
+        metrics,
+    });
+    while relay_once(&db, std::slice::from_ref(&effects), 100).await? > 0 {}
+    let snap = store.snapshot(&sku).await?;
+    assert_eq!((snap.available, snap.sold), (9, 1), "{snap:?}");
+    let check = ReconcileOptions {
+        repair: false,
+        confirming_grace: None,
+    };
+    let report = reconcile(&db, &store, None, check).await?;
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.skus[0].unexplained_drift, 0);
+
+    // Drift the explanation does not cover is not ok: units off sale.
+    let _: () = redis::cmd("HINCRBY")
+        .arg(&stock_key)
+        .arg("sold")
+        .arg(1)
+        .query_async(&mut redis)
+        .await?;
+    let _: () = redis::cmd("HINCRBY")
+        .arg(&stock_key)
+        .arg("available")
+        .arg(-1)
+        .query_async(&mut redis)
+        .await?;
+    let report = reconcile(&db, &store, None, check).await?;
+    assert!(!report.ok, "positive drift is not fine: {report:?}");
+    assert_eq!(report.skus[0].unexplained_drift, 1);
+    app.running.shutdown().await;
+    Ok(())
+}
+
+/// Issue 15.8: a replica that is not the leader (another holds both leases) still reports the
+/// outbox lag, says it does not lead, and clears drift gauges it set as a former leader.
+/// Before, only the leader updated the lag (a settlement without Redis showed a flat lag) and
+/// a former leader's drift paged until restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_does_not_lead_reports_lag_and_clears_stale_drift() -> anyhow::Result<()> {
+    use backend_adapters::redis::lock::FencedLock;
+
+    let prefix = redis_prefix();
+    let store = RedisStore::connect(
+        &redis_url(),
+        RedisStoreConfig {
+            prefix: prefix.clone(),
+            ..RedisStoreConfig::default()
+        },
+    )
+    .await?;
+    // Another replica holds both leases for the whole test.
+    let other = FencedLock::connect(&redis_url(), &prefix).await?;
+    for lease in ["leader:outbox-relay", "leader:maintenance"] {
+        let held = other
+            .try_acquire(lease, "other-replica", Duration::from_secs(60))
+            .await?;
+        anyhow::ensure!(held.is_some(), "could not take {lease}");
+    }
+    let mut config = test_config(&common::postgres_url().await?);
+    config.redis_url = Some(redis_url());
+    config.redis_key_prefix = prefix.clone();
+    config.outbox.stream = format!("{prefix}:events");
+    config.maintenance.enabled = true;
+    config.maintenance.sweep_interval_ms = 20;
+    config.maintenance.reconcile_interval_ms = 20;
+    let app = start_with(config, Arc::new(store.clone())).await?;
+    let metrics = app.running.metrics.clone();
+    // A value this replica left behind when it was the leader.
+    metrics.drift_sold.with_label_values(&["REC"]).set(-5);
+    app.put_product("REC", 10).await?;
+
+    let mut reported = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let text = metrics.render();
+        let stale_drift = text.contains("stockgate_reconcile_sold_drift{sku=\"REC\"}");
+        if metrics.outbox_pending.get() >= 1 && !stale_drift {
+            reported = true;
+            break;
+        }
+    }
+    assert!(reported, "{}", metrics.render());
+    let text = metrics.render();
+    assert!(
+        text.contains("stockgate_settlement_leader{task=\"outbox_relay\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("stockgate_settlement_leader{task=\"maintenance\"} 0"),
+        "{text}"
+    );
+    app.running.shutdown().await;
+    Ok(())
+}

@@ -8,7 +8,8 @@
 //! <prefix>:{<sku>}:confirming            set: id of every confirming hold
 //! <prefix>:{<sku>}:buyers                hash: buyer -> units held + confirming + confirmed
 //! <prefix>:{<sku>}:idem:<n>:<buyer>:<key> string: id of the hold made under that key
-//! <prefix>:{<sku>}:returned              set: ids whose cancelled units went back to stock
+//! <prefix>:{<sku>}:returned:<id>         string: this id's cancelled units went back to stock
+//!                                        (expires after the retention)
 //! <prefix>:idem:<n>:<buyer>:<key>        string "<sku>|<qty>|<id>": what the key is bound to
 //! <prefix>:skus                          set: every SKU with counters
 //! ```
@@ -28,10 +29,11 @@ pub(crate) struct SkuKeys {
     pub expiry: String,
     pub confirming: String,
     pub buyers: String,
-    pub returned: String,
     /// A hold's key is this followed by its id. Scripts that find ids in an index (expiry,
     /// confirming, idempotency record) name the hold keys from it.
     pub hold_prefix: String,
+    /// A returned marker's key is this followed by the reservation id.
+    pub returned_prefix: String,
     idem_prefix: String,
 }
 
@@ -43,14 +45,19 @@ impl SkuKeys {
             expiry: format!("{base}:expiry"),
             confirming: format!("{base}:confirming"),
             buyers: format!("{base}:buyers"),
-            returned: format!("{base}:returned"),
             hold_prefix: format!("{base}:hold:"),
+            returned_prefix: format!("{base}:returned:"),
             idem_prefix: format!("{base}:idem:"),
         }
     }
 
     pub fn hold(&self, id: &ReservationId) -> String {
         format!("{}{}", self.hold_prefix, id)
+    }
+
+    /// The marker that a cancelled order's units went back to stock.
+    pub fn returned(&self, id: &ReservationId) -> String {
+        format!("{}{}", self.returned_prefix, id)
     }
 
     /// The per-SKU idempotency record: the id of the hold made under (buyer, key).
@@ -93,7 +100,7 @@ mod tests {
             keys.expiry.clone(),
             keys.confirming.clone(),
             keys.buyers.clone(),
-            keys.returned.clone(),
+            keys.returned(&id),
             keys.hold(&id),
             keys.idempotency(&buyer, &key),
         ] {

@@ -508,7 +508,13 @@ impl ReservationStore for RedisStore {
         let f = self
             .run(
                 &self.scripts.return_cancelled,
-                &[&k.stock, &k.buyers, &k.returned, &k.confirming, &k.hold(id)],
+                &[
+                    &k.stock,
+                    &k.buyers,
+                    &k.returned(id),
+                    &k.confirming,
+                    &k.hold(id),
+                ],
                 &[id.as_str(), buyer.as_str(), &units, &retention],
             )
             .await?;
@@ -530,11 +536,18 @@ impl ReservationStore for RedisStore {
             stock.sale_state.as_str().to_owned(),
             sold.total.to_string(),
             k.hold_prefix.clone(),
+            k.returned_prefix.clone(),
+            self.retention_ms.to_string(),
+            sold.by_buyer.len().to_string(),
         ];
         for (buyer, units) in &sold.by_buyer {
             args.push(buyer.as_str().to_owned());
             args.push(units.to_string());
         }
+        args.push(sold.ordered.len().to_string());
+        args.extend(sold.ordered.iter().map(|id| id.as_str().to_owned()));
+        args.push(sold.cancelled.len().to_string());
+        args.extend(sold.cancelled.iter().map(|id| id.as_str().to_owned()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let f = self
             .run(

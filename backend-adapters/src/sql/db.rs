@@ -107,6 +107,20 @@ impl Db {
         })
     }
 
+    /// Begins a read-only view of one snapshot: every statement of the transaction sees the
+    /// same committed state (PostgreSQL `REPEATABLE READ`; an SQLite read transaction in WAL
+    /// mode keeps the snapshot of its first read).
+    pub(crate) async fn begin_snapshot(&self) -> Result<Transaction<'static, Any>, SqlError> {
+        Ok(match self.backend {
+            Backend::Postgres => {
+                self.pool
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?
+            }
+            Backend::Sqlite => self.pool.begin().await?,
+        })
+    }
+
     /// `FOR UPDATE` where the dialect has row locks (SQLite's write lock already covers it).
     pub(crate) fn for_update(&self) -> &'static str {
         match self.backend {

@@ -86,6 +86,29 @@ pub async fn get(db: &Db, reservation_id: &str) -> Result<Option<Fate>, SqlError
         .transpose()
 }
 
+/// Which of `reservation_ids` have an order (their fate is `ordered`).
+pub async fn ordered_among(
+    db: &Db,
+    reservation_ids: &[&str],
+) -> Result<std::collections::HashSet<String>, SqlError> {
+    if reservation_ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let sql = format!(
+        "SELECT reservation_id FROM reservation_fates WHERE fate = 'ordered' \
+         AND reservation_id IN ({})",
+        super::placeholders(1, reservation_ids.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for rid in reservation_ids {
+        query = query.bind(*rid);
+    }
+    let rows = query.fetch_all(db.pool()).await?;
+    rows.iter()
+        .map(|row| row.try_get("reservation_id").map_err(Into::into))
+        .collect()
+}
+
 /// Inside a settle batch: claims `ordered` for each id that has no fate yet and returns the
 /// ids this transaction claimed (the others already had a fate).
 pub(crate) async fn claim_ordered(

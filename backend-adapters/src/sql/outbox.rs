@@ -2,7 +2,7 @@
 //! describe, and the relay publishes them in id order and marks them published.
 //!
 //! Ids are stable and commit in id order: on PostgreSQL every appender first takes one
-//! transaction-scoped advisory lock, so a transaction that took id `n` commits before any
+//! transaction-scoped advisory lock (per schema), so a transaction that took id `n` commits before any
 //! transaction takes `n + 1`; SQLite serializes writers anyway. A relay that has seen id `n`
 //! committed has therefore seen every lower id too: publishing "unpublished rows in id order"
 //! never skips a late committer, and consumers may dedupe on the id.
@@ -25,8 +25,12 @@ pub mod topic {
     pub const PRODUCT_UPDATED: &str = "product.updated";
 }
 
-/// An arbitrary 64-bit key for the advisory lock that orders outbox appends.
-const OUTBOX_APPEND_LOCK: i64 = 0x5354_4f43_4b47_0001;
+/// The advisory lock that orders outbox appends, one per schema: the first key is ours
+/// ("STOC"), the second the schema's hash, so deployments or tests sharing a database in
+/// separate schemas never queue behind each other's appends (a session holding one schema's
+/// lock once stalled every schema's settlements).
+pub const OUTBOX_APPEND_LOCK_SQL: &str =
+    "SELECT pg_advisory_xact_lock(1398034243, hashtext(current_schema()))";
 
 /// An event to append.
 #[derive(Clone, Debug)]
@@ -65,8 +69,7 @@ pub async fn append(
         return Ok(());
     }
     if backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(OUTBOX_APPEND_LOCK)
+        sqlx::query(OUTBOX_APPEND_LOCK_SQL)
             .execute(&mut **tx)
             .await?;
     }
@@ -125,6 +128,32 @@ pub async fn mark_published(db: &Db, ids: &[i64]) -> Result<(), SqlError> {
 }
 
 /// How far the relay is behind: unpublished events and the age of the oldest, in ms.
+/// Units of cancelled orders whose `order.cancelled` event the relay has not delivered yet,
+/// per SKU: the store still counts them as sold (the reconciler's explained drift).
+pub async fn pending_cancellations(
+    db: &Db,
+) -> Result<std::collections::HashMap<String, i64>, SqlError> {
+    #[derive(serde::Deserialize)]
+    struct Cancelled {
+        sku: String,
+        qty: i64,
+    }
+    let rows = sqlx::query(
+        "SELECT payload FROM outbox WHERE published_at_ms IS NULL AND topic = $1 ORDER BY id",
+    )
+    .bind(topic::ORDER_CANCELLED)
+    .fetch_all(db.pool())
+    .await?;
+    let mut units = std::collections::HashMap::new();
+    for row in &rows {
+        let payload: String = row.try_get("payload")?;
+        let event: Cancelled = serde_json::from_str(&payload)
+            .map_err(|e| SqlError::Corrupt(format!("order.cancelled payload: {e}")))?;
+        *units.entry(event.sku).or_insert(0) += event.qty;
+    }
+    Ok(units)
+}
+
 pub async fn lag(db: &Db) -> Result<(i64, i64), SqlError> {
     let row = sqlx::query(
         "SELECT CAST(COUNT(*) AS BIGINT) AS n, CAST(COALESCE(MIN(created_at_ms), 0) AS BIGINT) AS oldest \

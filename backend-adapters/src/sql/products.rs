@@ -2,14 +2,16 @@
 //! the caller can configure the reservation store in between and roll SQL back if the store
 //! refuses (e.g. the new total is below units already held in Redis).
 
-use reservation_core::{BuyerId, Sku, SoldUnits};
+use std::collections::HashSet;
+
+use reservation_core::{BuyerId, ReservationId, Sku, SoldUnits};
 use serde::Serialize;
 use sqlx::{Any, Row, Transaction};
 
 use super::db::Db;
-use super::model::{PRODUCT_COLUMNS, Product, ProductUpsert};
+use super::model::{OrderStatus, PRODUCT_COLUMNS, Product, ProductUpsert};
 use super::outbox::{self, NewEvent, topic};
-use super::{SqlError, now_ms};
+use super::{SqlError, now_ms, placeholders};
 
 /// A product write that has not been committed yet; dropping it rolls back.
 pub struct PendingUpsert {
@@ -109,15 +111,24 @@ pub async fn list(db: &Db) -> Result<Vec<Product>, SqlError> {
     rows.iter().map(Product::from_row).collect()
 }
 
-/// Units of `sku` in orders that are not cancelled, in total and per buyer: what a counter
-/// repair sets Redis `sold` and the per-buyer counts from.
-pub async fn sold_units(db: &Db, sku: &str) -> Result<SoldUnits, SqlError> {
+/// What a counter repair of `sku` needs from SQL, read in one snapshot (so an order that
+/// commits meanwhile is in all of it or in none): units in live orders, in total and per
+/// buyer; which reservation ids have an order, among `asked` (the holds the store has as
+/// held or confirming) and every order created at or after `recent_since_ms` (holds that
+/// began confirming while the repair ran); and the reservation ids of cancelled orders.
+pub async fn repair_basis(
+    db: &Db,
+    sku: &str,
+    asked: &[ReservationId],
+    recent_since_ms: i64,
+) -> Result<SoldUnits, SqlError> {
+    let mut tx = db.begin_snapshot().await?;
     let rows = sqlx::query(
         "SELECT user_sub, CAST(SUM(qty) AS BIGINT) AS units FROM orders \
          WHERE sku = $1 AND status <> 'cancelled' GROUP BY user_sub ORDER BY user_sub",
     )
     .bind(sku)
-    .fetch_all(db.pool())
+    .fetch_all(&mut *tx)
     .await?;
     let mut sold = SoldUnits::default();
     for row in &rows {
@@ -129,5 +140,35 @@ pub async fn sold_units(db: &Db, sku: &str) -> Result<SoldUnits, SqlError> {
         sold.total += units;
         sold.by_buyer.push((buyer, units));
     }
+    let asked_list = if asked.is_empty() {
+        String::new()
+    } else {
+        format!("reservation_id IN ({}) OR ", placeholders(4, asked.len()))
+    };
+    let sql = format!(
+        "SELECT reservation_id, status FROM orders WHERE sku = $1 \
+         AND ({asked_list}created_at_ms >= $2 OR status = $3)"
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(sku)
+        .bind(recent_since_ms)
+        .bind(OrderStatus::Cancelled.as_str());
+    for id in asked {
+        query = query.bind(id.as_str());
+    }
+    let asked: HashSet<&str> = asked.iter().map(ReservationId::as_str).collect();
+    for row in query.fetch_all(&mut *tx).await? {
+        let rid: String = row.try_get("reservation_id")?;
+        let status: String = row.try_get("status")?;
+        let id = ReservationId::parse(&rid)
+            .map_err(|e| SqlError::Corrupt(format!("order reservation id {rid:?}: {e}")))?;
+        if status == OrderStatus::Cancelled.as_str() {
+            sold.cancelled.push(id.clone());
+        }
+        if asked.contains(rid.as_str()) || status != OrderStatus::Cancelled.as_str() {
+            sold.ordered.push(id);
+        }
+    }
+    tx.commit().await?;
     Ok(sold)
 }

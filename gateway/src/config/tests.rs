@@ -88,6 +88,10 @@ fn each_rule_names_its_field() {
             "upstream.settle_timeout_ms",
         ),
         ("[upstream]\nmax_retries = 9\n", "upstream.max_retries"),
+        (
+            "[upstream]\nmax_connection_age_secs = 0\n",
+            "upstream.max_connection_age_secs",
+        ),
         ("redis_url = \"localhost:6379\"\n", "redis_url"),
         ("database_url = \"test\"\n", "database_url"),
         ("redis_key_prefix = \"{x}\"\n", "redis_key_prefix"),

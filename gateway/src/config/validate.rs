@@ -62,6 +62,12 @@ impl Config {
             "upstream.settle_timeout_ms",
             self.upstream.settle_timeout_ms,
         )?;
+        if !(1..=86_400).contains(&self.upstream.max_connection_age_secs) {
+            return Err(invalid(
+                "upstream.max_connection_age_secs",
+                "must be between 1 and 86400",
+            ));
+        }
         positive(
             "upstream.health_check_interval_secs",
             self.upstream.health_check_interval_secs,

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
+use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 
@@ -36,6 +37,7 @@ impl ProxyHttp for Edge {
             body_seen: 0,
             retries: 0,
             in_flight: false,
+            upstream_too_old: false,
         }
     }
 
@@ -131,12 +133,31 @@ impl ProxyHttp for Edge {
         })
     }
 
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        digest: Option<&Digest>,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        ctx.upstream_too_old = self.state.upstream.too_old(digest);
+        Ok(())
+    }
+
     async fn upstream_request_filter(
         &self,
         _session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
+        if ctx.upstream_too_old {
+            // The connection ends after this answer; the next request reconnects through the
+            // ClusterIP and may reach a settlement pod added since (crate::conn_age).
+            upstream_request.insert_header(http::header::CONNECTION, "close")?;
+        }
         upstream_request.remove_header(USER_SUB);
         upstream_request.remove_header(USER_ROLES);
         if let Some(identity) = &ctx.identity {

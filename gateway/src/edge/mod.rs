@@ -94,6 +94,9 @@ pub struct RequestCtx {
     body_seen: usize,
     retries: usize,
     in_flight: bool,
+    /// The upstream connection this request uses is `upstream.max_connection_age_secs` old:
+    /// the request asks to close it after the answer (`crate::conn_age`).
+    upstream_too_old: bool,
 }
 
 /// The Pingora proxy application.

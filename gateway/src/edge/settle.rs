@@ -8,6 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Deserialize;
 
+use crate::conn_age::RenewingClient;
+
 /// What the settlement call came to.
 #[derive(Debug)]
 pub enum Settled {
@@ -28,28 +30,31 @@ struct ProblemCode {
     code: String,
 }
 
-/// A pooled client for one settlement upstream.
-#[derive(Clone)]
+/// A pooled client for one settlement upstream; its connections are renewed at
+/// `upstream.max_connection_age_secs` ([`crate::conn_age`]).
 pub struct SettlementClient {
-    http: reqwest::Client,
+    http: RenewingClient,
     url: String,
 }
 
 impl SettlementClient {
-    /// `host_port` is the upstream's `host:port`; `timeout` bounds the whole call.
+    /// `host_port` is the upstream's `host:port`; `timeout` bounds the whole call; no
+    /// connection is used once it is `max_age` old.
     pub fn new(
         host_port: &str,
         connect_timeout: Duration,
         timeout: Duration,
         pool_idle: Duration,
+        max_age: Duration,
     ) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .timeout(timeout)
-            .pool_idle_timeout(pool_idle)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| e.to_string())?;
+        let builder = move || {
+            reqwest::Client::builder()
+                .connect_timeout(connect_timeout)
+                .timeout(timeout)
+                .pool_idle_timeout(pool_idle)
+                .tcp_nodelay(true)
+        };
+        let http = RenewingClient::new(builder, max_age)?;
         Ok(SettlementClient {
             http,
             url: format!("http://{host_port}/internal/settlements"),
@@ -61,6 +66,7 @@ impl SettlementClient {
         let body = serde_json::json!({ "reservation_token": token });
         let sent = self
             .http
+            .get()
             .post(&self.url)
             .header("x-request-id", request_id)
             .header("x-user-sub", sub)

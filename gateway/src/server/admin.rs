@@ -63,6 +63,14 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let method = session.req_header().method.clone();
         match (method, session.req_header().uri.path()) {
+            // Liveness, what the kubelet asks (deploy/k8s/base/gateway.yaml): 200 while the
+            // process serves. Here and not on the public listener because this listener has
+            // threads of its own: a sale saturating the public one must not fail the probe and
+            // restart pods under load.
+            (Method::GET, "/healthz") => {
+                respond(200, "application/json", br#"{"status":"ok"}"#.to_vec())
+            }
+            (_, "/healthz") => problem(Problem::method_not_allowed()),
             (Method::GET, "/metrics") => {
                 respond(200, "text/plain; version=0.0.4", self.metrics.render())
             }

@@ -17,6 +17,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use axum::serve::ListenerExt;
 use gateway::app::{Gateway, Shared};
 use gateway::auth::{BuyerClaims, KeySet, KeySource};
 use gateway::config::Config;
@@ -50,6 +51,9 @@ pub struct MockSettlement {
     /// Requests other than health checks, by anyone.
     pub hits: AtomicUsize,
     pub settlements: AtomicUsize,
+    /// TCP connections accepted, health checks' included (each uses one of its own).
+    pub connections: AtomicUsize,
+    pub health_checks: AtomicUsize,
     /// Reservation ids already settled (a second settle answers 200).
     settled: std::sync::Mutex<Vec<String>>,
     /// Headers of the last proxied request.
@@ -59,6 +63,12 @@ pub struct MockSettlement {
 impl MockSettlement {
     pub fn set_mode(&self, mode: Mode) {
         self.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    /// Connections opened for anything but the gateway's health checks (which connect afresh
+    /// for each probe).
+    pub fn request_connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst) - self.health_checks.load(Ordering::SeqCst)
     }
 
     fn mode(&self) -> Mode {
@@ -187,16 +197,25 @@ async fn echo(State(mock): State<Arc<MockSettlement>>, request: Request) -> Resp
 pub async fn start_mock() -> (Arc<MockSettlement>, SocketAddr) {
     let mock = Arc::new(MockSettlement::default());
     let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/internal/settlements", axum::routing::post(settle))
         .fallback(any(echo))
         .with_state(mock.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let counted = mock.clone();
+    let listener = listener.tap_io(move |_| {
+        counted.connections.fetch_add(1, Ordering::SeqCst);
+    });
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
     (mock, addr)
+}
+
+async fn healthz(State(mock): State<Arc<MockSettlement>>) -> &'static str {
+    mock.health_checks.fetch_add(1, Ordering::SeqCst);
+    "ok"
 }
 
 /// The test identity provider: one Ed25519 key published as a static JWKS.

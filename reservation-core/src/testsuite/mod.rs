@@ -192,6 +192,7 @@ macro_rules! reservation_store_conformance {
             return_cancelled_finishes_a_hold_still_confirming,
             return_cancelled_returns_units_once,
             repair_counters_rebuilds_from_sold_units,
+            repair_finishes_committed_holds_and_marks_cancellations_returned,
             refused_repair_of_a_lost_sku_leaves_no_trace,
             snapshot_display_state_follows_stock_and_sale,
             concurrent_reservations_never_oversell,

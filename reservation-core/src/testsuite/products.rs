@@ -214,6 +214,7 @@ pub async fn repair_counters_rebuilds_from_sold_units<S: ReservationStore>(store
     let sold = SoldUnits {
         total: 4,
         by_buyer: vec![(buyer("alice"), 3), (buyer("bob"), 1)],
+        ..SoldUnits::default()
     };
     let s = store
         .repair_counters(&sku, &stock(12, 4, 4), &sold)
@@ -246,6 +247,7 @@ pub async fn repair_counters_rebuilds_from_sold_units<S: ReservationStore>(store
     let too_many = SoldUnits {
         total: 10,
         by_buyer: vec![(buyer("alice"), 10)],
+        ..SoldUnits::default()
     };
     let err = store
         .repair_counters(&sku, &stock(12, 4, 4), &too_many)
@@ -255,6 +257,62 @@ pub async fn repair_counters_rebuilds_from_sold_units<S: ReservationStore>(store
         ReservationError::StockBelowCommitted { committed: 13 }
     );
     assert_eq!(counters(&*store, &sku).await, (4, 3, 0, 5));
+}
+
+/// Issue 15.3: a repair while a committed order's hold is still `confirming` (its gateway has
+/// not finished it) and a cancellation is not yet relayed. Before, the repair counted the
+/// hold as confirming on top of SQL's sold (available short for good, and the gateway's late
+/// finish added it to sold again), and the late cancellation was returned twice.
+pub async fn repair_finishes_committed_holds_and_marks_cancellations_returned<
+    S: ReservationStore,
+>(
+    store: SharedStore<S>,
+) {
+    let sku = sku("A");
+    store
+        .configure_product(&sku, &stock(10, 4, 4))
+        .await
+        .unwrap();
+    let committed = hold(&*store, "A", "alice", 2, "k1").await;
+    store
+        .begin_confirm(&committed.id, &committed.buyer)
+        .await
+        .unwrap();
+    let cancelled = hold(&*store, "A", "bob", 1, "k1").await;
+    confirm(&*store, &cancelled).await;
+    let in_flight = hold(&*store, "A", "carol", 1, "k1").await;
+    store
+        .begin_confirm(&in_flight.id, &in_flight.buyer)
+        .await
+        .unwrap();
+    // SQL: alice's order committed, bob's was cancelled (its event not yet relayed), carol's
+    // confirm has not committed.
+    let sold = SoldUnits {
+        total: 2,
+        by_buyer: vec![(buyer("alice"), 2)],
+        ordered: vec![committed.id.clone(), cancelled.id.clone()],
+        cancelled: vec![cancelled.id.clone()],
+    };
+    let s = store
+        .repair_counters(&sku, &stock(10, 4, 4), &sold)
+        .await
+        .unwrap();
+    assert_eq!((s.available, s.held, s.confirming, s.sold), (7, 0, 1, 2));
+    assert_eq!(
+        store.get_hold(&committed.id).await.unwrap().state,
+        HoldState::Confirmed
+    );
+    // The gateway's late finish of alice's hold changes nothing; the late cancellation of
+    // bob's order returns nothing; carol's confirm still finishes normally.
+    store.finish_confirm(&committed.id).await.unwrap();
+    assert!(
+        !store
+            .return_cancelled(&cancelled.id, &cancelled.buyer, cancelled.qty)
+            .await
+            .unwrap()
+    );
+    store.finish_confirm(&in_flight.id).await.unwrap();
+    assert_eq!(counters(&*store, &sku).await, (7, 0, 0, 3));
 }
 
 pub async fn snapshot_display_state_follows_stock_and_sale<S: ReservationStore>(
@@ -305,6 +363,7 @@ pub async fn refused_repair_of_a_lost_sku_leaves_no_trace<S: ReservationStore>(
     let sold = SoldUnits {
         total: 9,
         by_buyer: vec![(buyer("alice"), 9)],
+        ..SoldUnits::default()
     };
     let err = store
         .repair_counters(&sku, &stock(5, 10, 10), &sold)

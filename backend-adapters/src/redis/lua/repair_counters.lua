@@ -5,25 +5,48 @@
 -- KEYS[4] confirming set {sku}
 -- ARGV[1] total stock   ARGV[2] per-buyer limit   ARGV[3] max per order   ARGV[4] sale state
 -- ARGV[5] units sold in total   ARGV[6] hold key prefix {sku} (a hold is ARGV[6] .. its id)
--- ARGV[7], ARGV[8], ... pairs of buyer, units sold to that buyer
+-- ARGV[7] returned-marker prefix {sku} (a marker is ARGV[7] .. its id)
+-- ARGV[8] retention ms of a final hold and of a returned marker
+-- ARGV[9] n, then n pairs of buyer, units sold to that buyer
+-- then m, then m reservation ids that have an order in SQL (their holds, if held or
+--   confirming here, are finished uncounted: SQL's sold has their units)
+-- then c, then c reservation ids of cancelled orders (marked returned)
 -- Returns: {"ok", total, available, held, confirming, sold, limit, max, state}
 --       or {"stock_below_committed", committed}
 -- Checks before any write: the total covers held + confirming + sold.
 
 local per_buyer = {}
-for i = 7, #ARGV, 2 do
+local i = 10
+for _ = 1, tonumber(ARGV[9]) do
   per_buyer[ARGV[i]] = tonumber(ARGV[i + 1])
+  i = i + 2
+end
+local ordered = {}
+local m = tonumber(ARGV[i])
+for j = i + 1, i + m do
+  ordered[ARGV[j]] = true
+end
+i = i + m + 1
+local cancelled = {}
+for j = i + 1, i + tonumber(ARGV[i]) do
+  cancelled[#cancelled + 1] = ARGV[j]
 end
 
 -- Every held hold is in the expiry index and every confirming one in the confirming set.
+-- A hold whose order SQL has is finished instead of counted (after the checks below).
+local finish = {}
 local function recount(ids, wanted)
   local units = 0
   for _, id in ipairs(ids) do
     local h = redis.call('HMGET', ARGV[6] .. id, 'buyer', 'qty', 'state')
     if h[3] == wanted then
-      local qty = tonumber(h[2])
-      units = units + qty
-      per_buyer[h[1]] = (per_buyer[h[1]] or 0) + qty
+      if ordered[id] then
+        finish[#finish + 1] = id
+      else
+        local qty = tonumber(h[2])
+        units = units + qty
+        per_buyer[h[1]] = (per_buyer[h[1]] or 0) + qty
+      end
     end
   end
   return units
@@ -36,6 +59,15 @@ if tonumber(ARGV[1]) < committed then
   return {'stock_below_committed', committed}
 end
 
+for _, id in ipairs(finish) do
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('SREM', KEYS[4], id)
+  redis.call('HSET', ARGV[6] .. id, 'state', 'confirmed')
+  redis.call('PEXPIRE', ARGV[6] .. id, ARGV[8])
+end
+for _, id in ipairs(cancelled) do
+  redis.call('SET', ARGV[7] .. id, '1', 'PX', ARGV[8])
+end
 redis.call('HSET', KEYS[1], 'total', ARGV[1], 'limit', ARGV[2], 'max', ARGV[3],
   'state', ARGV[4], 'held', held, 'confirming', confirming, 'sold', ARGV[5],
   'available', ARGV[1])

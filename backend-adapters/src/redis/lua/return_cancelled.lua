@@ -1,6 +1,7 @@
 -- return_cancelled: give the units of a confirmed-then-cancelled order back to stock
--- (sold -> available), once per reservation id however often it is called.
--- KEYS[1] stock hash {sku}   KEYS[2] buyers hash {sku}   KEYS[3] returned set {sku}
+-- (sold -> available), once per reservation id however often it is called (within the
+-- retention: the returned marker lives that long, far beyond any redelivery by the relay).
+-- KEYS[1] stock hash {sku}   KEYS[2] buyers hash {sku}   KEYS[3] returned marker {sku} of the id
 -- KEYS[4] confirming set {sku}   KEYS[5] hold hash {sku}
 -- ARGV[1] reservation id   ARGV[2] buyer   ARGV[3] qty   ARGV[4] retention ms of a final hold
 -- Returns: {"ok", 1} (returned now), {"ok", 0} (had been returned) or {error code, detail}
@@ -14,7 +15,7 @@ local stock = redis.call('HMGET', KEYS[1], 'sold', 'confirming')
 if not stock[1] then
   return {'unknown_sku', ''}
 end
-if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then
+if redis.call('EXISTS', KEYS[3]) == 1 then
   return {'ok', 0}
 end
 local qty = tonumber(ARGV[3])
@@ -47,5 +48,5 @@ if left > 0 then
 else
   redis.call('HDEL', KEYS[2], ARGV[2])
 end
-redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[4])
 return {'ok', 1}

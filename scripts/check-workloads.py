@@ -1,0 +1,513 @@
+#!/usr/bin/env python3
+"""Checks the workloads of rendered Kustomize builds (scripts/check-deploy.sh runs it).
+
+  scripts/check-workloads.py BUILD=RENDERED.yaml [...]   # BUILD: base, local or aks
+
+For every build:
+  1. Scaling: a Deployment that a HorizontalPodAutoscaler scales sets no `replicas` (every
+     `kubectl apply` would reset the HPA's count to it: a sale scaled to 20 back to 3 at
+     once); the HPA names its target and sets `minReplicas` itself (it carries the floor).
+  2. Secrets: each pod sees exactly its workload's set in SECRETS (as environment variables
+     from Secrets, Secret volumes, Key Vault CSI volumes), every key file its configuration
+     names is in a secret volume it mounts, and on AKS each workload reads Key Vault with its
+     own identity (service account, federated client id, SecretProviderClass of its own).
+     The base defines no Secrets (the overlays do): there only the Secret names are checked.
+  3. Liveness: the gateway's liveness probe is `GET /healthz` on its admin listener
+     (`server.admin_listen`), never on the public one (`server.listen`), whose threads a
+     sale's traffic shares: a slow answer there would restart pods under load.
+Exits non-zero listing every failure.
+"""
+
+import os
+import sys
+import tomllib
+
+import yaml
+
+# The secrets each workload is given, by Secret key or file name; a pod sees these and
+# nothing else. What reads them (gateway/src/cli.rs, gateway/src/config.rs):
+#   gateway     redis-url (store, cache, limits), reservation-key.pem (signs reservation
+#               tokens; it verifies its own tokens with that key), idp-jwks.json (buyers' JWTs)
+#   settlement  redis-url, database-url, reservation-jwks.json (verifies reservation tokens);
+#               `stockgate reconcile` run in its pod needs the same two URLs
+#   migrate     database-url
+# To give a workload another secret: add it here, to the workload's Secret in
+# overlays/local/kustomization.yaml and to its SecretProviderClass in
+# overlays/aks/secret-provider.yaml (and KEY_FILES below when the config names the file).
+# Service authentication adds the gateway's gateway-assertion-key.pem (it signs) and
+# settlement's gateway-assertion-jwks.json (it verifies) the same way, with
+# service_auth.signing_key_file / service_auth.public_jwks_file in KEY_FILES.
+SECRETS = {
+    "stockgate-gateway": {"redis-url", "reservation-key.pem", "idp-jwks.json"},
+    "stockgate-settlement": {"redis-url", "database-url", "reservation-jwks.json"},
+    "stockgate-migrate": {"database-url"},
+}
+# Per build additions. Local only: the dev identity key (committed, worthless elsewhere), so
+# `kubectl exec deploy/stockgate-gateway -- stockgate token` mints buyer tokens.
+EXTRA = {"local": {"stockgate-gateway": {"dev-idp-key.pem"}}}
+# The configuration fields that name a key file the workload reads (unset fields are skipped).
+KEY_FILES = {
+    "stockgate-gateway": ["auth.jwks_file", "reservations.signing_key_file", "auth.dev_signing_key"],
+    "stockgate-settlement": ["reservations.public_jwks_file"],
+    "stockgate-migrate": [],
+}
+# Key Vault object behind each file name (the SecretProviderClass aliases the object to the
+# file); names not listed are the object's own name.
+VAULT_OBJECT = {
+    "reservation-key.pem": "reservation-key",
+    "reservation-jwks.json": "reservation-jwks",
+    "idp-jwks.json": "idp-jwks",
+    "gateway-assertion-key.pem": "gateway-assertion-key",
+    "gateway-assertion-jwks.json": "gateway-assertion-jwks",
+}
+# The gateway's liveness probe: path, and the config field whose port it must hit.
+LIVENESS = {"stockgate-gateway": ("/healthz", "server.admin_listen")}
+PUBLIC_LISTENER = "server.listen"
+CSI_DRIVER = "secrets-store.csi.k8s.io"
+CLIENT_ID = "azure.workload.identity/client-id"
+
+
+def load(path):
+    with open(path) as f:
+        return [o for o in yaml.safe_load_all(f) if o]
+
+
+class Build:
+    def __init__(self, name, objects):
+        self.name = name
+        self.objects = objects
+        self.errors = []
+        # Secret name -> its keys: rendered Secrets, and the ones a SecretProviderClass syncs.
+        self.secrets = {}
+        # SecretProviderClass name -> (client id, file/object names it mounts).
+        self.providers = {}
+        for o in self.objects:
+            if o["kind"] == "Secret":
+                keys = set(o.get("data") or {}) | set(o.get("stringData") or {})
+                self.secrets[o["metadata"]["name"]] = keys
+            elif o["kind"] == "SecretProviderClass":
+                self.add_provider(o)
+
+    def fail(self, message):
+        self.errors.append(f"{self.name}: {message}")
+
+    def find(self, kind, name):
+        return next(
+            (o for o in self.objects if o["kind"] == kind and o["metadata"]["name"] == name), None
+        )
+
+    def add_provider(self, spc):
+        name = spc["metadata"]["name"]
+        params = spc["spec"].get("parameters", {})
+        files = set()
+        for text in yaml.safe_load(params.get("objects", "array: []"))["array"]:
+            obj = yaml.safe_load(text)
+            file = obj.get("objectAlias", obj["objectName"])
+            if obj["objectName"] != VAULT_OBJECT.get(file, file):
+                self.fail(
+                    f"SecretProviderClass {name} mounts vault object {obj['objectName']} as "
+                    f"{file}, which is vault object {VAULT_OBJECT.get(file, file)}"
+                )
+            files.add(file)
+        self.providers[name] = (params.get("clientID"), files)
+        for synced in spc["spec"].get("secretObjects", []):
+            keys = set()
+            for item in synced.get("data", []):
+                if item["objectName"] not in files:
+                    self.fail(f"SecretProviderClass {name} syncs {item['objectName']}, not one of its objects")
+                keys.add(item["key"])
+            self.secrets[synced["secretName"]] = keys
+
+    def pods(self):
+        """(workload, kind/name, pod spec) of every object with a pod template."""
+        for o in self.objects:
+            spec = o.get("spec", {})
+            if o["kind"] == "CronJob":
+                spec = spec["jobTemplate"]["spec"]
+            template = spec.get("template") if isinstance(spec, dict) else None
+            if o["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob") and template:
+                workload = template["metadata"]["labels"].get("app.kubernetes.io/name", "?")
+                yield workload, f"{o['kind']} {o['metadata']['name']}", template["spec"]
+
+
+# --- 1. scaling ---------------------------------------------------------------------------
+
+
+def check_scaling(build):
+    for hpa in (o for o in build.objects if o["kind"] == "HorizontalPodAutoscaler"):
+        name = hpa["metadata"]["name"]
+        ref = hpa["spec"]["scaleTargetRef"]
+        target = build.find(ref["kind"], ref["name"])
+        if target is None:
+            build.fail(f"HPA {name} scales {ref['kind']} {ref['name']}, which this build does not have")
+            continue
+        if "replicas" in target["spec"]:
+            build.fail(
+                f"{ref['kind']} {ref['name']} sets replicas: {target['spec']['replicas']} but HPA "
+                f"{name} scales it; every `kubectl apply` would reset the running count to that. "
+                "Remove it: the HPA's minReplicas is the floor"
+            )
+        if "minReplicas" not in hpa["spec"]:
+            build.fail(f"HPA {name} sets no minReplicas: the floor must be explicit")
+
+
+# --- 2. secrets ---------------------------------------------------------------------------
+
+
+def volume_contents(build, volume, where):
+    """The secret names a volume puts in the pod, or None when it holds no secret; a Secret
+    this build does not define is an error (except in the base, which defines none)."""
+    if "secret" in volume:
+        secret = volume["secret"]
+        if secret.get("items"):
+            return {item["key"] for item in secret["items"]}
+        return secret_keys(build, secret["secretName"], where)
+    csi = volume.get("csi")
+    if csi and csi.get("driver") == CSI_DRIVER:
+        provider = csi.get("volumeAttributes", {}).get("secretProviderClass")
+        if provider not in build.providers:
+            build.fail(f"{where} mounts SecretProviderClass {provider}, which this build does not have")
+            return set()
+        return set(build.providers[provider][1])
+    if "projected" in volume:
+        names = set()
+        for source in volume["projected"].get("sources", []):
+            if "secret" in source:
+                names |= volume_contents(build, {"secret": {"secretName": source["secret"]["name"],
+                                                            "items": source["secret"].get("items")}}, where)
+        return names
+    return None
+
+
+def secret_keys(build, secret, where):
+    if secret in build.secrets:
+        return set(build.secrets[secret])
+    if build.name != "base":
+        build.fail(f"{where} uses Secret {secret}, which this build does not define")
+    return set()
+
+
+def secret_names(pod):
+    """Every Secret and SecretProviderClass name the pod refers to."""
+    names = set()
+    for volume in pod.get("volumes", []):
+        if "secret" in volume:
+            names.add(volume["secret"]["secretName"])
+        csi = volume.get("csi") or {}
+        if csi.get("driver") == CSI_DRIVER:
+            names.add(csi.get("volumeAttributes", {}).get("secretProviderClass"))
+    for container in pod.get("containers", []) + pod.get("initContainers", []):
+        for env in container.get("env", []):
+            ref = (env.get("valueFrom") or {}).get("secretKeyRef")
+            if ref:
+                names.add(ref["name"])
+        for source in container.get("envFrom", []):
+            if "secretRef" in source:
+                names.add(source["secretRef"]["name"])
+    return names
+
+
+def pod_config(build, pod, container):
+    """The stockgate.toml the container runs with (STOCKGATE_CONFIG, from its ConfigMap)."""
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    path = env.get("STOCKGATE_CONFIG")
+    if not path:
+        return None
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        configmap = volumes.get(mount["name"], {}).get("configMap")
+        if not configmap:
+            continue
+        if mount["mountPath"] == path:
+            key = mount.get("subPath", os.path.basename(path))
+        elif os.path.dirname(path) == mount["mountPath"].rstrip("/"):
+            key = os.path.basename(path)
+        else:
+            continue
+        found = build.find("ConfigMap", configmap["name"])
+        if found and key in found.get("data", {}):
+            config = tomllib.loads(found["data"][key])
+            for name, field in (("STOCKGATE_LISTEN", "listen"), ("STOCKGATE_ADMIN_LISTEN", "admin_listen")):
+                if env.get(name):
+                    config.setdefault("server", {})[field] = env[name]
+            return config
+    return None
+
+
+def field(config, dotted):
+    value = config
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def check_secrets(build):
+    owned = {}  # SecretProviderClass -> workload
+    for workload, where, pod in build.pods():
+        allowed = SECRETS.get(workload, set()) | EXTRA.get(build.name, {}).get(workload, set())
+        if build.name == "base":
+            # No Secret is defined here: each one a pod uses must at least be its workload's own.
+            for name in secret_names(pod):
+                if not name.startswith(f"{workload}-"):
+                    build.fail(f"{where} uses Secret {name}, which is not {workload}'s own")
+            continue
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        seen = {}
+        contents = {}
+        for volume in volumes.values():
+            names = volume_contents(build, volume, where)
+            if names is not None:
+                contents[volume["name"]] = names
+                for name in names:
+                    seen.setdefault(name, f"volume {volume['name']}")
+        for container in pod.get("containers", []) + pod.get("initContainers", []):
+            for env in container.get("env", []):
+                ref = (env.get("valueFrom") or {}).get("secretKeyRef")
+                if ref:
+                    secret_keys(build, ref["name"], where)  # defined?
+                    seen.setdefault(ref["key"], f"env {env['name']}")
+            for source in container.get("envFrom", []):
+                if "secretRef" in source:
+                    for name in secret_keys(build, source["secretRef"]["name"], where):
+                        seen.setdefault(name, f"envFrom {source['secretRef']['name']}")
+        for name in sorted(set(seen) - allowed):
+            build.fail(f"{where} ({workload}) gets secret {name} ({seen[name]}); it may have only {sorted(allowed)}")
+        for name in sorted(allowed - set(seen)):
+            build.fail(f"{where} ({workload}) lacks secret {name}")
+        # The key files its configuration names are where the pod mounts its secrets.
+        for container in pod.get("containers", []):
+            config = pod_config(build, pod, container)
+            for dotted in KEY_FILES.get(workload, []) if config else []:
+                path = field(config, dotted)
+                if path and not provides(container, contents, path):
+                    build.fail(f"{where}: {dotted} = {path}, which no secret volume of the pod provides")
+        # AKS: the workload reads Key Vault with an identity of its own.
+        for volume in volumes.values():
+            csi = volume.get("csi") or {}
+            provider = csi.get("volumeAttributes", {}).get("secretProviderClass")
+            if csi.get("driver") != CSI_DRIVER or provider not in build.providers:
+                continue
+            if owned.setdefault(provider, workload) != workload:
+                build.fail(f"SecretProviderClass {provider} is mounted by {owned[provider]} and {workload}")
+            account = build.find("ServiceAccount", pod.get("serviceAccountName", "default"))
+            client_id = ((account or {}).get("metadata", {}).get("annotations") or {}).get(CLIENT_ID)
+            if client_id != build.providers[provider][0]:
+                build.fail(
+                    f"{where} runs as service account {pod.get('serviceAccountName', 'default')} "
+                    f"(client id {client_id}) but SecretProviderClass {provider} reads the vault "
+                    f"as {build.providers[provider][0]}"
+                )
+    identities = {}
+    for provider, workload in owned.items():
+        client_id = build.providers[provider][0]
+        if identities.setdefault(client_id, workload) != workload:
+            build.fail(f"{identities[client_id]} and {workload} read Key Vault with the same identity {client_id}")
+
+
+def provides(container, contents, path):
+    for mount in container.get("volumeMounts", []):
+        names = contents.get(mount["name"])
+        if names is None:
+            continue
+        if mount["mountPath"] == path and mount.get("subPath") in names:
+            return True
+        if "subPath" not in mount and os.path.dirname(path) == mount["mountPath"].rstrip("/"):
+            if os.path.basename(path) in names:
+                return True
+    return False
+
+
+# --- 3. liveness --------------------------------------------------------------------------
+
+
+def container_port(container, port):
+    if isinstance(port, int):
+        return port
+    for declared in container.get("ports", []):
+        if declared.get("name") == port:
+            return declared["containerPort"]
+    return None
+
+
+def listen_port(config, dotted):
+    value = field(config, dotted)
+    return int(value.rsplit(":", 1)[1]) if value else None
+
+
+def check_liveness(build):
+    for workload, where, pod in build.pods():
+        if workload not in LIVENESS:
+            continue
+        path, listener = LIVENESS[workload]
+        for container in pod.get("containers", []):
+            config = pod_config(build, pod, container)
+            if config is None:
+                build.fail(f"{where}: no stockgate.toml found for container {container['name']}")
+                continue
+            probe = (container.get("livenessProbe") or {}).get("httpGet")
+            if not probe:
+                build.fail(f"{where}: container {container['name']} has no HTTP liveness probe")
+                continue
+            port = container_port(container, probe.get("port"))
+            admin, public = listen_port(config, listener), listen_port(config, PUBLIC_LISTENER)
+            if port == public:
+                build.fail(
+                    f"{where}: the liveness probe hits the public listener ({PUBLIC_LISTENER}, port "
+                    f"{public}), which a sale's traffic shares: a slow answer restarts the pod"
+                )
+            elif port != admin:
+                build.fail(f"{where}: the liveness probe hits port {probe.get('port')}, not {listener} ({admin})")
+            if probe.get("path") != path:
+                build.fail(f"{where}: the liveness probe asks {probe.get('path')}, not {path}")
+
+
+def check(name, objects):
+    build = Build(name, objects)
+    check_scaling(build)
+    check_secrets(build)
+    check_liveness(build)
+    return build
+
+
+# --- the checks' own test -----------------------------------------------------------------
+# Each mistake below, made in a copy of a good build, must be reported: a check that cannot
+# fail proves nothing.
+
+
+def pod_of(objects, kind, name):
+    return next(o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name)["spec"]["template"]["spec"]
+
+
+def provider_of(objects, name):
+    return next(o for o in objects if o["kind"] == "SecretProviderClass" and o["metadata"]["name"] == name)
+
+
+def add_vault_object(objects, provider, text):
+    params = provider_of(objects, provider)["spec"]["parameters"]
+    listed = yaml.safe_load(params["objects"])
+    listed["array"].append(text)
+    params["objects"] = yaml.safe_dump(listed)
+
+
+def set_replicas(objects):
+    next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "stockgate-gateway")["spec"]["replicas"] = 3
+
+
+def gateway_env_from_settlement_secret(objects):
+    gateway = pod_of(objects, "Deployment", "stockgate-gateway")["containers"][0]
+    settlement = pod_of(objects, "Deployment", "stockgate-settlement")["containers"][0]
+    secret = next(e for e in settlement["env"] if e["name"] == "STOCKGATE_DATABASE_URL")
+    gateway["env"].append(secret)
+
+
+def settlement_mounts_gateway_secret(objects):
+    gateway_keys = next(v for v in pod_of(objects, "Deployment", "stockgate-gateway")["volumes"] if v["name"] == "keys")
+    volumes = pod_of(objects, "Deployment", "stockgate-settlement")["volumes"]
+    volumes[:] = [gateway_keys if v["name"] == "keys" else v for v in volumes]
+
+
+def liveness_on_public_port(objects):
+    container = pod_of(objects, "Deployment", "stockgate-gateway")["containers"][0]
+    container["livenessProbe"]["httpGet"]["port"] = "http"
+
+
+def liveness_on_other_path(objects):
+    container = pod_of(objects, "Deployment", "stockgate-gateway")["containers"][0]
+    container["livenessProbe"]["httpGet"]["path"] = "/metrics"
+
+
+def jwks_file_elsewhere(objects):
+    configmap = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("stockgate-config"))
+    text = configmap["data"]["stockgate.toml"]
+    configmap["data"]["stockgate.toml"] = text.replace("/etc/stockgate/keys/idp-jwks.json", "/etc/idp/idp-jwks.json")
+
+
+def hpa_without_floor(objects):
+    next(o for o in objects if o["kind"] == "HorizontalPodAutoscaler")["spec"].pop("minReplicas")
+
+
+def gateway_mounts_shared_secret(objects):
+    keys = next(v for v in pod_of(objects, "Deployment", "stockgate-gateway")["volumes"] if v["name"] == "keys")
+    keys["secret"]["secretName"] = "stockgate-keys"
+
+
+MISTAKES = {
+    "base": [
+        (set_replicas, "sets replicas: 3 but HPA"),
+        (gateway_mounts_shared_secret, "uses Secret stockgate-keys, which is not stockgate-gateway's own"),
+        (liveness_on_public_port, "hits the public listener"),
+    ],
+    "local": [
+        (set_replicas, "sets replicas: 3 but HPA"),
+        (hpa_without_floor, "sets no minReplicas"),
+        (gateway_env_from_settlement_secret, "gets secret database-url (env STOCKGATE_DATABASE_URL)"),
+        (settlement_mounts_gateway_secret, "gets secret reservation-key.pem"),
+        (settlement_mounts_gateway_secret, "lacks secret reservation-jwks.json"),
+        (liveness_on_public_port, "hits the public listener"),
+        (liveness_on_other_path, "asks /metrics, not /healthz"),
+        (jwks_file_elsewhere, "auth.jwks_file = /etc/idp/idp-jwks.json, which no secret volume"),
+    ],
+    "aks": [
+        (set_replicas, "sets replicas: 3 but HPA"),
+        (lambda o: add_vault_object(o, "stockgate-gateway-keyvault", "objectName: database-url\nobjectType: secret"),
+         "gets secret database-url (volume keys)"),
+        (lambda o: add_vault_object(o, "stockgate-settlement-keyvault",
+                                    "objectName: database-url\nobjectType: secret\nobjectAlias: idp-jwks.json"),
+         "mounts vault object database-url as idp-jwks.json"),
+        (lambda o: provider_of(o, "stockgate-settlement-keyvault")["spec"]["parameters"].update(
+            clientID="<gateway identity client id>"), "reads the vault as <gateway identity client id>"),
+        (lambda o: pod_of(o, "Job", "stockgate-migrate").update(serviceAccountName="stockgate-gateway"),
+         "runs as service account stockgate-gateway"),
+        (lambda o: pod_of(o, "Job", "stockgate-migrate")["volumes"][-1]["csi"]["volumeAttributes"].update(
+            secretProviderClass="stockgate-settlement-keyvault"), "is mounted by stockgate-settlement and stockgate-migrate"),
+        (liveness_on_public_port, "hits the public listener"),
+    ],
+}
+
+
+def self_test(builds):
+    failures = []
+    for name, path in builds:
+        for mistake, expected in MISTAKES.get(name, []):
+            objects = load(path)
+            mistake(objects)
+            errors = check(name, objects).errors
+            if not any(expected in error for error in errors):
+                failures.append(f"{name}: {getattr(mistake, '__name__', 'mistake')} not reported as {expected!r}; got {errors}")
+        print(f"{name}: {len(MISTAKES.get(name, []))} planted mistakes each reported")
+    for failure in failures:
+        print(failure, file=sys.stderr)
+    if failures:
+        sys.exit(1)
+
+
+def main(args):
+    test = args[:1] == ["--self-test"]
+    args = args[1:] if test else args
+    if not args or any("=" not in a for a in args):
+        sys.exit("usage: check-workloads.py [--self-test] BUILD=RENDERED.yaml [...]  (BUILD: base, local, aks)")
+    builds = [tuple(arg.split("=", 1)) for arg in args]
+    if test:
+        self_test(builds)
+        return
+    errors = []
+    for name, path in builds:
+        build = check(name, load(path))
+        if build.errors:
+            errors += build.errors
+        else:
+            pods = sum(1 for _ in build.pods())
+            print(
+                f"{name}: HPA targets set no replicas; {pods} pod specs see only their secrets; "
+                "gateway liveness on the admin listener"
+            )
+    for error in errors:
+        print(error, file=sys.stderr)
+    if errors:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
