@@ -27,7 +27,9 @@ import yaml
 # The secrets each workload is given, by Secret key or file name; a pod sees these and
 # nothing else. What reads them (gateway/src/cli.rs, gateway/src/config.rs):
 #   gateway     redis-url (store, cache, limits), reservation-key.pem (signs reservation
-#               tokens; it verifies its own tokens with that key), idp-jwks.json (buyers' JWTs)
+#               tokens), reservation-jwks.json (verifies them at the confirm: the signing key
+#               and, during a rotation, the previous one; it must publish the signing key or
+#               the gateway does not start), idp-jwks.json (buyers' JWTs)
 #   settlement  redis-url, database-url, reservation-jwks.json (verifies reservation tokens);
 #               `stockgate reconcile` run in its pod needs the same two URLs
 #   migrate     database-url
@@ -38,7 +40,7 @@ import yaml
 # settlement's gateway-assertion-jwks.json (it verifies) the same way, with
 # service_auth.signing_key_file / service_auth.public_jwks_file in KEY_FILES.
 SECRETS = {
-    "stockgate-gateway": {"redis-url", "reservation-key.pem", "idp-jwks.json"},
+    "stockgate-gateway": {"redis-url", "reservation-key.pem", "reservation-jwks.json", "idp-jwks.json"},
     "stockgate-settlement": {"redis-url", "database-url", "reservation-jwks.json"},
     "stockgate-migrate": {"database-url"},
 }
@@ -47,7 +49,12 @@ SECRETS = {
 EXTRA = {"local": {"stockgate-gateway": {"dev-idp-key.pem"}}}
 # The configuration fields that name a key file the workload reads (unset fields are skipped).
 KEY_FILES = {
-    "stockgate-gateway": ["auth.jwks_file", "reservations.signing_key_file", "auth.dev_signing_key"],
+    "stockgate-gateway": [
+        "auth.jwks_file",
+        "reservations.signing_key_file",
+        "reservations.public_jwks_file",
+        "auth.dev_signing_key",
+    ],
     "stockgate-settlement": ["reservations.public_jwks_file"],
     "stockgate-migrate": [],
 }
@@ -408,6 +415,11 @@ def settlement_mounts_gateway_secret(objects):
     volumes[:] = [gateway_keys if v["name"] == "keys" else v for v in volumes]
 
 
+def gateway_without_reservation_jwks(objects):
+    secret = next(o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"].startswith("stockgate-gateway-secrets"))
+    secret["data"].pop("reservation-jwks.json")
+
+
 def liveness_on_public_port(objects):
     container = pod_of(objects, "Deployment", "stockgate-gateway")["containers"][0]
     container["livenessProbe"]["httpGet"]["port"] = "http"
@@ -444,7 +456,7 @@ MISTAKES = {
         (hpa_without_floor, "sets no minReplicas"),
         (gateway_env_from_settlement_secret, "gets secret database-url (env STOCKGATE_DATABASE_URL)"),
         (settlement_mounts_gateway_secret, "gets secret reservation-key.pem"),
-        (settlement_mounts_gateway_secret, "lacks secret reservation-jwks.json"),
+        (gateway_without_reservation_jwks, "lacks secret reservation-jwks.json"),
         (liveness_on_public_port, "hits the public listener"),
         (liveness_on_other_path, "asks /metrics, not /healthz"),
         (jwks_file_elsewhere, "auth.jwks_file = /etc/idp/idp-jwks.json, which no secret volume"),

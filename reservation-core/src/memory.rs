@@ -465,6 +465,7 @@ impl ReservationStore for InMemoryStore {
         buyer: &BuyerId,
         qty: Qty,
     ) -> StoreResult<bool> {
+        let now = now_ms();
         let mut state = self.lock();
         let book = book_mut(&mut state, &id.sku())?;
         if book.returned.contains(id) {
@@ -484,6 +485,7 @@ impl ReservationStore for InMemoryStore {
             // Its units move confirming → sold → available: `sold` is left as it was.
             book.confirming -= units;
             book.confirming_since.remove(id);
+            book.finals.insert((self.drop_at(now), id.clone()));
             if let Some(hold) = book.holds.get_mut(id) {
                 hold.state = HoldState::Confirmed;
             }

@@ -169,19 +169,26 @@ impl RedisStore {
         SkuKeys::new(&self.prefix, sku)
     }
 
-    /// Runs one script and splits its reply; on `NOSCRIPT` loads it and runs it once more.
+    /// Runs one script and splits its reply; on `NOSCRIPT` loads it and runs it again (a few
+    /// times: another `SCRIPT FLUSH` may land between the load and the run).
     async fn run(&self, script: &Script, keys: &[&str], args: &[&str]) -> StoreResult<Vec<String>> {
+        const LOADS: usize = 3;
         let cmd = evalsha(script, keys, args);
         let mut conn = self.conn.clone();
-        let value = match cmd.query_async::<Value>(&mut conn).await {
-            Ok(value) => value,
-            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                script.load_async(&mut conn).await.map_err(backend_error)?;
-                cmd.query_async(&mut conn).await.map_err(backend_error)?
+        let mut loads = 0;
+        loop {
+            match cmd.query_async::<Value>(&mut conn).await {
+                Ok(value) => return reply::fields(value),
+                Err(err)
+                    if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+                        && loads < LOADS =>
+                {
+                    loads += 1;
+                    script.load_async(&mut conn).await.map_err(backend_error)?;
+                }
+                Err(err) => return Err(backend_error(err)),
             }
-            Err(err) => return Err(backend_error(err)),
-        };
-        reply::fields(value)
+        }
     }
 
     async fn run_hold(&self, script: &Script, keys: &[&str], args: &[&str]) -> StoreResult<Hold> {
