@@ -17,6 +17,15 @@ use reservation_core::{
 };
 use settlement::maintenance::{ReconcileOptions, reconcile, sweep};
 
+/// The Redis reservation store under this test's own key prefix.
+async fn store_under(prefix: &str) -> anyhow::Result<RedisStore> {
+    let config = RedisStoreConfig {
+        prefix: prefix.to_owned(),
+        ..RedisStoreConfig::default()
+    };
+    Ok(RedisStore::connect(&redis_url(), config).await?)
+}
+
 async fn reserve(store: &RedisStore, buyer: &str, key: &str, ttl_ms: u64) -> anyhow::Result<Hold> {
     let reservation = store
         .reserve(&ReserveRequest {
@@ -47,14 +56,7 @@ async fn buy(app: &TestApp, store: &RedisStore, hold: &Hold, finish: bool) -> an
 async fn reconcile_resolves_confirming_and_repairs_counters_after_redis_lost_data()
 -> anyhow::Result<()> {
     let prefix = redis_prefix();
-    let store = RedisStore::connect(
-        &redis_url(),
-        RedisStoreConfig {
-            prefix: prefix.clone(),
-            ..RedisStoreConfig::default()
-        },
-    )
-    .await?;
+    let store = store_under(&prefix).await?;
     let db_url = common::postgres_url().await?;
     let app = start_with(test_config(&db_url), Arc::new(store.clone())).await?;
     app.put_product("REC", 50).await?;
@@ -117,14 +119,7 @@ async fn reconcile_resolves_confirming_and_repairs_counters_after_redis_lost_dat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sweep_returns_due_holds_to_stock() -> anyhow::Result<()> {
     let prefix = redis_prefix();
-    let store = RedisStore::connect(
-        &redis_url(),
-        RedisStoreConfig {
-            prefix,
-            ..RedisStoreConfig::default()
-        },
-    )
-    .await?;
+    let store = store_under(&prefix).await?;
     let app = start_with(
         test_config(&common::postgres_url().await?),
         Arc::new(store.clone()),
@@ -147,14 +142,7 @@ async fn sweep_returns_due_holds_to_stock() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_running_service_sweeps_under_its_leader_lease() -> anyhow::Result<()> {
     let prefix = redis_prefix();
-    let store = RedisStore::connect(
-        &redis_url(),
-        RedisStoreConfig {
-            prefix: prefix.clone(),
-            ..RedisStoreConfig::default()
-        },
-    )
-    .await?;
+    let store = store_under(&prefix).await?;
     let mut config = test_config(&common::postgres_url().await?);
     config.redis_url = Some(redis_url());
     config.redis_key_prefix = prefix.clone();
@@ -190,14 +178,7 @@ async fn a_cancel_before_the_gateway_finished_its_confirm_returns_the_units() ->
     use settlement::relay::relay_once;
     use settlement::{Metrics, OutboxSink, StoreEffects};
 
-    let store = RedisStore::connect(
-        &redis_url(),
-        RedisStoreConfig {
-            prefix: redis_prefix(),
-            ..RedisStoreConfig::default()
-        },
-    )
-    .await?;
+    let store = store_under(&redis_prefix()).await?;
     let db_url = common::postgres_url().await?;
     let app = start_with(test_config(&db_url), Arc::new(store.clone())).await?;
     app.put_product("REC", 10).await?;
@@ -251,14 +232,7 @@ async fn a_repair_never_undersells_nor_returns_a_cancellation_twice() -> anyhow:
     use settlement::{Metrics, OutboxSink, StoreEffects};
 
     let prefix = redis_prefix();
-    let store = RedisStore::connect(
-        &redis_url(),
-        RedisStoreConfig {
-            prefix,
-            ..RedisStoreConfig::default()
-        },
-    )
-    .await?;
+    let store = store_under(&prefix).await?;
     let db_url = common::postgres_url().await?;
     let app = start_with(test_config(&db_url), Arc::new(store.clone())).await?;
     app.put_product("REC", 10).await?;
@@ -348,14 +322,7 @@ async fn a_replica_that_does_not_lead_reports_lag_and_clears_stale_drift() -> an
     use backend_adapters::redis::lock::FencedLock;
 
     let prefix = redis_prefix();
-    let store = RedisStore::connect(
-        &redis_url(),
-        RedisStoreConfig {
-            prefix: prefix.clone(),
-            ..RedisStoreConfig::default()
-        },
-    )
-    .await?;
+    let store = store_under(&prefix).await?;
     // Another replica holds both leases for the whole test.
     let other = FencedLock::connect(&redis_url(), &prefix).await?;
     for lease in ["leader:outbox-relay", "leader:maintenance"] {
