@@ -582,3 +582,51 @@ async fn claiming_a_binding_replaces_only_an_equal_one() {
     );
     clean_up(&prefix).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancellation_an_older_release_returned_is_not_returned_again() {
+    // Releases before 2026-12 recorded returned ids in one set per SKU; after an upgrade a
+    // redelivered cancellation found no marker and went back to stock a second time.
+    let prefix = fresh_prefix();
+    let store = store_on(&prefix).await;
+    let sku = product(&store, "LEGACY-1", 10).await;
+    let made = store
+        .reserve(&request("LEGACY-1", "alice", 2, "k1"))
+        .await
+        .unwrap_or_else(|e| panic!("reserve: {e}"));
+    let hold = made.hold;
+    store
+        .begin_confirm(&hold.id, &hold.buyer)
+        .await
+        .unwrap_or_else(|e| panic!("begin_confirm: {e}"));
+    store
+        .finish_confirm(&hold.id)
+        .await
+        .unwrap_or_else(|e| panic!("finish_confirm: {e}"));
+    // What an older release left after returning this cancellation: the id in the set and
+    // the units back on sale.
+    let mut raw = raw_connection().await;
+    let stock_key = format!("{prefix}:{{{sku}}}:stock");
+    let _: () = raw
+        .sadd(format!("{prefix}:{{{sku}}}:returned"), hold.id.as_str())
+        .await
+        .unwrap_or_else(|e| panic!("sadd: {e}"));
+    let _: () = redis::pipe()
+        .hincr(&stock_key, "sold", -2)
+        .hincr(&stock_key, "available", 2)
+        .query_async(&mut raw)
+        .await
+        .unwrap_or_else(|e| panic!("hincr: {e}"));
+
+    let returned = store
+        .return_cancelled(&hold.id, &hold.buyer, hold.qty)
+        .await
+        .unwrap_or_else(|e| panic!("return_cancelled: {e}"));
+    let available: i64 = raw
+        .hget(&stock_key, "available")
+        .await
+        .unwrap_or_else(|e| panic!("hget: {e}"));
+    clean_up(&prefix).await;
+    assert!(!returned, "the redelivery was applied again");
+    assert_eq!(available, 10);
+}

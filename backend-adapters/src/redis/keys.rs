@@ -10,6 +10,9 @@
 //! <prefix>:{<sku>}:idem:<n>:<buyer>:<key> string: id of the hold made under that key
 //! <prefix>:{<sku>}:returned:<id>         string: this id's cancelled units went back to stock
 //!                                        (expires after the retention)
+//! <prefix>:{<sku>}:returned              set (before 2026-12, read only): ids returned by an
+//!                                        older release; consulted so an upgrade never returns
+//!                                        a redelivered cancellation twice
 //! <prefix>:idem:<n>:<buyer>:<key>        string "<sku>|<qty>|<id>": what the key is bound to
 //! <prefix>:skus                          set: every SKU with counters
 //! ```
@@ -34,6 +37,9 @@ pub(crate) struct SkuKeys {
     pub hold_prefix: String,
     /// A returned marker's key is this followed by the reservation id.
     pub returned_prefix: String,
+    /// The set older releases recorded returned ids in. Never written; read until the last
+    /// cancellation an old release could have returned is past any redelivery.
+    pub returned_legacy: String,
     idem_prefix: String,
 }
 
@@ -47,6 +53,7 @@ impl SkuKeys {
             buyers: format!("{base}:buyers"),
             hold_prefix: format!("{base}:hold:"),
             returned_prefix: format!("{base}:returned:"),
+            returned_legacy: format!("{base}:returned"),
             idem_prefix: format!("{base}:idem:"),
         }
     }
@@ -101,6 +108,7 @@ mod tests {
             keys.confirming.clone(),
             keys.buyers.clone(),
             keys.returned(&id),
+            keys.returned_legacy.clone(),
             keys.hold(&id),
             keys.idempotency(&buyer, &key),
         ] {

@@ -514,6 +514,7 @@ impl ReservationStore for RedisStore {
                     &k.returned(id),
                     &k.confirming,
                     &k.hold(id),
+                    &k.returned_legacy,
                 ],
                 &[id.as_str(), buyer.as_str(), &units, &retention],
             )

@@ -3,6 +3,7 @@
 -- retention: the returned marker lives that long, far beyond any redelivery by the relay).
 -- KEYS[1] stock hash {sku}   KEYS[2] buyers hash {sku}   KEYS[3] returned marker {sku} of the id
 -- KEYS[4] confirming set {sku}   KEYS[5] hold hash {sku}
+-- KEYS[6] returned set {sku} of releases before 2026-12 (read only: an id in it was returned)
 -- ARGV[1] reservation id   ARGV[2] buyer   ARGV[3] qty   ARGV[4] retention ms of a final hold
 -- Returns: {"ok", 1} (returned now), {"ok", 0} (had been returned) or {error code, detail}
 -- A cancellation proves its order committed, so a hold still `confirming` (the gateway's
@@ -15,7 +16,7 @@ local stock = redis.call('HMGET', KEYS[1], 'sold', 'confirming')
 if not stock[1] then
   return {'unknown_sku', ''}
 end
-if redis.call('EXISTS', KEYS[3]) == 1 then
+if redis.call('EXISTS', KEYS[3]) == 1 or redis.call('SISMEMBER', KEYS[6], ARGV[1]) == 1 then
   return {'ok', 0}
 end
 local qty = tonumber(ARGV[3])
