@@ -603,6 +603,14 @@ async fn a_cancellation_an_older_release_returned_is_not_returned_again() {
         .finish_confirm(&hold.id)
         .await
         .unwrap_or_else(|e| panic!("finish_confirm: {e}"));
+    // Another buyer's order keeps `sold` above the cancelled quantity after the first return.
+    let other = store
+        .reserve(&request("LEGACY-1", "bob", 2, "k1"))
+        .await
+        .unwrap_or_else(|e| panic!("reserve: {e}"))
+        .hold;
+    store.begin_confirm(&other.id, &other.buyer).await.ok();
+    store.finish_confirm(&other.id).await.ok();
     // What an older release left after returning this cancellation: the id in the set and
     // the units back on sale.
     let mut raw = raw_connection().await;
@@ -628,5 +636,8 @@ async fn a_cancellation_an_older_release_returned_is_not_returned_again() {
         .unwrap_or_else(|e| panic!("hget: {e}"));
     clean_up(&prefix).await;
     assert!(!returned, "the redelivery was applied again");
-    assert_eq!(available, 10);
+    assert_eq!(
+        available, 8,
+        "bob's 2 units are sold, alice's are back once"
+    );
 }
