@@ -14,7 +14,7 @@ use thiserror::Error;
 use crate::auth::devkeys::{self, KeyError};
 use crate::auth::{BuyerAuth, KeySet, KeySource};
 use crate::cache::{ProductCache, invalidate};
-use crate::config::{Config, ms};
+use crate::config::{Config, DevSignIn, ms};
 use crate::edge::settle::SettlementClient;
 use crate::edge::sold_out::SoldOutMemory;
 use crate::edge::{EdgeLimits, EdgeState};
@@ -142,8 +142,20 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Builds the edge state around a loaded key set.
+    /// Builds the edge state around a loaded key set, for a gateway on its own (`stockgate
+    /// gateway`, tests): the dev sign-in only where switched on explicitly.
     pub fn build(config: &Config, shared: Shared, keys: Arc<KeySet>) -> Result<Self, StartError> {
+        Self::build_with(config, shared, keys, config.dev_sign_in(false))
+    }
+
+    /// [`Gateway::build`] with the dev sign-in decided by the caller ([`crate::embedded`]
+    /// passes `config.dev_sign_in(true)`).
+    pub fn build_with(
+        config: &Config,
+        shared: Shared,
+        keys: Arc<KeySet>,
+        dev_sign_in: DevSignIn,
+    ) -> Result<Self, StartError> {
         let auth = BuyerAuth::new(&config.auth, keys.clone()).map_err(StartError::Setup)?;
         let verifier = shared.verifier();
         let upstream_addr = config.settlement_host_port();
@@ -197,7 +209,7 @@ impl Gateway {
             ratelimit: Arc::new(ratelimit),
             edge_redis: shared.edge_redis,
             site: config.web.storefront.then(crate::web::Site::new),
-            dev_tokens: crate::web::DevTokens::from_config(config),
+            dev_tokens: crate::web::DevTokens::new(config, dev_sign_in),
         };
         Ok(Gateway {
             state: Arc::new(state),

@@ -157,7 +157,9 @@ impl Config {
         let web = &self.web;
         // A dev token is signed with the dev identity key, which the gateway trusts only when
         // no identity provider is configured: with one, the endpoint would mint dead tokens.
-        if web.dev_token && (self.auth.jwks_file.is_some() || self.auth.jwks_url.is_some()) {
+        if web.dev_token == Some(true)
+            && (self.auth.jwks_file.is_some() || self.auth.jwks_url.is_some())
+        {
             return Err(invalid(
                 "web.dev_token",
                 "needs the dev identity: leave auth.jwks_file and auth.jwks_url unset",
