@@ -131,7 +131,14 @@ pub fn key_source(config: &Config) -> Result<KeySource, StartError> {
 /// Loads the buyer key set from its configured source.
 pub async fn load_keys(config: &Config) -> Result<Arc<KeySet>, StartError> {
     let min_refresh = Duration::from_secs(config.auth.jwks_min_refresh_secs);
-    Ok(KeySet::load(key_source(config)?, min_refresh).await?)
+    let algorithms = config
+        .auth
+        .algorithms
+        .iter()
+        .map(|name| crate::auth::parse_algorithm(name))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StartError::Setup)?;
+    Ok(KeySet::load_allowing(key_source(config)?, min_refresh, algorithms).await?)
 }
 
 /// The parts of a gateway that live outside Pingora.

@@ -209,6 +209,13 @@ impl Config {
             return Err(invalid("auth.leeway_secs", "must be at most 60"));
         }
         positive("auth.jwks_refresh_secs", auth.jwks_refresh_secs)?;
+        // 0 would let every token with a made-up `kid` trigger a fetch from the provider.
+        if auth.jwks_min_refresh_secs == 0 {
+            return Err(invalid(
+                "auth.jwks_min_refresh_secs",
+                "must be at least 1: it bounds the re-fetches unknown kids can cause",
+            ));
+        }
         Ok(())
     }
 }
