@@ -56,7 +56,7 @@ pub const CACHE_OUTCOMES: &[&str] = &[
     "coalesced",
     "stale",
     "stale_if_error",
-    "bypass",
+    "invalid",
     "uncacheable",
     "error",
 ];

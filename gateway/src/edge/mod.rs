@@ -89,7 +89,7 @@ pub struct RequestCtx {
     pub client_ip: Option<IpAddr>,
     /// The SKU of a product change proxied through this gateway: its cached pages are
     /// dropped once the upstream accepted the change.
-    pub invalidates: Option<String>,
+    pub invalidates: Option<reservation_core::Sku>,
     /// Body bytes passed to the upstream so far (the cap applies to streamed bodies too).
     body_seen: usize,
     retries: usize,
@@ -227,16 +227,10 @@ impl Edge {
             }
             Route::Products => match &state.cache {
                 Some(cache) => {
-                    let uri = &session.req_header().uri;
+                    // The query string plays no part: see `cache::catalog_key`.
+                    let path = session.req_header().uri.path();
                     let if_none_match = respond::header_str(session, "if-none-match");
-                    cache
-                        .serve(
-                            uri.path(),
-                            uri.query().is_some(),
-                            if_none_match,
-                            &ctx.request_id,
-                        )
-                        .await
+                    cache.serve(path, if_none_match, &ctx.request_id).await
                 }
                 None => Reply::problem(&Problem::not_found(), &ctx.request_id),
             },
