@@ -193,6 +193,9 @@ impl Gateway {
         let ratelimit = RateLimiter::new(config, shared.edge_redis.clone(), shared.metrics.clone())
             .map_err(|e| StartError::Setup(e.to_string()))?;
         let limits = &config.limits;
+        let pod_health = Arc::new(crate::health::Health::new(
+            shared.metrics.dependency_up.clone(),
+        ));
         let state = EdgeState {
             limits: EdgeLimits {
                 max_body_bytes: limits.max_body_bytes,
@@ -217,6 +220,7 @@ impl Gateway {
             edge_redis: shared.edge_redis,
             site: config.web.storefront.then(crate::web::Site::new),
             dev_tokens: crate::web::DevTokens::new(config, dev_sign_in),
+            health: pod_health,
         };
         Ok(Gateway {
             state: Arc::new(state),
@@ -232,10 +236,16 @@ impl Gateway {
     }
 
     /// Spawns every background task on the current Tokio runtime: the JWKS re-read, the
-    /// rules-file watch, and with Redis the health probe and the cache invalidation consumer.
+    /// rules-file watch, the dependency monitor, and with Redis the health probe and the cache
+    /// invalidation consumer.
     pub fn spawn_background(&self, config: &Config) {
         self.spawn_key_refresh(config);
         let state = &self.state;
+        tokio::spawn(crate::health::monitor(
+            state.clone(),
+            format!("http://{}", config.settlement_host_port()),
+            Duration::from_secs(config.upstream.health_check_interval_secs),
+        ));
         let every = ms(config.ratelimit.reload_interval_ms);
         tokio::spawn(state.ratelimit.clone().watch(every));
         if let Some(redis) = &state.edge_redis {
