@@ -14,7 +14,7 @@ use thiserror::Error;
 use crate::auth::devkeys::{self, KeyError};
 use crate::auth::{BuyerAuth, KeySet, KeySource};
 use crate::cache::{ProductCache, invalidate};
-use crate::config::{Config, ms};
+use crate::config::{Config, DevSignIn, ms};
 use crate::edge::settle::SettlementClient;
 use crate::edge::sold_out::SoldOutMemory;
 use crate::edge::{EdgeLimits, EdgeState};
@@ -131,7 +131,14 @@ pub fn key_source(config: &Config) -> Result<KeySource, StartError> {
 /// Loads the buyer key set from its configured source.
 pub async fn load_keys(config: &Config) -> Result<Arc<KeySet>, StartError> {
     let min_refresh = Duration::from_secs(config.auth.jwks_min_refresh_secs);
-    Ok(KeySet::load(key_source(config)?, min_refresh).await?)
+    let algorithms = config
+        .auth
+        .algorithms
+        .iter()
+        .map(|name| crate::auth::parse_algorithm(name))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StartError::Setup)?;
+    Ok(KeySet::load_allowing(key_source(config)?, min_refresh, algorithms).await?)
 }
 
 /// The parts of a gateway that live outside Pingora.
@@ -142,8 +149,20 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Builds the edge state around a loaded key set.
+    /// Builds the edge state around a loaded key set, for a gateway on its own (`stockgate
+    /// gateway`, tests): the dev sign-in only where switched on explicitly.
     pub fn build(config: &Config, shared: Shared, keys: Arc<KeySet>) -> Result<Self, StartError> {
+        Self::build_with(config, shared, keys, config.dev_sign_in(false))
+    }
+
+    /// [`Gateway::build`] with the dev sign-in decided by the caller ([`crate::embedded`]
+    /// passes `config.dev_sign_in(true)`).
+    pub fn build_with(
+        config: &Config,
+        shared: Shared,
+        keys: Arc<KeySet>,
+        dev_sign_in: DevSignIn,
+    ) -> Result<Self, StartError> {
         let auth = BuyerAuth::new(&config.auth, keys.clone()).map_err(StartError::Setup)?;
         let verifier = shared.verifier();
         let upstream_addr = config.settlement_host_port();
@@ -174,6 +193,9 @@ impl Gateway {
         let ratelimit = RateLimiter::new(config, shared.edge_redis.clone(), shared.metrics.clone())
             .map_err(|e| StartError::Setup(e.to_string()))?;
         let limits = &config.limits;
+        let pod_health = Arc::new(crate::health::Health::new(
+            shared.metrics.dependency_up.clone(),
+        ));
         let state = EdgeState {
             limits: EdgeLimits {
                 max_body_bytes: limits.max_body_bytes,
@@ -197,7 +219,8 @@ impl Gateway {
             ratelimit: Arc::new(ratelimit),
             edge_redis: shared.edge_redis,
             site: config.web.storefront.then(crate::web::Site::new),
-            dev_tokens: crate::web::DevTokens::from_config(config),
+            dev_tokens: crate::web::DevTokens::new(config, dev_sign_in),
+            health: pod_health,
         };
         Ok(Gateway {
             state: Arc::new(state),
@@ -213,10 +236,16 @@ impl Gateway {
     }
 
     /// Spawns every background task on the current Tokio runtime: the JWKS re-read, the
-    /// rules-file watch, and with Redis the health probe and the cache invalidation consumer.
+    /// rules-file watch, the dependency monitor, and with Redis the health probe and the cache
+    /// invalidation consumer.
     pub fn spawn_background(&self, config: &Config) {
         self.spawn_key_refresh(config);
         let state = &self.state;
+        tokio::spawn(crate::health::monitor(
+            state.clone(),
+            format!("http://{}", config.settlement_host_port()),
+            Duration::from_secs(config.upstream.health_check_interval_secs),
+        ));
         let every = ms(config.ratelimit.reload_interval_ms);
         tokio::spawn(state.ratelimit.clone().watch(every));
         if let Some(redis) = &state.edge_redis {

@@ -157,8 +157,7 @@ pub fn run(cli: Cli) -> Result<()> {
         println!("{}: {} rules, valid", file.display(), rules.len());
         return Ok(());
     }
-    let mut config = Config::load(cli.config.as_deref()).context("loading the configuration")?;
-    apply_embedded_default(&cli, &mut config);
+    let config = Config::load(cli.config.as_deref()).context("loading the configuration")?;
     match cli.command {
         Command::Token(args) => {
             println!("{}", mint_tokens(&config, &args)?);
@@ -184,15 +183,6 @@ pub fn run(cli: Cli) -> Result<()> {
 
 /// A runtime for everything outside Pingora's own (key refresh, store connections, the
 /// in-process settlement service).
-/// `all-in-one` with no configuration file is the embedded default, a local demo: its
-/// storefront signs in with dev tokens. Any configuration file (production) decides this
-/// itself, off by default.
-fn apply_embedded_default(cli: &Cli, config: &mut Config) {
-    if cli.config.is_none() && matches!(cli.command, Command::AllInOne) {
-        config.web.dev_token = true;
-    }
-}
-
 fn background_runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -249,6 +239,10 @@ async fn run_all_in_one(config: Config) -> Result<()> {
     println!("  buyer token for alice (valid 24h; mint more with `stockgate token --sub bob`):");
     println!("{token}");
     println!("  storefront: {base}/   ops console: {base}/ops");
+    let listen = all.public_addr().to_string();
+    if let Some(warning) = crate::web::dev_token::warning(all.dev_sign_in, &listen) {
+        println!("  {warning}");
+    }
     println!("  try: curl {base}/api/v1/products");
     shutdown_signal().await;
     tracing::info!("shutting down");
@@ -329,24 +323,6 @@ mod tests {
             other => panic!("parsed as {other:?}"),
         }
         assert!(Cli::try_parse_from(["stockgate", "nope"]).is_err());
-    }
-
-    #[test]
-    fn only_the_embedded_default_turns_on_dev_tokens() {
-        let dev_token = |args: &[&str]| {
-            let cli = Cli::try_parse_from(args).unwrap();
-            let mut config = Config::default();
-            apply_embedded_default(&cli, &mut config);
-            config.web.dev_token
-        };
-        assert!(dev_token(&["stockgate", "all-in-one"]));
-        assert!(!dev_token(&[
-            "stockgate",
-            "--config",
-            "x.toml",
-            "all-in-one"
-        ]));
-        assert!(!dev_token(&["stockgate", "gateway"]));
     }
 
     #[test]

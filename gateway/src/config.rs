@@ -34,6 +34,10 @@ pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigE
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// The file this configuration was read from; `None`: the built-in defaults (plus
+    /// environment overrides). Set by [`Config::load`], never by a file.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
     /// Where generated dev keys and the embedded SQLite file live.
     pub data_dir: PathBuf,
     /// Redis for the reservation store; `None` runs the in-memory store (one replica only).
@@ -217,8 +221,10 @@ pub struct WebConfig {
     /// the binary. `all-in-one` always serves them.
     pub storefront: bool,
     /// `POST /dev/token`: anyone may mint a buyer or ops token signed with the dev identity
-    /// key. Local use only; `all-in-one` run with no configuration file turns it on.
-    pub dev_token: bool,
+    /// key. Local use only. `true` switches it on anywhere (with a warning at start), `false`
+    /// keeps it off even in the embedded default; unset, [`Config::dev_sign_in`] decides
+    /// (on only in the fully embedded default). Also `STOCKGATE_DEV_TOKEN`.
+    pub dev_token: Option<bool>,
     /// How long a token from `POST /dev/token` stays valid.
     pub dev_token_ttl_secs: u64,
 }
@@ -227,7 +233,7 @@ impl Default for WebConfig {
     fn default() -> Self {
         WebConfig {
             storefront: false,
-            dev_token: false,
+            dev_token: None,
             dev_token_ttl_secs: 8 * 3600,
         }
     }
@@ -270,6 +276,7 @@ impl Default for DegradedConfig {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            file: None,
             data_dir: PathBuf::from("stockgate-data"),
             redis_url: None,
             database_url: None,
@@ -370,6 +377,8 @@ const ENV_OVERRIDES: &[&str] = &[
     "STOCKGATE_RESERVATION_KEY_FILE",
     "STOCKGATE_RESERVATION_KEY_ID",
     "STOCKGATE_RESERVATION_JWKS_FILE",
+    // Dev sign-in: `1` on, any other value off (a typo fails safe), see `Config::dev_sign_in`.
+    "STOCKGATE_DEV_TOKEN",
 ];
 
 impl Config {
@@ -393,11 +402,20 @@ impl Config {
     /// Loads the file (or the defaults when `path` is `None`), applies `STOCKGATE_*`
     /// overrides from the process environment, and validates.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with(path, |name| std::env::var(name).ok())
+    }
+
+    /// [`Config::load`] with the environment read through `lookup` (tests).
+    pub fn load_with(
+        path: Option<&Path>,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let mut config = match path {
             Some(path) => Self::from_file(path)?,
             None => Config::default(),
         };
-        config.apply_env(|name| std::env::var(name).ok());
+        config.file = path.map(Path::to_owned);
+        config.apply_env(lookup);
         config.validate()?;
         Ok(config)
     }
@@ -424,6 +442,7 @@ impl Config {
                 "STOCKGATE_RESERVATION_JWKS_FILE" => {
                     self.reservations.public_jwks_file = Some(value.into())
                 }
+                "STOCKGATE_DEV_TOKEN" => self.web.dev_token = Some(value == "1"),
                 _ => {}
             }
         }
@@ -481,7 +500,10 @@ pub fn ms(value: u64) -> Duration {
     Duration::from_millis(value)
 }
 
+mod embedded_default;
 mod validate;
+
+pub use embedded_default::DevSignIn;
 
 #[cfg(test)]
 mod tests;

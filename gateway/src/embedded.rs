@@ -16,7 +16,7 @@ use settlement::{RunningSettlement, SettlementDeps};
 
 use crate::app::{self, Gateway, Shared, StartError};
 use crate::auth::KeySet;
-use crate::config::Config;
+use crate::config::{Config, DevSignIn};
 use crate::server::RunningServer;
 
 /// A demo product: sku, name, price in cents, total stock, per-buyer limit.
@@ -34,6 +34,8 @@ pub struct AllInOne {
     pub gateway: RunningServer,
     pub settlement: RunningSettlement,
     pub shared: Shared,
+    /// Whether `POST /dev/token` is served, as [`Config::dev_sign_in`] decided at start.
+    pub dev_sign_in: DevSignIn,
 }
 
 impl AllInOne {
@@ -95,7 +97,8 @@ pub async fn start(
         Some(keys) => keys,
         None => app::load_keys(&config).await?,
     };
-    let gateway = Gateway::build(&config, shared.clone(), keys)?;
+    let dev_sign_in = config.dev_sign_in(true);
+    let gateway = Gateway::build_with(&config, shared.clone(), keys, dev_sign_in)?;
     gateway.spawn_background(&config);
     let server = match tokio::task::block_in_place(|| gateway.start_background(&config)) {
         Ok(server) => server,
@@ -108,6 +111,7 @@ pub async fn start(
         gateway: server,
         settlement: running,
         shared,
+        dev_sign_in,
     })
 }
 

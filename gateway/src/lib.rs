@@ -6,7 +6,7 @@
 //! goes through the store and the settlement service, and everything else is proxied to the
 //! settlement upstream ([`proxy`]); catalog reads go through the product [`cache`], and
 //! [`ratelimit`] applies the ops-owned limits; [`edge_redis`] tracks whether Redis answers
-//! (degraded mode). [`config`] holds every option, [`problem`] the error
+//! (degraded mode), [`health`] readiness and dependency health. [`config`] holds every option, [`problem`] the error
 //! format, [`metrics`] the Prometheus series, [`app`] the wiring, [`embedded`] the
 //! all-in-one process, [`cli`] the subcommands, [`web`] the storefront and ops console.
 
@@ -21,6 +21,7 @@ pub mod conn_age;
 pub mod edge;
 pub mod edge_redis;
 pub mod embedded;
+pub mod health;
 pub mod metrics;
 pub mod problem;
 pub mod proxy;

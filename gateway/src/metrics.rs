@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::edge::routes::Route;
@@ -56,7 +56,7 @@ pub const CACHE_OUTCOMES: &[&str] = &[
     "coalesced",
     "stale",
     "stale_if_error",
-    "bypass",
+    "invalid",
     "uncacheable",
     "error",
 ];
@@ -76,6 +76,8 @@ pub struct Metrics {
     pub config_reload_errors: IntCounter,
     /// 1 while Redis is unreachable (degraded mode).
     pub redis_degraded: IntGauge,
+    /// `{dependency}`: 1 while the dependency monitor sees it up (`crate::health`).
+    pub dependency_up: IntGaugeVec,
     pub store_errors: IntCounter,
     pub upstream_connect_errors: IntCounter,
     pub upstream_timeouts: IntCounter,
@@ -138,6 +140,14 @@ impl Metrics {
             "stockgate_redis_degraded",
             "1 while Redis is unreachable and the gateway runs degraded",
         )?;
+        let dependency_up = IntGaugeVec::new(
+            Opts::new(
+                "stockgate_dependency_up",
+                "1 while the dependency (redis, settlement, database) answers, as the \
+                 gateway's background check last saw it",
+            ),
+            &["dependency"],
+        )?;
         let store_errors = counter("stockgate_store_errors_total", "reservation store errors")?;
         let upstream_connect_errors = counter(
             "stockgate_upstream_connect_errors_total",
@@ -164,6 +174,7 @@ impl Metrics {
         registry.register(Box::new(cache_vec.clone()))?;
         registry.register(Box::new(ratelimit_decisions.clone()))?;
         registry.register(Box::new(redis_degraded.clone()))?;
+        registry.register(Box::new(dependency_up.clone()))?;
         for c in [
             &cache_invalidations,
             &config_reload_errors,
@@ -204,6 +215,7 @@ impl Metrics {
             ratelimit_decisions,
             config_reload_errors,
             redis_degraded,
+            dependency_up,
             registry,
             requests,
             latency,

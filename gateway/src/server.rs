@@ -1,6 +1,7 @@
 //! Assembling and running the Pingora server: the public listener (the [`Edge`] wrapped in a
-//! total header-read deadline), the admin listener (`/metrics`, `/admin/reload`) and the
-//! upstream health check. [`run_forever`] serves until SIGTERM (graceful drain, then exit);
+//! total header-read deadline), the admin listener (`/healthz`, `/admin/health`, `/metrics`,
+//! `/admin/reload`), the upstream health check and the drain watch (`/readyz` 503 once a
+//! graceful shutdown begins). [`run_forever`] serves until SIGTERM (graceful drain, then exit);
 //! [`start_background`] runs the same server on its own thread and hands back its addresses,
 //! which is how tests and `all-in-one` start a gateway on `127.0.0.1:0`.
 
@@ -17,6 +18,7 @@ use pingora::apps::HttpServerOptions;
 use pingora::apps::http_app::HttpServer;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use thiserror::Error;
 use tokio::sync::oneshot;
@@ -90,6 +92,7 @@ pub fn prepare(
 
     let metrics = state.metrics.clone();
     let ratelimit = state.ratelimit.clone();
+    let health_state = state.health.clone();
     let mut proxy = pingora::proxy::http_proxy(&server.configuration, Edge { state });
     let mut options = HttpServerOptions::default();
     options.keepalive_request_limit = Some(KEEPALIVE_REQUEST_LIMIT);
@@ -104,13 +107,19 @@ pub fn prepare(
 
     let mut admin = Service::new(
         "stockgate admin".to_owned(),
-        HttpServer::new_app(admin::AdminApp::new(metrics, ratelimit)),
+        HttpServer::new_app(admin::AdminApp::new(
+            metrics,
+            ratelimit,
+            health_state.clone(),
+        )),
     );
     admin.add_tcp(&admin_addr.to_string());
+    let drain = background_service("drain watch", crate::health::DrainWatch(health_state));
 
     server.add_service(public);
     server.add_service(admin);
     server.add_service(health);
+    server.add_service(drain);
     Ok(Prepared {
         server,
         public_addr,

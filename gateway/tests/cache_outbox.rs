@@ -67,8 +67,10 @@ fn support_header(response: &reqwest::Response, name: &str) -> String {
         .to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_price_update_reaches_the_cache_through_the_outbox_within_a_second() {
+/// The real stack on PostgreSQL and Redis under a private prefix, with `HOT` created at 1999
+/// and its creation event passed: (the stack, its data dir, the settlement's and the
+/// gateway's base URLs).
+async fn start_stack() -> (embedded::AllInOne, std::path::PathBuf, String, String) {
     let prefix = format!("gwcache-{}", uuid::Uuid::new_v4().simple());
     let mut config = common::test_config("127.0.0.1:1".parse().unwrap());
     config.server.threads = 2;
@@ -87,32 +89,65 @@ async fn a_price_update_reaches_the_cache_through_the_outbox_within_a_second() {
         .await
         .unwrap();
     let all = embedded::start(config, Some(keys), false).await.unwrap();
-    let http = reqwest::Client::new();
     let settlement = format!("http://{}", all.settlement.addr);
-    let product_url = format!("http://{}/api/v1/products/HOT", all.public_addr());
-
-    put_price(&http, &settlement, 1999, None).await;
+    let base = format!("http://{}", all.public_addr());
+    put_price(&reqwest::Client::new(), &settlement, 1999, None).await;
     // Let the creation event pass before warming the cache.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    (all, data_dir, settlement, base)
+}
+
+async fn stop_stack(all: embedded::AllInOne, data_dir: std::path::PathBuf) {
+    let gateway = all.gateway;
+    let _ = tokio::task::spawn_blocking(move || gateway.shutdown()).await;
+    all.settlement.shutdown().await;
+    let _ = std::fs::remove_dir_all(data_dir);
+}
+
+/// Polls `url` until it shows `price_cents`, for at most 3 s; returns how long that took.
+async fn wait_for_price(http: &reqwest::Client, url: &str, price_cents: i64) -> Duration {
+    let changed = Instant::now();
+    let mut seen = price(http, url).await.0;
+    while seen != price_cents && changed.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        seen = price(http, url).await.0;
+    }
+    assert_eq!(seen, price_cents, "the new price never showed at {url}");
+    changed.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_price_update_reaches_the_cache_through_the_outbox_within_a_second() {
+    let (all, data_dir, settlement, base) = start_stack().await;
+    let http = reqwest::Client::new();
+    let product_url = format!("{base}/api/v1/products/HOT");
     assert_eq!(price(&http, &product_url).await.0, 1999);
     let (cached, status) = price(&http, &product_url).await;
     assert_eq!(cached, 1999);
     assert!(status.contains("hit"), "{status}");
 
     put_price(&http, &settlement, 2499, Some("\"1\"")).await;
-    let changed = Instant::now();
-    let mut seen = 1999;
-    while seen != 2499 && changed.elapsed() < Duration::from_secs(3) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        seen = price(&http, &product_url).await.0;
-    }
-    let took = changed.elapsed();
-    assert_eq!(seen, 2499, "the new price never showed");
+    let took = wait_for_price(&http, &product_url, 2499).await;
     assert!(took < Duration::from_secs(1), "visible after {took:?}");
     assert!(all.shared.metrics.cache_count("hit") >= 1);
+    stop_stack(all, data_dir).await;
+}
 
-    let gateway = all.gateway;
-    let _ = tokio::task::spawn_blocking(move || gateway.shutdown()).await;
-    all.settlement.shutdown().await;
-    let _ = std::fs::remove_dir_all(data_dir);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_update_event_drops_a_copy_first_fetched_percent_encoded() {
+    let (all, data_dir, settlement, base) = start_stack().await;
+    let http = reqwest::Client::new();
+    // First fetched as `%48OT`; `/HOT` and `H%4FT` read the same copy.
+    let encoded = format!("{base}/api/v1/products/%48OT");
+    assert_eq!(price(&http, &encoded).await.0, 1999);
+    for spelling in ["HOT", "H%4FT"] {
+        let (cached, status) = price(&http, &format!("{base}/api/v1/products/{spelling}")).await;
+        assert_eq!(cached, 1999);
+        assert!(status.contains("hit"), "{spelling}: {status}");
+    }
+    // The event names `HOT`; the copy fetched as `%48OT` is that key.
+    put_price(&http, &settlement, 2499, Some("\"1\"")).await;
+    let took = wait_for_price(&http, &encoded, 2499).await;
+    assert!(took < Duration::from_secs(1), "visible after {took:?}");
+    stop_stack(all, data_dir).await;
 }

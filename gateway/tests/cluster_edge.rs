@@ -241,7 +241,7 @@ async fn product_reads_are_cached_and_invalidated_on_the_cluster() {
     assert_eq!(stored(&mut conn).await, (true, true));
 
     // A product change made through this gateway: both keys deleted, one DEL each.
-    cache.invalidate("HOT").await;
+    cache.invalidate(&Sku::parse("HOT").unwrap()).await;
     assert_eq!(
         stored(&mut conn).await,
         (false, false),

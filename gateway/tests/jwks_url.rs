@@ -1,6 +1,8 @@
 //! Buyer keys from a JWKS URL: loaded at start, and re-fetched when a token names a `kid` the
 //! cached set does not have (the identity provider rotated its key), at most once per
-//! minimum interval.
+//! minimum interval. What the URL can send is bounded: an endless body is cut off at the size
+//! cap while streaming, a redirect is not followed, and keys not meant for signing with an
+//! allowed algorithm are ignored.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,10 +12,11 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use gateway::auth::{AuthError, BuyerAuth, BuyerClaims, KeySet, KeySource};
-use gateway::config::AuthConfig;
+use gateway::config::{AuthConfig, Config};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reservation_core::TokenSigner;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Default)]
 struct Provider {
@@ -85,4 +88,155 @@ async fn a_rotated_key_is_fetched_once_and_made_up_kids_cost_no_extra_fetch() {
         );
     }
     assert_eq!(provider.fetches.load(Ordering::SeqCst), 2);
+}
+
+/// Serves `app` on a free loopback port; returns its base URL.
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    base
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_body_is_cut_off_at_the_cap_while_streaming() {
+    // A raw server: a chunked 200 that never ends, counting what it managed to write.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    let written = Arc::new(AtomicUsize::new(0));
+    let counter = written.clone();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = [0u8; 4096];
+        let _ = socket.read(&mut request).await;
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                    transfer-encoding: chunked\r\n\r\n";
+        socket.write_all(head.as_bytes()).await.unwrap();
+        let chunk = format!("4000\r\n{}\r\n", " ".repeat(0x4000));
+        while socket.write_all(chunk.as_bytes()).await.is_ok() {
+            counter.fetch_add(0x4000, Ordering::SeqCst);
+        }
+    });
+    let started = std::time::Instant::now();
+    let error = KeySet::load(KeySource::Url(url), Duration::from_secs(10))
+        .await
+        .err()
+        .expect("an endless body is refused");
+    let message = error.to_string();
+    assert!(message.contains("larger than 262144 bytes"), "{message}");
+    // Refused on reaching the cap, not after the client's 3 s timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // The fetch stopped reading: what the server could write is the cap plus socket buffers.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent = written.load(Ordering::SeqCst);
+    assert!(sent < 16 * 1024 * 1024, "{sent} bytes sent");
+
+    // A declared length over the cap is refused before its body is read.
+    let app = Router::new().route("/big.json", get(|| async { " ".repeat(256 * 1024 + 1) }));
+    let base = serve(app).await;
+    let error = KeySet::load(
+        KeySource::Url(format!("{base}/big.json")),
+        Duration::from_secs(10),
+    )
+    .await
+    .err()
+    .expect("a body over the cap is refused");
+    assert!(error.to_string().contains("larger than"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_not_followed() {
+    let signer = TokenSigner::generate("idp-1");
+    let provider = Arc::new(Provider::default());
+    provider.keys.lock().unwrap().push(signer.public_jwk());
+    let app = Router::new()
+        .route(
+            "/jwks.json",
+            get(|| async { axum::response::Redirect::temporary("/elsewhere.json") }),
+        )
+        .route("/elsewhere.json", get(jwks))
+        .with_state(provider.clone());
+    let base = serve(app).await;
+    let error = KeySet::load(
+        KeySource::Url(format!("{base}/jwks.json")),
+        Duration::from_secs(10),
+    )
+    .await
+    .err()
+    .expect("a redirect is an error");
+    let message = error.to_string();
+    assert!(
+        message.contains("307") && message.contains("redirects are not followed"),
+        "{message}"
+    );
+    assert_eq!(
+        provider.fetches.load(Ordering::SeqCst),
+        0,
+        "the target was never asked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_not_for_signing_with_an_allowed_algorithm_are_ignored() {
+    use jsonwebtoken::jwk::{KeyAlgorithm, PublicKeyUse};
+    // Four Ed25519 keys, published as: a signing key; a key without use or alg; an encryption
+    // key; a key for PS512, which the configured allowlist (EdDSA, RS256, ES256) leaves out.
+    let signers: Vec<TokenSigner> = ["good", "bare", "enc", "ps512"]
+        .into_iter()
+        .map(TokenSigner::generate)
+        .collect();
+    let provider = Arc::new(Provider::default());
+    for signer in &signers {
+        let mut jwk = signer.public_jwk();
+        match signer.kid() {
+            "bare" => {
+                jwk.common.public_key_use = None;
+                jwk.common.key_algorithm = None;
+            }
+            "enc" => jwk.common.public_key_use = Some(PublicKeyUse::Encryption),
+            "ps512" => jwk.common.key_algorithm = Some(KeyAlgorithm::PS512),
+            _ => {}
+        }
+        provider.keys.lock().unwrap().push(jwk);
+    }
+    let base = serve(
+        Router::new()
+            .route("/jwks.json", get(jwks))
+            .with_state(provider),
+    )
+    .await;
+    // The gateway's own wiring: the key set from the configuration, with its allowlist.
+    let mut config = Config::default();
+    config.auth.jwks_url = Some(format!("{base}/jwks.json"));
+    config.validate().unwrap();
+    let keys = gateway::app::load_keys(&config).await.unwrap();
+    let auth = BuyerAuth::new(&config.auth, keys).unwrap();
+    for signer in &signers {
+        let verdict = auth
+            .verify(&token(signer))
+            .await
+            .map(|identity| identity.sub);
+        let expected = match signer.kid() {
+            "good" | "bare" => Ok("alice".to_owned()),
+            _ => Err(AuthError::UnknownKey),
+        };
+        assert_eq!(verdict, expected, "{}", signer.kid());
+    }
+}
+
+#[test]
+fn a_zero_minimum_refresh_interval_is_refused() {
+    let config = Config::from_toml("[auth]\njwks_min_refresh_secs = 0\n").unwrap();
+    let message = config.validate().unwrap_err().to_string();
+    assert_eq!(
+        message,
+        "config field `auth.jwks_min_refresh_secs` must be at least 1: it bounds the re-fetches \
+         unknown kids can cause"
+    );
 }

@@ -181,7 +181,7 @@ async fn all_in_one_with_dev_tokens() -> (embedded::AllInOne, String, std::path:
     // The dev identity, not the test one: dev tokens are signed with its key.
     config.auth = gateway::config::Config::default().auth;
     config.limits.header_read_timeout_ms = 10_000;
-    config.web.dev_token = true;
+    config.web.dev_token = Some(true);
     config.validate().unwrap();
     let data_dir = config.data_dir.clone();
     let all = embedded::start(config, None, true).await.unwrap();

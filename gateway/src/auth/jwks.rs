@@ -3,6 +3,11 @@
 //! token names an unknown `kid` (key rotation), at most once per minimum interval so a flood
 //! of made-up `kid`s cannot turn into a flood of fetches. A failed or empty fetch keeps the
 //! last good set.
+//!
+//! What a provider (or whoever sits between it and us) can send is bounded: a URL body is
+//! streamed and the fetch aborted once it passes [`MAX_JWKS_BYTES`] (the whole body is never
+//! read first), redirects are not followed, and only signature keys are kept: a key whose
+//! `use` is not `sig`, or whose `alg` is not one of the allowed algorithms, is skipped.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,12 +16,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use jsonwebtoken::DecodingKey;
-use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use thiserror::Error;
 
 /// Largest JWKS document accepted.
-const MAX_JWKS_BYTES: usize = 256 * 1024;
+pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+
+/// Every public-key algorithm (the allowlist of [`KeySet::load`]).
+const PUBLIC_KEY_ALGORITHMS: &[Algorithm] = &[
+    Algorithm::EdDSA,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+];
 
 /// Where the key set comes from.
 #[derive(Debug, Clone)]
@@ -41,13 +59,23 @@ pub enum JwksError {
     },
 }
 
-type Keys = HashMap<String, Arc<DecodingKey>>;
+/// One verification key and the algorithm it is published for, if the JWKS names one (a
+/// token must then be signed with exactly that algorithm).
+#[derive(Clone)]
+pub struct VerifyingKey {
+    pub key: DecodingKey,
+    pub alg: Option<Algorithm>,
+}
+
+type Keys = HashMap<String, Arc<VerifyingKey>>;
 
 /// The cached key set.
 pub struct KeySet {
     source: KeySource,
     keys: ArcSwap<Keys>,
     min_refresh: Duration,
+    /// Keys published for another algorithm than these are skipped.
+    algorithms: Vec<Algorithm>,
     /// When this set was created: the base of `last_refresh_ms`.
     created: Instant,
     /// Milliseconds after `created` of the last refresh; read without a lock so a flood of
@@ -59,11 +87,22 @@ pub struct KeySet {
 }
 
 impl KeySet {
-    /// Loads the set once; fails when the first load fails (a gateway without keys would
-    /// refuse every buyer, better to say so at start).
+    /// Loads the set once, keeping keys for any public-key algorithm; fails when the first
+    /// load fails (a gateway without keys would refuse every buyer, better to say so at start).
     pub async fn load(source: KeySource, min_refresh: Duration) -> Result<Arc<Self>, JwksError> {
+        Self::load_allowing(source, min_refresh, PUBLIC_KEY_ALGORITHMS.to_vec()).await
+    }
+
+    /// [`KeySet::load`] keeping only keys usable with `algorithms` (`auth.algorithms`).
+    pub async fn load_allowing(
+        source: KeySource,
+        min_refresh: Duration,
+        algorithms: Vec<Algorithm>,
+    ) -> Result<Arc<Self>, JwksError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(3))
+            // A redirect could send the fetch anywhere (another host, a metadata address).
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| JwksError::Fetch {
                 source_name: "http client".into(),
@@ -73,6 +112,7 @@ impl KeySet {
             source,
             keys: ArcSwap::from_pointee(HashMap::new()),
             min_refresh,
+            algorithms,
             created: Instant::now(),
             last_refresh_ms: AtomicU64::new(0),
             refreshing: tokio::sync::Mutex::new(()),
@@ -84,7 +124,7 @@ impl KeySet {
     }
 
     /// The key named `kid`; an unknown `kid` triggers one rate-limited re-read.
-    pub async fn get(&self, kid: &str) -> Option<Arc<DecodingKey>> {
+    pub async fn get(&self, kid: &str) -> Option<Arc<VerifyingKey>> {
         if let Some(key) = self.keys.load().get(kid) {
             return Some(key.clone());
         }
@@ -154,25 +194,17 @@ impl KeySet {
                 (name, set)
             }
             KeySource::Url(url) => {
-                let fetch_err = |message: String| JwksError::Fetch {
-                    source_name: url.clone(),
-                    message,
-                };
-                let response = self
-                    .http
-                    .get(url)
-                    .send()
+                let bytes = self
+                    .fetch_url(url)
                     .await
-                    .and_then(|r| r.error_for_status())
-                    .map_err(|e| fetch_err(e.to_string()))?;
-                let bytes = response
-                    .bytes()
-                    .await
-                    .map_err(|e| fetch_err(e.to_string()))?;
+                    .map_err(|message| JwksError::Fetch {
+                        source_name: url.clone(),
+                        message,
+                    })?;
                 (url.clone(), parse_set(url, &bytes)?)
             }
         };
-        let keys = decode_keys(&set);
+        let keys = decode_keys(&set, &self.algorithms);
         if keys.is_empty() {
             return Err(JwksError::Parse {
                 source_name: name,
@@ -180,6 +212,37 @@ impl KeySet {
             });
         }
         Ok(keys)
+    }
+}
+
+impl KeySet {
+    /// GETs `url` and reads its body a chunk at a time, giving up as soon as it passes
+    /// [`MAX_JWKS_BYTES`] (a declared larger length is refused before any byte is read). Only
+    /// a 2xx answer counts: a redirect is an error, not followed.
+    async fn fetch_url(&self, url: &str) -> Result<Vec<u8>, String> {
+        let mut response = self.http.get(url).send().await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        if status.is_redirection() {
+            return Err(format!("answered {status}: redirects are not followed"));
+        }
+        if !status.is_success() {
+            return Err(format!("answered {status}"));
+        }
+        let too_large = || format!("body larger than {MAX_JWKS_BYTES} bytes");
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 }
 
@@ -196,21 +259,85 @@ fn parse_set(name: &str, bytes: &[u8]) -> Result<JwkSet, JwksError> {
     })
 }
 
-/// Every key with a `kid` that decodes; the others are skipped with a log line (one bad key
-/// in a provider's set must not lock every buyer out).
-fn decode_keys(set: &JwkSet) -> Keys {
+/// Every signature key with a `kid` that decodes and may be used with `algorithms`; the others
+/// are skipped with a log line (one bad key in a provider's set must not lock every buyer out).
+fn decode_keys(set: &JwkSet, algorithms: &[Algorithm]) -> Keys {
     let mut keys = HashMap::new();
     for jwk in &set.keys {
         let Some(kid) = jwk.common.key_id.clone() else {
             tracing::warn!("jwks key without kid skipped");
             continue;
         };
+        let alg = match usable_algorithm(jwk, algorithms) {
+            Ok(alg) => alg,
+            Err(reason) => {
+                tracing::warn!(%kid, reason, "jwks key skipped");
+                continue;
+            }
+        };
         match DecodingKey::from_jwk(jwk) {
             Ok(key) => {
-                keys.insert(kid, Arc::new(key));
+                keys.insert(kid, Arc::new(VerifyingKey { key, alg }));
             }
             Err(error) => tracing::warn!(%kid, %error, "jwks key skipped"),
         }
     }
     keys
+}
+
+/// Whether `jwk` may verify buyer tokens: its `use`, when given, is `sig`, and its `alg`, when
+/// given, is one of `algorithms` (then returned: tokens must use exactly it). A key without
+/// `alg` is used for the allowed algorithms of its key type.
+fn usable_algorithm(jwk: &Jwk, algorithms: &[Algorithm]) -> Result<Option<Algorithm>, String> {
+    match &jwk.common.public_key_use {
+        None | Some(PublicKeyUse::Signature) => {}
+        Some(other) => return Err(format!("use is {other:?}, not sig")),
+    }
+    let Some(declared) = jwk.common.key_algorithm else {
+        return Ok(None);
+    };
+    // `KeyAlgorithm` prints its JWA name; encryption algorithms are no `Algorithm`.
+    match declared.to_string().parse::<Algorithm>() {
+        Ok(alg) if alg.family() != AlgorithmFamily::Hmac && algorithms.contains(&alg) => {
+            Ok(Some(alg))
+        }
+        _ => Err(format!("alg {declared} is not an allowed algorithm")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::jwk::KeyAlgorithm;
+
+    use super::*;
+
+    fn jwk(key_use: Option<PublicKeyUse>, alg: Option<KeyAlgorithm>) -> Jwk {
+        let mut jwk = reservation_core::TokenSigner::generate("k").public_jwk();
+        jwk.common.public_key_use = key_use;
+        jwk.common.key_algorithm = alg;
+        jwk
+    }
+
+    #[test]
+    fn only_signature_keys_for_allowed_algorithms_are_kept() {
+        let allowed = [Algorithm::EdDSA, Algorithm::RS256];
+        let usable = |jwk: &Jwk| usable_algorithm(jwk, &allowed);
+        assert_eq!(usable(&jwk(None, None)), Ok(None));
+        let signing = jwk(Some(PublicKeyUse::Signature), Some(KeyAlgorithm::EdDSA));
+        assert_eq!(usable(&signing), Ok(Some(Algorithm::EdDSA)));
+        for refused in [
+            jwk(Some(PublicKeyUse::Encryption), None),
+            jwk(Some(PublicKeyUse::Other("wrap".into())), None),
+            jwk(None, Some(KeyAlgorithm::ES256)),
+            jwk(None, Some(KeyAlgorithm::RSA_OAEP)),
+            jwk(None, Some(KeyAlgorithm::HS256)),
+            jwk(None, Some(KeyAlgorithm::UNKNOWN_ALGORITHM)),
+        ] {
+            assert!(usable(&refused).is_err(), "{:?}", refused.common);
+        }
+        let set = JwkSet {
+            keys: vec![jwk(Some(PublicKeyUse::Encryption), None)],
+        };
+        assert!(decode_keys(&set, &allowed).is_empty());
+    }
 }

@@ -170,22 +170,24 @@ impl BuyerAuth {
             .ok_or(AuthError::AlgorithmNotAllowed)?;
         let kid = header.kid.ok_or(AuthError::UnknownKey)?;
         let key = self.keys.get(&kid).await.ok_or(AuthError::UnknownKey)?;
-        if key.family() != header.alg.family() {
+        // A key published for one algorithm verifies only that one (RFC 7517 `alg`).
+        if key.key.family() != header.alg.family() || key.alg.is_some_and(|a| a != header.alg) {
             return Err(AuthError::AlgorithmNotAllowed);
         }
-        let data = jsonwebtoken::decode::<BuyerClaims>(token, &key, validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                ErrorKind::InvalidSignature => AuthError::BadSignature,
-                ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => {
-                    AuthError::WrongIssuerOrAudience
+        let data =
+            jsonwebtoken::decode::<BuyerClaims>(token, &key.key, validation).map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => AuthError::Expired,
+                    ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                    ErrorKind::InvalidSignature => AuthError::BadSignature,
+                    ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => {
+                        AuthError::WrongIssuerOrAudience
+                    }
+                    ErrorKind::InvalidAlgorithm => AuthError::AlgorithmNotAllowed,
+                    _ => AuthError::Malformed,
                 }
-                ErrorKind::InvalidAlgorithm => AuthError::AlgorithmNotAllowed,
-                _ => AuthError::Malformed,
-            }
-        })?;
+            })?;
         let claims = data.claims;
         // The sub becomes a store key and an upstream header: the same rule as BuyerId.
         reservation_core::BuyerId::parse(&claims.sub).map_err(|_| AuthError::Malformed)?;

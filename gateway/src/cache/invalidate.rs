@@ -22,7 +22,7 @@ const CLAIM_IDLE: Duration = Duration::from_secs(30);
 
 #[derive(Deserialize)]
 struct ProductUpdated {
-    sku: String,
+    sku: reservation_core::Sku,
 }
 
 /// This replica's group name: `<prefix>-gateway-<replica id>`.

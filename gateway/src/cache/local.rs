@@ -51,6 +51,15 @@ impl LocalTier {
     pub fn remove(&self, key: &str) {
         lock(&self.map).remove(key);
     }
+
+    /// How many copies are held.
+    pub fn len(&self) -> usize {
+        lock(&self.map).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// One in-flight fill per key; everyone asking for the key meanwhile waits for its result.

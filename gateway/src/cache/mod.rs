@@ -4,10 +4,16 @@
 //!
 //! Tiers, looked at in order: process memory ([`local::LocalTier`], the copy that keeps
 //! serving while Redis is down), then Redis (shared by replicas, when `redis_url` is set),
-//! then the settlement upstream. The cache key is the request path; requests with a query
-//! string bypass the cache. Invalidation: [`invalidate`] consumes the settlement's
-//! `product.updated` events, and a product change made through this gateway drops the copies
-//! at once.
+//! then the settlement upstream. The cache key is canonical ([`catalog_key`]): the list, or one
+//! product under the SKU settlement would look up (percent-decoded, validated, case kept), and
+//! never the query string, which is ignored and not forwarded. So no spelling of a path makes
+//! a second copy, and every copy is one the SKU's invalidation drops. Invalidation:
+//! [`invalidate`] consumes the settlement's `product.updated` events, and a product change
+//! made through this gateway drops the copies at once.
+//!
+//! Only 200 answers are stored, so unknown SKUs cannot grow the cache: it holds at most the
+//! list and one copy per real product (a 404 is passed on, each fill single-flight per SKU;
+//! what a flood of made-up SKUs costs upstream is for the per-IP rate limits).
 
 pub mod entry;
 pub mod invalidate;
@@ -19,8 +25,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use reservation_core::Sku;
+
 use crate::config::{CacheConfig, ms};
 use crate::edge::respond::Reply;
+use crate::edge::routes;
 use crate::edge_redis::EdgeRedis;
 use crate::metrics::Metrics;
 use crate::problem::Problem;
@@ -30,6 +39,22 @@ use local::{LocalTier, SingleFlight};
 
 /// The catalog list path; every product change also drops its copy.
 pub const LIST_PATH: &str = "/api/v1/products";
+
+/// The cache key of a catalog read at `path` (the query string already left out), which is
+/// also the path fetched upstream, so an answer always matches its key: `LIST_PATH`, or
+/// `LIST_PATH/{sku}` with the SKU as [`routes::path_sku`] reads it (`/H%4FT` and `/HOT` are
+/// one key). `None`: the path's SKU is invalid in any encoding (400 before the cache).
+pub fn catalog_key(path: &str) -> Option<String> {
+    if path == LIST_PATH {
+        return Some(LIST_PATH.to_owned());
+    }
+    let segment = path.strip_prefix(LIST_PATH)?.strip_prefix('/')?;
+    routes::path_sku(segment).map(|sku| item_key(&sku))
+}
+
+fn item_key(sku: &Sku) -> String {
+    format!("{LIST_PATH}/{sku}")
+}
 
 /// What one fill (at most one per key at a time) came to.
 #[derive(Clone)]
@@ -121,18 +146,21 @@ impl ProductCache {
         })
     }
 
-    /// Answers one catalog read.
+    /// Answers one catalog read of `path` (without its query string, which is ignored).
     pub async fn serve(
         self: &Arc<Self>,
         path: &str,
-        has_query: bool,
         if_none_match: Option<&str>,
         request_id: &str,
     ) -> Reply {
-        if has_query {
-            self.metrics.cache("bypass");
-            return self.pass_on(self.fetch(path, request_id).await, request_id);
-        }
+        let Some(key) = catalog_key(path) else {
+            self.metrics.cache("invalid");
+            let problem = Problem::bad_request(
+                "sku must be 1 to 64 letters, digits, '-', '.' or '_' (percent-encoded or not)",
+            );
+            return Reply::problem(&problem, request_id);
+        };
+        let path = key.as_str();
         let mut stale = None;
         if let Some(entry) = self.local.get(path) {
             if entry.freshness(now_ms()) == Freshness::Fresh {
@@ -191,10 +219,16 @@ impl ProductCache {
         }
     }
 
-    /// Drops every copy of `sku`'s page and of the list, here and in Redis.
-    pub async fn invalidate(&self, sku: &str) {
+    /// How many copies this process holds in memory (tests, bounds).
+    pub fn local_len(&self) -> usize {
+        self.local.len()
+    }
+
+    /// Drops every copy of `sku`'s page and of the list, here and in Redis. Keys are
+    /// canonical, so this is every copy, however the SKU was spelled when it was fetched.
+    pub async fn invalidate(&self, sku: &Sku) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        let item = format!("{LIST_PATH}/{sku}");
+        let item = item_key(sku);
         let keys = [LIST_PATH, item.as_str()];
         for key in keys {
             self.local.remove(key);

@@ -130,6 +130,10 @@ fn each_rule_names_its_field() {
             "web.dev_token",
         ),
         ("[web]\ndev_token_ttl_secs = 1\n", "web.dev_token_ttl_secs"),
+        (
+            "[auth]\njwks_min_refresh_secs = 0\n",
+            "auth.jwks_min_refresh_secs",
+        ),
     ];
     for (toml, field) in cases {
         let message = error_of(toml);

@@ -157,7 +157,9 @@ impl Config {
         let web = &self.web;
         // A dev token is signed with the dev identity key, which the gateway trusts only when
         // no identity provider is configured: with one, the endpoint would mint dead tokens.
-        if web.dev_token && (self.auth.jwks_file.is_some() || self.auth.jwks_url.is_some()) {
+        if web.dev_token == Some(true)
+            && (self.auth.jwks_file.is_some() || self.auth.jwks_url.is_some())
+        {
             return Err(invalid(
                 "web.dev_token",
                 "needs the dev identity: leave auth.jwks_file and auth.jwks_url unset",
@@ -207,6 +209,13 @@ impl Config {
             return Err(invalid("auth.leeway_secs", "must be at most 60"));
         }
         positive("auth.jwks_refresh_secs", auth.jwks_refresh_secs)?;
+        // 0 would let every token with a made-up `kid` trigger a fetch from the provider.
+        if auth.jwks_min_refresh_secs == 0 {
+            return Err(invalid(
+                "auth.jwks_min_refresh_secs",
+                "must be at least 1: it bounds the re-fetches unknown kids can cause",
+            ));
+        }
         Ok(())
     }
 }

@@ -284,9 +284,9 @@ impl ProxyHttp for Edge {
 }
 
 /// The SKU whose cached pages this request changes, if it is a product edit.
-fn product_change(session: &Session) -> Option<String> {
+fn product_change(session: &Session) -> Option<reservation_core::Sku> {
     let request = session.req_header();
-    routes::product_change(&request.method, request.uri.path()).map(str::to_owned)
+    routes::product_change(&request.method, request.uri.path())
 }
 
 /// The problem a failed proxy attempt answers with; `None` when the client is gone.

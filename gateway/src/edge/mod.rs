@@ -52,7 +52,8 @@ pub struct EdgeState {
     pub limits: EdgeLimits,
     pub hold_ttl_ms: u64,
     pub store: Arc<dyn ReservationStore>,
-    /// The Redis store behind `store`, when it is one: `/readyz` checks its scripts.
+    /// The Redis store behind `store`, when it is one: the dependency monitor checks its
+    /// scripts.
     pub redis: Option<backend_adapters::redis::RedisStore>,
     pub signer: Arc<TokenSigner>,
     pub verifier: TokenVerifier,
@@ -71,6 +72,8 @@ pub struct EdgeState {
     pub site: Option<crate::web::Site>,
     /// `POST /dev/token`, when `web.dev_token` is on.
     pub dev_tokens: Option<crate::web::DevTokens>,
+    /// Readiness (draining) and the dependencies' last check.
+    pub health: Arc<crate::health::Health>,
 }
 
 impl EdgeState {
@@ -89,7 +92,7 @@ pub struct RequestCtx {
     pub client_ip: Option<IpAddr>,
     /// The SKU of a product change proxied through this gateway: its cached pages are
     /// dropped once the upstream accepted the change.
-    pub invalidates: Option<String>,
+    pub invalidates: Option<reservation_core::Sku>,
     /// Body bytes passed to the upstream so far (the cap applies to streamed bodies too).
     body_seen: usize,
     retries: usize,
@@ -216,7 +219,7 @@ impl Edge {
         }
         match matched.route {
             Route::Healthz => Reply::json(200, &serde_json::json!({"status": "ok"})),
-            Route::Readyz => readiness(state, &ctx.request_id).await,
+            Route::Readyz => readiness(state, &ctx.request_id),
             Route::ReservationCreate => reservations::create(state, session, ctx).await,
             Route::ReservationGet => reservations::get(state, ctx, matched).await,
             Route::ReservationRelease => reservations::release(state, ctx, matched).await,
@@ -227,16 +230,10 @@ impl Edge {
             }
             Route::Products => match &state.cache {
                 Some(cache) => {
-                    let uri = &session.req_header().uri;
+                    // The query string plays no part: see `cache::catalog_key`.
+                    let path = session.req_header().uri.path();
                     let if_none_match = respond::header_str(session, "if-none-match");
-                    cache
-                        .serve(
-                            uri.path(),
-                            uri.query().is_some(),
-                            if_none_match,
-                            &ctx.request_id,
-                        )
-                        .await
+                    cache.serve(path, if_none_match, &ctx.request_id).await
                 }
                 None => Reply::problem(&Problem::not_found(), &ctx.request_id),
             },
@@ -265,32 +262,13 @@ impl Edge {
     }
 }
 
-/// `/readyz`: the store answers and the settlement upstream passes its health check.
-async fn readiness(state: &EdgeState, request_id: &str) -> Reply {
-    let mut failing = Vec::new();
-    match tokio::time::timeout(Duration::from_secs(1), state.store.skus()).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(error)) => failing.push(format!("reservation store: {error}")),
-        Err(_) => failing.push("reservation store: timed out".to_owned()),
+/// `/readyz`: whether this pod can serve. Reaching this handler means the configuration is
+/// loaded and the listener is up, so the answer is 200 unless the pod is draining. No I/O and
+/// no dependency: see `crate::health` (dependencies are on the admin `/admin/health`).
+fn readiness(state: &EdgeState, request_id: &str) -> Reply {
+    if state.health.is_draining() {
+        let problem = Problem::new(503, "draining", "this gateway is shutting down");
+        return Reply::problem(&problem, request_id);
     }
-    if let Some(redis) = &state.redis {
-        match redis.ensure_scripts_loaded().await {
-            Ok(false) => {}
-            Ok(true) => {
-                tracing::warn!("redis had lost the lua scripts (restart or flush); reloaded")
-            }
-            Err(error) => failing.push(format!("redis: {error}")),
-        }
-    }
-    if !state.upstream.is_healthy() {
-        failing.push("settlement upstream: unhealthy".to_owned());
-    }
-    if failing.is_empty() {
-        Reply::json(200, &serde_json::json!({"status": "ready"}))
-    } else {
-        Reply::problem(
-            &Problem::new(503, "not_ready", failing.join("; ")),
-            request_id,
-        )
-    }
+    Reply::json(200, &serde_json::json!({"status": "ready"}))
 }

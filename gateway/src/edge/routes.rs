@@ -3,6 +3,7 @@
 //! a pure function of method and path so it is tested without a server.
 
 use http::Method;
+use reservation_core::Sku;
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,14 +197,42 @@ pub fn classify(method: &Method, path: &str) -> Matched {
 /// `POST /api/v1/admin/products/{sku}/restock`. The gateway that proxies one drops its cached
 /// copies of the product once the upstream answered 2xx (other replicas learn it from the
 /// `product.updated` event).
-pub fn product_change<'a>(method: &Method, path: &'a str) -> Option<&'a str> {
+/// The SKU is the canonical one settlement acts on ([`path_sku`]), so `H%4FT` drops `HOT`.
+pub fn product_change(method: &Method, path: &str) -> Option<Sku> {
     let rest = path.strip_prefix("/api/v1/admin/products/")?;
     let sku = match rest.split_once('/') {
         None if method == Method::PUT => rest,
         Some((sku, "restock")) if method == Method::POST => sku,
         _ => return None,
     };
-    (!sku.is_empty()).then_some(sku)
+    path_sku(sku)
+}
+
+/// The SKU a path segment names, exactly as settlement reads it: percent-decoded (its router
+/// decodes path parameters) and valid by [`Sku::parse`]. Case is kept: SKUs are
+/// case-sensitive (SQL compares them byte for byte), so `hot` is another, unknown SKU.
+/// `None`: not a valid SKU in any encoding.
+pub fn path_sku(segment: &str) -> Option<Sku> {
+    Sku::parse(&percent_decode(segment)?).ok()
+}
+
+/// Strict percent-decoding: every `%` must start two hex digits, and the result must be
+/// UTF-8. (`+` stays `+`: in a path it is not a space.)
+fn percent_decode(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Whether a path could name a different resource to the upstream (or to anything that
@@ -281,15 +310,38 @@ mod tests {
     }
 
     #[test]
+    fn path_skus_are_decoded_validated_and_keep_their_case() {
+        let sku = |segment| path_sku(segment).map(|sku| sku.as_str().to_owned());
+        for (segment, expected) in [
+            ("HOT", Some("HOT")),
+            ("H%4FT", Some("HOT")),
+            ("%48%4f%54", Some("HOT")),
+            ("h%4fT", Some("hOT")),
+            ("A-1_b.2", Some("A-1_b.2")),
+            ("", None),
+            ("HOT%", None),
+            ("HOT%4", None),
+            ("HOT%zz", None),
+            ("HOT%20", None),
+            ("HOT%2F", None),
+            ("%C3%A9", None),
+            ("%FF", None),
+            ("HOT+1", None),
+        ] {
+            assert_eq!(sku(segment), expected.map(str::to_owned), "{segment}");
+        }
+    }
+
+    #[test]
     fn product_edits_name_the_sku_whose_cache_they_drop() {
-        let change = |method: Method, path| product_change(&method, path);
+        let change =
+            |method: Method, path| product_change(&method, path).map(|sku| sku.as_str().to_owned());
+        let hot = Some("HOT".to_owned());
+        assert_eq!(change(Method::PUT, "/api/v1/admin/products/HOT"), hot);
+        assert_eq!(change(Method::PUT, "/api/v1/admin/products/H%4FT"), hot);
         assert_eq!(
-            change(Method::PUT, "/api/v1/admin/products/HOT"),
-            Some("HOT")
-        );
-        assert_eq!(
-            change(Method::POST, "/api/v1/admin/products/HOT/restock"),
-            Some("HOT")
+            change(Method::POST, "/api/v1/admin/products/%48OT/restock"),
+            hot
         );
         for (method, path) in [
             (Method::GET, "/api/v1/admin/products/HOT"),

@@ -1,6 +1,8 @@
-//! The admin listener: `GET /metrics` (Prometheus text) and `POST /admin/reload`, which
-//! re-reads the rate-limit rules file (DESIGN.md §5): 200 with the number of rules in force,
-//! or 422 naming the error while the last good rules stay. Bind it to a private address.
+//! The admin listener: `GET /healthz` (liveness), `GET /admin/health` (the dependencies' last
+//! check, for ops: `crate::health`), `GET /metrics` (Prometheus text) and `POST
+//! /admin/reload`, which re-reads the rate-limit rules file (DESIGN.md §5): 200 with the number
+//! of rules in force, or 422 naming the error while the last good rules stay. Bind it to a
+//! private address.
 
 use std::sync::Arc;
 
@@ -9,6 +11,7 @@ use http::{Method, Response};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::problem::Problem;
 use crate::ratelimit::RateLimiter;
@@ -16,11 +19,39 @@ use crate::ratelimit::RateLimiter;
 pub struct AdminApp {
     metrics: Arc<Metrics>,
     ratelimit: Arc<RateLimiter>,
+    health: Arc<Health>,
 }
 
 impl AdminApp {
-    pub fn new(metrics: Arc<Metrics>, ratelimit: Arc<RateLimiter>) -> Self {
-        AdminApp { metrics, ratelimit }
+    pub fn new(metrics: Arc<Metrics>, ratelimit: Arc<RateLimiter>, health: Arc<Health>) -> Self {
+        AdminApp {
+            metrics,
+            ratelimit,
+            health,
+        }
+    }
+
+    /// `GET /admin/health`: always 200 (a report, not a probe: pointing a readiness probe
+    /// here would couple every pod to its dependencies again); `status` is `ok` when every
+    /// checked dependency is up, `degraded` when one is down, `unchecked` before the first
+    /// check.
+    fn health_report(&self) -> Response<Vec<u8>> {
+        let snapshot = self.health.snapshot();
+        let status = if snapshot.checked_at_ms == 0 {
+            "unchecked"
+        } else if snapshot.dependencies.values().all(|d| d.up) {
+            "ok"
+        } else {
+            "degraded"
+        };
+        let body = serde_json::json!({
+            "status": status,
+            "draining": self.health.is_draining(),
+            "checked_at": (snapshot.checked_at_ms > 0)
+                .then(|| crate::edge::respond::rfc3339_ms(snapshot.checked_at_ms)),
+            "dependencies": snapshot.dependencies,
+        });
+        respond(200, "application/json", body.to_string().into_bytes())
     }
 }
 
@@ -71,6 +102,8 @@ impl ServeHttp for AdminApp {
                 respond(200, "application/json", br#"{"status":"ok"}"#.to_vec())
             }
             (_, "/healthz") => problem(Problem::method_not_allowed()),
+            (Method::GET, "/admin/health") => self.health_report(),
+            (_, "/admin/health") => problem(Problem::method_not_allowed()),
             (Method::GET, "/metrics") => {
                 respond(200, "text/plain; version=0.0.4", self.metrics.render())
             }

@@ -1,7 +1,8 @@
 //! `POST /dev/token {"buyer": "alice", "role": "buyer" | "ops"}`: the storefront's sign-in for
 //! local use. It mints a token with the dev identity key (the one `stockgate token` uses),
-//! for anyone who asks, so it exists only where `web.dev_token` is on (`all-in-one` with no
-//! configuration file); elsewhere the path is a plain 404.
+//! for anyone who asks, so it exists only where [`Config::dev_sign_in`] says so (the fully
+//! embedded default, or switched on explicitly, with a warning); elsewhere the path is a
+//! plain 404.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -9,7 +10,7 @@ use pingora::proxy::Session;
 use serde::Deserialize;
 
 use crate::auth::{OPS_ROLE, devkeys};
-use crate::config::Config;
+use crate::config::{Config, DevSignIn};
 use crate::edge::EdgeLimits;
 use crate::edge::respond::{self, Reply, rfc3339_ms};
 use crate::problem::Problem;
@@ -37,9 +38,12 @@ enum Role {
 }
 
 impl DevTokens {
-    /// `Some` when `web.dev_token` is on.
-    pub fn from_config(config: &Config) -> Option<DevTokens> {
-        config.web.dev_token.then(|| DevTokens {
+    /// `Some` unless `sign_in` is [`DevSignIn::Off`]; logs a warning when it is on, since
+    /// anyone who reaches the listener can then mint an ops token.
+    pub fn new(config: &Config, sign_in: DevSignIn) -> Option<DevTokens> {
+        let warning = warning(sign_in, &config.server.listen)?;
+        tracing::warn!(listen = %config.server.listen, ?sign_in, "{warning}");
+        Some(DevTokens {
             config: config.clone(),
             ttl: Duration::from_secs(config.web.dev_token_ttl_secs),
         })
@@ -92,6 +96,19 @@ impl DevTokens {
             }
         }
     }
+}
+
+/// What the startup log and banner say while the dev sign-in is on; `None` when it is off.
+pub fn warning(sign_in: DevSignIn, listen: &str) -> Option<String> {
+    let why = match sign_in {
+        DevSignIn::Off => return None,
+        DevSignIn::EmbeddedDefault => "the embedded default (local use)",
+        DevSignIn::Explicit => "switched on by web.dev_token / STOCKGATE_DEV_TOKEN",
+    };
+    Some(format!(
+        "WARNING: dev sign-in is on ({why}): anyone who reaches {listen} can mint buyer and \
+         ops tokens with POST /dev/token; never run this in production"
+    ))
 }
 
 /// The route's handler: 404 while off, 405 for anything but POST, else [`DevTokens::mint`].

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use gateway::app::{Gateway, Shared};
@@ -36,6 +36,10 @@ pub struct Catalog {
     pub hits: AtomicUsize,
     pub delay_ms: AtomicU64,
     pub price: AtomicI64,
+    /// The path and query of every product request, in order.
+    pub uris: std::sync::Mutex<Vec<String>>,
+    /// Product edits (`PUT /api/v1/admin/products/{sku}`) by SKU as the upstream decoded it.
+    pub edits: std::sync::Mutex<Vec<String>>,
 }
 
 impl Catalog {
@@ -44,14 +48,21 @@ impl Catalog {
     }
 }
 
-async fn list(State(catalog): State<Arc<Catalog>>) -> Response {
-    catalog.hits.fetch_add(1, Ordering::SeqCst);
+impl Catalog {
+    fn record(&self, uri: &Uri) {
+        self.hits.fetch_add(1, Ordering::SeqCst);
+        self.uris.lock().unwrap().push(uri.to_string());
+    }
+}
+
+async fn list(State(catalog): State<Arc<Catalog>>, uri: Uri) -> Response {
+    catalog.record(&uri);
     let price = catalog.price.load(Ordering::SeqCst);
     axum::Json(json!([{"sku": "HOT", "price_cents": price}])).into_response()
 }
 
-async fn one(State(catalog): State<Arc<Catalog>>, Path(sku): Path<String>) -> Response {
-    catalog.hits.fetch_add(1, Ordering::SeqCst);
+async fn one(State(catalog): State<Arc<Catalog>>, Path(sku): Path<String>, uri: Uri) -> Response {
+    catalog.record(&uri);
     let delay = catalog.delay_ms.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(delay)).await;
     if sku == "NOPE" {
@@ -63,6 +74,12 @@ async fn one(State(catalog): State<Arc<Catalog>>, Path(sku): Path<String>) -> Re
     }
     let price = catalog.price.load(Ordering::SeqCst);
     axum::Json(json!({"sku": sku, "price_cents": price})).into_response()
+}
+
+/// `PUT /api/v1/admin/products/{sku}`: accepted, recorded.
+async fn edit(State(catalog): State<Arc<Catalog>>, Path(sku): Path<String>) -> Response {
+    catalog.edits.lock().unwrap().push(sku);
+    axum::Json(json!({"version": 2})).into_response()
 }
 
 /// The upstream, running until [`Upstream::stop`] or drop.
@@ -86,6 +103,7 @@ impl Upstream {
             .route("/healthz", get(|| async { "ok" }))
             .route("/api/v1/products", get(list))
             .route("/api/v1/products/{sku}", get(one))
+            .route("/api/v1/admin/products/{sku}", axum::routing::put(edit))
             .with_state(catalog.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
