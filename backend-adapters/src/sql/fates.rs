@@ -49,6 +49,9 @@ pub mod reason {
     pub const PURCHASE_LIMIT: &str = "purchase_limit";
     pub const TOTAL_OUT_OF_RANGE: &str = "total_out_of_range";
     pub const RECONCILER: &str = "reconciler";
+    /// The gateway found no hold for a confirm (a Redis failover lost it, or it was pruned)
+    /// and asked settlement to decide: `POST /internal/settlements/fate`.
+    pub const LOST_HOLD: &str = "lost_hold";
 }
 
 /// The reconciler's claim: "released", unless the id already has a fate. Returns the fate in

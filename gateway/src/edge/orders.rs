@@ -69,10 +69,23 @@ async fn try_confirm(
         .map_err(rejected)?;
     let reservation_token = parse_confirm_body(&body).map_err(rejected)?;
 
+    let roles = ctx
+        .identity
+        .as_ref()
+        .map(|i| i.roles_header())
+        .unwrap_or_default();
+
     // Token checks come before any store call: a bad or foreign token never reaches it.
     let claims = match state.verifier.verify(&reservation_token) {
         Ok(claims) => claims,
-        Err(TokenError::Expired) => expired_token_retry(state, &reservation_token, &buyer).await?,
+        Err(TokenError::Expired) => {
+            match expired_token_retry(state, &reservation_token, &buyer).await? {
+                ExpiredRetry::Confirm(claims) => claims,
+                ExpiredRetry::HoldGone => {
+                    return lost_hold(state, ctx, &reservation_token, &buyer, &roles).await;
+                }
+            }
+        }
         Err(error) => return Err(("invalid_token", Problem::from(error))),
     };
     if claims.sub != buyer {
@@ -89,11 +102,14 @@ async fn try_confirm(
     }
 
     let id = claims.rid;
-    state
-        .store
-        .begin_confirm(&id, &buyer)
-        .await
-        .map_err(|error| {
+    match state.store.begin_confirm(&id, &buyer).await {
+        Ok(_) => {}
+        // A token the gateway signed whose hold the store does not have: a Redis failover
+        // lost it (perhaps with an earlier try's commit behind it), or it was pruned.
+        Err(ReservationError::NotFound) => {
+            return lost_hold(state, ctx, &reservation_token, &buyer, &roles).await;
+        }
+        Err(error) => {
             note_store_error(state, &error, &ctx.request_id);
             let outcome = match error {
                 ReservationError::Expired | ReservationError::Released => "expired",
@@ -101,14 +117,9 @@ async fn try_confirm(
                 ReservationError::Backend { .. } => "store_error",
                 _ => "rejected",
             };
-            (outcome, Problem::from(error))
-        })?;
-
-    let roles = ctx
-        .identity
-        .as_ref()
-        .map(|i| i.roles_header())
-        .unwrap_or_default();
+            return Err((outcome, Problem::from(error)));
+        }
+    }
     let settled = state
         .settlement
         .settle(&reservation_token, &ctx.request_id, buyer.as_str(), &roles)
@@ -158,14 +169,24 @@ async fn try_confirm(
     }
 }
 
+/// What a confirm with an expired token goes on to do.
+enum ExpiredRetry {
+    /// The hold shows an earlier try reached settlement: confirm as usual.
+    Confirm(ReservationClaims),
+    /// The store has no hold at all: SQL decides ([`lost_hold`]).
+    HoldGone,
+}
+
 /// A confirm whose token has expired: refused, unless the hold shows an earlier try of this
 /// confirm got as far as settlement (`confirming`: the outcome is open; `confirmed`: the
 /// order exists). Then the retry goes on, and settlement answers with the order if SQL has it.
+/// A hold the store no longer has may hide a committed order too (a failover lost it): SQL
+/// decides that one.
 async fn expired_token_retry(
     state: &EdgeState,
     token: &str,
     buyer: &BuyerId,
-) -> Result<ReservationClaims, Refusal> {
+) -> Result<ExpiredRetry, Refusal> {
     let expired = || ("expired", Problem::from(TokenError::Expired));
     // Signature, key and audience are still checked, and the owner, before any store call:
     // only the age is forgiven.
@@ -178,9 +199,55 @@ async fn expired_token_retry(
     }
     match state.store.get_hold(&claims.rid).await {
         Ok(hold) if matches!(hold.state, HoldState::Confirming | HoldState::Confirmed) => {
-            Ok(claims)
+            Ok(ExpiredRetry::Confirm(claims))
         }
+        Err(ReservationError::NotFound) => Ok(ExpiredRetry::HoldGone),
         _ => Err(expired()),
+    }
+}
+
+/// The store has no hold for a token the gateway signed, so it cannot tell whether an earlier
+/// try of this confirm committed (its answer lost in a Redis failover, say). Settlement decides
+/// in SQL (`POST /internal/settlements/fate`): the order if one exists, answered like a
+/// replayed confirm (200), else the reservation is claimed released there, so no try still in
+/// flight can commit it, and the buyer gets 410. There is no hold to finish or abort.
+async fn lost_hold(
+    state: &EdgeState,
+    ctx: &RequestCtx,
+    token: &str,
+    buyer: &BuyerId,
+    roles: &str,
+) -> Result<Reply, Refusal> {
+    let decided = state
+        .settlement
+        .decide_fate(token, &ctx.request_id, buyer.as_str(), roles)
+        .await;
+    match decided {
+        Settled::Committed { order, .. } => {
+            state.metrics.confirm("replayed");
+            Ok(Reply::raw_json(200, order))
+        }
+        Settled::Refused { status: 410, .. } => Err(("expired", ReservationError::Released.into())),
+        Settled::Refused { status: 403, .. } => {
+            Err(("not_owner", ReservationError::NotOwner.into()))
+        }
+        Settled::Refused { status, code } => Err((
+            "rejected",
+            Problem::new(
+                502,
+                "settlement_rejected",
+                format!("settlement refused the fate lookup ({status} {code})"),
+            ),
+        )),
+        Settled::Unavailable { reason } | Settled::Ambiguous { reason } => {
+            tracing::warn!(request_id = %ctx.request_id, %reason, "settlement unavailable for a lost hold's fate");
+            Err((
+                "upstream_unavailable",
+                Problem::upstream_unavailable(
+                    "the settlement service is unavailable; retry with the same token",
+                ),
+            ))
+        }
     }
 }
 

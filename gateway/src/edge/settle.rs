@@ -35,6 +35,7 @@ struct ProblemCode {
 pub struct SettlementClient {
     http: RenewingClient,
     url: String,
+    fate_url: String,
 }
 
 impl SettlementClient {
@@ -58,16 +59,42 @@ impl SettlementClient {
         Ok(SettlementClient {
             http,
             url: format!("http://{host_port}/internal/settlements"),
+            fate_url: format!("http://{host_port}/internal/settlements/fate"),
         })
     }
 
     /// Sends the reservation token with the request id and the buyer's identity headers.
     pub async fn settle(&self, token: &str, request_id: &str, sub: &str, roles: &str) -> Settled {
+        self.post(&self.url, token, request_id, sub, roles).await
+    }
+
+    /// Asks settlement to decide the fate of a reservation whose hold the store no longer has
+    /// (`POST /internal/settlements/fate`): `Committed { created: false }` with the order, or
+    /// `Refused { 410, "reservation_released" }` once SQL claimed it released.
+    pub async fn decide_fate(
+        &self,
+        token: &str,
+        request_id: &str,
+        sub: &str,
+        roles: &str,
+    ) -> Settled {
+        self.post(&self.fate_url, token, request_id, sub, roles)
+            .await
+    }
+
+    async fn post(
+        &self,
+        url: &str,
+        token: &str,
+        request_id: &str,
+        sub: &str,
+        roles: &str,
+    ) -> Settled {
         let body = serde_json::json!({ "reservation_token": token });
         let sent = self
             .http
             .get()
-            .post(&self.url)
+            .post(url)
             .header("x-request-id", request_id)
             .header("x-user-sub", sub)
             .header("x-user-roles", roles)

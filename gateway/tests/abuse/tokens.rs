@@ -162,10 +162,12 @@ async fn tampered_and_forged_reservation_tokens_are_refused() {
     };
     let ghost = signer.sign(&ghost).unwrap();
     cases.push((
+        // A signed token whose hold the store lacks (a failover lost it): SQL decides its
+        // fate, and with no order it is released there and answered 410.
         "real key, no such hold",
         ghost,
         &alice,
-        (404, "reservation_not_found"),
+        (410, "reservation_expired"),
     ));
     let stolen = ReservationClaims {
         rid: ReservationId::parse(&bobs_id).unwrap(),

@@ -321,7 +321,7 @@ pub fn test_config(settlement: SocketAddr) -> Config {
     config
 }
 
-fn required_env(name: &str) -> String {
+pub fn required_env(name: &str) -> String {
     std::env::var(name)
         .unwrap_or_else(|_| panic!("{name} must be set for this test (scripts/test.sh sets it)"))
 }

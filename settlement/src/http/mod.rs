@@ -69,6 +69,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/internal/settlements", post(settle::settle))
+        .route("/internal/settlements/fate", post(settle::decide_fate))
         .route("/api/v1/products", get(products::list_products))
         .route("/api/v1/products/{sku}", get(products::get_product))
         .route("/api/v1/orders", get(orders::list))

@@ -6,6 +6,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use backend_adapters::sql::fates::{self, Fate};
 use backend_adapters::sql::{SettleOutcome, SettleRequest, orders};
 use reservation_core::TokenError;
 use serde::Deserialize;
@@ -134,5 +135,63 @@ async fn existing_order_of_expired_token(
             Ok((StatusCode::OK, OrderView::from(&order)))
         }
         _ => Err(expired()),
+    }
+}
+
+/// `POST /internal/settlements/fate`: the gateway found no hold for a confirm (a Redis
+/// failover lost it, or it was pruned after its retention), so the store cannot say whether an
+/// earlier try committed. SQL decides, once: an order for the reservation id is returned (200,
+/// the body of a replayed confirm); otherwise the id is claimed `released` (first claim wins,
+/// so no try of the same confirm still in flight can commit afterwards) and the answer is 410
+/// `reservation_released`. The token's signature, audience and owner are checked, its age is
+/// not: the question is about a reservation the gateway did sign.
+pub(crate) async fn decide_fate(
+    State(state): Shared,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (status, view) = decide_fate_inner(&state, &headers, &body).await?;
+    Ok(json_response(status, &view, Some(view.version)))
+}
+
+async fn decide_fate_inner(
+    state: &super::AppState,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(StatusCode, OrderView), ApiError> {
+    let body: SettleBody = super::json_body(body)?;
+    let claims = state
+        .verifier
+        .verify_ignoring_expiry(&body.reservation_token)
+        .map_err(|e| ApiError::token(&e))?;
+    if let Ok(sub) = super::buyer(headers)
+        && sub != claims.sub.as_str()
+    {
+        return Err(ApiError::new(
+            403,
+            "not_owner",
+            "this reservation belongs to another buyer",
+        ));
+    }
+    let rid = claims.rid.as_str();
+    let fate = fates::claim_released(&state.db, rid, fates::reason::LOST_HOLD).await?;
+    let order = match fate {
+        Fate::Ordered => orders::by_reservation(&state.db, rid).await?,
+        Fate::Released => None,
+    };
+    match order {
+        Some(order) if order.user_sub == claims.sub.as_str() => {
+            Ok((StatusCode::OK, OrderView::from(&order)))
+        }
+        Some(_) => Err(ApiError::new(
+            403,
+            "not_owner",
+            "this reservation belongs to another buyer",
+        )),
+        None => Err(ApiError::new(
+            410,
+            "reservation_released",
+            "this reservation was released and can no longer become an order",
+        )),
     }
 }
