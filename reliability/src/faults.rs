@@ -13,9 +13,10 @@ use reservation_core::{ReservationStore, Sku};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::flash_sale::{self, FlashSale, Progress};
+use crate::flash_sale::{self, Buyer, FlashSale, Progress};
 use crate::history::{self, Record};
 use crate::invariants::{self, Report, Sources};
+use crate::lock_hold::{self, LockHoldProbe};
 use crate::world::{Postgres, RedisServer, Stockgate, StockgateSettings};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -37,10 +38,14 @@ pub enum Fault {
     GatewayTerm,
     /// `kill -9` of the gateway, restarted 1 s later.
     GatewayKill,
+    /// Another PostgreSQL session holds the outbox append lock for 30 s in an open
+    /// transaction (a stuck ops edit, a hung pod): every confirm must fail fast with 503 and
+    /// `Retry-After` meanwhile, and the sale go on once it is let go.
+    PgLockHold,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 8] = [
+    pub const ALL: [Fault; 9] = [
         Fault::None,
         Fault::RedisKill,
         Fault::RedisPause,
@@ -49,6 +54,7 @@ impl Fault {
         Fault::PostgresRestart,
         Fault::GatewayTerm,
         Fault::GatewayKill,
+        Fault::PgLockHold,
     ];
 
     pub fn name(self) -> &'static str {
@@ -61,6 +67,7 @@ impl Fault {
             Fault::PostgresRestart => "postgres-restart",
             Fault::GatewayTerm => "gateway-term",
             Fault::GatewayKill => "gateway-kill",
+            Fault::PgLockHold => "pg-lock-hold",
         }
     }
 
@@ -81,6 +88,10 @@ pub struct World {
     pub redis: RedisServer,
     pub postgres: Postgres,
     pub stockgate: Stockgate,
+    /// What the probe saw during the last `pg-lock-hold` strike.
+    pub lock_hold: Option<LockHoldProbe>,
+    /// The probe's SKU and buyer, made ready by [`World::prepare_strike`].
+    lock_probe: Option<(String, Buyer)>,
     ops_token: String,
     http: reqwest::Client,
 }
@@ -102,6 +113,8 @@ impl World {
             redis,
             postgres,
             stockgate,
+            lock_hold: None,
+            lock_probe: None,
             ops_token,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
@@ -156,6 +169,24 @@ impl World {
         Ok(())
     }
 
+    /// What `fault` needs ready before the sale starts, so that the strike itself is quick:
+    /// for `pg-lock-hold` the probe's product (an edit appends to the outbox, so it could
+    /// not be made while the lock is held) and buyer.
+    pub async fn prepare_strike(&mut self, fault: Fault) -> anyhow::Result<()> {
+        if fault == Fault::PgLockHold {
+            let probe_sku = format!(
+                "PROBE-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..8].to_uppercase()
+            );
+            self.put_product(&probe_sku, 1_000, 100).await?;
+            let buyer = blocking(|| self.stockgate.buyer_tokens("chaos-lock-probe-", 1))?
+                .pop()
+                .context("no probe buyer token")?;
+            self.lock_probe = Some((probe_sku, buyer));
+        }
+        Ok(())
+    }
+
     /// Strikes `fault` and recovers from it; returns what was done.
     pub async fn strike(&mut self, fault: Fault) -> anyhow::Result<String> {
         let started = Instant::now();
@@ -197,6 +228,23 @@ impl World {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 blocking(|| self.stockgate.start_gateway())?;
                 "gateway killed (SIGKILL), restarted after 1 s".to_owned()
+            }
+            Fault::PgLockHold => {
+                let (probe_sku, buyer) = self
+                    .lock_probe
+                    .take()
+                    .context("pg-lock-hold struck without prepare_strike")?;
+                let probe = lock_hold::hold_outbox_lock(
+                    &self.postgres.url(),
+                    &self.stockgate.base_url(),
+                    &probe_sku,
+                    &buyer,
+                    lock_hold::HOLD,
+                )
+                .await?;
+                let summary = probe.summary();
+                self.lock_hold = Some(probe);
+                summary
             }
         };
         Ok(format!("{what}; {:.1} s", started.elapsed().as_secs_f64()))
@@ -284,6 +332,8 @@ pub struct Outcome {
     pub reconcile: serde_json::Value,
     /// SQL `sold` sampled every 100 ms while the sale and the fault ran.
     pub sql_sold_watch: SoldWatch,
+    /// `pg-lock-hold` only: the confirms timed while the lock was held.
+    pub lock_hold: Option<LockHoldProbe>,
     pub report: Report,
     pub history_file: PathBuf,
 }
@@ -310,6 +360,7 @@ pub async fn run(world: &mut World, fault: Fault, size: &RunSize) -> anyhow::Res
     world
         .put_product(&sku, size.stock, size.per_buyer_limit)
         .await?;
+    world.prepare_strike(fault).await?;
     let buyers = blocking(|| {
         world
             .stockgate
@@ -387,6 +438,7 @@ pub async fn run(world: &mut World, fault: Fault, size: &RunSize) -> anyhow::Res
         answers: tally_answers(&records),
         reconcile,
         sql_sold_watch,
+        lock_hold: world.lock_hold.take(),
         report,
         history_file,
     })

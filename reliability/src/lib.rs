@@ -5,6 +5,7 @@
 //! - [`world`]: private Redis, PostgreSQL and stockgate processes that can be killed, paused
 //!   and restarted;
 //! - [`faults`]: the faults and one fault run from start to verdict;
+//! - [`lock_hold`]: the `pg-lock-hold` fault's lock holder and its timed probe confirms;
 //! - [`invariants`]: the checker of docs/design.md §6 over the state and the history;
 //! - [`hold_model`]: a model of a hold's life, the same invariants checked in every
 //!   interleaving of every actor by a model checker.
@@ -15,4 +16,5 @@ pub mod flash_sale;
 pub mod history;
 pub mod hold_model;
 pub mod invariants;
+pub mod lock_hold;
 pub mod world;

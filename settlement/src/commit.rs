@@ -5,6 +5,12 @@
 //!
 //! `CommitMode::PerOrder` bypasses the queue: every request runs its own transaction (the
 //! same `settle_batch` with one request), which is the baseline the benchmark compares with.
+//!
+//! Every transaction runs under `group_commit.deadline_ms`: the worker is the one path to SQL
+//! for every confirm, so one batch stuck behind a lock must not hold the queue for longer. A
+//! batch that fails for a reason a retry may get past (a session time limit, the deadline, a
+//! deadlock) fails all its callers at once with 503 `database_busy`: settling them one by one
+//! would make each of them wait the same limit again.
 
 use std::time::{Duration, Instant};
 
@@ -25,8 +31,7 @@ struct Job {
 
 /// Settles requests, grouped or one by one according to the configured mode.
 pub struct Committer {
-    db: Db,
-    metrics: Metrics,
+    batches: Batches,
     /// `Some` in group mode: the queue of the batch worker.
     queue: Option<mpsc::Sender<Job>>,
 }
@@ -38,11 +43,15 @@ impl Committer {
         metrics: Metrics,
         config: &SettlementConfig,
     ) -> (Committer, Option<JoinHandle<()>>) {
+        let batches = Batches {
+            db,
+            metrics,
+            deadline: config.batch_deadline(),
+        };
         match config.commit_mode {
             CommitMode::PerOrder => (
                 Committer {
-                    db,
-                    metrics,
+                    batches,
                     queue: None,
                 },
                 None,
@@ -52,16 +61,14 @@ impl Committer {
                 // (backpressure instead of unbounded memory).
                 let (tx, rx) = mpsc::channel(config.group_commit.max_batch * 8);
                 let worker = tokio::spawn(run_batches(
-                    db.clone(),
-                    metrics.clone(),
+                    batches.clone(),
                     rx,
                     config.group_commit.max_batch,
                     config.max_wait(),
                 ));
                 (
                     Committer {
-                        db,
-                        metrics,
+                        batches,
                         queue: Some(tx),
                     },
                     Some(worker),
@@ -73,7 +80,7 @@ impl Committer {
     /// Settles one request; returns once its transaction committed (or failed).
     pub async fn settle(&self, request: SettleRequest) -> Result<SettleOutcome, ApiError> {
         let Some(queue) = &self.queue else {
-            let mut outcomes = commit(&self.db, &self.metrics, &[request]).await?;
+            let mut outcomes = self.batches.commit(&[request]).await?;
             return outcomes
                 .pop()
                 .ok_or_else(|| ApiError::new(500, "internal_error", "no settlement outcome"));
@@ -88,24 +95,73 @@ impl Committer {
     }
 }
 
-/// One transaction for `requests`, timed and counted.
-async fn commit(
-    db: &Db,
-    metrics: &Metrics,
-    requests: &[SettleRequest],
-) -> Result<Vec<SettleOutcome>, SqlError> {
-    let started = Instant::now();
-    let outcomes = settle_batch(db, requests).await;
-    metrics
-        .commit_seconds
-        .observe(started.elapsed().as_secs_f64());
-    metrics.batch_size.observe(requests.len() as f64);
-    outcomes
+/// What the worker (or a per-order settle) commits with.
+#[derive(Clone)]
+struct Batches {
+    db: Db,
+    metrics: Metrics,
+    deadline: Option<Duration>,
+}
+
+impl Batches {
+    /// One transaction for `requests`, timed and counted, given up after the deadline
+    /// (`SqlError::Deadline`: dropping it rolls the transaction back unless its COMMIT was
+    /// already sent, so the outcome is open; the gateway keeps the hold `confirming` and a
+    /// retry finds the order if it landed).
+    async fn commit(&self, requests: &[SettleRequest]) -> Result<Vec<SettleOutcome>, SqlError> {
+        let started = Instant::now();
+        let settled = settle_batch(&self.db, requests);
+        let outcomes = match self.deadline {
+            Some(deadline) => tokio::time::timeout(deadline, settled)
+                .await
+                .unwrap_or(Err(SqlError::Deadline(deadline))),
+            None => settled.await,
+        };
+        self.metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.batch_size.observe(requests.len() as f64);
+        outcomes
+    }
+
+    async fn settle_jobs(&self, jobs: Vec<Job>) {
+        let requests: Vec<SettleRequest> = jobs.iter().map(|j| j.request.clone()).collect();
+        match self.commit(&requests).await {
+            Ok(outcomes) => {
+                for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                    // A caller that went away (timeout) simply does not read its answer.
+                    let _ = job.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) if jobs.len() > 1 && !e.is_transient() => {
+                // Keep one odd request from failing everyone: settle each alone.
+                tracing::warn!(error = %e, batch = jobs.len(), "batch failed, settling one by one");
+                for job in jobs {
+                    let answer = self
+                        .commit(std::slice::from_ref(&job.request))
+                        .await
+                        .map_err(ApiError::from)
+                        .and_then(|mut o| {
+                            o.pop().ok_or_else(|| {
+                                ApiError::new(500, "internal_error", "no settlement outcome")
+                            })
+                        });
+                    let _ = job.reply.send(answer);
+                }
+            }
+            Err(e) => {
+                // Busy or unreachable: the same for every request of the batch.
+                let error = ApiError::from(e);
+                for job in jobs {
+                    let _ = job.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
 }
 
 async fn run_batches(
-    db: Db,
-    metrics: Metrics,
+    batches: Batches,
     mut rx: mpsc::Receiver<Job>,
     max_batch: usize,
     max_wait: Duration,
@@ -125,39 +181,6 @@ async fn run_batches(
                 }
             }
         }
-        settle_jobs(&db, &metrics, jobs).await;
-    }
-}
-
-async fn settle_jobs(db: &Db, metrics: &Metrics, jobs: Vec<Job>) {
-    let requests: Vec<SettleRequest> = jobs.iter().map(|j| j.request.clone()).collect();
-    match commit(db, metrics, &requests).await {
-        Ok(outcomes) => {
-            for (job, outcome) in jobs.into_iter().zip(outcomes) {
-                // A caller that went away (timeout) simply does not read its answer.
-                let _ = job.reply.send(Ok(outcome));
-            }
-        }
-        Err(e) if jobs.len() > 1 && !e.is_transient() => {
-            // Keep one odd request from failing everyone: settle each alone.
-            tracing::warn!(error = %e, batch = jobs.len(), "batch failed, settling one by one");
-            for job in jobs {
-                let answer = commit(db, metrics, std::slice::from_ref(&job.request))
-                    .await
-                    .map_err(ApiError::from)
-                    .and_then(|mut o| {
-                        o.pop().ok_or_else(|| {
-                            ApiError::new(500, "internal_error", "no settlement outcome")
-                        })
-                    });
-                let _ = job.reply.send(answer);
-            }
-        }
-        Err(e) => {
-            let error = ApiError::from(e);
-            for job in jobs {
-                let _ = job.reply.send(Err(error.clone()));
-            }
-        }
+        batches.settle_jobs(jobs).await;
     }
 }

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use backend_adapters::sql::SessionLimits;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -39,6 +40,12 @@ pub struct GroupCommitConfig {
     pub max_batch: usize,
     /// Longest a settlement waits for others to join its batch, in microseconds.
     pub max_wait_us: u64,
+    /// Longest the worker waits for one batch's transaction, in ms (0: no limit). Past it the
+    /// batch's callers get 503 `database_busy`; it backs up the session limits
+    /// ([`SettlementConfig::db_limits`]) for what they do not cover (a stalled connection, a
+    /// wait for a pooled connection). Keep it below the gateway's `upstream.settle_timeout_ms`
+    /// so the gateway hears "busy, retry" rather than timing out.
+    pub deadline_ms: u64,
 }
 
 impl Default for GroupCommitConfig {
@@ -46,6 +53,7 @@ impl Default for GroupCommitConfig {
         GroupCommitConfig {
             max_batch: 128,
             max_wait_us: 2_000,
+            deadline_ms: 4_000,
         }
     }
 }
@@ -115,6 +123,10 @@ pub struct SettlementConfig {
     /// `postgres://…` or `sqlite://file?mode=rwc`.
     pub database_url: String,
     pub db_max_connections: u32,
+    /// Time limits of every PostgreSQL session of the service (`[settlement.db_limits]`):
+    /// a lock held elsewhere or a runaway statement fails in bounded time instead of
+    /// freezing settlement. Ignored on SQLite.
+    pub db_limits: SessionLimits,
     /// Redis for the fenced lock, the leader lease and the events stream; without it, events
     /// are applied in process and locks are local (single-process embedded mode).
     pub redis_url: Option<String>,
@@ -145,6 +157,7 @@ impl Default for SettlementConfig {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
             database_url: "sqlite://stockgate.db?mode=rwc".into(),
             db_max_connections: 16,
+            db_limits: SessionLimits::default(),
             redis_url: None,
             redis_key_prefix: "stockgate".into(),
             commit_mode: CommitMode::Group,
@@ -208,6 +221,32 @@ impl SettlementConfig {
                 "must be at most 100000 (100 ms)",
             ));
         }
+        if group.deadline_ms > 600_000 {
+            return Err(invalid(
+                "group_commit.deadline_ms",
+                "must be at most 600000 (10 min); 0 turns it off",
+            ));
+        }
+        let limits = &self.db_limits;
+        for (field, value) in [
+            (
+                "db_limits.statement_timeout_ms",
+                limits.statement_timeout_ms,
+            ),
+            ("db_limits.lock_timeout_ms", limits.lock_timeout_ms),
+            (
+                "db_limits.idle_in_transaction_session_timeout_ms",
+                limits.idle_in_transaction_session_timeout_ms,
+            ),
+        ] {
+            // PostgreSQL takes these as a 32-bit count of ms.
+            if value > i32::MAX as u64 {
+                return Err(invalid(
+                    field,
+                    "must be at most 2147483647 (ms); 0 turns it off",
+                ));
+            }
+        }
         if self
             .outbox
             .stream
@@ -246,6 +285,12 @@ impl SettlementConfig {
 
     pub(crate) fn max_wait(&self) -> Duration {
         Duration::from_micros(self.group_commit.max_wait_us)
+    }
+
+    /// The group-commit deadline of one batch; `None` when turned off.
+    pub(crate) fn batch_deadline(&self) -> Option<Duration> {
+        (self.group_commit.deadline_ms > 0)
+            .then(|| Duration::from_millis(self.group_commit.deadline_ms))
     }
 }
 
@@ -297,6 +342,14 @@ mod tests {
             |c| c.group_commit.max_wait_us = 1_000_000,
             "group_commit.max_wait_us",
         );
+        rejects(
+            |c| c.group_commit.deadline_ms = 600_001,
+            "group_commit.deadline_ms",
+        );
+        rejects(
+            |c| c.db_limits.lock_timeout_ms = u64::MAX,
+            "db_limits.lock_timeout_ms",
+        );
         rejects(|c| c.outbox.stream = "two words".into(), "outbox.stream");
         rejects(|c| c.outbox.batch = 0, "outbox.batch");
         rejects(|c| c.outbox.poll_interval_ms = 0, "outbox.poll_interval_ms");
@@ -320,5 +373,13 @@ mod tests {
                 .unwrap();
         assert_eq!(ok.commit_mode, CommitMode::PerOrder);
         assert_eq!(ok.group_commit.max_batch, 8);
+        let err = serde_json::from_str::<SettlementConfig>(r#"{"db_limits":{"lock_timeout":3}}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        // One limit turned off; the others keep their defaults.
+        let ok: SettlementConfig =
+            serde_json::from_str(r#"{"db_limits":{"lock_timeout_ms":0}}"#).unwrap();
+        assert_eq!(ok.db_limits.lock_timeout_ms, 0);
+        assert_eq!(ok.db_limits.statement_timeout_ms, 5_000);
     }
 }

@@ -16,7 +16,9 @@
 //! | 410 | `reservation_expired` | the token has expired |
 //! | 412 | `stale_version` | `If-Match` names an old version (or `If-None-Match: *` an existing product); `ETag` is the current one |
 //! | 428 | `precondition_required` | cancel, or a `PUT` of an existing product, without `If-Match` |
-//! | 503 | `lock_busy` / `database_unavailable` | retry later (`Retry-After`) |
+//! | 503 | `lock_busy` | another status change holds the order's lock; retry later (`Retry-After`) |
+//! | 503 | `database_busy` | SQL gave up in bounded time: a lock or statement limit ran out, the group-commit deadline passed, no pooled connection came free, a deadlock or serialization failure; nothing is known to have committed, retry (`Retry-After`) |
+//! | 503 | `database_unavailable` | SQL cannot be reached; retry later (`Retry-After`) |
 //!
 //! Reservation-store errors use [`ReservationError::status_and_code`].
 
@@ -105,7 +107,10 @@ impl ApiError {
 
 impl From<SqlError> for ApiError {
     fn from(e: SqlError) -> Self {
-        if e.is_transient() {
+        if e.is_busy() {
+            tracing::warn!(error = %e, sqlstate = ?e.sqlstate(), "database busy");
+            ApiError::new(503, "database_busy", "the database is busy; retry")
+        } else if e.is_transient() {
             tracing::warn!(error = %e, "database unavailable");
             ApiError::new(503, "database_unavailable", "the database is unavailable")
         } else {

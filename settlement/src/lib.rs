@@ -82,8 +82,7 @@ pub async fn start(
     deps: SettlementDeps,
 ) -> Result<RunningSettlement, StartError> {
     config.validate()?;
-    let db = Db::connect(&config.database_url, config.db_max_connections).await?;
-    db.migrate().await?;
+    let db = connect(&config).await?;
     let metrics = Metrics::new(&deps.registry)?;
 
     let redis_error = |e: &dyn std::fmt::Display| StartError::Redis(e.to_string());
@@ -187,6 +186,19 @@ pub async fn start(
     })
 }
 
+/// Applies the pending migrations, then opens the service's pool, whose every PostgreSQL
+/// session runs under `config.db_limits`. Migrations run on a connection of their own without
+/// those limits: DDL may legitimately take longer than a settlement statement.
+async fn connect(config: &SettlementConfig) -> Result<Db, SqlError> {
+    backend_adapters::sql::migrate(&config.database_url).await?;
+    Db::connect_with_limits(
+        &config.database_url,
+        config.db_max_connections,
+        config.db_limits,
+    )
+    .await
+}
+
 /// Applies the pending migrations to `database_url` (`stockgate migrate`).
 pub async fn migrate(database_url: &str) -> Result<(), SqlError> {
     backend_adapters::sql::migrate(database_url).await
@@ -200,8 +212,11 @@ pub async fn reconcile_once(
     store: Arc<dyn ReservationStore>,
     repair: bool,
 ) -> Result<ReconcileReport, MaintenanceError> {
-    let db = Db::connect(&config.database_url, 2).await?;
-    db.migrate().await?;
+    let db = connect(&SettlementConfig {
+        db_max_connections: 2,
+        ..config.clone()
+    })
+    .await?;
     let options = ReconcileOptions {
         repair,
         confirming_grace: Some(Duration::from_millis(

@@ -11,7 +11,8 @@ use prometheus::{
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// `stockgate_settlements_total{outcome}`: created, existing, oversell, unknown_sku, rejected, error.
+    /// `stockgate_settlements_total{outcome}`: created, existing, oversell, unknown_sku, purchase_limit,
+    /// released, rejected, busy (503 `database_busy`: SQL gave up in bounded time), error.
     pub settlements: IntCounterVec,
     /// `stockgate_oversell_prevented_total`: orders SQL refused because Redis drifted.
     pub oversell_prevented: IntCounter,

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{Any, AnyPool, Executor, Transaction};
 
@@ -38,6 +39,47 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// Time limits every PostgreSQL session of a pool runs under, in ms; 0 turns one off.
+/// Without them one transaction holding a lock (the outbox append lock, a product row) makes
+/// every settlement, cancel and status change wait behind it for as long as it lasts; with
+/// them a waiter gives up after `lock_timeout_ms` with SQLSTATE 55P03, a runaway statement
+/// after `statement_timeout_ms` (57014), and a session left idle inside a transaction (a hung
+/// client holding its locks) is closed after `idle_in_transaction_session_timeout_ms`.
+/// SQLite has no such settings and is left alone (its writers wait on `busy_timeout`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionLimits {
+    pub statement_timeout_ms: u64,
+    pub lock_timeout_ms: u64,
+    pub idle_in_transaction_session_timeout_ms: u64,
+}
+
+impl SessionLimits {
+    /// No limit at all: PostgreSQL's own default, for migrations and tools.
+    pub const OFF: SessionLimits = SessionLimits {
+        statement_timeout_ms: 0,
+        lock_timeout_ms: 0,
+        idle_in_transaction_session_timeout_ms: 0,
+    };
+
+    fn is_off(&self) -> bool {
+        *self == Self::OFF
+    }
+}
+
+impl Default for SessionLimits {
+    /// The service's limits: a settle batch is a few ms of work, so a lock waited on for 2 s
+    /// is held by something stuck, a statement running 5 s is a runaway, and a transaction
+    /// idle for 10 s (longer than any Redis call a product edit makes inside one) is abandoned.
+    fn default() -> Self {
+        SessionLimits {
+            statement_timeout_ms: 5_000,
+            lock_timeout_ms: 2_000,
+            idle_in_transaction_session_timeout_ms: 10_000,
+        }
+    }
+}
+
 /// A pool plus the dialect it speaks. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Db {
@@ -50,13 +92,42 @@ impl Db {
     /// connections get WAL, a busy timeout and foreign keys.
     ///
     /// For PostgreSQL the URL may pick a schema with `?options[search_path]=name`, which is
-    /// how tests isolate themselves.
+    /// how tests isolate themselves. No session limits: tools, tests and migrations; the
+    /// service connects with [`Db::connect_with_limits`].
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, SqlError> {
+        Self::connect_with_limits(url, max_connections, SessionLimits::OFF).await
+    }
+
+    /// Like [`Db::connect`], and every PostgreSQL connection of the pool is given `limits`
+    /// before its first use.
+    pub async fn connect_with_limits(
+        url: &str,
+        max_connections: u32,
+        limits: SessionLimits,
+    ) -> Result<Self, SqlError> {
         install_default_drivers();
         let backend = Backend::from_url(url)?;
         let mut options = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(30));
+        if backend == Backend::Postgres && !limits.is_off() {
+            options = options.after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    // Session-wide (`false`: not only this transaction), one round trip.
+                    sqlx::query(
+                        "SELECT set_config('statement_timeout', $1, false), \
+                                set_config('lock_timeout', $2, false), \
+                                set_config('idle_in_transaction_session_timeout', $3, false)",
+                    )
+                    .bind(limits.statement_timeout_ms.to_string())
+                    .bind(limits.lock_timeout_ms.to_string())
+                    .bind(limits.idle_in_transaction_session_timeout_ms.to_string())
+                    .execute(conn)
+                    .await?;
+                    Ok(())
+                })
+            });
+        }
         if backend == Backend::Sqlite {
             options = options.after_connect(|conn, _meta| {
                 Box::pin(async move {

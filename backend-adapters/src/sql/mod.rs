@@ -16,9 +16,11 @@ pub mod products;
 pub mod scratch;
 pub mod settle;
 
+use std::time::Duration;
+
 use thiserror::Error;
 
-pub use db::{Backend, Db, migrate};
+pub use db::{Backend, Db, SessionLimits, migrate};
 pub use model::{Order, OrderStatus, Product, ProductUpsert};
 pub use scratch::{SCRATCH_SCHEMA_PREFIX, scratch_schema_url};
 pub use settle::{SettleOutcome, SettleRequest, settle_batch};
@@ -38,20 +40,60 @@ pub enum SqlError {
     /// A rule the code relies on did not hold; the transaction was rolled back.
     #[error("invariant violated: {0}")]
     Invariant(String),
+    /// The caller stopped waiting for the database after this long. The work was dropped
+    /// mid-way; a COMMIT already sent may still land, so the outcome is open (a retry of a
+    /// settlement finds the order if it did).
+    #[error("no answer from the database within {0:?}")]
+    Deadline(Duration),
 }
 
+/// SQLSTATEs of a statement that lost to a time limit or to another transaction: it was
+/// rolled back and a retry may succeed.
+const BUSY_SQLSTATES: &[&str] = &[
+    "55P03", // lock_not_available: waited `lock_timeout` for a lock
+    "57014", // query_canceled: ran `statement_timeout`
+    "25P03", // idle_in_transaction_session_timeout: the session was closed
+    "40001", // serialization_failure
+    "40P01", // deadlock_detected
+];
+
+/// SQLSTATEs of a server shutting down or starting up: nothing was done, retry later.
+const UNAVAILABLE_SQLSTATES: &[&str] = &["57P01", "57P02", "57P03"];
+
 impl SqlError {
-    /// Whether a retry may succeed (connection trouble, pool exhausted, serialization).
+    /// Whether a retry may succeed: the database is busy ([`is_busy`](Self::is_busy)) or
+    /// unreachable (connection trouble, pool closed, server restarting).
     pub fn is_transient(&self) -> bool {
+        self.is_busy()
+            || matches!(
+                self,
+                SqlError::Database(
+                    sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed
+                )
+            )
+            || self
+                .sqlstate()
+                .is_some_and(|code| UNAVAILABLE_SQLSTATES.contains(&code.as_str()))
+    }
+
+    /// Whether the database answered too slowly or the statement lost to another transaction:
+    /// a lock or statement time limit ran out, the caller's deadline passed, no pooled
+    /// connection came free in time, or a serialization failure or deadlock.
+    pub fn is_busy(&self) -> bool {
         matches!(
             self,
-            SqlError::Database(
-                sqlx::Error::Io(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::WorkerCrashed
-            )
-        )
+            SqlError::Deadline(_) | SqlError::Database(sqlx::Error::PoolTimedOut)
+        ) || self
+            .sqlstate()
+            .is_some_and(|code| BUSY_SQLSTATES.contains(&code.as_str()))
+    }
+
+    /// The SQLSTATE of an error the server reported.
+    pub fn sqlstate(&self) -> Option<String> {
+        match self {
+            SqlError::Database(sqlx::Error::Database(e)) => e.code().map(|c| c.into_owned()),
+            _ => None,
+        }
     }
 }
 

@@ -172,6 +172,9 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
                 outcome.reconcile["repaired"],
                 outcome.report.violations.len()
             );
+            if let Some(probe) = &outcome.lock_hold {
+                println!("    {}", probe.summary());
+            }
             for v in outcome.report.violations.iter().take(20) {
                 println!("    {}: {}", v.invariant, v.detail);
             }

@@ -35,6 +35,7 @@ pub(crate) async fn settle(
         Err(e) if e.code == "purchase_limit" => "purchase_limit",
         Err(e) if e.code == "reservation_released" => "released",
         Err(e) if e.status.is_client_error() => "rejected",
+        Err(e) if e.code == "database_busy" => "busy",
         Err(_) => "error",
     };
     state.metrics.settled(outcome);
