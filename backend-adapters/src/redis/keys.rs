@@ -35,6 +35,7 @@ pub(crate) struct SkuKeys {
     /// A returned marker's key is this followed by the reservation id.
     pub returned_prefix: String,
     idem_prefix: String,
+    buyer_holds_prefix: String,
 }
 
 impl SkuKeys {
@@ -48,6 +49,7 @@ impl SkuKeys {
             hold_prefix: format!("{base}:hold:"),
             returned_prefix: format!("{base}:returned:"),
             idem_prefix: format!("{base}:idem:"),
+            buyer_holds_prefix: format!("{base}:byholds:"),
         }
     }
 
@@ -58,6 +60,17 @@ impl SkuKeys {
     /// The marker that a cancelled order's units went back to stock.
     pub fn returned(&self, id: &ReservationId) -> String {
         format!("{}{}", self.returned_prefix, id)
+    }
+
+    /// The per-SKU index of one buyer's holds (zset: reservation id → creation time), so that
+    /// the buyer's open holds are listed without scanning the SKU's.
+    pub fn buyer_holds(&self, buyer: &BuyerId) -> String {
+        format!(
+            "{}{}:{}",
+            self.buyer_holds_prefix,
+            buyer.as_str().len(),
+            buyer
+        )
     }
 
     /// The per-SKU idempotency record: the id of the hold made under (buyer, key).
@@ -103,6 +116,7 @@ mod tests {
             keys.returned(&id),
             keys.hold(&id),
             keys.idempotency(&buyer, &key),
+            keys.buyer_holds(&buyer),
         ] {
             assert!(name.starts_with("sg:{HOT-1}:"), "{name}");
         }
