@@ -459,6 +459,29 @@ impl ReservationStore for InMemoryStore {
             .collect())
     }
 
+    async fn buyer_holds(
+        &self,
+        sku: &Sku,
+        buyer: &BuyerId,
+        limit: usize,
+    ) -> StoreResult<Vec<Hold>> {
+        let now = now_ms();
+        let state = self.lock();
+        let book = state.books.get(sku).ok_or(ReservationError::UnknownSku)?;
+        // A scan of the SKU's holds: the in-memory store serves the embedded default and
+        // tests, where a SKU has few holds; the Redis store keeps a per-buyer index instead.
+        let mut open: Vec<Hold> = book
+            .holds
+            .values()
+            .filter(|h| &h.buyer == buyer)
+            .map(|h| as_seen(h, now))
+            .filter(|h| matches!(h.state, HoldState::Held | HoldState::Confirming))
+            .collect();
+        open.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+        open.truncate(limit);
+        Ok(open)
+    }
+
     async fn return_cancelled(
         &self,
         id: &ReservationId,

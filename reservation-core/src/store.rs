@@ -99,6 +99,12 @@ pub trait ReservationStore: Send + Sync + 'static {
         sold: &SoldUnits,
     ) -> StoreResult<StockSnapshot>;
 
+    /// One buyer's holds of one SKU that are still open — `Held` and unexpired, or
+    /// `Confirming` — oldest first, at most `limit`. What a storefront lists so that a buyer
+    /// who lost the page can still confirm or release what counts toward their limit.
+    async fn buyer_holds(&self, sku: &Sku, buyer: &BuyerId, limit: usize)
+    -> StoreResult<Vec<Hold>>;
+
     /// The counters of one SKU.
     async fn snapshot(&self, sku: &Sku) -> StoreResult<StockSnapshot>;
 

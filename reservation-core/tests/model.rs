@@ -52,6 +52,14 @@ impl ReservationStore for ForgetfulRelease {
     async fn expire_due(&self, sku: &Sku, batch: usize) -> StoreResult<Vec<Hold>> {
         self.0.expire_due(sku, batch).await
     }
+    async fn buyer_holds(
+        &self,
+        sku: &Sku,
+        buyer: &BuyerId,
+        limit: usize,
+    ) -> StoreResult<Vec<Hold>> {
+        self.0.buyer_holds(sku, buyer, limit).await
+    }
     async fn confirming_holds(&self, sku: &Sku) -> StoreResult<Vec<ConfirmingHold>> {
         self.0.confirming_holds(sku).await
     }

@@ -41,6 +41,7 @@ pub(crate) struct SkuKeys {
     /// cancellation an old release could have returned is past any redelivery.
     pub returned_legacy: String,
     idem_prefix: String,
+    buyer_holds_prefix: String,
 }
 
 impl SkuKeys {
@@ -55,6 +56,7 @@ impl SkuKeys {
             returned_prefix: format!("{base}:returned:"),
             returned_legacy: format!("{base}:returned"),
             idem_prefix: format!("{base}:idem:"),
+            buyer_holds_prefix: format!("{base}:byholds:"),
         }
     }
 
@@ -65,6 +67,17 @@ impl SkuKeys {
     /// The marker that a cancelled order's units went back to stock.
     pub fn returned(&self, id: &ReservationId) -> String {
         format!("{}{}", self.returned_prefix, id)
+    }
+
+    /// The per-SKU index of one buyer's holds (zset: reservation id → creation time), so that
+    /// the buyer's open holds are listed without scanning the SKU's.
+    pub fn buyer_holds(&self, buyer: &BuyerId) -> String {
+        format!(
+            "{}{}:{}",
+            self.buyer_holds_prefix,
+            buyer.as_str().len(),
+            buyer
+        )
     }
 
     /// The per-SKU idempotency record: the id of the hold made under (buyer, key).
@@ -111,6 +124,7 @@ mod tests {
             keys.returned_legacy.clone(),
             keys.hold(&id),
             keys.idempotency(&buyer, &key),
+            keys.buyer_holds(&buyer),
         ] {
             assert!(name.starts_with("sg:{HOT-1}:"), "{name}");
         }

@@ -17,6 +17,7 @@ pub(crate) struct Scripts {
     pub abort_confirm: Script,
     pub expire_due: Script,
     pub confirming_holds: Script,
+    pub list_buyer_holds: Script,
     pub return_cancelled: Script,
     pub repair_counters: Script,
     pub undo_reserve: Script,
@@ -36,6 +37,7 @@ impl Scripts {
             abort_confirm: Script::new(include_str!("lua/abort_confirm.lua")),
             expire_due: Script::new(include_str!("lua/expire_due.lua")),
             confirming_holds: Script::new(include_str!("lua/confirming_holds.lua")),
+            list_buyer_holds: Script::new(include_str!("lua/list_buyer_holds.lua")),
             return_cancelled: Script::new(include_str!("lua/return_cancelled.lua")),
             repair_counters: Script::new(include_str!("lua/repair_counters.lua")),
             undo_reserve: Script::new(include_str!("lua/undo_reserve.lua")),
@@ -44,7 +46,7 @@ impl Scripts {
         }
     }
 
-    pub fn all(&self) -> [&Script; 14] {
+    pub fn all(&self) -> [&Script; 15] {
         [
             &self.configure_product,
             &self.reserve,
@@ -55,6 +57,7 @@ impl Scripts {
             &self.abort_confirm,
             &self.expire_due,
             &self.confirming_holds,
+            &self.list_buyer_holds,
             &self.return_cancelled,
             &self.repair_counters,
             &self.undo_reserve,

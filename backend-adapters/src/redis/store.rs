@@ -360,7 +360,15 @@ impl ReservationStore for RedisStore {
         // Unique to this request (the id of the hold it would make), so that a refused
         // request's cleanup can tell its own binding from an equal one another request wrote.
         let mine = format!("{body}|{id}");
-        let keys = [k.stock.as_str(), &k.buyers, &k.expiry, &idem_key, &hold_key];
+        let index_key = k.buyer_holds(&request.buyer);
+        let keys = [
+            k.stock.as_str(),
+            &k.buyers,
+            &k.expiry,
+            &idem_key,
+            &hold_key,
+            &index_key,
+        ];
         let args = [
             id.as_str(),
             request.buyer.as_str(),
@@ -495,6 +503,24 @@ impl ReservationStore for RedisStore {
         // A set has no order; callers get a stable one.
         holds.sort_by(|a, b| a.hold.id.cmp(&b.hold.id));
         Ok(holds)
+    }
+
+    async fn buyer_holds(
+        &self,
+        sku: &Sku,
+        buyer: &BuyerId,
+        limit: usize,
+    ) -> StoreResult<Vec<Hold>> {
+        let k = self.keys(sku);
+        let limit = limit.to_string();
+        let f = self
+            .run(
+                &self.scripts.list_buyer_holds,
+                &[&k.buyer_holds(buyer), &k.stock],
+                &[&k.hold_prefix, &limit],
+            )
+            .await?;
+        reply::holds(&f)
     }
 
     async fn return_cancelled(

@@ -77,6 +77,14 @@ impl ReservationStore for CountingStore {
     async fn expire_due(&self, sku: &Sku, batch: usize) -> StoreResult<Vec<Hold>> {
         self.count().expire_due(sku, batch).await
     }
+    async fn buyer_holds(
+        &self,
+        sku: &Sku,
+        buyer: &BuyerId,
+        limit: usize,
+    ) -> StoreResult<Vec<Hold>> {
+        self.count().buyer_holds(sku, buyer, limit).await
+    }
     async fn confirming_holds(&self, sku: &Sku) -> StoreResult<Vec<ConfirmingHold>> {
         self.count().confirming_holds(sku).await
     }

@@ -88,6 +88,117 @@ pub async fn skus_lists_configured_products<S: ReservationStore>(store: SharedSt
     assert_eq!(skus, vec![sku("A"), sku("B")]);
 }
 
+/// The ids of `buyer`'s open holds of `sku`, as listed (oldest first).
+async fn open_ids<S: ReservationStore>(
+    store: &S,
+    sku: &Sku,
+    who: &str,
+    limit: usize,
+) -> Vec<String> {
+    store
+        .buyer_holds(sku, &buyer(who), limit)
+        .await
+        .expect("buyer_holds")
+        .into_iter()
+        .map(|h| {
+            assert_eq!(h.buyer, buyer(who), "{h:?}");
+            assert!(
+                matches!(h.state, HoldState::Held | HoldState::Confirming),
+                "{h:?}"
+            );
+            h.id.as_str().to_string()
+        })
+        .collect()
+}
+
+pub async fn buyer_holds_lists_own_open_holds_only<S: ReservationStore>(store: SharedStore<S>) {
+    let a = product(&*store, "A", 10).await;
+    product(&*store, "B", 10).await;
+    let held = hold(&*store, "A", "alice", 1, "k1").await;
+    let confirming = hold(&*store, "A", "alice", 1, "k2").await;
+    store
+        .begin_confirm(&confirming.id, &confirming.buyer)
+        .await
+        .unwrap();
+    let done = hold(&*store, "A", "alice", 1, "k3").await;
+    confirm(&*store, &done).await;
+    let released = hold(&*store, "A", "alice", 1, "k4").await;
+    store.release(&released.id, &released.buyer).await.unwrap();
+    hold(&*store, "A", "bob", 1, "k1").await;
+    hold(&*store, "B", "alice", 1, "k5").await;
+
+    let listed = open_ids(&*store, &a, "alice", 10).await;
+    let mut expected = vec![
+        held.id.as_str().to_string(),
+        confirming.id.as_str().to_string(),
+    ];
+    expected.sort();
+    let mut sorted = listed.clone();
+    sorted.sort();
+    assert_eq!(sorted, expected, "alice's open holds of A");
+    assert!(open_ids(&*store, &a, "carol", 10).await.is_empty());
+    assert_eq!(
+        store.buyer_holds(&sku("NOPE"), &buyer("alice"), 10).await,
+        Err(ReservationError::UnknownSku)
+    );
+}
+
+pub async fn buyer_holds_drops_expired_finished_and_refused<S: ReservationStore>(
+    store: SharedStore<S>,
+) {
+    let a = sku("A");
+    store.configure_product(&a, &stock(3, 2, 2)).await.unwrap();
+    let short = store
+        .reserve(&request_with_ttl("A", "alice", 1, "k1", SHORT_TTL_MS))
+        .await
+        .unwrap()
+        .hold;
+    assert_eq!(
+        open_ids(&*store, &a, "alice", 10).await,
+        vec![short.id.as_str().to_string()]
+    );
+    tokio::time::sleep(PAST_SHORT_TTL).await;
+    // Due but not swept yet: no longer open.
+    assert!(open_ids(&*store, &a, "alice", 10).await.is_empty());
+    store.expire_due(&a, 10).await.unwrap();
+    assert!(open_ids(&*store, &a, "alice", 10).await.is_empty());
+
+    // Refused reserves (limit, stock) list nothing.
+    let kept = hold(&*store, "A", "alice", 2, "k2").await;
+    assert!(
+        store
+            .reserve(&request("A", "alice", 1, "k3"))
+            .await
+            .is_err()
+    );
+    assert!(store.reserve(&request("A", "bob", 2, "k3")).await.is_err());
+    assert_eq!(
+        open_ids(&*store, &a, "alice", 10).await,
+        vec![kept.id.as_str().to_string()]
+    );
+    assert!(open_ids(&*store, &a, "bob", 10).await.is_empty());
+    confirm(&*store, &kept).await;
+    assert!(open_ids(&*store, &a, "alice", 10).await.is_empty());
+}
+
+pub async fn buyer_holds_is_bounded_oldest_first<S: ReservationStore>(store: SharedStore<S>) {
+    let a = product(&*store, "A", 10).await;
+    let mut made = Vec::new();
+    for k in ["k1", "k2", "k3"] {
+        made.push(
+            hold(&*store, "A", "alice", 1, k)
+                .await
+                .id
+                .as_str()
+                .to_string(),
+        );
+        // Distinct creation times so that "oldest first" is one order.
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    assert_eq!(open_ids(&*store, &a, "alice", 2).await, made[..2].to_vec());
+    assert_eq!(open_ids(&*store, &a, "alice", 10).await, made);
+}
+
 pub async fn confirming_holds_lists_only_confirming_ones<S: ReservationStore>(
     store: SharedStore<S>,
 ) {

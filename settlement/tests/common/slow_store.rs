@@ -81,6 +81,14 @@ impl ReservationStore for SlowStore {
     async fn expire_due(&self, sku: &Sku, batch: usize) -> StoreResult<Vec<Hold>> {
         self.inner.expire_due(sku, batch).await
     }
+    async fn buyer_holds(
+        &self,
+        sku: &Sku,
+        buyer: &BuyerId,
+        limit: usize,
+    ) -> StoreResult<Vec<Hold>> {
+        self.inner.buyer_holds(sku, buyer, limit).await
+    }
     async fn confirming_holds(&self, sku: &Sku) -> StoreResult<Vec<ConfirmingHold>> {
         self.inner.confirming_holds(sku).await
     }

@@ -2,6 +2,7 @@
 -- under the same (buyer, idempotency key).
 -- KEYS[1] stock hash {sku}   KEYS[2] buyers hash {sku}   KEYS[3] expiry zset {sku}
 -- KEYS[4] idempotency record {sku} (string: reservation id)   KEYS[5] new hold hash {sku}
+-- KEYS[6] the buyer's hold index {sku} (zset: reservation id -> created ms)
 -- ARGV[1] new reservation id   ARGV[2] buyer   ARGV[3] qty   ARGV[4] hold ttl ms
 -- ARGV[5] hold key prefix {sku} (an earlier hold is ARGV[5] .. its id)
 -- ARGV[6] lifetime of the idempotency record ms (hold ttl + retention)
@@ -62,4 +63,8 @@ redis.call('HSET', KEYS[5], 'buyer', ARGV[2], 'qty', ARGV[3], 'state', 'held',
   'created', now, 'expires', expires, 'idem', KEYS[4])
 redis.call('ZADD', KEYS[3], expires, ARGV[1])
 redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[6])
+-- The index lives as long as its newest hold's record; list_buyer_holds drops entries whose
+-- hold is no longer open, so it never holds more than a buyer reserved in that time.
+redis.call('ZADD', KEYS[6], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[6], ARGV[6])
 return {'ok', 0, ARGV[1], ARGV[2], ARGV[3], 'held', now, expires}

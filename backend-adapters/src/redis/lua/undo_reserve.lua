@@ -3,6 +3,7 @@
 -- reserve script could not see it). Leaves the SKU as if the hold had never been made.
 -- KEYS[1] stock hash {sku}   KEYS[2] buyers hash {sku}   KEYS[3] expiry zset {sku}
 -- KEYS[4] idempotency record {sku}   KEYS[5] hold hash {sku}
+-- KEYS[6] the buyer's hold index {sku} (the id is removed: a refused reserve lists nothing)
 -- ARGV[1] reservation id
 -- Returns: {"ok", 1} (erased), {"ok", 0} (no such hold) or {"invalid_state", state}
 -- Nobody was told the id, so the hold can only be held, or expired/released by a sweep or
@@ -31,5 +32,6 @@ end
 if redis.call('GET', KEYS[4]) == ARGV[1] then
   redis.call('DEL', KEYS[4])
 end
+redis.call('ZREM', KEYS[6], ARGV[1])
 redis.call('DEL', KEYS[5])
 return {'ok', 1}
