@@ -1,5 +1,6 @@
 //! Hot functions of the core: a reserve on the in-memory store (one thread, and several
-//! threads contending for one SKU), and reservation-token sign and verify.
+//! threads contending for one SKU), reservation-token sign and verify, and the service
+//! assertion the gateway signs and settlement verifies on every request between them.
 //!
 //! Run: `cargo bench -p reservation-core -- --warm-up-time 1 --measurement-time 3`
 
@@ -114,9 +115,38 @@ fn token(c: &mut Criterion) {
     group.finish();
 }
 
+/// One assertion for a confirm-sized body (a reservation token in JSON, ≈ 400 bytes): the
+/// gateway signs it, settlement hashes the body and verifies it.
+fn service_assertion(c: &mut Criterion) {
+    use reservation_core::assertion::{AssertionSigner, AssertionVerifier, Identity};
+    let signer = AssertionSigner::new(TokenSigner::generate("g1"));
+    let verifier = AssertionVerifier::new(&signer.jwks()).unwrap();
+    let body = vec![b'x'; 400];
+    let identity = Identity {
+        sub: Some("José".into()),
+        roles: vec!["buyer".into()],
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let path = "/internal/settlements";
+    let token = signer.sign("POST", path, &body, &identity, now).unwrap();
+
+    let mut group = c.benchmark_group("service_assertion");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("sign", |b| {
+        b.iter(|| signer.sign("POST", path, &body, &identity, now).unwrap())
+    });
+    group.bench_function("verify", |b| {
+        b.iter(|| verifier.verify(Some(&token), "POST", path, &body).unwrap())
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3));
-    targets = reserve, token
+    targets = reserve, token, service_assertion
 }
 criterion_main!(benches);

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod assertion;
 pub mod error;
 pub mod memory;
 pub mod store;

@@ -156,6 +156,12 @@ impl TokenSigner {
 
     /// The compact JWS `header.claims.signature` for `claims`.
     pub fn sign(&self, claims: &ReservationClaims) -> Result<String, TokenError> {
+        self.sign_json(claims)
+    }
+
+    /// The compact JWS of any claims set under this key: the service assertions the gateway
+    /// sends settlement ([`crate::assertion`]) use the same key kind and encoding.
+    pub fn sign_json<T: Serialize>(&self, claims: &T) -> Result<String, TokenError> {
         let claims_json =
             serde_json::to_vec(claims).map_err(|e| TokenError::InvalidKey(e.to_string()))?;
         let mut token = String::with_capacity(256);

@@ -1,0 +1,335 @@
+//! Service assertions: how settlement knows a request comes from the gateway, and for whom.
+//!
+//! The gateway signs one short-lived compact JWS (EdDSA) per request it sends settlement, in
+//! header [`ASSERTION_HEADER`]. It names the audience and issuer, lives
+//! [`ASSERTION_LIFETIME_SECS`], and is bound to the request: method, path with query, and the
+//! SHA-256 of the body (`bh`), so a captured assertion cannot carry another request. The
+//! identity the gateway acts for travels as JSON claims (`sub`, any UTF-8 string, and
+//! `roles`), never as headers. Settlement verifies with the gateway's public keys (a JWKS, so
+//! a key can rotate: every `kid` of the set verifies).
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::token::{MAX_LEEWAY_SECS, MAX_TOKEN_LEN, TokenError, TokenSigner};
+
+/// The request header that carries the assertion.
+pub const ASSERTION_HEADER: &str = "x-stockgate-assertion";
+/// `aud` of every assertion: no other JWT (a buyer's, a reservation token) is taken for one.
+pub const SETTLEMENT_AUDIENCE: &str = "stockgate:settlement";
+/// `iss` of every assertion.
+pub const GATEWAY_ISSUER: &str = "stockgate:gateway";
+/// How long an assertion is worth presenting: long enough for one request and its retries
+/// to be signed afresh, short enough that a captured one is soon worthless.
+pub const ASSERTION_LIFETIME_SECS: u64 = 30;
+
+/// The claims of one assertion.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssertionClaims {
+    pub iss: String,
+    pub aud: String,
+    pub iat: u64,
+    pub exp: u64,
+    /// The HTTP method, upper case.
+    pub method: String,
+    /// The path with its query string, exactly as sent.
+    pub path: String,
+    /// base64url (no padding) of the SHA-256 of the body.
+    pub bh: String,
+    /// The buyer or operator the gateway acts for; `None` for the gateway's own requests
+    /// (catalog reads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// Who a verified request acts for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub sub: Option<String>,
+    pub roles: Vec<String>,
+}
+
+impl Identity {
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r.eq_ignore_ascii_case(role))
+    }
+}
+
+/// Why settlement refused a request's assertion; each is a 401 with its own code.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum AssertionError {
+    #[error("no service assertion")]
+    Missing,
+    #[error("service assertion is invalid")]
+    Invalid,
+    #[error("service assertion has expired")]
+    Expired,
+    #[error("service assertion does not match this request")]
+    Mismatch,
+}
+
+impl AssertionError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            AssertionError::Missing => "service_auth_missing",
+            AssertionError::Invalid => "service_auth_invalid",
+            AssertionError::Expired => "service_auth_expired",
+            AssertionError::Mismatch => "service_auth_mismatch",
+        }
+    }
+}
+
+/// base64url (no padding) of the SHA-256 of `body`.
+pub fn body_hash(body: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(body))
+}
+
+/// The gateway's side: signs one assertion per request.
+pub struct AssertionSigner {
+    key: TokenSigner,
+}
+
+impl AssertionSigner {
+    pub fn new(key: TokenSigner) -> Self {
+        AssertionSigner { key }
+    }
+
+    /// The public half as a one-key JWKS, for a settlement in the same process.
+    pub fn jwks(&self) -> JwkSet {
+        JwkSet {
+            keys: vec![self.key.public_jwk()],
+        }
+    }
+
+    /// The assertion for one request at `now_secs`.
+    pub fn sign(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        identity: &Identity,
+        now_secs: u64,
+    ) -> Result<String, TokenError> {
+        self.key.sign_json(&AssertionClaims {
+            iss: GATEWAY_ISSUER.to_owned(),
+            aud: SETTLEMENT_AUDIENCE.to_owned(),
+            iat: now_secs,
+            exp: now_secs + ASSERTION_LIFETIME_SECS,
+            method: method.to_ascii_uppercase(),
+            path: path.to_owned(),
+            bh: body_hash(body),
+            sub: identity.sub.clone(),
+            roles: identity.roles.clone(),
+        })
+    }
+}
+
+/// Settlement's side: verifies an assertion against the gateway's key set and the request.
+#[derive(Clone)]
+pub struct AssertionVerifier {
+    keys: HashMap<String, DecodingKey>,
+    validation: Validation,
+}
+
+impl AssertionVerifier {
+    /// A verifier for every Ed25519 key with a `kid` in `keys` (several during a rotation).
+    pub fn new(keys: &JwkSet) -> Result<Self, TokenError> {
+        let mut by_kid = HashMap::new();
+        for jwk in &keys.keys {
+            let kid = jwk
+                .common
+                .key_id
+                .clone()
+                .ok_or_else(|| TokenError::InvalidKey("a key has no kid".into()))?;
+            let key =
+                DecodingKey::from_jwk(jwk).map_err(|e| TokenError::InvalidKey(e.to_string()))?;
+            if key.family() != jsonwebtoken::AlgorithmFamily::Ed {
+                return Err(TokenError::InvalidKey(format!("key {kid} is not ed25519")));
+            }
+            if by_kid.insert(kid.clone(), key).is_some() {
+                return Err(TokenError::InvalidKey(format!("kid {kid} appears twice")));
+            }
+        }
+        if by_kid.is_empty() {
+            return Err(TokenError::InvalidKey("the key set is empty".into()));
+        }
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.leeway = MAX_LEEWAY_SECS;
+        validation.set_audience(&[SETTLEMENT_AUDIENCE]);
+        validation.set_issuer(&[GATEWAY_ISSUER]);
+        validation.set_required_spec_claims(&["exp", "iat", "aud", "iss"]);
+        Ok(AssertionVerifier {
+            keys: by_kid,
+            validation,
+        })
+    }
+
+    /// Checks `token` (the header's value, `None` when absent) for a request of `method` on
+    /// `path` (with query) carrying `body`, and returns who it acts for.
+    pub fn verify(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<Identity, AssertionError> {
+        let token = token.ok_or(AssertionError::Missing)?;
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(AssertionError::Invalid);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AssertionError::Invalid)?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(AssertionError::Invalid);
+        }
+        let key = header
+            .kid
+            .and_then(|kid| self.keys.get(&kid))
+            .ok_or(AssertionError::Invalid)?;
+        let claims = jsonwebtoken::decode::<AssertionClaims>(token, key, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AssertionError::Expired,
+                _ => AssertionError::Invalid,
+            })?;
+        // An assertion minted for longer than the lifetime is not one the gateway signed.
+        if claims.exp.saturating_sub(claims.iat) > ASSERTION_LIFETIME_SECS {
+            return Err(AssertionError::Invalid);
+        }
+        if !claims.method.eq_ignore_ascii_case(method)
+            || claims.path != path
+            || claims.bh != body_hash(body)
+        {
+            return Err(AssertionError::Mismatch);
+        }
+        Ok(Identity {
+            sub: claims.sub,
+            roles: claims.roles,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+
+    fn jose() -> Identity {
+        Identity {
+            sub: Some("José".into()),
+            roles: vec!["buyer".into()],
+        }
+    }
+
+    #[test]
+    fn a_signed_assertion_verifies_and_round_trips_a_non_ascii_sub() {
+        let signer = AssertionSigner::new(TokenSigner::generate("g1"));
+        let verifier = AssertionVerifier::new(&signer.jwks()).unwrap();
+        let token = signer
+            .sign("GET", "/api/v1/orders?x=1", b"", &jose(), now())
+            .unwrap();
+        let identity = verifier
+            .verify(Some(&token), "GET", "/api/v1/orders?x=1", b"")
+            .unwrap();
+        assert_eq!(identity, jose());
+    }
+
+    #[test]
+    fn each_refusal_has_its_code() {
+        let signer = AssertionSigner::new(TokenSigner::generate("g1"));
+        let verifier = AssertionVerifier::new(&signer.jwks()).unwrap();
+        let t = now();
+        let token = signer.sign("POST", "/p", b"{}", &jose(), t).unwrap();
+        let code = |r: Result<Identity, AssertionError>| r.unwrap_err().code();
+        assert_eq!(
+            code(verifier.verify(None, "POST", "/p", b"{}")),
+            "service_auth_missing"
+        );
+        assert_eq!(
+            code(verifier.verify(Some("garbage"), "POST", "/p", b"{}")),
+            "service_auth_invalid"
+        );
+        let other = AssertionSigner::new(TokenSigner::generate("g1"));
+        let forged = other.sign("POST", "/p", b"{}", &jose(), t).unwrap();
+        assert_eq!(
+            code(verifier.verify(Some(&forged), "POST", "/p", b"{}")),
+            "service_auth_invalid"
+        );
+        let old = signer.sign("POST", "/p", b"{}", &jose(), t - 120).unwrap();
+        assert_eq!(
+            code(verifier.verify(Some(&old), "POST", "/p", b"{}")),
+            "service_auth_expired"
+        );
+        for (method, path, body) in [
+            ("PUT", "/p", &b"{}"[..]),
+            ("POST", "/q", b"{}"),
+            ("POST", "/p?x", b"{}"),
+            ("POST", "/p", b"{\"a\":1}"),
+        ] {
+            assert_eq!(
+                code(verifier.verify(Some(&token), method, path, body)),
+                "service_auth_mismatch"
+            );
+        }
+    }
+
+    #[test]
+    fn a_reservation_audience_token_is_not_an_assertion() {
+        let key = TokenSigner::generate("g1");
+        let jwks = JwkSet {
+            keys: vec![key.public_jwk()],
+        };
+        let verifier = AssertionVerifier::new(&jwks).unwrap();
+        let t = now();
+        let mut claims = AssertionClaims {
+            iss: GATEWAY_ISSUER.into(),
+            aud: "stockgate:reservation".into(),
+            iat: t,
+            exp: t + 10,
+            method: "GET".into(),
+            path: "/".into(),
+            bh: body_hash(b""),
+            sub: None,
+            roles: vec!["ops".into()],
+        };
+        let token = key.sign_json(&claims).unwrap();
+        assert_eq!(
+            verifier.verify(Some(&token), "GET", "/", b""),
+            Err(AssertionError::Invalid)
+        );
+        claims.aud = SETTLEMENT_AUDIENCE.into();
+        claims.exp = t + 3600;
+        let long_lived = key.sign_json(&claims).unwrap();
+        assert_eq!(
+            verifier.verify(Some(&long_lived), "GET", "/", b""),
+            Err(AssertionError::Invalid)
+        );
+    }
+
+    #[test]
+    fn every_kid_of_a_rotating_set_verifies() {
+        let old = AssertionSigner::new(TokenSigner::generate("old"));
+        let new = AssertionSigner::new(TokenSigner::generate("new"));
+        let mut jwks = old.jwks();
+        jwks.keys.extend(new.jwks().keys);
+        let verifier = AssertionVerifier::new(&jwks).unwrap();
+        for signer in [&old, &new] {
+            let token = signer.sign("GET", "/", b"", &jose(), now()).unwrap();
+            assert!(verifier.verify(Some(&token), "GET", "/", b"").is_ok());
+        }
+    }
+}
