@@ -192,6 +192,8 @@ impl Gateway {
         };
         let ratelimit = RateLimiter::new(config, shared.edge_redis.clone(), shared.metrics.clone())
             .map_err(|e| StartError::Setup(e.to_string()))?;
+        let client_addrs =
+            crate::client_addr::ClientAddrs::new(&config.client_ip).map_err(StartError::Setup)?;
         let limits = &config.limits;
         let pod_health = Arc::new(crate::health::Health::new(
             shared.metrics.dependency_up.clone(),
@@ -217,6 +219,7 @@ impl Gateway {
             max_retries: config.upstream.max_retries,
             cache,
             ratelimit: Arc::new(ratelimit),
+            client_addrs,
             edge_redis: shared.edge_redis,
             site: config.web.storefront.then(crate::web::Site::new),
             dev_tokens: crate::web::DevTokens::new(config, dev_sign_in),

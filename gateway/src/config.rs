@@ -54,6 +54,9 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub cache: CacheConfig,
     pub ratelimit: RateLimitConfig,
+    /// Who the client of a request is: the TCP peer, or behind trusted proxies the address
+    /// they forwarded (`crate::client_addr`).
+    pub client_ip: crate::client_addr::ClientIpConfig,
     pub degraded: DegradedConfig,
     pub web: WebConfig,
     /// The settlement service (`settlement` and `all-in-one`); its `database_url` and
@@ -200,6 +203,10 @@ pub struct RateLimitConfig {
     /// Gateway replicas sharing the limits: while Redis is unreachable each replica enforces
     /// `rate / replicas` and `burst / replicas` (at least 1) on its own.
     pub replicas: u64,
+    /// Rules keyed by `ip` count an IPv6 client by its first `ipv6_prefix_len` bits (one
+    /// subscriber usually holds a whole /64 and can pick any address in it); an IPv4 client
+    /// by its address.
+    pub ipv6_prefix_len: u8,
 }
 
 /// Behaviour while Redis is unreachable.
@@ -260,6 +267,7 @@ impl Default for RateLimitConfig {
             rules_file: None,
             reload_interval_ms: 1_000,
             replicas: 1,
+            ipv6_prefix_len: 64,
         }
     }
 }
@@ -288,6 +296,7 @@ impl Default for Config {
             upstream: UpstreamConfig::default(),
             cache: CacheConfig::default(),
             ratelimit: RateLimitConfig::default(),
+            client_ip: Default::default(),
             degraded: DegradedConfig::default(),
             web: WebConfig::default(),
             settlement: settlement::SettlementConfig::default(),
@@ -379,6 +388,9 @@ const ENV_OVERRIDES: &[&str] = &[
     "STOCKGATE_RESERVATION_JWKS_FILE",
     // Dev sign-in: `1` on, any other value off (a typo fails safe), see `Config::dev_sign_in`.
     "STOCKGATE_DEV_TOKEN",
+    // Client addresses: the proxies whose forwarding header is believed, comma separated
+    // CIDRs (`crate::client_addr`); validated with the file's.
+    "STOCKGATE_TRUSTED_PROXIES",
 ];
 
 impl Config {
@@ -443,6 +455,14 @@ impl Config {
                     self.reservations.public_jwks_file = Some(value.into())
                 }
                 "STOCKGATE_DEV_TOKEN" => self.web.dev_token = Some(value == "1"),
+                "STOCKGATE_TRUSTED_PROXIES" => {
+                    self.client_ip.trusted_proxies = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                }
                 _ => {}
             }
         }

@@ -16,6 +16,7 @@ pub mod app;
 pub mod auth;
 pub mod cache;
 pub mod cli;
+pub mod client_addr;
 pub mod config;
 pub mod conn_age;
 pub mod edge;

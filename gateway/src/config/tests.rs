@@ -118,6 +118,14 @@ fn each_rule_names_its_field() {
         ),
         ("[ratelimit]\nreplicas = 0\n", "ratelimit.replicas"),
         (
+            "[ratelimit]\nipv6_prefix_len = 0\n",
+            "ratelimit.ipv6_prefix_len",
+        ),
+        (
+            "[client_ip]\ntrusted_proxies = [\"10.0.0.0/33\"]\n",
+            "client_ip.trusted_proxies",
+        ),
+        (
             "[degraded]\nredis_timeout_ms = 0\n",
             "degraded.redis_timeout_ms",
         ),
@@ -186,4 +194,27 @@ fn environment_overrides_urls_and_paths() {
         )
     );
     config.validate().unwrap();
+}
+
+#[test]
+fn trusted_proxies_come_from_the_environment_and_are_validated() {
+    let mut config = Config::default();
+    config.apply_env(|name| {
+        (name == "STOCKGATE_TRUSTED_PROXIES").then(|| "10.224.0.0/12, 2001:db8::/32,".into())
+    });
+    assert_eq!(
+        config.client_ip.trusted_proxies,
+        ["10.224.0.0/12", "2001:db8::/32"]
+    );
+    config.validate().unwrap();
+
+    config.apply_env(|name| (name == "STOCKGATE_TRUSTED_PROXIES").then(|| "10.224.0.1/12".into()));
+    let message = config.validate().unwrap_err().to_string();
+    assert_eq!(
+        message,
+        "config field `client_ip.trusted_proxies` \"10.224.0.1/12\" has host bits set \
+         (the network is 10.224.0.0/12)"
+    );
+    let message = Config::from_toml("[client_ip]\nheader = \"x-real-ip\"\n").unwrap_err();
+    assert!(message.contains("x-real-ip"), "{message}");
 }

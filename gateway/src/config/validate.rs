@@ -138,6 +138,14 @@ impl Config {
         if !(1..=1000).contains(&self.ratelimit.replicas) {
             return Err(invalid("ratelimit.replicas", "must be between 1 and 1000"));
         }
+        if !(1..=128).contains(&self.ratelimit.ipv6_prefix_len) {
+            return Err(invalid(
+                "ratelimit.ipv6_prefix_len",
+                "must be between 1 and 128",
+            ));
+        }
+        crate::client_addr::parse_trusted(&self.client_ip.trusted_proxies)
+            .map_err(|reason| invalid("client_ip.trusted_proxies", reason))?;
         if !(1..=10_000).contains(&self.degraded.redis_timeout_ms) {
             return Err(invalid(
                 "degraded.redis_timeout_ms",

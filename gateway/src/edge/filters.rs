@@ -1,6 +1,7 @@
 //! The Pingora hooks of the edge, in the order Pingora calls them for one request:
 //! `early_request_filter` (request id, timeouts, header deadline mark) → `request_filter`
-//! (limits, identity headers stripped, route, auth, edge handlers) → for proxied routes
+//! (identity headers stripped, route, limits, client address, rate limits before auth, auth,
+//! rate limits after auth, edge handlers) → for proxied routes
 //! `upstream_peer` → `upstream_request_filter` (verified identity headers) →
 //! `request_body_filter` (streamed body cap) → `response_filter` (`x-request-id`); on failure
 //! `fail_to_connect` (retry idempotent requests) and `fail_to_proxy` (problem+json); always
@@ -20,7 +21,7 @@ use super::respond::{REQUEST_ID, Reply};
 use super::routes::{self, Route};
 use super::{Edge, RequestCtx, USER_ROLES, USER_SUB, has_body, request_id_of};
 use crate::problem::Problem;
-use crate::ratelimit::Facts;
+use crate::ratelimit::{Checkpoint, Facts};
 
 #[async_trait]
 impl ProxyHttp for Edge {
@@ -79,38 +80,55 @@ impl ProxyHttp for Edge {
             .await;
             return Ok(true);
         }
-        match self.authorize(session, matched.route.access()).await {
-            Ok(identity) => ctx.identity = identity,
-            Err(problem) => {
-                let mut reply = Reply::problem(&problem, &ctx.request_id);
-                if has_body(session) {
-                    reply = reply.closing();
-                }
-                self.answer(session, ctx, reply).await;
-                return Ok(true);
-            }
-        }
-        ctx.client_ip = session
+        let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        ctx.client_ip = (self.state.client_addrs).client_ip(peer, &session.req_header().headers);
+        // Before the token is looked at: a client over its budget of refused tokens, then
+        // the `before_auth` rules, so a flood costs no signature check.
+        let early = match self.state.ratelimit.failures_blocked(&facts(session, ctx)) {
+            Some(limited) => Some(limited),
+            None => {
+                let facts = facts(session, ctx);
+                (self.state.ratelimit)
+                    .check(&facts, Checkpoint::BeforeAuth)
+                    .await
+            }
+        };
+        if let Some(limited) = early {
+            self.refuse(session, ctx, limited.reply(&ctx.request_id))
+                .await;
+            return Ok(true);
+        }
+        match self.authorize(session, matched.route.access()).await {
+            Ok(identity) => ctx.identity = identity,
+            Err(problem) => {
+                // A refused token is charged to the client's `auth_failure` budget; the one
+                // that exhausts it is answered 429 like the ones after it.
+                let over = if problem.status == 401 {
+                    let facts = facts(session, ctx);
+                    self.state.ratelimit.charge_failure(&facts).await
+                } else {
+                    None
+                };
+                let reply = match over {
+                    Some(limited) => limited.reply(&ctx.request_id),
+                    None => Reply::problem(&problem, &ctx.request_id),
+                };
+                self.refuse(session, ctx, reply).await;
+                return Ok(true);
+            }
+        }
         let limited = {
-            let request = session.req_header();
-            let facts = Facts {
-                method: &request.method,
-                path: request.uri.path(),
-                sub: ctx.identity.as_ref().map(|i| i.sub.as_str()),
-                ip: ctx.client_ip,
-                body_sku: None,
-            };
-            self.state.ratelimit.check(&facts, false).await
+            let facts = facts(session, ctx);
+            (self.state.ratelimit)
+                .check(&facts, Checkpoint::AfterAuth)
+                .await
         };
         if let Some(limited) = limited {
-            let mut reply = limited.reply(&ctx.request_id);
-            if has_body(session) {
-                reply = reply.closing();
-            }
-            self.answer(session, ctx, reply).await;
+            self.refuse(session, ctx, limited.reply(&ctx.request_id))
+                .await;
             return Ok(true);
         }
         let cached = matched.route == Route::Products && self.state.cache.is_some();
@@ -280,6 +298,28 @@ impl ProxyHttp for Edge {
             self.state.metrics.in_flight.dec();
             ctx.in_flight = false;
         }
+    }
+}
+
+impl Edge {
+    /// Answers a refusal; a body the edge has not read closes the connection after it.
+    async fn refuse(&self, session: &mut Session, ctx: &RequestCtx, mut reply: Reply) {
+        if has_body(session) {
+            reply = reply.closing();
+        }
+        self.answer(session, ctx, reply).await;
+    }
+}
+
+/// What the rate limiter knows of a request before its body is read.
+fn facts<'a>(session: &'a Session, ctx: &'a RequestCtx) -> Facts<'a> {
+    let request = session.req_header();
+    Facts {
+        method: &request.method,
+        path: request.uri.path(),
+        sub: ctx.identity.as_ref().map(|i| i.sub.as_str()),
+        ip: ctx.client_ip,
+        body_sku: None,
     }
 }
 

@@ -3,8 +3,10 @@
 //! everything else to the settlement upstream ([`crate::proxy`]).
 //!
 //! Order of checks for every request (see `filters.rs`): strip client identity headers →
-//! route → header limits and declared body size → authentication and role → handler or
-//! proxy. A request refused by any check never reaches the store or the upstream.
+//! route → header limits and declared body size → client address ([`crate::client_addr`]) →
+//! rate limits that apply before authentication (`before_auth`, a client over its
+//! `auth_failure` budget) → authentication and role (a refused token charged to
+//! `auth_failure` rules) → the other rate limits → handler or proxy. A request refused by any check never reaches the store or the upstream.
 
 mod filters;
 pub mod orders;
@@ -66,6 +68,8 @@ pub struct EdgeState {
     /// The product cache; `None` proxies catalog reads uncached (`cache.enabled = false`).
     pub cache: Option<Arc<ProductCache>>,
     pub ratelimit: Arc<RateLimiter>,
+    /// Who the client of a request is (`[client_ip]`): the rate limits' `ip`.
+    pub client_addrs: crate::client_addr::ClientAddrs,
     /// The edge's Redis (cache, limits, health), when `redis_url` is set.
     pub edge_redis: Option<EdgeRedis>,
     /// The storefront and ops console, when served (`web.storefront`, `all-in-one`).

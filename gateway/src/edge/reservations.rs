@@ -133,7 +133,11 @@ async fn try_create(
         ip: ctx.client_ip,
         body_sku: Some(sku.as_str()),
     };
-    if let Some(limited) = state.ratelimit.check(&facts, true).await {
+    if let Some(limited) = state
+        .ratelimit
+        .check(&facts, crate::ratelimit::Checkpoint::ReservationBody)
+        .await
+    {
         return Ok(limited.reply(&ctx.request_id));
     }
     if state.sold_out.answers_for(&sku, &buyer, &key) {

@@ -18,6 +18,18 @@ pub struct LocalDecision {
     pub reset_after: Duration,
 }
 
+impl LocalDecision {
+    /// A refusal for `wait` more (a key remembered as over).
+    pub fn refused(wait: Duration) -> Self {
+        LocalDecision {
+            allowed: false,
+            remaining: 0,
+            retry_after: wait,
+            reset_after: wait,
+        }
+    }
+}
+
 /// Per-key state on this process' monotonic clock.
 pub struct LocalLimiter {
     origin: Instant,
@@ -59,8 +71,9 @@ impl LocalLimiter {
         (until > now).then(|| Duration::from_micros(until - now))
     }
 
-    /// Remembers that Redis refuses `key` for `retry_after`. A GCRA refusal cannot end early
-    /// (other replicas only push it later), so refusing locally until then is exact.
+    /// Remembers that Redis refuses `key` for `retry_after`. Under one rule a GCRA refusal
+    /// cannot end early (other replicas only push it later), so refusing locally until then
+    /// is exact; a reload forgets every block ([`Self::forget_blocks`]).
     pub fn block(&self, key: &str, retry_after: Duration) {
         let now = self.now();
         let mut blocked = lock(&self.blocked);
@@ -68,6 +81,11 @@ impl LocalLimiter {
             blocked.retain(|_, until| *until > now);
         }
         blocked.insert(key.to_owned(), now.saturating_add(micros(retry_after)));
+    }
+
+    /// Forgets every remembered refusal (the rules changed: a loosened rule admits sooner).
+    pub fn forget_blocks(&self) {
+        lock(&self.blocked).clear();
     }
 
     /// One GCRA decision for `key` with this process' budget.
@@ -78,7 +96,16 @@ impl LocalLimiter {
         if tats.len() >= SWEEP_AT {
             tats.retain(|_, tat| *tat > now);
         }
-        let tat = tats.get(key).copied().unwrap_or(now).max(now);
+        // Capped at the most this rule can store (`now + interval * burst`, a no-op while the
+        // rule is unchanged), and the cap kept: a key throttled under a stricter rule before a
+        // reload is at most "full" under the new one, so it passes again at the new rate at
+        // once (the same cap as gcra.lua).
+        let cap = now.saturating_add(interval.saturating_mul(burst));
+        let stored = tats.get(key).copied().unwrap_or(now);
+        let tat = stored.clamp(now, cap);
+        if stored > cap {
+            tats.insert(key.to_owned(), tat);
+        }
         let new_tat = tat + interval;
         // Signed: early in the process' life `new_tat - interval * burst` is below zero.
         let allow_at = i128::from(new_tat) - i128::from(interval) * i128::from(burst);
@@ -135,5 +162,28 @@ mod tests {
         );
         limiter.block("j", Duration::ZERO);
         assert_eq!(limiter.blocked_for("j"), None);
+        limiter.forget_blocks();
+        assert_eq!(limiter.blocked_for("k"), None, "a reload forgets blocks");
+    }
+
+    #[test]
+    fn a_loosened_rule_admits_a_throttled_key_at_its_own_rate() {
+        let limiter = LocalLimiter::default();
+        // Strict: 2 at once, then one a minute.
+        let strict = Duration::from_secs(60);
+        assert!(limiter.check("k", strict, 2).allowed);
+        assert!(limiter.check("k", strict, 2).allowed);
+        assert!(!limiter.check("k", strict, 2).allowed);
+        // Loosened to 10 a second, burst 3: the key is at most "full" under the new rule, so
+        // it waits one new interval (100 ms), not the old minute.
+        let loose = Duration::from_millis(100);
+        let refused = limiter.check("k", loose, 3);
+        assert!(
+            refused.retry_after <= loose,
+            "waits {:?}",
+            refused.retry_after
+        );
+        std::thread::sleep(loose);
+        assert!(limiter.check("k", loose, 3).allowed);
     }
 }

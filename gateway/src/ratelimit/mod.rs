@@ -28,7 +28,7 @@ use crate::edge_redis::EdgeRedis;
 use crate::metrics::Metrics;
 use crate::problem::Problem;
 use local::{LocalDecision, LocalLimiter};
-use rules::{KeyPart, Rule, RulesError};
+use rules::{KeyPart, Phase, Rule, RulesError};
 
 /// A rule with its metric handles, resolved once per load.
 struct Compiled {
@@ -114,6 +114,8 @@ pub struct RateLimiter {
     redis: Option<EdgeRedis>,
     local: LocalLimiter,
     replicas: u32,
+    /// IPv6 clients share a budget per network of this many bits (`ratelimit.ipv6_prefix_len`).
+    ipv6_prefix_len: u8,
     key_prefix: String,
     metrics: Arc<Metrics>,
 }
@@ -133,6 +135,7 @@ impl RateLimiter {
             redis,
             local: LocalLimiter::default(),
             replicas: u32::try_from(config.ratelimit.replicas).unwrap_or(1).max(1),
+            ipv6_prefix_len: config.ratelimit.ipv6_prefix_len,
             key_prefix: format!("{}:rl", config.redis_key_prefix),
             metrics,
         };
@@ -169,6 +172,9 @@ impl RateLimiter {
         }
         let count = compiled.len();
         self.rules.store(Arc::new(compiled));
+        // The keys remembered as refused were refused under the old rules: a loosened rule
+        // must let them through at once. The next refusal is re-learnt from Redis.
+        self.local.forget_blocks();
         Ok(count)
     }
 
@@ -257,53 +263,112 @@ impl RateLimiter {
         }
     }
 
-    /// Checks every rule of the phase (`body_phase`: rules keyed by the reservation body's
-    /// SKU) that matches; the first refusing rule that is not a shadow rule wins.
-    pub async fn check(&self, facts: &Facts<'_>, body_phase: bool) -> Option<Limited> {
+    /// Checks every rule checked at `checkpoint` that matches; the first refusing rule that
+    /// is not a shadow rule wins.
+    pub async fn check(&self, facts: &Facts<'_>, checkpoint: Checkpoint) -> Option<Limited> {
         let rules = self.rules.load();
         for compiled in rules.iter() {
-            let rule = &compiled.rule;
-            if rule.needs_body_sku() != body_phase {
+            if checkpoint_of(&compiled.rule) != Some(checkpoint) {
                 continue;
             }
-            let Some(path_sku) = rule.matches(facts.method, facts.path) else {
+            let Some(key) = self.key_for(compiled, facts) else {
                 continue;
             };
-            // A rule keyed by something the request lacks (no buyer on an anonymous route)
-            // does not apply to it.
-            let Some(key) = key_of(compiled, facts, path_sku) else {
-                continue;
-            };
-            let decision = self.decide(compiled, &key).await;
-            if decision.allowed {
-                compiled.allowed.inc();
-            } else if rule.shadow {
-                compiled.shadow_limited.inc();
-            } else {
-                compiled.limited.inc();
-                return Some(Limited {
-                    rule: rule.name.clone(),
-                    rate: rule.rate,
-                    period_secs: rule.period_secs,
-                    burst: rule.burst,
-                    retry_after: decision.retry_after,
-                    reset_after: decision.reset_after,
-                });
+            let (decision, source) = self.decide(compiled, &key).await;
+            if let Some(limited) = self.count(compiled, &decision, source) {
+                return Some(limited);
             }
         }
         None
     }
 
-    async fn decide(&self, compiled: &Compiled, key: &str) -> LocalDecision {
+    /// Before authentication: whether this client is over an `auth_failure` budget, from
+    /// process memory only (a request that costs a Redis call to refuse would cost about
+    /// what its signature check does). Shadow rules never refuse and are counted when a
+    /// failure is charged.
+    pub fn failures_blocked(&self, facts: &Facts<'_>) -> Option<Limited> {
+        let rules = self.rules.load();
+        for compiled in rules.iter() {
+            if compiled.rule.phase != Phase::AuthFailure || compiled.rule.shadow {
+                continue;
+            }
+            let Some(key) = self.key_for(compiled, facts) else {
+                continue;
+            };
+            if let Some(wait) = self.local.blocked_for(&key) {
+                let decision = LocalDecision::refused(wait);
+                return self.count(compiled, &decision, Source::Memory);
+            }
+        }
+        None
+    }
+
+    /// A request whose token was refused: charges every matching `auth_failure` rule. A key
+    /// over budget is remembered until its retry time (so [`Self::failures_blocked`] refuses
+    /// the next ones without a signature check), and this request is refused with a 429.
+    pub async fn charge_failure(&self, facts: &Facts<'_>) -> Option<Limited> {
+        let rules = self.rules.load();
+        let mut refusal = None;
+        for compiled in rules.iter() {
+            if compiled.rule.phase != Phase::AuthFailure {
+                continue;
+            }
+            let Some(key) = self.key_for(compiled, facts) else {
+                continue;
+            };
+            let (decision, source) = self.decide(compiled, &key).await;
+            if !decision.allowed {
+                // Redis refusals are remembered by `decide`; the local share's are not.
+                self.local.block(&key, decision.retry_after);
+            }
+            let limited = self.count(compiled, &decision, source);
+            refusal = refusal.or(limited);
+        }
+        refusal
+    }
+
+    /// Counts one decision under exactly one `decision` label; `Some` when it refuses.
+    fn count(
+        &self,
+        compiled: &Compiled,
+        decision: &LocalDecision,
+        source: Source,
+    ) -> Option<Limited> {
+        let rule = &compiled.rule;
+        if decision.allowed {
+            compiled.allowed.inc();
+            return None;
+        }
+        if rule.shadow {
+            compiled.shadow_limited.inc();
+            return None;
+        }
+        match source {
+            Source::Memory => compiled.local_block.inc(),
+            Source::Decided => compiled.limited.inc(),
+        }
+        Some(Limited {
+            rule: rule.name.clone(),
+            rate: rule.rate,
+            period_secs: rule.period_secs,
+            burst: rule.burst,
+            retry_after: decision.retry_after,
+            reset_after: decision.reset_after,
+        })
+    }
+
+    /// The key of one request under one rule, when the rule applies to it.
+    fn key_for(&self, compiled: &Compiled, facts: &Facts<'_>) -> Option<String> {
+        let path_sku = compiled.rule.matches(facts.method, facts.path)?;
+        // A rule keyed by something the request lacks (no buyer on an anonymous route)
+        // does not apply to it.
+        key_of(compiled, facts, path_sku, self.ipv6_prefix_len)
+    }
+
+    async fn decide(&self, compiled: &Compiled, key: &str) -> (LocalDecision, Source) {
         let rule = &compiled.rule;
         if let Some(wait) = self.local.blocked_for(key) {
-            compiled.local_block.inc();
-            return LocalDecision {
-                allowed: false,
-                remaining: 0,
-                retry_after: wait,
-                reset_after: wait,
-            };
+            return (LocalDecision::refused(wait), Source::Memory);
         }
         if let Some(redis) = &self.redis {
             if redis.health.is_up() {
@@ -312,12 +377,13 @@ impl RateLimiter {
                         if !d.allowed {
                             self.local.block(key, d.retry_after);
                         }
-                        return LocalDecision {
+                        let decision = LocalDecision {
                             allowed: d.allowed,
                             remaining: d.remaining,
                             retry_after: d.retry_after,
                             reset_after: d.reset_after,
                         };
+                        return (decision, Source::Decided);
                     }
                     Err(error) => redis.health.mark_down("rate limit", &error),
                 }
@@ -325,15 +391,52 @@ impl RateLimiter {
             compiled.degraded.inc();
             // This replica's share: every replica alone admits rate/replicas, burst/replicas.
             let burst = rule.burst.div_ceil(u64::from(self.replicas));
-            return self.local.check(key, rule.interval * self.replicas, burst);
+            let decision = self.local.check(key, rule.interval * self.replicas, burst);
+            return (decision, Source::Decided);
         }
         // No Redis at all (embedded, one process): the whole rule is enforced here.
-        self.local.check(key, rule.interval, rule.burst)
+        let decision = self.local.check(key, rule.interval, rule.burst);
+        (decision, Source::Decided)
     }
 }
 
+/// Where in a request's handling a rule is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkpoint {
+    /// Before the token is checked (`phase = "before_auth"`).
+    BeforeAuth,
+    /// After authentication, before the handler (`after_auth` rules not keyed by the body).
+    AfterAuth,
+    /// Once the reservation body is parsed (`after_auth` rules keyed by its SKU).
+    ReservationBody,
+}
+
+/// Where `rule` is checked; `None` for `auth_failure` rules (charged on a refused token).
+fn checkpoint_of(rule: &Rule) -> Option<Checkpoint> {
+    match rule.phase {
+        Phase::BeforeAuth => Some(Checkpoint::BeforeAuth),
+        Phase::AfterAuth if rule.needs_body_sku() => Some(Checkpoint::ReservationBody),
+        Phase::AfterAuth => Some(Checkpoint::AfterAuth),
+        Phase::AuthFailure => None,
+    }
+}
+
+/// How a decision was reached, for its metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// Refused from the memory of keys already known to be over: no Redis call.
+    Memory,
+    /// Decided by the GCRA (Redis, or this replica's share).
+    Decided,
+}
+
 /// The key of one request under one rule; `None` when the request lacks a part of it.
-fn key_of(compiled: &Compiled, facts: &Facts<'_>, path_sku: Option<&str>) -> Option<String> {
+fn key_of(
+    compiled: &Compiled,
+    facts: &Facts<'_>,
+    path_sku: Option<&str>,
+    ipv6_prefix_len: u8,
+) -> Option<String> {
     use std::fmt::Write;
     let mut key = compiled.key_head.clone();
     for (i, part) in compiled.rule.key.iter().enumerate() {
@@ -343,14 +446,48 @@ fn key_of(compiled: &Compiled, facts: &Facts<'_>, path_sku: Option<&str>) -> Opt
         // Writing to a String cannot fail.
         let _ = match part {
             KeyPart::Sub => write!(key, "sub={}", facts.sub?),
-            KeyPart::Ip => write!(key, "ip={}", facts.ip?),
+            KeyPart::Ip => write!(key, "ip={}", ip_key(facts.ip?, ipv6_prefix_len)),
             KeyPart::Sku => write!(key, "sku={}", path_sku.or(facts.body_sku)?),
         };
     }
     Some(key)
 }
 
+/// An IPv4 client is its address; an IPv6 client its network of `ipv6_prefix_len` bits, since
+/// one subscriber is handed a whole /64 (or more) and can send from any address in it.
+fn ip_key(ip: IpAddr, ipv6_prefix_len: u8) -> String {
+    match crate::client_addr::canonical(ip) {
+        IpAddr::V4(v4) => v4.to_string(),
+        v6 => format!(
+            "{}/{ipv6_prefix_len}",
+            crate::client_addr::mask(v6, ipv6_prefix_len)
+        ),
+    }
+}
+
 fn stamp_of(path: &std::path::Path) -> Option<(SystemTime, u64)> {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_clients_share_a_budget_per_network_ipv4_per_address() {
+        let a = ip_key(ip("2001:db8:1:2:aaaa::1"), 64);
+        assert_eq!(a, "2001:db8:1:2::/64");
+        assert_eq!(ip_key(ip("2001:db8:1:2:ffff:1:2:3"), 64), a);
+        assert_ne!(ip_key(ip("2001:db8:1:3::1"), 64), a);
+        assert_eq!(ip_key(ip("2001:db8:1:2::1"), 128), "2001:db8:1:2::1/128");
+        assert_eq!(ip_key(ip("2001:db8:1:2::1"), 48), "2001:db8:1::/48");
+        assert_eq!(ip_key(ip("203.0.113.7"), 64), "203.0.113.7");
+        assert_ne!(ip_key(ip("203.0.113.8"), 64), ip_key(ip("203.0.113.7"), 64));
+        assert_eq!(ip_key(ip("::ffff:203.0.113.7"), 64), "203.0.113.7");
+    }
 }

@@ -29,8 +29,11 @@ pub enum RulesError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RulesFile {
-    #[serde(default, rename = "rule")]
-    pub rules: Vec<RuleSpec>,
+    /// `None` when the file names no rule at all: an empty or comment-only file, which is
+    /// what a file caught half-written (truncated, not yet filled) looks like. It is refused;
+    /// running without limits is said explicitly with `rule = []`.
+    #[serde(rename = "rule")]
+    pub rules: Option<Vec<RuleSpec>>,
 }
 
 /// One rule as written.
@@ -55,6 +58,36 @@ pub struct RuleSpec {
     /// Count what would be refused, refuse nothing.
     #[serde(default)]
     pub shadow: bool,
+    /// When the rule is checked relative to buyer authentication.
+    #[serde(default)]
+    pub phase: Phase,
+}
+
+/// When a rule is checked, relative to buyer authentication.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Before the buyer's token is looked at: a flood is refused before any signature check.
+    /// Keys by `ip` and a path `{sku}` only (no buyer is known yet, no body is read).
+    BeforeAuth,
+    /// After authentication (the default): may key by `sub` and the reservation body's SKU.
+    #[default]
+    AfterAuth,
+    /// Charged only by requests whose token was refused (401): once a key is over, its
+    /// requests are refused before their token is checked, from process memory, until the
+    /// retry time (fail2ban-like). Keys like `before_auth`.
+    AuthFailure,
+}
+
+impl Phase {
+    /// As written in the rules file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::BeforeAuth => "before_auth",
+            Phase::AfterAuth => "after_auth",
+            Phase::AuthFailure => "auth_failure",
+        }
+    }
 }
 
 fn one() -> u64 {
@@ -91,6 +124,7 @@ pub struct Rule {
     pub period_secs: u64,
     pub burst: u64,
     pub shadow: bool,
+    pub phase: Phase,
 }
 
 /// The path the reservation body's SKU is read from (the one body a rule may key on).
@@ -146,8 +180,12 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<Rule>, RulesError> {
         path: origin.to_owned(),
         message: e.to_string(),
     })?;
-    let mut rules: Vec<Rule> = Vec::with_capacity(file.rules.len());
-    for (index, spec) in file.rules.iter().enumerate() {
+    let specs = file.rules.ok_or_else(|| RulesError::Parse {
+        path: origin.to_owned(),
+        message: "names no [[rule]]; to run without limits write `rule = []`".to_owned(),
+    })?;
+    let mut rules: Vec<Rule> = Vec::with_capacity(specs.len());
+    for (index, spec) in specs.iter().enumerate() {
         let invalid = |field, reason: &str| RulesError::Invalid {
             path: origin.to_owned(),
             index,
@@ -220,7 +258,24 @@ fn compile(spec: &RuleSpec) -> Result<Rule, (&'static str, String)> {
         period_secs: spec.period_secs,
         burst: spec.burst,
         shadow: spec.shadow,
+        phase: spec.phase,
     };
+    if rule.phase != Phase::AfterAuth {
+        // Checked before any buyer is known and before the body is read.
+        let phase = rule.phase.name();
+        if rule.key.contains(&KeyPart::Sub) {
+            return Err((
+                "key",
+                format!("has sub, but phase {phase} runs before the buyer is known"),
+            ));
+        }
+        if rule.needs_body_sku() {
+            return Err((
+                "key",
+                format!("has sku, but the path has no {{sku}} and phase {phase} reads no body"),
+            ));
+        }
+    }
     let body_sku_ok = rule.method.as_ref() == Some(&Method::POST) && spec.path == RESERVE_PATH;
     if rule.needs_body_sku() && !body_sku_ok {
         return Err((

@@ -6,7 +6,11 @@
 --   remaining: requests still admitted right now; retry_after_us: wait before the next
 --   request can pass (0 when allowed); reset_after_us: until the key is idle again.
 -- Redis TIME is the one clock, so replicas with skewed clocks agree. The key is written only
--- when the request is admitted: a rejected request costs the caller nothing.
+-- when the request is admitted (or capped, below): a rejected request costs the caller nothing.
+-- The stored time is capped at now + interval * burst, the most this rule can ever store (a
+-- no-op while the rule is unchanged), and the capped value written back: after a reload
+-- loosens the rule, a key throttled under the old one is at most "full" under the new one and
+-- passes again at the new rate at once, instead of waiting out the old, longer time.
 
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
@@ -16,6 +20,10 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 if tat < now then
   tat = now
+end
+if tat > now + interval * burst then
+  tat = now + interval * burst
+  redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000))
 end
 local new_tat = tat + interval
 local allow_at = new_tat - interval * burst

@@ -84,16 +84,65 @@ fn each_rule_names_its_field() {
         (base.replace("rate = 1", "rate = 0"), "rate"),
         (format!("{base}period_secs = 0\n"), "period_secs"),
         (base.replace("burst = 1", "burst = 0"), "burst"),
+        (format!("{base}phase = \"early\"\n"), "phase"),
+        (
+            format!("{base}phase = \"before_auth\"\n").replace("[\"ip\"]", "[\"sub\"]"),
+            "key",
+        ),
+        (
+            format!("{base}phase = \"auth_failure\"\n").replace("[\"ip\"]", "[\"ip\", \"sub\"]"),
+            "key",
+        ),
+        (
+            format!("{base}method = \"POST\"\nphase = \"before_auth\"\n")
+                .replace("/api/v1/stock/{sku}", "/api/v1/reservations")
+                .replace("[\"ip\"]", "[\"ip\", \"sku\"]"),
+            "key",
+        ),
     ];
     for (rule, field) in cases {
         let text = format!("[[rule]]\n{rule}");
         let message = parse(&text, "f").unwrap_err().to_string();
-        assert!(
-            message.contains(&format!("field `{field}`")),
-            "{text} → {message}"
-        );
+        // An unknown phase is the parser's error: it names the field, not the rule index.
+        let named = message.contains(&format!("field `{field}`"))
+            || field == "phase" && message.contains("unknown variant `early`");
+        assert!(named, "{text} → {message}");
     }
     let twice = format!("[[rule]]\n{base}[[rule]]\n{base}");
     let message = parse(&twice, "f").unwrap_err().to_string();
     assert!(message.contains("rule[1] field `name`"), "{message}");
+}
+
+#[test]
+fn phases_are_read_and_default_to_after_auth() {
+    let text = format!(
+        "{GOOD}\n[[rule]]\nname = \"bad-tokens\"\npath = \"/api/v1/*\"\nkey = [\"ip\"]\n\
+         rate = 1\nburst = 10\nphase = \"auth_failure\"\n\
+         [[rule]]\nname = \"catalog\"\npath = \"/api/v1/products/*\"\nkey = [\"ip\"]\n\
+         rate = 1\nburst = 10\nphase = \"before_auth\"\n"
+    );
+    let rules = parse(&text, "f").unwrap();
+    let phases: Vec<Phase> = rules.iter().map(|r| r.phase).collect();
+    assert_eq!(
+        phases,
+        [
+            Phase::AfterAuth,
+            Phase::AfterAuth,
+            Phase::AuthFailure,
+            Phase::BeforeAuth
+        ]
+    );
+}
+
+#[test]
+fn a_file_that_names_no_rule_is_refused_unless_it_says_so() {
+    // What the watch reads between a writer's truncate and its write.
+    for text in ["", "\n", "# all rules removed\n"] {
+        let message = parse(text, "f").unwrap_err().to_string();
+        assert!(
+            message.contains("names no [[rule]]; to run without limits write `rule = []`"),
+            "{text:?} → {message}"
+        );
+    }
+    assert!(parse("rule = []\n", "f").unwrap().is_empty());
 }
