@@ -1,5 +1,6 @@
 //! Rate limits on real Redis through real HTTP: the admitted count of a GCRA rule over a
-//! measured window, the 429 answer, shadow rules, and rules keyed by the reservation body.
+//! measured window, the 429 answer, each decision counted once, shadow rules, and rules keyed
+//! by the reservation body.
 
 mod common;
 mod support;
@@ -88,12 +89,22 @@ async fn a_10_per_second_burst_5_rule_admits_the_expected_count_within_5_percent
 
     // Another SKU is another key: its own burst.
     assert_eq!(edge.get("/api/v1/stock/TEE").await.status(), 200);
-    let metrics = edge.metrics().await;
-    assert!(
-        metrics.contains(
-            r#"stockgate_ratelimit_decisions_total{decision="limited_local",rule="stock"}"#
-        )
+    // Every decision is counted once, under one label: the 429s are the Redis refusals plus
+    // the ones answered from memory (which used to be counted under both).
+    let series = |decision: &str| {
+        format!(r#"stockgate_ratelimit_decisions_total{{decision="{decision}",rule="stock"}}"#)
+    };
+    let (limited, local) = (
+        edge.metric(&series("limited")).await,
+        edge.metric(&series("limited_local")).await,
     );
+    assert!(local > 0, "refusals answered from memory");
+    assert_eq!(
+        limited + local,
+        refused,
+        "limited {limited} + limited_local {local}"
+    );
+    assert_eq!(edge.metric(&series("allowed")).await, admitted + 1);
     let _ = std::fs::remove_file(path);
 }
 

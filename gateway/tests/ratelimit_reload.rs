@@ -84,6 +84,89 @@ async fn a_broken_rules_file_leaves_the_old_rules_in_force() {
     let _ = std::fs::remove_file(path);
 }
 
+async fn reload(edge: &support::Edge) -> (u16, serde_json::Value) {
+    let response = edge
+        .http
+        .post(format!("{}/admin/reload", edge.admin))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loosened_rule_lets_a_throttled_key_through_at_once() {
+    let upstream = Upstream::start();
+    let path = std::env::temp_dir().join(format!("rules-{}.toml", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&path, STRICT).unwrap();
+    let mut config = support::config(upstream.addr, Some(&redis_url()));
+    config.ratelimit.rules_file = Some(path.clone());
+    // Only POST /admin/reload reloads here: the test decides when.
+    config.ratelimit.reload_interval_ms = 3_600_000;
+    let edge = support::start(config, None).await;
+    // Throttled under 1 a minute: the key's next chance is a minute away, both in Redis
+    // and in this replica's memory of refused keys.
+    assert_eq!(statuses(&edge, "A", 4).await, [200, 200, 429, 429]);
+
+    // Loosened to 20 a second, burst 3: the same key passes again at once, at the new rate.
+    let loose = STRICT
+        .replace("rate = 1\nperiod_secs = 60", "rate = 20")
+        .replace("burst = 2", "burst = 3");
+    std::fs::write(&path, loose).unwrap();
+    assert_eq!(reload(&edge).await.0, 200);
+    // One request left under the new rule, then one per 50 ms; idle 150 ms, a full burst.
+    assert_eq!(
+        statuses(&edge, "A", 2).await,
+        [200, 429],
+        "the throttled key"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        statuses(&edge, "A", 4).await,
+        [200, 200, 200, 429],
+        "the new burst"
+    );
+
+    // Tightened back: the key is held to the strict rule again (GCRA counts use in time,
+    // so it has the strict burst less the 150 ms it used: at most 2 pass).
+    std::fs::write(&path, STRICT).unwrap();
+    assert_eq!(reload(&edge).await.0, 200);
+    let after = statuses(&edge, "A", 3).await;
+    assert!(after.ends_with(&[429, 429]), "{after:?}");
+    let _ = std::fs::remove_file(path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_names_no_rule_is_refused_and_the_rules_stay() {
+    let upstream = Upstream::start();
+    let path = std::env::temp_dir().join(format!("rules-{}.toml", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&path, STRICT).unwrap();
+    let mut config = support::config(upstream.addr, Some(&redis_url()));
+    config.ratelimit.rules_file = Some(path.clone());
+    config.ratelimit.reload_interval_ms = 3_600_000;
+    let edge = support::start(config, None).await;
+
+    // What the watch reads between an editor's truncate and its write (the likely cause of
+    // the 1-in-10 flake of the test above: it swapped in zero rules, and the broken file
+    // that followed was refused, leaving none), or a file emptied by mistake.
+    for text in ["", "# rules removed for the sale\n"] {
+        std::fs::write(&path, text).unwrap();
+        let (status, problem) = reload(&edge).await;
+        assert_eq!(status, 422, "{text:?}");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains("names no [[rule]]"), "{detail}");
+        assert_eq!(edge.state.ratelimit.rule_count(), 1);
+    }
+    assert_eq!(statuses(&edge, "E", 3).await, [200, 200, 429]);
+    // Saying it explicitly runs without limits.
+    std::fs::write(&path, "rule = []\n").unwrap();
+    let (status, answer) = reload(&edge).await;
+    assert_eq!((status, answer["rules"].as_u64()), (200, Some(0)));
+    assert_eq!(statuses(&edge, "E", 1).await, [200]);
+    let _ = std::fs::remove_file(path);
+}
+
 #[test]
 fn ratelimits_check_validates_a_file_offline() {
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/ratelimits.toml");

@@ -96,15 +96,12 @@ impl LocalLimiter {
         if tats.len() >= SWEEP_AT {
             tats.retain(|_, tat| *tat > now);
         }
-        // Capped at the most this rule can store (`now + interval * burst`, a no-op while the
-        // rule is unchanged), and the cap kept: a key throttled under a stricter rule before a
-        // reload is at most "full" under the new one, so it passes again at the new rate at
-        // once (the same cap as gcra.lua).
-        let cap = now.saturating_add(interval.saturating_mul(burst));
-        let stored = tats.get(key).copied().unwrap_or(now);
-        let tat = stored.clamp(now, cap);
-        if stored > cap {
-            tats.insert(key.to_owned(), tat);
+        // Beyond `now + interval * burst` the time was stored under a stricter rule before a
+        // reload (this rule never stores that much): one request left under the new rule, so
+        // the key passes at once and then at the new rate (as gcra.lua does).
+        let mut tat = tats.get(key).copied().unwrap_or(now).max(now);
+        if tat > now.saturating_add(interval.saturating_mul(burst)) {
+            tat = now + interval * (burst - 1);
         }
         let new_tat = tat + interval;
         // Signed: early in the process' life `new_tat - interval * burst` is below zero.
@@ -174,10 +171,12 @@ mod tests {
         assert!(limiter.check("k", strict, 2).allowed);
         assert!(limiter.check("k", strict, 2).allowed);
         assert!(!limiter.check("k", strict, 2).allowed);
-        // Loosened to 10 a second, burst 3: the key is at most "full" under the new rule, so
-        // it waits one new interval (100 ms), not the old minute.
+        // Loosened to 10 a second, burst 3: the key has one request left under the new
+        // rule, then waits one new interval (100 ms), not the old minute.
         let loose = Duration::from_millis(100);
+        assert!(limiter.check("k", loose, 3).allowed);
         let refused = limiter.check("k", loose, 3);
+        assert!(!refused.allowed);
         assert!(
             refused.retry_after <= loose,
             "waits {:?}",

@@ -6,11 +6,11 @@
 --   remaining: requests still admitted right now; retry_after_us: wait before the next
 --   request can pass (0 when allowed); reset_after_us: until the key is idle again.
 -- Redis TIME is the one clock, so replicas with skewed clocks agree. The key is written only
--- when the request is admitted (or capped, below): a rejected request costs the caller nothing.
--- The stored time is capped at now + interval * burst, the most this rule can ever store (a
--- no-op while the rule is unchanged), and the capped value written back: after a reload
--- loosens the rule, a key throttled under the old one is at most "full" under the new one and
--- passes again at the new rate at once, instead of waiting out the old, longer time.
+-- when the request is admitted: a rejected request costs the caller nothing.
+-- A stored time beyond now + interval * burst cannot come from this rule (each admission
+-- stores at most that): it was stored under a stricter one before a reload loosened it. Such
+-- a key is taken as having one request left under the new rule, so it passes at once and then
+-- at the new rate, instead of waiting out the old, longer time. No rule version is kept.
 
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
@@ -22,8 +22,7 @@ if tat < now then
   tat = now
 end
 if tat > now + interval * burst then
-  tat = now + interval * burst
-  redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000))
+  tat = now + interval * (burst - 1)
 end
 local new_tat = tat + interval
 local allow_at = new_tat - interval * burst
