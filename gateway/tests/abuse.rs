@@ -28,3 +28,6 @@ mod refusals;
 
 #[path = "abuse/slowloris.rs"]
 mod slowloris;
+
+#[path = "abuse/client_ip.rs"]
+mod client_ip;

@@ -35,7 +35,7 @@ pub struct World {
 }
 
 /// Everything an abuse case could change: every reservation-store key under the prefix with
-/// its content, and the SQL tables (orders and products in full, history and outbox counted).
+/// its content (cache copies and rate-limit budgets aside), and the SQL tables (orders and products in full, history and outbox counted).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct State {
     redis: BTreeMap<String, String>,
@@ -130,9 +130,13 @@ impl World {
                 keys.push(key);
             }
         }
+        // Not state a refusal could corrupt: cached catalog copies, and rate-limit budgets
+        // (`<prefix>:rl:<rule>:<key>`), which refused requests are meant to spend.
         let cache = format!("{}:cache:", self.prefix);
+        let budgets = format!("{}:rl:", self.prefix);
         let mut dump = BTreeMap::new();
-        for key in keys.into_iter().filter(|k| !k.starts_with(&cache)) {
+        let kept = |k: &String| !k.starts_with(&cache) && !k.starts_with(&budgets);
+        for key in keys.into_iter().filter(kept) {
             let content = dump_key(&mut redis, &key).await;
             dump.insert(key, content);
         }
