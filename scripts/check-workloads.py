@@ -15,9 +15,16 @@ For every build:
   3. Liveness: the gateway's liveness probe is `GET /healthz` on its admin listener
      (`server.admin_listen`), never on the public one (`server.listen`), whose threads a
      sale's traffic shares: a slow answer there would restart pods under load.
+  4. Client addresses: a LoadBalancer or NodePort Service in front of the gateway sets
+     `externalTrafficPolicy: Local` (with Cluster, kube-proxy replaces the buyer's address with
+     a node's, and every per-IP rate limit sees a handful of clients); the gateway's
+     `client_ip.trusted_proxies` (file or STOCKGATE_TRUSTED_PROXIES) are valid CIDRs with no
+     host bits, and none trusts every address (then anyone could write their own
+     X-Forwarded-For).
 Exits non-zero listing every failure.
 """
 
+import ipaddress
 import os
 import sys
 import tomllib
@@ -370,11 +377,54 @@ def check_liveness(build):
                 build.fail(f"{where}: the liveness probe asks {probe.get('path')}, not {path}")
 
 
+# --- 4. client addresses ------------------------------------------------------------------
+
+GATEWAY = "stockgate-gateway"
+
+
+def check_client_addresses(build):
+    for service in (o for o in build.objects if o["kind"] == "Service"):
+        spec = service.get("spec", {})
+        if spec.get("selector", {}).get("app.kubernetes.io/name") != GATEWAY:
+            continue
+        kind = spec.get("type", "ClusterIP")
+        policy = spec.get("externalTrafficPolicy", "Cluster")
+        if kind in ("LoadBalancer", "NodePort") and policy != "Local":
+            build.fail(
+                f"Service {service['metadata']['name']} is a {kind} with externalTrafficPolicy "
+                f"{policy}: kube-proxy replaces the buyer's address with a node's, so per-IP "
+                "limits see one client per node (set externalTrafficPolicy: Local)"
+            )
+    for workload, where, pod in build.pods():
+        if workload != GATEWAY:
+            continue
+        for container in pod.get("containers", []):
+            config = pod_config(build, pod, container)
+            if config is None:
+                continue  # reported by the liveness check
+            trusted = field(config, "client_ip.trusted_proxies") or []
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            if env.get("STOCKGATE_TRUSTED_PROXIES"):
+                trusted = [t.strip() for t in env["STOCKGATE_TRUSTED_PROXIES"].split(",") if t.strip()]
+            for entry in trusted:
+                try:
+                    network = ipaddress.ip_network(entry, strict=True)
+                except ValueError as e:
+                    build.fail(f"{where}: client_ip.trusted_proxies entry {entry!r} is not a CIDR ({e})")
+                    continue
+                if network.prefixlen == 0:
+                    build.fail(
+                        f"{where}: client_ip.trusted_proxies has {entry}, which trusts every address: "
+                        "any client could pick its own X-Forwarded-For"
+                    )
+
+
 def check(name, objects):
     build = Build(name, objects)
     check_scaling(build)
     check_secrets(build)
     check_liveness(build)
+    check_client_addresses(build)
     return build
 
 
@@ -445,11 +495,34 @@ def gateway_mounts_shared_secret(objects):
     keys["secret"]["secretName"] = "stockgate-keys"
 
 
+def gateway_service_policy_cluster(objects):
+    service = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == GATEWAY)
+    service["spec"].pop("externalTrafficPolicy", None)
+
+
+def gateway_service_nodeport(objects):
+    service = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == GATEWAY)
+    service["spec"]["type"] = "NodePort"
+
+
+def trust_everyone(objects):
+    container = pod_of(objects, "Deployment", GATEWAY)["containers"][0]
+    container.setdefault("env", []).append({"name": "STOCKGATE_TRUSTED_PROXIES", "value": "10.0.0.0/8, ::/0"})
+
+
+def trust_host_bits(objects):
+    configmap = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("stockgate-config"))
+    configmap["data"]["stockgate.toml"] += '\n[client_ip]\ntrusted_proxies = ["10.1.2.3/8"]\n'
+
+
 MISTAKES = {
     "base": [
         (set_replicas, "sets replicas: 3 but HPA"),
         (gateway_mounts_shared_secret, "uses Secret stockgate-keys, which is not stockgate-gateway's own"),
         (liveness_on_public_port, "hits the public listener"),
+        (gateway_service_nodeport, "is a NodePort with externalTrafficPolicy Cluster"),
+        (trust_everyone, "has ::/0, which trusts every address"),
+        (trust_host_bits, "entry '10.1.2.3/8' is not a CIDR"),
     ],
     "local": [
         (set_replicas, "sets replicas: 3 but HPA"),
@@ -475,6 +548,8 @@ MISTAKES = {
         (lambda o: pod_of(o, "Job", "stockgate-migrate")["volumes"][-1]["csi"]["volumeAttributes"].update(
             secretProviderClass="stockgate-settlement-keyvault"), "is mounted by stockgate-settlement and stockgate-migrate"),
         (liveness_on_public_port, "hits the public listener"),
+        (gateway_service_policy_cluster, "is a LoadBalancer with externalTrafficPolicy Cluster"),
+        (trust_everyone, "has ::/0, which trusts every address"),
     ],
 }
 
@@ -513,7 +588,7 @@ def main(args):
             pods = sum(1 for _ in build.pods())
             print(
                 f"{name}: HPA targets set no replicas; {pods} pod specs see only their secrets; "
-                "gateway liveness on the admin listener"
+                "gateway liveness on the admin listener; gateway Services keep client addresses"
             )
     for error in errors:
         print(error, file=sys.stderr)
