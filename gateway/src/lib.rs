@@ -5,7 +5,7 @@
 //! answered at the edge against a [`reservation_core::ReservationStore`], the order confirm
 //! goes through the store and the settlement service, and everything else is proxied to the
 //! settlement upstream ([`proxy`]); catalog reads go through the product [`cache`], and
-//! [`ratelimit`] applies the ops-owned limits; [`edge_redis`] tracks whether Redis answers
+//! [`ratelimit`] applies the ops-owned limits to the client [`client_addr`] decides; [`edge_redis`] tracks whether Redis answers
 //! (degraded mode), [`health`] readiness and dependency health. [`config`] holds every option, [`problem`] the error
 //! format, [`metrics`] the Prometheus series, [`app`] the wiring, [`embedded`] the
 //! all-in-one process, [`cli`] the subcommands, [`web`] the storefront and ops console.

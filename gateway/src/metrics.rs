@@ -121,9 +121,10 @@ impl Metrics {
         let ratelimit_decisions = IntCounterVec::new(
             Opts::new(
                 "stockgate_ratelimit_decisions_total",
-                "rate-limit decisions by rule: allowed, limited, shadow_limited (counted, not \
-                 refused), limited_local (refused without a Redis call), degraded (decided by \
-                 the per-replica share while Redis is down)",
+                "rate-limit decisions by rule, each counted once: allowed, limited (refused by \
+                 Redis or the per-replica share), limited_local (refused from memory, no Redis \
+                 call), shadow_limited (counted, not refused); degraded also counts those the \
+                 per-replica share made while Redis was down",
             ),
             &["rule", "decision"],
         )?;

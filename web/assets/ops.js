@@ -172,7 +172,7 @@ function showRules(ratelimit) {
       el("td", {}, rule.key.join(" + ")),
       el("td", {}, `${rule.rate} / ${rule.period_secs} s`),
       el("td", {}, rule.burst),
-      el("td", {}, rule.shadow ? "shadow" : "enforced"),
+      el("td", {}, (rule.shadow ? "shadow" : "enforced") + (rule.phase && rule.phase !== "after_auth" ? `, ${rule.phase}` : "")),
       el("td", {}, d.allowed ?? 0),
       el("td", {}, (d.limited ?? 0) + (d.limited_local ?? 0) + (d.shadow_limited ?? 0)),
     );

@@ -50,6 +50,8 @@ struct RuleView {
     period_secs: u64,
     burst: u64,
     shadow: bool,
+    /// `before_auth`, `after_auth` or `auth_failure`.
+    phase: &'static str,
     /// `allowed`, `limited`, `limited_local`, `shadow_limited`, `degraded`: counts since start.
     decisions: BTreeMap<String, u64>,
 }
@@ -131,6 +133,7 @@ pub fn report(state: &EdgeState) -> Reply {
             period_secs: rule.period_secs,
             burst: rule.burst,
             shadow: rule.shadow,
+            phase: rule.phase.name(),
         })
         .collect();
     let now_ms = SystemTime::now()
