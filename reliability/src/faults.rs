@@ -122,13 +122,29 @@ impl World {
         })
     }
 
-    /// Waits until the gateway answers `/readyz` with 200 (Redis, scripts, upstream).
+    /// Waits until the gateway can serve the sale: `/readyz` answers 200 (this pod) and
+    /// `/admin/health` reports every dependency up (Redis, scripts, the settlement upstream).
+    /// `/readyz` alone no longer says the upstream is healthy (it must not, so that a
+    /// settlement outage keeps the pods in the load balancer), and the first health check
+    /// may run before settlement listens.
     pub async fn wait_ready(&self, within: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + within;
-        let url = format!("{}/readyz", self.stockgate.base_url());
+        let ready = format!("{}/readyz", self.stockgate.base_url());
+        let health = format!("{}/admin/health", self.stockgate.admin_url());
         loop {
-            let last = match self.http.get(&url).send().await {
-                Ok(r) if r.status().is_success() => return Ok(()),
+            let last = match self.http.get(&ready).send().await {
+                Ok(r) if r.status().is_success() => match self.http.get(&health).send().await {
+                    Ok(r) => {
+                        let body = r.text().await.unwrap_or_default();
+                        let report: serde_json::Value =
+                            serde_json::from_str(&body).unwrap_or_default();
+                        if report["status"] == "ok" {
+                            return Ok(());
+                        }
+                        format!("/admin/health: {body}")
+                    }
+                    Err(e) => format!("/admin/health: {e}"),
+                },
                 Ok(r) => format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
                 Err(e) => e.to_string(),
             };

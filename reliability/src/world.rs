@@ -360,6 +360,8 @@ pub struct Stockgate {
     dir: PathBuf,
     pub config: PathBuf,
     pub gateway_port: u16,
+    /// The gateway's admin listener (`/admin/health`, `/metrics`).
+    pub admin_port: u16,
     pub settlement_port: u16,
     pub key_prefix: String,
     gateway: Option<Child>,
@@ -427,6 +429,7 @@ leader_lease_ms = 3000
             dir: dir.to_owned(),
             config,
             gateway_port,
+            admin_port,
             settlement_port,
             key_prefix,
             gateway: None,
@@ -452,6 +455,10 @@ leader_lease_ms = 3000
 
     pub fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.gateway_port)
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
     }
 
     pub fn start_settlement(&mut self) -> anyhow::Result<()> {
