@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 struct Stack {
-    _all: gateway::embedded::AllInOne,
+    all: gateway::embedded::AllInOne,
     idp: common::Idp,
     http: reqwest::Client,
     base: String,
@@ -25,8 +25,13 @@ struct Stack {
 }
 
 async fn stack(label: &str) -> Stack {
+    stack_with(label, |_| {}).await
+}
+
+async fn stack_with(label: &str, adjust: impl FnOnce(&mut gateway::config::Config)) -> Stack {
     let prefix = format!("sgtest:lost-{label}-{}", uuid::Uuid::new_v4().simple());
-    let (config, database_url) = common::real_stack_config(label, &prefix).await;
+    let (mut config, database_url) = common::real_stack_config(label, &prefix).await;
+    adjust(&mut config);
     let (all, idp) = common::start_real_stack(config).await;
     let http = reqwest::Client::new();
     let base = format!("http://{}", all.public_addr());
@@ -38,7 +43,7 @@ async fn stack(label: &str) -> Stack {
         .await
         .unwrap();
     Stack {
-        _all: all,
+        all,
         idp,
         http,
         base,
@@ -74,6 +79,35 @@ impl Stack {
             .await
             .unwrap();
         assert_eq!(deleted, 1, "hold key {key}");
+    }
+
+    /// Requests settlement's `POST /internal/settlements` has answered, whatever the outcome
+    /// (the fate route is not one of them).
+    fn settle_calls(&self) -> u64 {
+        let settlements = &self.all.settlement.metrics.settlements;
+        [
+            "created",
+            "existing",
+            "oversell",
+            "unknown_sku",
+            "purchase_limit",
+            "released",
+            "rejected",
+            "busy",
+            "error",
+        ]
+        .iter()
+        .map(|outcome| settlements.with_label_values(&[outcome]).get())
+        .sum()
+    }
+
+    async fn orders_of(&self, hold: &Value) -> i64 {
+        sqlx::query("SELECT COUNT(*) AS n FROM orders WHERE reservation_id = $1")
+            .bind(hold["reservation_id"].as_str().unwrap())
+            .fetch_one(self.db.pool())
+            .await
+            .unwrap()
+            .get("n")
     }
 
     async fn fate(&self, hold: &Value) -> Option<(String, String)> {
@@ -133,4 +167,69 @@ async fn a_confirm_whose_hold_was_lost_before_any_commit_is_410_and_released_in_
     // Asked again: the same answer, nothing changes.
     let (status, _) = s.confirm("cat", &hold).await;
     assert_eq!(status, 410);
+}
+
+/// Issue 13: a confirm whose reservation token has expired and whose hold is gone from the
+/// store (it expired, was swept and pruned, or a failover lost it). The gateway cannot tell
+/// from the store whether an earlier try committed, so it asks settlement's fate route, which
+/// never creates an order: 410 problem+json, the reservation claimed released in SQL, no
+/// order, and `POST /internal/settlements` never called. A retry gets the same answer; an
+/// order placed by an earlier try is still found (200).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_confirm_whose_hold_is_gone_is_410_and_never_settles() {
+    let s = stack_with("lostexpired", |c| c.reservations.hold_ttl_secs = 1).await;
+    let gone = s.reserve("dan").await;
+    let ordered = s.reserve("eve").await;
+    let (status, first) = s.confirm("eve", &ordered).await;
+    assert_eq!(status, 201, "{first}");
+    let settles_before = s.settle_calls();
+    // Past the hold's expiry and the reservation token's leeway; then the holds are gone.
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    s.lose_hold(&gone).await;
+    s.lose_hold(&ordered).await;
+
+    for _ in 0..2 {
+        let response = s
+            .http
+            .post(format!("{}/api/v1/orders", s.base))
+            .bearer_auth(s.idp.token("dan"))
+            .header("idempotency-key", "c1")
+            .json(&json!({"reservation_token": gone["token"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 410);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["code"], "reservation_expired", "{problem}");
+        assert_eq!(problem["status"], 410, "{problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("no order"),
+            "{problem}"
+        );
+    }
+    assert_eq!(s.orders_of(&gone).await, 0);
+    assert_eq!(
+        s.fate(&gone).await,
+        Some(("released".into(), "lost_hold".into()))
+    );
+    assert_eq!(
+        s.settle_calls(),
+        settles_before,
+        "no settle request was sent"
+    );
+
+    // The same path finds the order an earlier try placed: 200, as a replay.
+    let (status, again) = s.confirm("eve", &ordered).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["order_id"], first["order_id"]);
+    assert_eq!(s.orders_of(&ordered).await, 1);
+    assert_eq!(
+        s.settle_calls(),
+        settles_before,
+        "no settle request was sent"
+    );
 }

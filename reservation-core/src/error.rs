@@ -34,6 +34,10 @@ pub enum ReservationError {
     InvalidState { state: HoldState },
     #[error("the new total stock is below the units already held or sold ({committed})")]
     StockBelowCommitted { committed: u64 },
+    /// Another counter repair of the SKU began after this one (or this one's journal
+    /// expired): this repair wrote nothing and may be run again.
+    #[error("a newer counter repair of this sku superseded this one")]
+    RepairSuperseded,
     #[error("reservation backend failed: {message}")]
     Backend { retryable: bool, message: String },
 }
@@ -61,6 +65,7 @@ impl ReservationError {
             ReservationError::Expired | ReservationError::Released => (410, "reservation_expired"),
             ReservationError::InvalidState { .. } => (409, "invalid_state"),
             ReservationError::StockBelowCommitted { .. } => (409, "stock_below_committed"),
+            ReservationError::RepairSuperseded => (409, "repair_superseded"),
             ReservationError::Backend {
                 retryable: true, ..
             } => (503, "backend_unavailable"),

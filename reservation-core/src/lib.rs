@@ -20,9 +20,10 @@ pub mod testsuite;
 
 pub use error::ReservationError;
 pub use memory::InMemoryStore;
-pub use store::{ReservationStore, StoreResult};
+pub use store::{REPAIR_JOURNAL_TTL, ReservationStore, StoreResult};
 pub use token::{ReservationClaims, TokenError, TokenSigner, TokenVerifier};
 pub use types::{
     AbortTo, BuyerId, ConfirmingHold, Hold, HoldState, IdempotencyKey, ProductStock, Qty,
-    Reservation, ReservationId, ReserveRequest, SaleState, Sku, SoldUnits, StockSnapshot,
+    RepairStart, RepairTicket, Reservation, ReservationId, ReserveRequest, SaleState, Sku,
+    SoldUnits, StockSnapshot,
 };

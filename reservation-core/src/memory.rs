@@ -15,10 +15,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 
 use crate::error::ReservationError;
-use crate::store::{ReservationStore, StoreResult};
+use crate::store::{REPAIR_JOURNAL_TTL, ReservationStore, StoreResult};
 use crate::types::{
     AbortTo, BuyerId, ConfirmingHold, Hold, HoldState, IdempotencyKey, ProductStock, Qty,
-    Reservation, ReservationId, ReserveRequest, SaleState, Sku, SoldUnits, StockSnapshot,
+    RepairStart, RepairTicket, Reservation, ReservationId, ReserveRequest, SaleState, Sku,
+    SoldUnits, StockSnapshot,
 };
 
 /// How long a final hold and its idempotency key are kept for replays by default: the Redis
@@ -48,6 +49,47 @@ struct State {
     /// requests under the key must name that hold's SKU and quantity. Only a request that
     /// made a hold binds its key; a refused one leaves no trace.
     keys: HashMap<(BuyerId, IdempotencyKey), ReservationId>,
+    /// The journal of a counter repair in progress, per SKU (`begin_repair`).
+    repairs: HashMap<Sku, Journal>,
+}
+
+/// What `finish_confirm` and `return_cancelled` did to one SKU's `sold` since a repair began,
+/// for `repair_counters` (the twin of the Redis `repair {sku}` hash).
+struct Journal {
+    ticket: RepairTicket,
+    opened_ms: u64,
+    /// Reservations finished (units confirming → sold) and returned (sold → available).
+    finished: HashMap<ReservationId, (BuyerId, u64)>,
+    returned: HashMap<ReservationId, (BuyerId, u64)>,
+}
+
+impl Journal {
+    fn is_open(&self, now: u64) -> bool {
+        now < self
+            .opened_ms
+            .saturating_add(REPAIR_JOURNAL_TTL.as_millis() as u64)
+    }
+}
+
+/// Records in the SKU's repair journal, when a repair is in progress, that `finish_confirm`
+/// (`finished`) or `return_cancelled` (`returned`) moved a reservation's units.
+fn journal(
+    repairs: &mut HashMap<Sku, Journal>,
+    now: u64,
+    hold: (&ReservationId, &BuyerId, u64),
+    finished: bool,
+    returned: bool,
+) {
+    let Some(j) = repairs.get_mut(&hold.0.sku()).filter(|j| j.is_open(now)) else {
+        return;
+    };
+    let entry = (hold.1.clone(), hold.2);
+    if finished {
+        j.finished.insert(hold.0.clone(), entry.clone());
+    }
+    if returned {
+        j.returned.insert(hold.0.clone(), entry);
+    }
 }
 
 /// Everything about one SKU, mirroring the keys under one `{sku}` hash tag in Redis.
@@ -237,7 +279,7 @@ impl ReservationStore for InMemoryStore {
     async fn reserve(&self, request: &ReserveRequest) -> StoreResult<Reservation> {
         let now = now_ms();
         let mut state = self.lock();
-        let State { books, keys } = &mut *state;
+        let State { books, keys, .. } = &mut *state;
         let book = books
             .get_mut(&request.sku)
             .ok_or(ReservationError::UnknownSku)?;
@@ -371,11 +413,13 @@ impl ReservationStore for InMemoryStore {
     async fn finish_confirm(&self, id: &ReservationId) -> StoreResult<Hold> {
         let now = now_ms();
         let mut state = self.lock();
-        let book = book_mut(&mut state, &id.sku()).map_err(|_| ReservationError::NotFound)?;
+        let State { books, repairs, .. } = &mut *state;
+        let book = books.get_mut(&id.sku()).ok_or(ReservationError::NotFound)?;
         let hold = book.hold(id)?;
         match hold.state {
             HoldState::Confirming => {
                 let qty = u64::from(hold.qty.get());
+                journal(repairs, now, (id, &hold.buyer, qty), true, false);
                 book.confirming -= qty;
                 book.sold += qty;
                 book.confirming_since.remove(id);
@@ -423,7 +467,7 @@ impl ReservationStore for InMemoryStore {
         let now = now_ms();
         let drop_at = self.drop_at(now);
         let mut state = self.lock();
-        let State { books, keys } = &mut *state;
+        let State { books, keys, .. } = &mut *state;
         let book = books.get_mut(sku).ok_or(ReservationError::UnknownSku)?;
         // The sweep is also when the SKU's final holds past their retention go, all of them:
         // each is dropped once, so this costs no more than the reserves that made them.
@@ -490,7 +534,10 @@ impl ReservationStore for InMemoryStore {
     ) -> StoreResult<bool> {
         let now = now_ms();
         let mut state = self.lock();
-        let book = book_mut(&mut state, &id.sku())?;
+        let State { books, repairs, .. } = &mut *state;
+        let book = books
+            .get_mut(&id.sku())
+            .ok_or(ReservationError::UnknownSku)?;
         if book.returned.contains(id) {
             return Ok(false);
         }
@@ -500,6 +547,13 @@ impl ReservationStore for InMemoryStore {
         });
         let sold = book.sold + if finishing { units } else { 0 };
         if sold < units {
+            // The counters lost data; a repair in progress rewrites them from SQL: leave the
+            // return to it (journaled, marked returned).
+            if repairs.get(&id.sku()).is_some_and(|j| j.is_open(now)) {
+                journal(repairs, now, (id, buyer, units), false, true);
+                book.returned.insert(id.clone());
+                return Ok(true);
+            }
             return Err(ReservationError::InvalidState {
                 state: HoldState::Confirmed,
             });
@@ -518,7 +572,33 @@ impl ReservationStore for InMemoryStore {
         book.available += units;
         book.take_from_buyer(buyer, units);
         book.returned.insert(id.clone());
+        journal(repairs, now, (id, buyer, units), finishing, true);
         Ok(true)
+    }
+
+    async fn begin_repair(&self, sku: &Sku) -> StoreResult<RepairStart> {
+        let now = now_ms();
+        let mut state = self.lock();
+        let ticket = RepairTicket::generate();
+        state.repairs.insert(
+            sku.clone(),
+            Journal {
+                ticket: ticket.clone(),
+                opened_ms: now,
+                finished: HashMap::new(),
+                returned: HashMap::new(),
+            },
+        );
+        let mut confirming: Vec<ReservationId> = state
+            .books
+            .get(sku)
+            .into_iter()
+            .flat_map(|b| b.holds.values())
+            .filter(|h| h.state == HoldState::Confirming)
+            .map(|h| h.id.clone())
+            .collect();
+        confirming.sort();
+        Ok(RepairStart { ticket, confirming })
     }
 
     async fn repair_counters(
@@ -526,12 +606,38 @@ impl ReservationStore for InMemoryStore {
         sku: &Sku,
         stock: &ProductStock,
         sold: &SoldUnits,
+        ticket: &RepairTicket,
     ) -> StoreResult<StockSnapshot> {
         stock.validate()?;
+        let now = now_ms();
         let mut state = self.lock();
+        let journal = match state.repairs.get(sku) {
+            Some(j) if j.ticket == *ticket && j.is_open(now) => j,
+            _ => return Err(ReservationError::RepairSuperseded),
+        };
         let mut per_buyer: HashMap<BuyerId, u64> = sold.by_buyer.iter().cloned().collect();
-        let (mut held, mut confirming) = (0, 0);
         let ordered: HashSet<&ReservationId> = sold.ordered.iter().collect();
+        let cancelled: HashSet<&ReservationId> = sold.cancelled.iter().collect();
+        // What the journal says the snapshot missed (see repair_counters.lua for the cases).
+        let mut total = i128::from(sold.total);
+        let mut adjust = |buyer: &BuyerId, delta: i128| {
+            total += delta;
+            let units = per_buyer.entry(buyer.clone()).or_insert(0);
+            *units = (i128::from(*units) + delta).max(0) as u64;
+        };
+        for (id, (buyer, qty)) in &journal.finished {
+            if !ordered.contains(id) && !journal.returned.contains_key(id) {
+                adjust(buyer, i128::from(*qty));
+            }
+        }
+        for (id, (buyer, qty)) in &journal.returned {
+            let ordered_after = journal.finished.contains_key(id) && !ordered.contains(id);
+            if !cancelled.contains(id) && !ordered_after {
+                adjust(buyer, -i128::from(*qty));
+            }
+        }
+        let sold_total = total.max(0) as u64;
+        let (mut held, mut confirming) = (0, 0);
         let live_holds = state
             .books
             .get(sku)
@@ -548,11 +654,13 @@ impl ReservationStore for InMemoryStore {
             }
             *per_buyer.entry(hold.buyer.clone()).or_insert(0) += qty;
         }
-        let committed = held + confirming + sold.total;
+        per_buyer.retain(|_, units| *units > 0);
+        let committed = held + confirming + sold_total;
         if stock.total_stock < committed {
             // Checked before the book is created: a refused repair leaves no trace.
             return Err(ReservationError::StockBelowCommitted { committed });
         }
+        state.repairs.remove(sku);
         let book = state
             .books
             .entry(sku.clone())
@@ -570,7 +678,7 @@ impl ReservationStore for InMemoryStore {
         book.stock = stock.clone();
         book.held = held;
         book.confirming = confirming;
-        book.sold = sold.total;
+        book.sold = sold_total;
         book.available = stock.total_stock - committed;
         book.per_buyer = per_buyer;
         Ok(book.snapshot(sku))

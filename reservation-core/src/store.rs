@@ -7,11 +7,15 @@ use async_trait::async_trait;
 
 use crate::error::ReservationError;
 use crate::types::{
-    AbortTo, BuyerId, ConfirmingHold, Hold, ProductStock, Qty, Reservation, ReservationId,
-    ReserveRequest, Sku, SoldUnits, StockSnapshot,
+    AbortTo, BuyerId, ConfirmingHold, Hold, ProductStock, Qty, RepairStart, RepairTicket,
+    Reservation, ReservationId, ReserveRequest, Sku, SoldUnits, StockSnapshot,
 };
 
 pub type StoreResult<T> = Result<T, ReservationError>;
+
+/// How long a counter repair's journal stays open ([`ReservationStore::begin_repair`]): far
+/// longer than a repair of one SKU takes, so an abandoned one stops journaling soon.
+pub const REPAIR_JOURNAL_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The atomic operations on stock counters and holds.
 ///
@@ -85,18 +89,32 @@ pub trait ReservationStore: Send + Sync + 'static {
         qty: Qty,
     ) -> StoreResult<bool>;
 
-    /// Rebuilds a SKU's counters from the authority (SQL) after the store lost data:
-    /// `sold` and each buyer's bought units are set from `sold`, `held`/`confirming` are
-    /// recounted from the holds the store still has — except holds of `sold.ordered`, which
-    /// become `Confirmed` uncounted (SQL's `total` has them; counting them again would undersell
-    /// for good) — the reservations of `sold.cancelled` are marked returned (a late
+    /// Begins a counter repair of `sku`: opens its journal ([`RepairTicket`]) and lists the
+    /// holds confirming now, in one atomic step. Every hold a later `finish_confirm` or
+    /// `return_cancelled` touches was then either confirming (listed) or began its confirm
+    /// after this (so its order, if any, is recent); the repair asks SQL about both.
+    async fn begin_repair(&self, sku: &Sku) -> StoreResult<RepairStart>;
+
+    /// Rebuilds a SKU's counters from the authority (SQL) after the store lost data, from a
+    /// snapshot `sold` read after [`Self::begin_repair`] gave `ticket`: `sold` and each
+    /// buyer's bought units are set from `sold`, `held`/`confirming` are recounted from the
+    /// holds the store still has — except holds of `sold.ordered`, which become `Confirmed`
+    /// uncounted (SQL's `total` has them; counting them again would undersell for good) — the
+    /// reservations of `sold.cancelled` are marked returned (a late
     /// [`Self::return_cancelled`] must not give their units back twice), and `available` is
     /// what remains of `total_stock`.
+    ///
+    /// The journal corrects for what happened between the snapshot and now, which the
+    /// snapshot cannot show: a finish of an order the snapshot lacks adds its units (they
+    /// are sold, and no later finish will add them), a return of a cancellation the snapshot
+    /// lacks takes off those of an order it counted live. [`ReservationError::RepairSuperseded`]
+    /// (nothing written) when the journal is not this ticket's.
     async fn repair_counters(
         &self,
         sku: &Sku,
         stock: &ProductStock,
         sold: &SoldUnits,
+        ticket: &RepairTicket,
     ) -> StoreResult<StockSnapshot>;
 
     /// One buyer's holds of one SKU that are still open — `Held` and unexpired, or

@@ -423,13 +423,47 @@ pub struct SoldUnits {
     /// Units in live (not cancelled) orders, in total and per buyer.
     pub total: u64,
     pub by_buyer: Vec<(BuyerId, u64)>,
-    /// Reservation ids that have an order (of those the repair asked about). A hold of one of
-    /// them the store still has as held or confirming is finished by the repair, not counted:
-    /// its units are in `total` (or were cancelled) already.
+    /// Reservation ids that have an order in the snapshot, live or cancelled: of those the
+    /// repair asked about (the holds confirming when it began) and every recent order. A hold
+    /// of one of them the store still has as held or confirming is finished by the repair, not
+    /// counted: its units are in `total` (or were cancelled) already. It also tells the repair
+    /// which of the finishes it journaled the snapshot has ([`RepairTicket`]).
     pub ordered: Vec<ReservationId>,
     /// Reservation ids of cancelled orders: their units are out of `total` already, so the
     /// repair marks them returned and a cancellation the relay delivers later changes nothing.
     pub cancelled: Vec<ReservationId>,
+}
+
+/// A counter repair the store has begun ([`ReservationStore::begin_repair`]): until
+/// [`ReservationStore::repair_counters`] with this ticket, the store journals every change
+/// `finish_confirm` and `return_cancelled` make to the SKU's `sold`, so the repair can tell
+/// which of them its SQL snapshot (read after the start) already has. A newer start of the
+/// same SKU supersedes this one.
+///
+/// [`ReservationStore::begin_repair`]: crate::ReservationStore::begin_repair
+/// [`ReservationStore::repair_counters`]: crate::ReservationStore::repair_counters
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepairTicket(String);
+
+impl RepairTicket {
+    /// A fresh, unique ticket.
+    pub fn generate() -> Self {
+        RepairTicket(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What [`ReservationStore::begin_repair`] answers: the ticket, and the SKU's holds that were
+/// confirming at that moment (the repair asks SQL about them).
+///
+/// [`ReservationStore::begin_repair`]: crate::ReservationStore::begin_repair
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepairStart {
+    pub ticket: RepairTicket,
+    pub confirming: Vec<ReservationId>,
 }
 
 /// A request to reserve units: the input of [`ReservationStore::reserve`].

@@ -71,13 +71,17 @@ impl ReservationStore for ForgetfulRelease {
     ) -> StoreResult<bool> {
         self.0.return_cancelled(id, buyer, qty).await
     }
+    async fn begin_repair(&self, sku: &Sku) -> StoreResult<reservation_core::RepairStart> {
+        self.0.begin_repair(sku).await
+    }
     async fn repair_counters(
         &self,
         sku: &Sku,
         stock: &ProductStock,
         sold: &SoldUnits,
+        ticket: &reservation_core::RepairTicket,
     ) -> StoreResult<StockSnapshot> {
-        self.0.repair_counters(sku, stock, sold).await
+        self.0.repair_counters(sku, stock, sold, ticket).await
     }
     async fn snapshot(&self, sku: &Sku) -> StoreResult<StockSnapshot> {
         self.0.snapshot(sku).await

@@ -1,7 +1,9 @@
 //! Settlements per second on one hot SKU: group commit vs one transaction per order, same
 //! run, same PostgreSQL, same client. Each mode gets a fresh schema and a fresh service on
 //! `127.0.0.1:0`; the client fires `--requests` settlements (one unit each, distinct buyers,
-//! tokens signed before the clock starts) with `--concurrency` in flight over HTTP.
+//! tokens signed before the clock starts) with `--concurrency` in flight over HTTP. Besides
+//! the rate it prints the CPU time this process (the service and the client together;
+//! PostgreSQL's own processes not included) spent per settlement, from `/proc/self/stat`.
 //!
 //! ```sh
 //! DATABASE_URL=postgres://postgres:postgres@127.0.0.1:5432/test \
@@ -58,6 +60,20 @@ struct Result {
     p50_ms: f64,
     p99_ms: f64,
     transactions: u64,
+    /// CPU seconds (user + system) of this process during the run, when Linux says.
+    cpu_secs: Option<f64>,
+}
+
+/// User + system CPU seconds of this process so far: fields 14 and 15 of `/proc/self/stat`,
+/// in clock ticks of 1/100 s (`CLK_TCK` on every Linux this runs on). `None` elsewhere.
+fn process_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }
 
 async fn fresh_schema_url() -> anyhow::Result<String> {
@@ -121,6 +137,7 @@ async fn run_mode(mode: CommitMode, args: &Args) -> anyhow::Result<Result> {
     }
     let tokens = Arc::new(tokens);
     let next = Arc::new(AtomicUsize::new(0));
+    let cpu_before = process_cpu_secs();
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
@@ -156,6 +173,7 @@ async fn run_mode(mode: CommitMode, args: &Args) -> anyhow::Result<Result> {
         latencies.extend(l);
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_secs = cpu_before.zip(process_cpu_secs()).map(|(a, b)| b - a);
     latencies.sort();
     let pct = |p: f64| {
         latencies
@@ -169,6 +187,7 @@ async fn run_mode(mode: CommitMode, args: &Args) -> anyhow::Result<Result> {
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         transactions: running.metrics.batch_size.get_sample_count(),
+        cpu_secs,
     };
     running.shutdown().await;
     Ok(result)
@@ -181,19 +200,28 @@ async fn main() -> anyhow::Result<()> {
         "requests={} concurrency={} max_batch={} max_wait_us={} rounds={}",
         args.requests, args.concurrency, args.max_batch, args.max_wait_us, args.rounds
     );
-    println!("| round | mode | settlements/s | ok | p50 ms | p99 ms | transactions | avg batch |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| round | mode | settlements/s | ok | p50 ms | p99 ms | transactions | avg batch | cpu µs/order |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     let (mut group_rate, mut per_order_rate) = (0.0, 0.0);
+    let (mut group_cpu, mut per_order_cpu) = (0.0, 0.0);
     for round in 1..=args.rounds {
         for mode in [CommitMode::PerOrder, CommitMode::Group] {
             let r = run_mode(mode, &args).await?;
             let rate = r.ok as f64 / r.seconds;
+            let cpu_us = r.cpu_secs.unwrap_or(f64::NAN) * 1e6 / r.ok.max(1) as f64;
             match r.mode {
-                CommitMode::Group => group_rate += rate,
-                CommitMode::PerOrder => per_order_rate += rate,
+                CommitMode::Group => {
+                    (group_rate, group_cpu) = (group_rate + rate, group_cpu + cpu_us)
+                }
+                CommitMode::PerOrder => {
+                    (per_order_rate, per_order_cpu) =
+                        (per_order_rate + rate, per_order_cpu + cpu_us)
+                }
             }
             println!(
-                "| {round} | {:?} | {rate:.0} | {} | {:.1} | {:.1} | {} | {:.1} |",
+                "| {round} | {:?} | {rate:.0} | {} | {:.1} | {:.1} | {} | {:.1} | {cpu_us:.0} |",
                 r.mode,
                 r.ok,
                 r.p50_ms,
@@ -205,10 +233,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let rounds = args.rounds as f64;
     println!(
-        "mean: group {:.0}/s, per-order {:.0}/s, ratio {:.2}x",
+        "mean: group {:.0}/s, per-order {:.0}/s, ratio {:.2}x; cpu per order: group {:.0} µs, per-order {:.0} µs",
         group_rate / rounds,
         per_order_rate / rounds,
-        group_rate / per_order_rate.max(f64::MIN_POSITIVE)
+        group_rate / per_order_rate.max(f64::MIN_POSITIVE),
+        group_cpu / rounds,
+        per_order_cpu / rounds,
     );
     Ok(())
 }

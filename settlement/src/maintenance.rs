@@ -11,15 +11,19 @@
 //! order) and cancellations the relay has not returned yet; what is left is drift — below zero
 //! Redis lost sales, above zero units sit off sale. A SKU that is unbalanced or drifted is
 //! not ok; `repair` rebuilds its counters from one SQL snapshot with `repair_counters`,
-//! finishing holds whose order committed (never counting them twice) and marking cancelled
-//! orders returned (never returning them twice).
+//! finishing holds whose order committed (never counting them twice), marking cancelled
+//! orders returned (never returning them twice), and counting what confirms and returns did
+//! while it ran from the store's journal ([`Repair`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use backend_adapters::sql::fates::{self, Fate};
-use backend_adapters::sql::{Db, SqlError, now_ms, outbox, products};
-use reservation_core::{AbortTo, ReservationError, ReservationId, ReservationStore, StockSnapshot};
+use backend_adapters::sql::{Db, Product, SqlError, now_ms, outbox, products};
+use reservation_core::{
+    AbortTo, ProductStock, RepairTicket, ReservationError, ReservationStore, Sku, SoldUnits,
+    StockSnapshot,
+};
 use serde::Serialize;
 use thiserror::Error;
 use tokio::sync::watch;
@@ -130,22 +134,8 @@ pub async fn reconcile(
         report.ok = report.balanced && report.unexplained_drift == 0;
         report.store = snap;
         if options.repair && !report.ok {
-            // Holds the store has as confirming, and any order recent enough that its hold
-            // may still be held or confirming: SQL says which have an order, so the repair
-            // finishes those instead of counting them on top of SQL's sold.
-            let asked: Vec<ReservationId> = match store.confirming_holds(&sku).await {
-                Ok(holds) => holds.into_iter().map(|c| c.hold.id).collect(),
-                // The store lost the SKU: there are no holds to ask about.
-                Err(ReservationError::UnknownSku) => Vec::new(),
-                Err(e) => return Err(e.into()),
-            };
-            let recent_since = now_ms() - REPAIR_RECENT_ORDERS_MS;
-            let basis = products::repair_basis(db, &product.sku, &asked, recent_since).await?;
-            report.store = Some(
-                store
-                    .repair_counters(&sku, &product.stock(), &basis)
-                    .await?,
-            );
+            let repair = prepare_repair(db, store, &product).await?;
+            report.store = Some(apply_repair(store, &repair).await?);
             report.repaired = true;
             tracing::warn!(sku = %sku, drift = report.sold_drift, "counters rebuilt from sql");
         }
@@ -164,6 +154,58 @@ pub async fn reconcile(
         ok: skus.iter().all(|s| s.ok),
         skus,
     })
+}
+
+/// A counter repair of one SKU between its two steps: the store's journal opened, and what
+/// SQL said after that. Public so that a test can run traffic in the window between the steps.
+///
+/// Why two steps and a journal: SQL is read in one snapshot, then the store's counters are
+/// written in one script, and between the two a gateway may finish a confirm whose order
+/// committed after the snapshot (its units move to `sold` in the store, which the script
+/// then overwrites with a `sold` that lacks them: one short, the unit on sale twice) or the
+/// relay may return a cancellation the snapshot did not see (one over: the unit off sale for
+/// good, its return already marked done). Neither a lock (every confirm would wait on a
+/// repair's Redis call) nor re-reading SQL until it stops changing (never, during a sale)
+/// closes that window; the journal does, in every interleaving: `begin_repair` opens it
+/// before SQL is read, `finish_confirm` and `return_cancelled` record in it what they moved,
+/// and `repair_counters` counts exactly what the snapshot missed (repair_counters.lua lists
+/// the cases).
+#[derive(Debug)]
+pub struct Repair {
+    sku: Sku,
+    stock: ProductStock,
+    basis: SoldUnits,
+    ticket: RepairTicket,
+}
+
+/// The first step of a repair: open the store's journal (listing the holds confirming now),
+/// then read one SQL snapshot of what is sold and which of those holds, and of recent
+/// orders, have an order.
+pub async fn prepare_repair(
+    db: &Db,
+    store: &dyn ReservationStore,
+    product: &Product,
+) -> Result<Repair, MaintenanceError> {
+    let sku = product.sku()?;
+    let start = store.begin_repair(&sku).await?;
+    let recent_since = now_ms() - REPAIR_RECENT_ORDERS_MS;
+    let basis = products::repair_basis(db, &product.sku, &start.confirming, recent_since).await?;
+    Ok(Repair {
+        sku,
+        stock: product.stock(),
+        basis,
+        ticket: start.ticket,
+    })
+}
+
+/// The second step: rebuild the counters from the snapshot and the journal.
+pub async fn apply_repair(
+    store: &dyn ReservationStore,
+    repair: &Repair,
+) -> Result<StockSnapshot, MaintenanceError> {
+    Ok(store
+        .repair_counters(&repair.sku, &repair.stock, &repair.basis, &repair.ticket)
+        .await?)
 }
 
 /// Orders created this recently are asked about by a repair even when their hold was not

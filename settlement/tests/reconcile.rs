@@ -313,6 +313,115 @@ async fn a_repair_never_undersells_nor_returns_a_cancellation_twice() -> anyhow:
     Ok(())
 }
 
+/// Issue 15.3, the race left: a repair reads SQL, then a confirm commits *and* its gateway
+/// finishes it in Redis, then the repair writes the counters (and again with a cancellation
+/// the relay returns in that window). The store's journal of the window lets the repair count
+/// what its SQL snapshot missed. Before, the first left `sold` one short and `available` one
+/// over (the unit sold twice in Redis) and the buyer's count short; the second left `sold` one
+/// over for good (a unit off sale: the late return was already marked done).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_racing_a_finish_or_a_return_keeps_the_counters_exact() -> anyhow::Result<()> {
+    use backend_adapters::sql::{orders, products};
+    use settlement::maintenance::{apply_repair, prepare_repair};
+    use settlement::relay::relay_once;
+    use settlement::{Metrics, OutboxSink, StoreEffects};
+
+    let prefix = redis_prefix();
+    let store = store_under(&prefix).await?;
+    let db_url = common::postgres_url().await?;
+    let app = start_with(test_config(&db_url), Arc::new(store.clone())).await?;
+    app.put_product("REC", 10).await?;
+    let sku = Sku::parse("REC")?;
+    let db = Db::connect(&db_url, 2).await?;
+    let mut redis = redis::Client::open(redis_url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let stock_key = format!("{}:{{REC}}:stock", store.prefix());
+    let buyers_key = format!("{}:{{REC}}:buyers", store.prefix());
+    let ann = reserve(&store, "ann", "k", 60_000).await?;
+    buy(&app, &store, &ann, true).await?;
+    let metrics = Metrics::new(&prometheus::Registry::new())?;
+    let effects: Arc<dyn OutboxSink> = Arc::new(StoreEffects {
+        store: Arc::new(store.clone()),
+        metrics,
+    });
+    while relay_once(&db, std::slice::from_ref(&effects), 100).await? > 0 {}
+    let product = || async {
+        products::get(&db, "REC")
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no product"))
+    };
+
+    // 1. Redis lost `sold`; the repair reads SQL (ann's unit), then eve's confirm commits and
+    //    its gateway finishes it in Redis, then the repair writes.
+    let _: () = redis::cmd("HSET")
+        .arg(&stock_key)
+        .arg(&["sold", "7"])
+        .query_async(&mut redis)
+        .await?;
+    let repair = prepare_repair(&db, &store, &product().await?).await?;
+    let eve = reserve(&store, "eve", "k", 60_000).await?;
+    buy(&app, &store, &eve, true).await?;
+    apply_repair(&store, &repair).await?;
+    let snap = store.snapshot(&sku).await?;
+    assert_eq!(
+        (snap.available, snap.held, snap.confirming, snap.sold),
+        (8, 0, 0, 2),
+        "{snap:?}"
+    );
+    let eve_units: Option<u64> = redis::cmd("HGET")
+        .arg(&buyers_key)
+        .arg("eve")
+        .query_async(&mut redis)
+        .await?;
+    assert_eq!(
+        eve_units,
+        Some(1),
+        "eve's bought unit counts toward her limit"
+    );
+
+    // 2. The repair reads SQL (ann's order live), then ann cancels and the relay returns the
+    //    unit, then the repair writes.
+    let _: () = redis::cmd("HSET")
+        .arg(&stock_key)
+        .arg(&["sold", "7"])
+        .query_async(&mut redis)
+        .await?;
+    let repair = prepare_repair(&db, &store, &product().await?).await?;
+    let order = orders::by_reservation(&db, ann.id.as_str())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no order"))?;
+    let cancelled = orders::cancel(&db, &order.id, "ann", order.version).await?;
+    assert!(matches!(cancelled, orders::CancelOutcome::Cancelled(_)));
+    while relay_once(&db, std::slice::from_ref(&effects), 100).await? > 0 {}
+    apply_repair(&store, &repair).await?;
+    let snap = store.snapshot(&sku).await?;
+    assert_eq!(
+        (snap.available, snap.held, snap.confirming, snap.sold),
+        (9, 0, 0, 1),
+        "{snap:?}"
+    );
+    let ann_units: Option<u64> = redis::cmd("HGET")
+        .arg(&buyers_key)
+        .arg("ann")
+        .query_async(&mut redis)
+        .await?;
+    assert_eq!(ann_units, None, "ann's cancelled unit no longer counts");
+
+    // Late duplicates change nothing, and the report agrees with SQL.
+    store.finish_confirm(&eve.id).await?;
+    while relay_once(&db, std::slice::from_ref(&effects), 100).await? > 0 {}
+    assert_eq!(store.snapshot(&sku).await?.available, 9);
+    let check = ReconcileOptions {
+        repair: false,
+        confirming_grace: None,
+    };
+    let report = reconcile(&db, &store, None, check).await?;
+    assert!(report.ok, "{report:?}");
+    app.running.shutdown().await;
+    Ok(())
+}
+
 /// Issue 15.8: a replica that is not the leader (another holds both leases) still reports the
 /// outbox lag, says it does not lead, and clears drift gauges it set as a former leader.
 /// Before, only the leader updated the lag (a settlement without Redis showed a flat lag) and

@@ -13,6 +13,8 @@
 //! <prefix>:{<sku>}:returned              set (before 2026-12, read only): ids returned by an
 //!                                        older release; consulted so an upgrade never returns
 //!                                        a redelivered cancellation twice
+//! <prefix>:{<sku>}:repair                hash: the journal of a counter repair in progress:
+//!                                        ticket, f:<id> / r:<id> -> "<qty>:<buyer>" (expires)
 //! <prefix>:idem:<n>:<buyer>:<key>        string "<sku>|<qty>|<id>": what the key is bound to
 //! <prefix>:skus                          set: every SKU with counters
 //! ```
@@ -32,6 +34,8 @@ pub(crate) struct SkuKeys {
     pub expiry: String,
     pub confirming: String,
     pub buyers: String,
+    /// The journal of a counter repair in progress (`begin_repair.lua`).
+    pub repair: String,
     /// A hold's key is this followed by its id. Scripts that find ids in an index (expiry,
     /// confirming, idempotency record) name the hold keys from it.
     pub hold_prefix: String,
@@ -52,6 +56,7 @@ impl SkuKeys {
             expiry: format!("{base}:expiry"),
             confirming: format!("{base}:confirming"),
             buyers: format!("{base}:buyers"),
+            repair: format!("{base}:repair"),
             hold_prefix: format!("{base}:hold:"),
             returned_prefix: format!("{base}:returned:"),
             returned_legacy: format!("{base}:returned"),

@@ -74,6 +74,7 @@ fn domain_error(code: &str, detail: &str) -> ReservationError {
             Ok(committed) => ReservationError::StockBelowCommitted { committed },
             Err(_) => malformed("stock_below_committed detail"),
         },
+        "repair_superseded" => ReservationError::RepairSuperseded,
         other => malformed(&format!("unknown code {other}")),
     }
 }

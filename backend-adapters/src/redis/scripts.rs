@@ -19,6 +19,7 @@ pub(crate) struct Scripts {
     pub confirming_holds: Script,
     pub list_buyer_holds: Script,
     pub return_cancelled: Script,
+    pub begin_repair: Script,
     pub repair_counters: Script,
     pub undo_reserve: Script,
     pub claim_binding: Script,
@@ -39,6 +40,7 @@ impl Scripts {
             confirming_holds: Script::new(include_str!("lua/confirming_holds.lua")),
             list_buyer_holds: Script::new(include_str!("lua/list_buyer_holds.lua")),
             return_cancelled: Script::new(include_str!("lua/return_cancelled.lua")),
+            begin_repair: Script::new(include_str!("lua/begin_repair.lua")),
             repair_counters: Script::new(include_str!("lua/repair_counters.lua")),
             undo_reserve: Script::new(include_str!("lua/undo_reserve.lua")),
             claim_binding: Script::new(include_str!("lua/claim_binding.lua")),
@@ -46,7 +48,7 @@ impl Scripts {
         }
     }
 
-    pub fn all(&self) -> [&Script; 15] {
+    pub fn all(&self) -> [&Script; 16] {
         [
             &self.configure_product,
             &self.reserve,
@@ -59,6 +61,7 @@ impl Scripts {
             &self.confirming_holds,
             &self.list_buyer_holds,
             &self.return_cancelled,
+            &self.begin_repair,
             &self.repair_counters,
             &self.undo_reserve,
             &self.claim_binding,

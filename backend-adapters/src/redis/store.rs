@@ -15,8 +15,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::{Cmd, ErrorKind, RedisError, RedisResult, RetryMethod, Script, ServerErrorKind, Value};
 use reservation_core::{
-    AbortTo, BuyerId, ConfirmingHold, Hold, ProductStock, Qty, Reservation, ReservationError,
-    ReservationId, ReservationStore, ReserveRequest, Sku, SoldUnits, StockSnapshot, StoreResult,
+    AbortTo, BuyerId, ConfirmingHold, Hold, ProductStock, Qty, REPAIR_JOURNAL_TTL, RepairStart,
+    RepairTicket, Reservation, ReservationError, ReservationId, ReservationStore, ReserveRequest,
+    Sku, SoldUnits, StockSnapshot, StoreResult,
 };
 
 use super::connection::{ConnectOptions, RedisConnection};
@@ -451,7 +452,7 @@ impl ReservationStore for RedisStore {
         let retention = self.retention_ms.to_string();
         self.run_hold(
             &self.scripts.finish_confirm,
-            &[&k.stock, &k.confirming, &k.hold(id)],
+            &[&k.stock, &k.confirming, &k.hold(id), &k.repair],
             &[id.as_str(), &retention],
         )
         .await
@@ -541,6 +542,7 @@ impl ReservationStore for RedisStore {
                     &k.confirming,
                     &k.hold(id),
                     &k.returned_legacy,
+                    &k.repair,
                 ],
                 &[id.as_str(), buyer.as_str(), &units, &retention],
             )
@@ -548,11 +550,35 @@ impl ReservationStore for RedisStore {
         Ok(f.first().map(String::as_str) == Some("1"))
     }
 
+    async fn begin_repair(&self, sku: &Sku) -> StoreResult<RepairStart> {
+        let k = self.keys(sku);
+        let ticket = RepairTicket::generate();
+        let lifetime = REPAIR_JOURNAL_TTL.as_millis().to_string();
+        let ids = self
+            .run(
+                &self.scripts.begin_repair,
+                &[&k.repair, &k.confirming],
+                &[ticket.as_str(), &lifetime],
+            )
+            .await?;
+        let mut confirming = ids
+            .iter()
+            .map(|id| {
+                ReservationId::parse(id).map_err(|_| {
+                    ReservationError::backend(false, format!("bad id in confirming set: {id}"))
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        confirming.sort();
+        Ok(RepairStart { ticket, confirming })
+    }
+
     async fn repair_counters(
         &self,
         sku: &Sku,
         stock: &ProductStock,
         sold: &SoldUnits,
+        ticket: &RepairTicket,
     ) -> StoreResult<StockSnapshot> {
         stock.validate()?;
         let k = self.keys(sku);
@@ -565,6 +591,7 @@ impl ReservationStore for RedisStore {
             k.hold_prefix.clone(),
             k.returned_prefix.clone(),
             self.retention_ms.to_string(),
+            ticket.as_str().to_owned(),
             sold.by_buyer.len().to_string(),
         ];
         for (buyer, units) in &sold.by_buyer {
@@ -579,7 +606,7 @@ impl ReservationStore for RedisStore {
         let f = self
             .run(
                 &self.scripts.repair_counters,
-                &[&k.stock, &k.buyers, &k.expiry, &k.confirming],
+                &[&k.stock, &k.buyers, &k.expiry, &k.confirming, &k.repair],
                 &args,
             )
             .await?;

@@ -218,9 +218,10 @@ pub async fn list(db: &Db) -> Result<Vec<Product>, SqlError> {
 
 /// What a counter repair of `sku` needs from SQL, read in one snapshot (so an order that
 /// commits meanwhile is in all of it or in none): units in live orders, in total and per
-/// buyer; which reservation ids have an order, among `asked` (the holds the store has as
-/// held or confirming) and every order created at or after `recent_since_ms` (holds that
-/// began confirming while the repair ran); and the reservation ids of cancelled orders.
+/// buyer; which reservation ids have an order, live or cancelled, among `asked` (the holds
+/// the store had as confirming when the repair began) and every order created at or after
+/// `recent_since_ms` (holds that began confirming while the repair ran); and the reservation
+/// ids of cancelled orders.
 pub async fn repair_basis(
     db: &Db,
     sku: &str,
@@ -251,7 +252,7 @@ pub async fn repair_basis(
         format!("reservation_id IN ({}) OR ", placeholders(4, asked.len()))
     };
     let sql = format!(
-        "SELECT reservation_id, status FROM orders WHERE sku = $1 \
+        "SELECT reservation_id, status, created_at_ms FROM orders WHERE sku = $1 \
          AND ({asked_list}created_at_ms >= $2 OR status = $3)"
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -270,7 +271,11 @@ pub async fn repair_basis(
         if status == OrderStatus::Cancelled.as_str() {
             sold.cancelled.push(id.clone());
         }
-        if asked.contains(rid.as_str()) || status != OrderStatus::Cancelled.as_str() {
+        // Live or cancelled: a hold of a cancelled order the repair finds still confirming
+        // must be finished uncounted too (SQL's sold no longer has it, and it is marked
+        // returned), or its late finish would add it to sold for good.
+        let created_at_ms: i64 = row.try_get("created_at_ms")?;
+        if asked.contains(rid.as_str()) || created_at_ms >= recent_since_ms {
             sold.ordered.push(id);
         }
     }

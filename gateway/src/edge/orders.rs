@@ -227,7 +227,16 @@ async fn lost_hold(
             state.metrics.confirm("replayed");
             Ok(Reply::raw_json(200, order))
         }
-        Settled::Refused { status: 410, .. } => Err(("expired", ReservationError::Released.into())),
+        // SQL has no order and now never will: say so, whatever ended the hold (it expired,
+        // was released, or the store lost it).
+        Settled::Refused { status: 410, .. } => Err((
+            "expired",
+            Problem::new(
+                410,
+                "reservation_expired",
+                "the reservation expired or its hold is gone, and no order was placed for it",
+            ),
+        )),
         Settled::Refused { status: 403, .. } => {
             Err(("not_owner", ReservationError::NotOwner.into()))
         }

@@ -96,13 +96,17 @@ impl ReservationStore for CountingStore {
     ) -> StoreResult<bool> {
         self.count().return_cancelled(id, buyer, qty).await
     }
+    async fn begin_repair(&self, sku: &Sku) -> StoreResult<reservation_core::RepairStart> {
+        self.count().begin_repair(sku).await
+    }
     async fn repair_counters(
         &self,
         sku: &Sku,
         stock: &ProductStock,
         sold: &SoldUnits,
+        ticket: &reservation_core::RepairTicket,
     ) -> StoreResult<StockSnapshot> {
-        self.count().repair_counters(sku, stock, sold).await
+        self.count().repair_counters(sku, stock, sold, ticket).await
     }
     async fn snapshot(&self, sku: &Sku) -> StoreResult<StockSnapshot> {
         self.count().snapshot(sku).await

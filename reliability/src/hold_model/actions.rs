@@ -3,8 +3,9 @@
 
 use std::fmt;
 
-use super::state::{Answer, Fate, HoldState, Reconciler, Rid, State, Step};
-use super::{HoldModel, Rules};
+use super::scripts::Begin;
+use super::state::{Answer, Fate, HoldState, Reconciler, Repair, Rid, State, Step};
+use super::{HoldModel, RepairRule, Rules};
 
 /// One atomic step of one actor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -54,6 +55,16 @@ pub enum Action {
     RestockRedis,
     /// Redis loses this buyer's count in `buyers {sku}`.
     RedisForgetsBuyer(u8),
+    /// Redis fails over to a replica that missed this hold (and its counter writes).
+    LoseHold(Rid),
+    /// The gateway's confirm found no hold: it asks SQL for the reservation's fate.
+    DecideFate(Rid),
+    /// `reconcile --repair`, step 1: open the journal, read SQL.
+    RepairReads,
+    /// Step 2: rebuild the counters.
+    RepairWrites,
+    /// The repair's process dies between its steps.
+    RepairDies,
 }
 
 impl Action {
@@ -134,6 +145,26 @@ impl Action {
             Action::RedisForgetsBuyer(_) => {
                 "Redis loses the write of reserve.lua to buyers {sku} (failover to a replica that missed it)"
             }
+            Action::LoseHold(_) => {
+                "Redis fails over to a replica that missed reserve.lua (and begin_confirm.lua) of this hold"
+            }
+            Action::DecideFate(_) => match rules {
+                Rules::Before => {
+                    "gateway/src/edge/orders.rs: begin_confirm.lua not_found -> 404 reservation_not_found, SQL not asked"
+                }
+                Rules::Fixed => {
+                    "gateway/src/edge/orders.rs::lost_hold -> POST /internal/settlements/fate (settlement/src/http/settle.rs::decide_fate: fates::claim_released reason lost_hold, else the order)"
+                }
+            },
+            Action::RepairReads => {
+                "settlement/src/maintenance.rs::prepare_repair: begin_repair.lua, then products::repair_basis (one SQL snapshot)"
+            }
+            Action::RepairWrites => {
+                "settlement/src/maintenance.rs::apply_repair: repair_counters.lua"
+            }
+            Action::RepairDies => {
+                "settlement/src/maintenance.rs::reconcile --repair: the process dies between prepare_repair and apply_repair"
+            }
         }
     }
 }
@@ -166,6 +197,11 @@ impl fmt::Display for Action {
             Action::RestockSql => ("ops", "restock +1 in sql".to_owned()),
             Action::RestockRedis => ("ops", "restock +1 in redis".to_owned()),
             Action::RedisForgetsBuyer(b) => ("redis", format!("forgets buyer {b}'s count")),
+            Action::LoseHold(r) => ("redis", format!("fails over, loses {r:?}")),
+            Action::DecideFate(r) => ("gateway", format!("no hold for {r:?}, asks its fate")),
+            Action::RepairReads => ("repair", "begins, reads sql".to_owned()),
+            Action::RepairWrites => ("repair", "writes the counters".to_owned()),
+            Action::RepairDies => ("repair", "dies".to_owned()),
         };
         write!(f, "{actor}: {what}")
     }
@@ -202,12 +238,16 @@ pub(crate) fn enabled(m: &HoldModel, s: &State, out: &mut Vec<Action>) {
         match slot.step {
             Step::Idle => {
                 if slot.attempts < b.confirm_attempts
-                    && matches!(hold.state, HoldState::Held | HoldState::Confirming)
+                    && matches!(
+                        hold.state,
+                        HoldState::Held | HoldState::Confirming | HoldState::Lost
+                    )
                 {
                     out.push(Action::BeginConfirm(rid));
                 }
             }
             Step::Begun => out.push(Action::SendSettle(rid)),
+            Step::Gone => out.push(Action::DecideFate(rid)),
             Step::Waiting => {}
             Step::Answered(answer) => out.push(match answer {
                 Answer::Committed { .. } => Action::GatewayFinish(rid),
@@ -225,6 +265,22 @@ pub(crate) fn enabled(m: &HoldModel, s: &State, out: &mut Vec<Action>) {
         }
         if b.reconciler && s.reconciler == Reconciler::Idle && hold.state == HoldState::Confirming {
             out.push(Action::ReconcilerDecides(rid));
+        }
+        if b.redis_loses_holds
+            && !s.lost_a_hold
+            && matches!(hold.state, HoldState::Held | HoldState::Confirming)
+        {
+            out.push(Action::LoseHold(rid));
+        }
+    }
+    if b.repair.is_some() {
+        match s.repair {
+            Repair::Idle => out.push(Action::RepairReads),
+            Repair::Read(_) => {
+                out.push(Action::RepairWrites);
+                out.push(Action::RepairDies);
+            }
+            Repair::Done => {}
         }
     }
     // Both lists are sorted multisets: one action per distinct entry.
@@ -278,10 +334,14 @@ pub(crate) fn apply(m: &HoldModel, s: &State, action: Action) -> State {
         }
         Action::Sweep(rid) => s.expire_due(rid),
         Action::BeginConfirm(rid) => {
-            let go_on = s.begin_confirm(rid);
+            let begun = s.begin_confirm(rid);
             let slot = s.slot_mut(rid);
             slot.attempts += 1;
-            slot.step = if go_on { Step::Begun } else { Step::Idle };
+            slot.step = match begun {
+                Begin::GoOn => Step::Begun,
+                Begin::Refused => Step::Idle,
+                Begin::NotFound => Step::Gone,
+            };
         }
         Action::SendSettle(rid) => {
             let attempt = s.slot(rid).attempts;
@@ -348,6 +408,25 @@ pub(crate) fn apply(m: &HoldModel, s: &State, action: Action) -> State {
             s.restock.redis_done = true;
         }
         Action::RedisForgetsBuyer(buyer) => s.redis.bought[usize::from(buyer)] = 0,
+        Action::LoseHold(rid) => s.lose_hold(rid),
+        Action::DecideFate(rid) => {
+            let gone = s.decide_fate(rid, rules);
+            let slot = s.slot_mut(rid);
+            slot.answered_gone |= gone;
+            slot.step = Step::Idle;
+        }
+        Action::RepairReads => s.repair_reads(
+            m.bounds.repair.unwrap_or(RepairRule::Journaled),
+            m.bounds.buyers(),
+        ),
+        Action::RepairWrites => s.repair_writes(m.bounds.repair.unwrap_or(RepairRule::Journaled)),
+        Action::RepairDies => {
+            for slot in &mut s.slots {
+                slot.journal_finished = false;
+                slot.journal_returned = false;
+            }
+            s.repair = Repair::Done;
+        }
     }
     s.forget_what_no_step_reads();
     s

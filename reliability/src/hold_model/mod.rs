@@ -10,8 +10,12 @@
 //! group commit; the sweeper; the reconciler's `resolve_confirming` as decide (read the hold
 //! confirming, ask or claim in SQL) → act, dying between them; the relay's
 //! `return_cancelled`, also dying before it marks the event published; an ops restock as its
-//! SQL and Redis writes, in either order; optionally Redis losing a buyer's count. The
-//! properties are docs/design.md §6 ([`properties`]), checked in every reachable state.
+//! SQL and Redis writes, in either order; optionally Redis losing a buyer's count, or losing
+//! a hold with its counter writes (a failover), after which the buyer's confirm finds no hold
+//! and the gateway asks settlement's fate route; and `reconcile --repair` as its two steps
+//! (open the journal and read SQL, then write the counters) with every other step free to run
+//! between them. The properties are docs/design.md §6 ([`properties`]), checked in every
+//! reachable state.
 //!
 //! **Two rule sets** ([`Rules`]): `Before` is the code before issue 13 (the reconciler releases
 //! a confirming hold whose order does not exist *yet*; settle consults only stock; the per-buyer
@@ -19,7 +23,10 @@
 //! `Fixed` claims a reservation id's fate once in SQL (`reservation_fates`): settle claims
 //! `ordered`, and refuses an id claimed `released` or a buyer over the limit (claiming
 //! `released`); the reconciler claims `released` first and finishes instead when the id is
-//! `ordered`; `return_cancelled` finishes a confirming hold before it returns the units.
+//! `ordered`; `return_cancelled` finishes a confirming hold before it returns the units; a
+//! confirm whose hold was lost gets its order from SQL or claims the id `released` (`Before`:
+//! 404 from the store alone). The repair has its own pair ([`RepairRule`]): `Unjournaled`
+//! overwrites `sold` with its snapshot, blind to what ran since; `Journaled` counts it.
 //!
 //! **What it abstracts.** Time is one flag per hold, "its expiry has passed", that turns true
 //! at any moment after the reserve; the token expires with it. The reconciler may act on any
@@ -28,12 +35,15 @@
 //! (every interleaving a batch allows, and more). A settlement timeout or outage the gateway
 //! gives up on is the gateway dying at that step. A refused reserve writes nothing and is left
 //! out, as are idempotent replays, the retention TTLs of final holds, the outbox's other
-//! topics, ops status changes, a second reconciler (the leader lease) and `repair_counters`.
+//! topics, ops status changes, a second reconciler (the leader lease), a second repair (a
+//! newer one supersedes the older, `RepairSuperseded`) and repairs of products SQL lost.
 //!
-//! **Bounds** ([`Bounds::small_worlds`]): three worlds of one SKU with a per-buyer limit of 1,
+//! **Bounds** ([`Bounds::small_worlds`]): four worlds of one SKU with a per-buyer limit of 1,
 //! each checked in full: three reservations (two of one buyer, one of another) on 1 or 2 units;
 //! one buyer's two reservations with a restock (1 → 2 units) and Redis forgetting the buyer's
-//! count; two buyers' reservations with two confirm attempts each and a restock. Every further
+//! count; two buyers' reservations with two confirm attempts each and a restock; two buyers'
+//! reservations on 2 units with two confirm attempts each, Redis losing one hold and one
+//! repair (no reconciler: its finish is the same script as the gateway's). Every further
 //! reservation multiplies the states by about a hundred.
 
 mod actions;
@@ -59,6 +69,17 @@ pub enum Rules {
     Fixed,
 }
 
+/// How `reconcile --repair` rebuilds the counters (issue 15.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RepairRule {
+    /// Before: one SQL snapshot, then the script overwrites `sold` with it, blind to the
+    /// finishes and returns in between; `ordered` has the asked ids and live orders only.
+    Unjournaled,
+    /// The journal begun before the snapshot tells the script what happened in between;
+    /// `ordered` has every recent order, live or cancelled.
+    Journaled,
+}
+
 /// The size of one world the checker explores.
 #[derive(Clone, Debug)]
 pub struct Bounds {
@@ -77,6 +98,14 @@ pub struct Bounds {
     pub redis_forgets_buyers: bool,
     /// The reconciler runs (off only to show what breaks without its race).
     pub reconciler: bool,
+    /// Redis may lose one hold with its counter writes (a failover to a replica that missed
+    /// them): its confirm finds no hold and asks SQL for the reservation's fate. That is
+    /// damage only a repair mends (`State::damaged`), and so is a try sent before the loss
+    /// that commits after it: no finish can count it in Redis, so only a repair that reads
+    /// SQL after that commit agrees with it.
+    pub redis_loses_holds: bool,
+    /// An operator runs `reconcile --repair` once, at any moment.
+    pub repair: Option<RepairRule>,
 }
 
 impl Bounds {
@@ -95,6 +124,8 @@ impl Bounds {
                 restock: false,
                 redis_forgets_buyers: false,
                 reconciler: true,
+                redis_loses_holds: false,
+                repair: None,
             },
             Bounds {
                 name: "one buyer's two reservations, a restock, redis forgets the buyer",
@@ -105,6 +136,8 @@ impl Bounds {
                 restock: true,
                 redis_forgets_buyers: true,
                 reconciler: true,
+                redis_loses_holds: false,
+                repair: None,
             },
             Bounds {
                 name: "two buyers' reservations, retried confirms, a restock",
@@ -115,6 +148,20 @@ impl Bounds {
                 restock: true,
                 redis_forgets_buyers: false,
                 reconciler: true,
+                redis_loses_holds: false,
+                repair: None,
+            },
+            Bounds {
+                name: "two buyers' reservations on 2 units, redis loses a hold, a repair",
+                initial_stock: vec![2],
+                reserves: vec![1, 1],
+                per_buyer_limit: 1,
+                confirm_attempts: 2,
+                restock: false,
+                redis_forgets_buyers: false,
+                reconciler: false,
+                redis_loses_holds: true,
+                repair: Some(RepairRule::Journaled),
             },
         ]
     }

@@ -5,7 +5,7 @@
 use stateright::Property;
 
 use super::HoldModel;
-use super::state::{Answer, Fate, HoldState, Reconciler, State, Step};
+use super::state::{Answer, Fate, HoldState, Reconciler, Repair, State, Step};
 
 pub const REDIS_BALANCED: &str =
     "redis available + held + confirming + sold = total_stock, all >= 0";
@@ -20,7 +20,11 @@ pub const NO_ORDER_FOR_ENDED_HOLD: &str =
 pub const ENDED_HOLD_STAYS_ENDED: &str = "a released or expired hold is never confirmed";
 pub const SQL_PER_BUYER_LIMIT: &str =
     "live order units of one buyer for the sku never exceed the limit";
-pub const AT_REST_SOLD_AGREES: &str = "at rest, redis sold = sql sold";
+pub const AT_REST_SOLD_AGREES: &str =
+    "at rest, redis sold = sql sold (once a repair made after any loss of redis data wrote)";
+pub const ANSWERED_GONE_HAS_NO_ORDER: &str =
+    "a buyer told a reservation has no order never has one for it";
+pub const RELEASED_FATE_HAS_NO_ORDER: &str = "no order for a reservation claimed released in sql";
 
 pub const SOMETIMES_CREATED: &str = "sometimes: a buyer is answered 201";
 pub const SOMETIMES_CANCEL_WHILE_CONFIRMING: &str =
@@ -30,6 +34,12 @@ pub const SOMETIMES_RECONCILER_VS_SETTLE: &str =
 pub const SOMETIMES_OVERSELL_REFUSED: &str = "sometimes: sql refuses a confirm for want of stock";
 pub const SOMETIMES_OVER_LIMIT_REFUSED: &str =
     "sometimes: sql refuses a confirm over the per-buyer limit";
+pub const SOMETIMES_LOST_HOLD_GONE: &str =
+    "sometimes: a confirm whose hold redis lost is told there is no order";
+pub const SOMETIMES_FINISH_IN_REPAIR_WINDOW: &str =
+    "sometimes: a confirm finishes between a repair's sql read and its write";
+pub const SOMETIMES_RETURN_IN_REPAIR_WINDOW: &str =
+    "sometimes: a cancellation is returned between a repair's sql read and its write";
 pub const SOMETIMES_TOKEN_EXPIRED: &str =
     "sometimes: settlement refuses an expired token, the hold stays confirming";
 
@@ -45,12 +55,17 @@ pub(crate) fn all() -> Vec<Property<HoldModel>> {
         Property::always(ENDED_HOLD_STAYS_ENDED, ended_hold_stays_ended),
         Property::always(SQL_PER_BUYER_LIMIT, sql_per_buyer_limit),
         Property::always(AT_REST_SOLD_AGREES, at_rest_sold_agrees),
+        Property::always(ANSWERED_GONE_HAS_NO_ORDER, answered_gone_has_no_order),
+        Property::always(RELEASED_FATE_HAS_NO_ORDER, released_fate_has_no_order),
         Property::sometimes(SOMETIMES_CREATED, created),
         Property::sometimes(SOMETIMES_CANCEL_WHILE_CONFIRMING, cancel_while_confirming),
         Property::sometimes(SOMETIMES_RECONCILER_VS_SETTLE, reconciler_vs_settle),
         Property::sometimes(SOMETIMES_OVERSELL_REFUSED, oversell_refused),
         Property::sometimes(SOMETIMES_OVER_LIMIT_REFUSED, over_limit_refused),
         Property::sometimes(SOMETIMES_TOKEN_EXPIRED, token_expired),
+        Property::sometimes(SOMETIMES_LOST_HOLD_GONE, lost_hold_gone),
+        Property::sometimes(SOMETIMES_FINISH_IN_REPAIR_WINDOW, finish_in_repair_window),
+        Property::sometimes(SOMETIMES_RETURN_IN_REPAIR_WINDOW, return_in_repair_window),
     ]
 }
 
@@ -112,8 +127,34 @@ fn sql_per_buyer_limit(m: &HoldModel, s: &State) -> bool {
     (0..m.bounds.buyers()).all(|b| s.live_units(b) <= m.bounds.per_buyer_limit)
 }
 
+/// Redis lost data (`damaged`) is what `reconcile --repair` is for: until a repair that
+/// began after the loss wrote, the stores may disagree.
 fn at_rest_sold_agrees(_: &HoldModel, s: &State) -> bool {
-    !at_rest(s) || s.redis.sold == s.sql.sold
+    !at_rest(s) || s.damaged || s.redis.sold == s.sql.sold
+}
+
+fn answered_gone_has_no_order(_: &HoldModel, s: &State) -> bool {
+    s.rids()
+        .all(|r| !s.slot(r).answered_gone || s.order_of(r).is_none())
+}
+
+fn released_fate_has_no_order(_: &HoldModel, s: &State) -> bool {
+    s.rids()
+        .all(|r| s.slot(r).fate != Some(Fate::Released) || s.order_of(r).is_none())
+}
+
+fn lost_hold_gone(_: &HoldModel, s: &State) -> bool {
+    s.slots
+        .iter()
+        .any(|slot| slot.answered_gone && slot.hold.is_some_and(|h| h.state == HoldState::Lost))
+}
+
+fn finish_in_repair_window(_: &HoldModel, s: &State) -> bool {
+    matches!(s.repair, Repair::Read(_)) && s.slots.iter().any(|slot| slot.journal_finished)
+}
+
+fn return_in_repair_window(_: &HoldModel, s: &State) -> bool {
+    matches!(s.repair, Repair::Read(_)) && s.slots.iter().any(|slot| slot.journal_returned)
 }
 
 fn created(_: &HoldModel, s: &State) -> bool {
@@ -153,10 +194,12 @@ fn reconciler_vs_settle(_: &HoldModel, s: &State) -> bool {
 
 /// Nothing in flight can still move `sold` on either side: no hold confirming (Redis sold
 /// waits for a finish), no settlement request queued (SQL sold waits for a commit), no
-/// cancellation unpublished (Redis sold waits for its return). A gateway step still due then
+/// cancellation unpublished (Redis sold waits for its return), no repair between its read and
+/// its write. A gateway step still due then
 /// is a finish or abort on a hold that is no longer confirming: no write.
 pub fn at_rest(s: &State) -> bool {
-    s.settle_queue.is_empty()
+    !matches!(s.repair, Repair::Read(_))
+        && s.settle_queue.is_empty()
         && s.outbox.is_empty()
         && s.slots
             .iter()

@@ -2,8 +2,19 @@
 //! A twin keeps its script's checks and writes for qty 1 on one SKU, and says so in its doc
 //! line; when a script changes, its twin here changes with it.
 
-use super::Rules;
-use super::state::{Answer, Fate, HoldState, Order, Rid, State};
+use super::state::{Answer, Fate, HoldState, Order, Repair, RepairBasis, Rid, State};
+use super::{RepairRule, Rules};
+
+/// What `begin_confirm.lua` answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Begin {
+    /// held → confirming, or already confirming/confirmed: the settlement call is next.
+    GoOn,
+    /// Expired or released: the buyer gets 410.
+    Refused,
+    /// `not_found`: the store has no hold (`Lost`).
+    NotFound,
+}
 
 impl State {
     fn hold_mut(&mut self, rid: Rid) -> &mut super::state::Hold {
@@ -80,33 +91,35 @@ impl State {
         self.end_hold(rid, HoldState::Expired);
     }
 
-    /// `begin_confirm.lua`: `true` when the confirm may go on (held → confirming, or already
-    /// confirming/confirmed); a due held hold is expired on the spot and refused.
-    pub(crate) fn begin_confirm(&mut self, rid: Rid) -> bool {
+    /// `begin_confirm.lua`: held → confirming (or already confirming/confirmed) goes on; a
+    /// due held hold is expired on the spot and refused; a lost hold is `not_found`.
+    pub(crate) fn begin_confirm(&mut self, rid: Rid) -> Begin {
         let Some(hold) = self.slot(rid).hold else {
-            return false;
+            return Begin::Refused;
         };
         match hold.state {
-            HoldState::Confirming | HoldState::Confirmed => true,
-            HoldState::Released | HoldState::Expired => false,
+            HoldState::Confirming | HoldState::Confirmed => Begin::GoOn,
+            HoldState::Released | HoldState::Expired => Begin::Refused,
+            HoldState::Lost => Begin::NotFound,
             HoldState::Held if hold.due => {
                 self.redis.held -= 1;
                 self.redis.available += 1;
                 self.buyer_gives_back(self.slot(rid).buyer);
                 self.end_hold(rid, HoldState::Expired);
-                false
+                Begin::Refused
             }
             HoldState::Held => {
                 self.redis.held -= 1;
                 self.redis.confirming += 1;
                 self.hold_mut(rid).state = HoldState::Confirming;
-                true
+                Begin::GoOn
             }
         }
     }
 
-    /// `finish_confirm.lua`: confirming → confirmed (units confirming → sold); idempotent on
-    /// confirmed; any other state is `invalid_state` (no write).
+    /// `finish_confirm.lua`: confirming → confirmed (units confirming → sold), journaled while
+    /// a repair runs; idempotent on confirmed; any other state is `invalid_state` or
+    /// `not_found` (no write).
     pub(crate) fn finish_confirm(&mut self, rid: Rid) {
         if self.hold_state(rid) != Some(HoldState::Confirming) {
             return;
@@ -114,6 +127,9 @@ impl State {
         self.redis.confirming -= 1;
         self.redis.sold += 1;
         self.hold_mut(rid).state = HoldState::Confirmed;
+        if matches!(self.repair, Repair::Read(_)) {
+            self.slot_mut(rid).journal_finished = true;
+        }
     }
 
     /// `abort_confirm.lua` with `released`: confirming → released, units back to available;
@@ -129,7 +145,8 @@ impl State {
     }
 
     /// `return_cancelled.lua`: once per id (the returned set), sold → available and the
-    /// buyer's count, refused when `sold < qty`. `Rules::Fixed`: a hold still confirming is
+    /// buyer's count, journaled while a repair runs, refused when `sold < qty` (left to the
+    /// repair, journaled, when one runs). `Rules::Fixed`: a hold still confirming is
     /// finished first (the cancel came before the gateway's `finish_confirm`).
     pub(crate) fn return_cancelled(&mut self, rid: Rid, rules: Rules) {
         if self.slot(rid).returned {
@@ -139,13 +156,22 @@ impl State {
             self.finish_confirm(rid);
         }
         if self.redis.sold < 1 {
-            // `invalid_state`: the relay logs it and marks the event published.
+            if matches!(self.repair, Repair::Read(_)) {
+                // A repair is rewriting the counters: the return is left to it.
+                let slot = self.slot_mut(rid);
+                slot.journal_returned = true;
+                slot.returned = true;
+            }
+            // Else `invalid_state`: the relay logs it and marks the event published.
             return;
         }
         self.redis.sold -= 1;
         self.redis.available += 1;
         self.buyer_gives_back(self.slot(rid).buyer);
         self.slot_mut(rid).returned = true;
+        if matches!(self.repair, Repair::Read(_)) {
+            self.slot_mut(rid).journal_returned = true;
+        }
     }
 
     /// `configure_product.lua` with total + 1: refused below the committed units, else
@@ -202,6 +228,15 @@ impl State {
         });
         self.sql.orders.sort();
         self.sql.sold += 1;
+        if self.hold_state(rid) == Some(HoldState::Lost) {
+            // A try sent before Redis lost the hold commits now: no finish can ever count it
+            // in Redis (the hold is gone). Damage of the loss that only a repair reading SQL
+            // after this commit mends.
+            self.damaged = true;
+            if let Repair::Read(basis) = &mut self.repair {
+                basis.loss_since = true;
+            }
+        }
         if rules == Rules::Fixed {
             self.slot_mut(rid).fate = Some(Fate::Ordered);
         }
@@ -234,5 +269,150 @@ impl State {
             }
             Rules::Fixed => *self.slot_mut(rid).fate.get_or_insert(Fate::Released),
         }
+    }
+
+    /// A Redis failover to a replica that missed the hold: the hold record is gone, and the
+    /// counters are as if its reserve (and its begin_confirm) never ran.
+    pub(crate) fn lose_hold(&mut self, rid: Rid) {
+        match self.hold_state(rid) {
+            Some(HoldState::Held) => self.redis.held -= 1,
+            Some(HoldState::Confirming) => self.redis.confirming -= 1,
+            _ => return,
+        }
+        self.redis.available += 1;
+        self.buyer_gives_back(self.slot(rid).buyer);
+        self.hold_mut(rid).state = HoldState::Lost;
+        self.damaged = true;
+        self.lost_a_hold = true;
+        if let Repair::Read(basis) = &mut self.repair {
+            basis.loss_since = true;
+        }
+    }
+
+    /// The gateway's answer to a confirm whose hold the store does not have. `Rules::Fixed`:
+    /// `POST /internal/settlements/fate` (`decide_fate`) claims the id `released` (reason
+    /// `lost_hold`; first claim wins) unless it is `ordered`: the order is answered 200, else
+    /// 410. `Rules::Before`: 404 from the store alone, nothing asked of SQL. `true` when the
+    /// buyer is told there is no order.
+    pub(crate) fn decide_fate(&mut self, rid: Rid, rules: Rules) -> bool {
+        match rules {
+            Rules::Before => true,
+            Rules::Fixed => {
+                *self.slot_mut(rid).fate.get_or_insert(Fate::Released) == Fate::Released
+            }
+        }
+    }
+
+    /// `maintenance::prepare_repair`: `begin_repair.lua` (opens the journal, lists the
+    /// confirming holds: `asked`), then `products::repair_basis` in one SQL snapshot. Every
+    /// order of the model is recent, so `ordered` has every order (`RepairRule::Journaled`,
+    /// live or cancelled), or, as before, those asked about and the live ones.
+    pub(crate) fn repair_reads(&mut self, rule: RepairRule, buyers: u8) {
+        let bit = |rid: Rid| 1u8 << rid.0;
+        let mut basis = RepairBasis {
+            total: self.sql.total,
+            sold: self.sql.sold,
+            bought: (0..buyers).map(|b| self.live_units(b)).collect(),
+            ordered: 0,
+            cancelled: 0,
+            loss_since: false,
+        };
+        for order in &self.sql.orders {
+            let asked = self.hold_state(order.rid) == Some(HoldState::Confirming);
+            let in_ordered = match rule {
+                RepairRule::Journaled => true,
+                RepairRule::Unjournaled => asked || order.live,
+            };
+            if in_ordered {
+                basis.ordered |= bit(order.rid);
+            }
+            if !order.live {
+                basis.cancelled |= bit(order.rid);
+            }
+        }
+        for slot in &mut self.slots {
+            slot.journal_finished = false;
+            slot.journal_returned = false;
+        }
+        self.repair = Repair::Read(basis);
+    }
+
+    /// `maintenance::apply_repair`: `repair_counters.lua`. Sold and the buyers' counts from
+    /// the snapshot, corrected by the journal (`RepairRule::Journaled`; the old script had
+    /// none); held and confirming recounted from the holds, a hold with an order in the
+    /// snapshot finished uncounted; cancelled ids marked returned; refused (no write) when the
+    /// total cannot hold them. Repairs the damage of a loss before it began, except the one
+    /// case its header names: a lost hold whose order committed after the snapshot and was
+    /// returned in the window (that return took a unit Redis never counted; the next repair
+    /// sees it).
+    pub(crate) fn repair_writes(&mut self, rule: RepairRule) {
+        let Repair::Read(basis) = std::mem::replace(&mut self.repair, Repair::Done) else {
+            return;
+        };
+        let mut sold = basis.sold;
+        let mut bought = basis.bought.clone();
+        let mut unrepaired = basis.loss_since;
+        for rid in self.rids().collect::<Vec<_>>() {
+            let slot = self.slot(rid).clone();
+            let ordered = RepairBasis::has(basis.ordered, rid);
+            let cancelled = RepairBasis::has(basis.cancelled, rid);
+            if rule == RepairRule::Journaled {
+                let b = usize::from(slot.buyer);
+                if slot.journal_finished && !ordered && !slot.journal_returned {
+                    sold += 1;
+                    bought[b] += 1;
+                }
+                let ordered_after = slot.journal_finished && !ordered;
+                if slot.journal_returned && !cancelled && !ordered_after {
+                    sold -= 1;
+                    bought[b] -= 1;
+                    // The one case the journal cannot tell apart (the order came after the
+                    // snapshot, but no finish says so: its hold was lost).
+                    unrepaired |= !ordered && slot.hold.is_some_and(|h| h.state == HoldState::Lost);
+                }
+            }
+        }
+        let (mut held, mut confirming) = (0, 0);
+        let mut finish = Vec::new();
+        for rid in self.rids() {
+            let Some(hold) = self.slot(rid).hold else {
+                continue;
+            };
+            if !matches!(hold.state, HoldState::Held | HoldState::Confirming) {
+                continue;
+            }
+            if RepairBasis::has(basis.ordered, rid) {
+                finish.push(rid);
+                continue;
+            }
+            match hold.state {
+                HoldState::Held => held += 1,
+                _ => confirming += 1,
+            }
+            bought[usize::from(self.slot(rid).buyer)] += 1;
+        }
+        let sold = sold.max(0);
+        for slot in &mut self.slots {
+            slot.journal_finished = false;
+            slot.journal_returned = false;
+        }
+        if basis.total < held + confirming + sold {
+            return;
+        }
+        for rid in finish {
+            self.hold_mut(rid).state = HoldState::Confirmed;
+        }
+        for rid in self.rids().collect::<Vec<_>>() {
+            if RepairBasis::has(basis.cancelled, rid) {
+                self.slot_mut(rid).returned = true;
+            }
+        }
+        self.redis.total = basis.total;
+        self.redis.held = held;
+        self.redis.confirming = confirming;
+        self.redis.sold = sold;
+        self.redis.available = basis.total - held - confirming - sold;
+        self.redis.bought = bought.into_iter().map(|n| n.max(0)).collect();
+        self.damaged = unrepaired;
     }
 }

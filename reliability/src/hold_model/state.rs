@@ -30,6 +30,9 @@ pub enum HoldState {
     Confirmed,
     Released,
     Expired,
+    /// The store no longer has the hold (a Redis failover to a replica that missed it):
+    /// every script finds no record (`not_found`).
+    Lost,
 }
 
 impl HoldState {
@@ -78,6 +81,8 @@ pub enum Step {
     Idle,
     /// `begin_confirm` answered ok; the settlement call is next.
     Begun,
+    /// The store had no hold (`not_found`): asking SQL for the reservation's fate is next.
+    Gone,
     /// The settlement request of this attempt is on its way or queued for a group commit.
     Waiting,
     /// Settlement answered; `finish_confirm` / `abort_confirm` / nothing is next.
@@ -100,6 +105,12 @@ pub struct Slot {
     pub attempts: u8,
     /// The buyer was answered 201 for this reservation.
     pub answered_created: bool,
+    /// The buyer was told this reservation has no order (404, or 410 from the fate route).
+    pub answered_gone: bool,
+    /// The repair journal `{sku}:repair` (begin_repair.lua) has `f:<id>` (finish_confirm or
+    /// return_cancelled finished it) and `r:<id>` (return_cancelled returned it).
+    pub journal_finished: bool,
+    pub journal_returned: bool,
 }
 
 /// One SQL order row (qty is always 1 in the model).
@@ -143,6 +154,36 @@ pub enum Reconciler {
     Decided(Rid, Fate),
 }
 
+/// What a counter repair read from SQL (`products::repair_basis`), one bit per reservation
+/// id in the masks.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RepairBasis {
+    pub total: i8,
+    pub sold: i8,
+    pub bought: Vec<i8>,
+    /// `SoldUnits::ordered`.
+    pub ordered: u8,
+    /// `SoldUnits::cancelled`.
+    pub cancelled: u8,
+    /// Redis lost a hold after this read: the write cannot repair that loss.
+    pub loss_since: bool,
+}
+
+impl RepairBasis {
+    pub fn has(mask: u8, rid: Rid) -> bool {
+        mask & (1 << rid.0) != 0
+    }
+}
+
+/// `stockgate reconcile --repair` of the SKU (`settlement/src/maintenance.rs`), run once.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Repair {
+    Idle,
+    /// `prepare_repair` ran (begin_repair.lua, then the SQL snapshot); `apply_repair` is next.
+    Read(RepairBasis),
+    Done,
+}
+
 /// An ops restock of one unit, as its two writes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Restock {
@@ -162,6 +203,10 @@ pub struct State {
     pub outbox: Vec<Rid>,
     pub reconciler: Reconciler,
     pub restock: Restock,
+    /// Redis lost a hold (once per world) and no repair that began after has written yet.
+    pub damaged: bool,
+    pub lost_a_hold: bool,
+    pub repair: Repair,
 }
 
 impl State {
@@ -178,6 +223,9 @@ impl State {
                     step: Step::Idle,
                     attempts: 0,
                     answered_created: false,
+                    answered_gone: false,
+                    journal_finished: false,
+                    journal_returned: false,
                 })
             })
             .collect();
@@ -200,6 +248,9 @@ impl State {
             outbox: Vec::new(),
             reconciler: Reconciler::Idle,
             restock: Restock::default(),
+            damaged: false,
+            lost_a_hold: false,
+            repair: Repair::Idle,
         }
     }
 
@@ -233,7 +284,8 @@ impl State {
     }
 
     /// Resets what no later step reads, so that states with the same future are one state:
-    /// - a confirmed hold's `due` (settle finds its order before it looks at the token);
+    /// - a confirmed or lost hold's `due` (settle finds a confirmed hold's order before it
+    ///   looks at the token; the fate route does not look at the token's age);
     /// - a queued settlement request's attempt once no confirm waits for that attempt (its
     ///   answer reaches no one, now or later: attempts only grow) → 0;
     /// - the attempt count of a reservation no confirm can start on again (not held or
@@ -241,7 +293,7 @@ impl State {
     pub(crate) fn forget_what_no_step_reads(&mut self) {
         for slot in &mut self.slots {
             if let Some(hold) = slot.hold.as_mut()
-                && hold.state == HoldState::Confirmed
+                && matches!(hold.state, HoldState::Confirmed | HoldState::Lost)
             {
                 hold.due = false;
             }
@@ -254,9 +306,12 @@ impl State {
         }
         self.settle_queue.sort();
         for slot in &mut self.slots {
-            let may_begin = slot
-                .hold
-                .is_some_and(|h| matches!(h.state, HoldState::Held | HoldState::Confirming));
+            let may_begin = slot.hold.is_some_and(|h| {
+                matches!(
+                    h.state,
+                    HoldState::Held | HoldState::Confirming | HoldState::Lost
+                )
+            });
             if slot.step == Step::Idle && !may_begin {
                 slot.attempts = 0;
             }
@@ -299,6 +354,16 @@ impl State {
             Reconciler::Idle => Reconciler::Idle,
             Reconciler::Decided(rid, fate) => Reconciler::Decided(swap(rid), fate),
         };
+        if let Repair::Read(basis) = &mut s.repair {
+            let swap_mask = |mask: u8| {
+                (0..2 * per as u8)
+                    .filter(|&i| RepairBasis::has(mask, Rid(i)))
+                    .fold(0, |m, i| m | 1 << swap(Rid(i)).0)
+            };
+            basis.bought.swap(0, 1);
+            basis.ordered = swap_mask(basis.ordered);
+            basis.cancelled = swap_mask(basis.cancelled);
+        }
         s
     }
 

@@ -197,6 +197,8 @@ macro_rules! reservation_store_conformance {
             repair_counters_rebuilds_from_sold_units,
             repair_finishes_committed_holds_and_marks_cancellations_returned,
             refused_repair_of_a_lost_sku_leaves_no_trace,
+            repair_counts_what_its_snapshot_missed,
+            a_superseded_repair_writes_nothing,
             snapshot_display_state_follows_stock_and_sale,
             concurrent_reservations_never_oversell,
         );

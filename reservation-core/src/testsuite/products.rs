@@ -327,8 +327,9 @@ pub async fn repair_counters_rebuilds_from_sold_units<S: ReservationStore>(store
         by_buyer: vec![(buyer("alice"), 3), (buyer("bob"), 1)],
         ..SoldUnits::default()
     };
+    let ticket = store.begin_repair(&sku).await.unwrap().ticket;
     let s = store
-        .repair_counters(&sku, &stock(12, 4, 4), &sold)
+        .repair_counters(&sku, &stock(12, 4, 4), &sold, &ticket)
         .await
         .unwrap();
     // Total and sold come from SQL, held and confirming are recounted from the live holds,
@@ -360,8 +361,9 @@ pub async fn repair_counters_rebuilds_from_sold_units<S: ReservationStore>(store
         by_buyer: vec![(buyer("alice"), 10)],
         ..SoldUnits::default()
     };
+    let ticket = store.begin_repair(&sku).await.unwrap().ticket;
     let err = store
-        .repair_counters(&sku, &stock(12, 4, 4), &too_many)
+        .repair_counters(&sku, &stock(12, 4, 4), &too_many, &ticket)
         .await;
     assert_eq!(
         err.unwrap_err(),
@@ -404,8 +406,9 @@ pub async fn repair_finishes_committed_holds_and_marks_cancellations_returned<
         ordered: vec![committed.id.clone(), cancelled.id.clone()],
         cancelled: vec![cancelled.id.clone()],
     };
+    let ticket = store.begin_repair(&sku).await.unwrap().ticket;
     let s = store
-        .repair_counters(&sku, &stock(10, 4, 4), &sold)
+        .repair_counters(&sku, &stock(10, 4, 4), &sold, &ticket)
         .await
         .unwrap();
     assert_eq!((s.available, s.held, s.confirming, s.sold), (7, 0, 1, 2));
@@ -424,6 +427,92 @@ pub async fn repair_finishes_committed_holds_and_marks_cancellations_returned<
     );
     store.finish_confirm(&in_flight.id).await.unwrap();
     assert_eq!(counters(&*store, &sku).await, (7, 0, 0, 3));
+}
+
+/// Issue 15.3, a repair's window: SQL was read (alice's order live, bob's not committed yet),
+/// then bob's gateway finished his confirm and the relay returned alice's cancellation, then
+/// the repair writes. The journal begun with the repair makes the counters what SQL says
+/// now. Without it, bob's unit was missing from sold (on sale twice) and alice's was
+/// counted sold again (off sale for good: her return had already been done).
+pub async fn repair_counts_what_its_snapshot_missed<S: ReservationStore>(store: SharedStore<S>) {
+    let sku = sku("A");
+    store
+        .configure_product(&sku, &stock(10, 4, 4))
+        .await
+        .unwrap();
+    let alice = hold(&*store, "A", "alice", 1, "k1").await;
+    confirm(&*store, &alice).await;
+    let bob = hold(&*store, "A", "bob", 2, "k1").await;
+    store.begin_confirm(&bob.id, &bob.buyer).await.unwrap();
+    let start = store.begin_repair(&sku).await.unwrap();
+    assert_eq!(start.confirming, vec![bob.id.clone()]);
+    let sold = SoldUnits {
+        total: 1,
+        by_buyer: vec![(buyer("alice"), 1)],
+        ordered: vec![alice.id.clone()],
+        cancelled: Vec::new(),
+    };
+    // The window between the SQL snapshot and the repair's write.
+    store.finish_confirm(&bob.id).await.unwrap();
+    assert!(
+        store
+            .return_cancelled(&alice.id, &alice.buyer, alice.qty)
+            .await
+            .unwrap()
+    );
+    let s = store
+        .repair_counters(&sku, &stock(10, 4, 4), &sold, &start.ticket)
+        .await
+        .unwrap();
+    assert_eq!((s.available, s.held, s.confirming, s.sold), (8, 0, 0, 2));
+    // Late duplicates change nothing.
+    store.finish_confirm(&bob.id).await.unwrap();
+    assert!(
+        !store
+            .return_cancelled(&alice.id, &alice.buyer, alice.qty)
+            .await
+            .unwrap()
+    );
+    assert_eq!(counters(&*store, &sku).await, (8, 0, 0, 2));
+    // bob's two units count toward his limit, alice's cancelled one no longer does.
+    let err = store.reserve(&request("A", "bob", 3, "k2")).await;
+    assert_eq!(
+        err.unwrap_err(),
+        ReservationError::PurchaseLimit { limit: 4 }
+    );
+    hold(&*store, "A", "alice", 4, "k2").await;
+}
+
+/// Two repairs of one SKU at once (two operators): the later one's start supersedes the
+/// earlier, which is refused without writing, so only a repair whose journal covered its
+/// whole window writes.
+pub async fn a_superseded_repair_writes_nothing<S: ReservationStore>(store: SharedStore<S>) {
+    let sku = product(&*store, "A", 10).await;
+    hold(&*store, "A", "alice", 1, "k1").await;
+    let first = store.begin_repair(&sku).await.unwrap();
+    let second = store.begin_repair(&sku).await.unwrap();
+    let sold = SoldUnits {
+        total: 3,
+        by_buyer: vec![(buyer("bob"), 3)],
+        ..SoldUnits::default()
+    };
+    let err = store
+        .repair_counters(&sku, &stock(10, 4, 4), &sold, &first.ticket)
+        .await
+        .unwrap_err();
+    assert_eq!(err, ReservationError::RepairSuperseded);
+    assert_eq!(counters(&*store, &sku).await, (9, 1, 0, 0));
+    store
+        .repair_counters(&sku, &stock(10, 4, 4), &sold, &second.ticket)
+        .await
+        .unwrap();
+    assert_eq!(counters(&*store, &sku).await, (6, 1, 0, 3));
+    // A ticket is good for one repair.
+    let err = store
+        .repair_counters(&sku, &stock(10, 4, 4), &sold, &second.ticket)
+        .await
+        .unwrap_err();
+    assert_eq!(err, ReservationError::RepairSuperseded);
 }
 
 pub async fn snapshot_display_state_follows_stock_and_sale<S: ReservationStore>(
@@ -476,8 +565,9 @@ pub async fn refused_repair_of_a_lost_sku_leaves_no_trace<S: ReservationStore>(
         by_buyer: vec![(buyer("alice"), 9)],
         ..SoldUnits::default()
     };
+    let ticket = store.begin_repair(&sku).await.unwrap().ticket;
     let err = store
-        .repair_counters(&sku, &stock(5, 10, 10), &sold)
+        .repair_counters(&sku, &stock(5, 10, 10), &sold, &ticket)
         .await
         .unwrap_err();
     assert_eq!(err, ReservationError::StockBelowCommitted { committed: 9 });

@@ -100,13 +100,17 @@ impl ReservationStore for SlowStore {
     ) -> StoreResult<bool> {
         self.inner.return_cancelled(id, buyer, qty).await
     }
+    async fn begin_repair(&self, sku: &Sku) -> StoreResult<reservation_core::RepairStart> {
+        self.inner.begin_repair(sku).await
+    }
     async fn repair_counters(
         &self,
         sku: &Sku,
         stock: &ProductStock,
         sold: &SoldUnits,
+        ticket: &reservation_core::RepairTicket,
     ) -> StoreResult<StockSnapshot> {
-        self.inner.repair_counters(sku, stock, sold).await
+        self.inner.repair_counters(sku, stock, sold, ticket).await
     }
     async fn snapshot(&self, sku: &Sku) -> StoreResult<StockSnapshot> {
         self.inner.snapshot(sku).await

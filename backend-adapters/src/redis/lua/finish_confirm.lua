@@ -1,5 +1,6 @@
 -- finish_confirm: the settlement committed; confirming -> confirmed, units confirming -> sold.
 -- KEYS[1] stock hash {sku}   KEYS[2] confirming set {sku}   KEYS[3] hold hash {sku}
+-- KEYS[4] repair journal {sku} (begin_repair.lua)
 -- ARGV[1] reservation id   ARGV[2] retention ms of a final hold
 -- Returns: {"ok", id, buyer, qty, state, created_ms, expires_at_ms} or {error code, detail}
 -- Idempotent on a confirmed hold; any other state is invalid_state.
@@ -20,6 +21,10 @@ local qty = tonumber(h[2])
 redis.call('HINCRBY', KEYS[1], 'confirming', -qty)
 redis.call('HINCRBY', KEYS[1], 'sold', qty)
 redis.call('SREM', KEYS[2], ARGV[1])
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  -- A repair in progress may have read SQL before this order committed: it must know.
+  redis.call('HSET', KEYS[4], 'f:' .. ARGV[1], h[2] .. ':' .. h[1])
+end
 redis.call('HSET', KEYS[3], 'state', 'confirmed')
 redis.call('PEXPIRE', KEYS[3], ARGV[2])
 if h[6] then
