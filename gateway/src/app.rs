@@ -246,7 +246,7 @@ impl Gateway {
         let state = &self.state;
         tokio::spawn(crate::health::monitor(
             state.clone(),
-            format!("http://{}", config.settlement_host_port()),
+            config.settlement_admin_base(),
             Duration::from_secs(config.upstream.health_check_interval_secs),
         ));
         let every = ms(config.ratelimit.reload_interval_ms);
