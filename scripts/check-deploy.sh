@@ -11,9 +11,9 @@
 #     else it is only linted (said so in the output);
 #   - the workloads of each build (scripts/check-workloads.py): no `replicas` on a Deployment
 #     an HPA scales, each pod sees only its own workload's secrets (on AKS through its own
-#     identity), the gateway's liveness probe is on the admin listener, not the public one, a
-#     LoadBalancer/NodePort Service of the gateway keeps client addresses
-#     (externalTrafficPolicy: Local) and its trusted_proxies are CIDRs that do not trust
+#     identity), every stockgate liveness probe (and settlement's readiness) is on the admin
+#     listener, not the public one, a LoadBalancer/NodePort Service of the gateway keeps
+#     client addresses (externalTrafficPolicy: Local) and its trusted_proxies are CIDRs that do not trust
 #     everyone; and each of those checks reports planted mistakes (--self-test).
 # Installs what is missing: kubectl (apt), promtool (apt `prometheus`), yamllint,
 # kubernetes-validate and PyYAML (pip).

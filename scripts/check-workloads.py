@@ -12,9 +12,13 @@ For every build:
      names is in a secret volume it mounts, and on AKS each workload reads Key Vault with its
      own identity (service account, federated client id, SecretProviderClass of its own).
      The base defines no Secrets (the overlays do): there only the Secret names are checked.
-  3. Liveness: the gateway's liveness probe is `GET /healthz` on its admin listener
-     (`server.admin_listen`), never on the public one (`server.listen`), whose threads a
-     sale's traffic shares: a slow answer there would restart pods under load.
+  3. Probes: every stockgate Deployment's liveness probe is `GET /healthz` on its admin
+     listener (gateway `server.admin_listen`, settlement `settlement.admin_listen_addr`), never
+     on the public one, whose threads a sale's traffic shares: a slow answer there would
+     restart pods under load. Settlement's readiness probe is `GET /readyz` on its admin
+     listener too (its API port serves only the API). The gateway's readiness stays on the
+     public listener by design: it says whether this pod serves buyers, and failing it only
+     takes the pod out of the Service (deploy/k8s/base/gateway.yaml).
   4. Client addresses: a LoadBalancer or NodePort Service in front of the gateway sets
      `externalTrafficPolicy: Local` (with Cluster, kube-proxy replaces the buyer's address with
      a node's, and every per-IP rate limit sees a handful of clients); the gateway's
@@ -74,9 +78,20 @@ VAULT_OBJECT = {
     "gateway-assertion-key.pem": "gateway-assertion-key",
     "gateway-assertion-jwks.json": "gateway-assertion-jwks",
 }
-# The gateway's liveness probe: path, and the config field whose port it must hit.
-LIVENESS = {"stockgate-gateway": ("/healthz", "server.admin_listen")}
-PUBLIC_LISTENER = "server.listen"
+# Each workload's probes: (probe, path or None when not checked) and its admin and public
+# listeners' config fields. A stockgate Deployment missing here is reported.
+PROBES = {
+    "stockgate-gateway": {
+        "probes": [("livenessProbe", "/healthz")],
+        "admin": "server.admin_listen",
+        "public": "server.listen",
+    },
+    "stockgate-settlement": {
+        "probes": [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")],
+        "admin": "settlement.admin_listen_addr",
+        "public": "settlement.listen_addr",
+    },
+}
 CSI_DRIVER = "secrets-store.csi.k8s.io"
 CLIENT_ID = "azure.workload.identity/client-id"
 
@@ -244,6 +259,8 @@ def pod_config(build, pod, container):
             for name, field in (("STOCKGATE_LISTEN", "listen"), ("STOCKGATE_ADMIN_LISTEN", "admin_listen")):
                 if env.get(name):
                     config.setdefault("server", {})[field] = env[name]
+            if env.get("STOCKGATE_SETTLEMENT_ADMIN_LISTEN"):
+                config.setdefault("settlement", {})["admin_listen_addr"] = env["STOCKGATE_SETTLEMENT_ADMIN_LISTEN"]
             return config
     return None
 
@@ -352,29 +369,33 @@ def listen_port(config, dotted):
 
 def check_liveness(build):
     for workload, where, pod in build.pods():
-        if workload not in LIVENESS:
+        if not where.startswith("Deployment ") or not workload.startswith("stockgate-"):
             continue
-        path, listener = LIVENESS[workload]
+        if workload not in PROBES:
+            build.fail(f"{where}: workload {workload} has no entry in PROBES (scripts/check-workloads.py)")
+            continue
+        spec = PROBES[workload]
         for container in pod.get("containers", []):
             config = pod_config(build, pod, container)
             if config is None:
                 build.fail(f"{where}: no stockgate.toml found for container {container['name']}")
                 continue
-            probe = (container.get("livenessProbe") or {}).get("httpGet")
-            if not probe:
-                build.fail(f"{where}: container {container['name']} has no HTTP liveness probe")
-                continue
-            port = container_port(container, probe.get("port"))
-            admin, public = listen_port(config, listener), listen_port(config, PUBLIC_LISTENER)
-            if port == public:
-                build.fail(
-                    f"{where}: the liveness probe hits the public listener ({PUBLIC_LISTENER}, port "
-                    f"{public}), which a sale's traffic shares: a slow answer restarts the pod"
-                )
-            elif port != admin:
-                build.fail(f"{where}: the liveness probe hits port {probe.get('port')}, not {listener} ({admin})")
-            if probe.get("path") != path:
-                build.fail(f"{where}: the liveness probe asks {probe.get('path')}, not {path}")
+            admin, public = listen_port(config, spec["admin"]), listen_port(config, spec["public"])
+            for kind, path in spec["probes"]:
+                probe = (container.get(kind) or {}).get("httpGet")
+                if not probe:
+                    build.fail(f"{where}: container {container['name']} has no HTTP {kind}")
+                    continue
+                port = container_port(container, probe.get("port"))
+                if port == public:
+                    build.fail(
+                        f"{where}: the {kind} hits the public listener ({spec['public']}, port "
+                        f"{public}), which a sale's traffic shares: a slow answer restarts the pod"
+                    )
+                elif port != admin:
+                    build.fail(f"{where}: the {kind} hits port {probe.get('port')}, not {spec['admin']} ({admin})")
+                if probe.get("path") != path:
+                    build.fail(f"{where}: the {kind} asks {probe.get('path')}, not {path}")
 
 
 # --- 4. client addresses ------------------------------------------------------------------
@@ -475,6 +496,16 @@ def liveness_on_public_port(objects):
     container["livenessProbe"]["httpGet"]["port"] = "http"
 
 
+def settlement_liveness_on_public_port(objects):
+    container = pod_of(objects, "Deployment", "stockgate-settlement")["containers"][0]
+    container["livenessProbe"]["httpGet"]["port"] = "http"
+
+
+def settlement_readiness_on_public_port(objects):
+    container = pod_of(objects, "Deployment", "stockgate-settlement")["containers"][0]
+    container["readinessProbe"]["httpGet"]["port"] = 8081
+
+
 def liveness_on_other_path(objects):
     container = pod_of(objects, "Deployment", "stockgate-gateway")["containers"][0]
     container["livenessProbe"]["httpGet"]["path"] = "/metrics"
@@ -519,7 +550,9 @@ MISTAKES = {
     "base": [
         (set_replicas, "sets replicas: 3 but HPA"),
         (gateway_mounts_shared_secret, "uses Secret stockgate-keys, which is not stockgate-gateway's own"),
-        (liveness_on_public_port, "hits the public listener"),
+        (liveness_on_public_port, "livenessProbe hits the public listener (server.listen"),
+        (settlement_liveness_on_public_port, "livenessProbe hits the public listener (settlement.listen_addr"),
+        (settlement_readiness_on_public_port, "readinessProbe hits the public listener (settlement.listen_addr"),
         (gateway_service_nodeport, "is a NodePort with externalTrafficPolicy Cluster"),
         (trust_everyone, "has ::/0, which trusts every address"),
         (trust_host_bits, "entry '10.1.2.3/8' is not a CIDR"),
@@ -532,6 +565,7 @@ MISTAKES = {
         (gateway_without_reservation_jwks, "lacks secret reservation-jwks.json"),
         (liveness_on_public_port, "hits the public listener"),
         (liveness_on_other_path, "asks /metrics, not /healthz"),
+        (settlement_readiness_on_public_port, "readinessProbe hits the public listener (settlement.listen_addr"),
         (jwks_file_elsewhere, "auth.jwks_file = /etc/idp/idp-jwks.json, which no secret volume"),
     ],
     "aks": [
@@ -548,6 +582,7 @@ MISTAKES = {
         (lambda o: pod_of(o, "Job", "stockgate-migrate")["volumes"][-1]["csi"]["volumeAttributes"].update(
             secretProviderClass="stockgate-settlement-keyvault"), "is mounted by stockgate-settlement and stockgate-migrate"),
         (liveness_on_public_port, "hits the public listener"),
+        (settlement_liveness_on_public_port, "livenessProbe hits the public listener (settlement.listen_addr"),
         (gateway_service_policy_cluster, "is a LoadBalancer with externalTrafficPolicy Cluster"),
         (trust_everyone, "has ::/0, which trusts every address"),
     ],
@@ -588,7 +623,7 @@ def main(args):
             pods = sum(1 for _ in build.pods())
             print(
                 f"{name}: HPA targets set no replicas; {pods} pod specs see only their secrets; "
-                "gateway liveness on the admin listener; gateway Services keep client addresses"
+                "liveness (and settlement's readiness) on the admin listeners; gateway Services keep client addresses"
             )
     for error in errors:
         print(error, file=sys.stderr)
