@@ -254,12 +254,17 @@ impl Gateway {
         if let Some(redis) = &state.edge_redis {
             tokio::spawn(redis.clone().probe());
             if let Some(cache) = &state.cache {
-                let group = invalidate::group_name(
+                let reader = invalidate::reader_name(
                     &config.redis_key_prefix,
                     config.cache.replica_id.as_deref(),
                 );
                 let stream = config.settlement.events_stream();
-                tokio::spawn(invalidate::run(cache.clone(), redis.clone(), stream, group));
+                tokio::spawn(invalidate::run(
+                    cache.clone(),
+                    redis.clone(),
+                    stream,
+                    reader,
+                ));
             }
         }
     }

@@ -195,8 +195,8 @@ pub struct CacheConfig {
     pub max_body_bytes: usize,
     /// Most copies kept in process memory (the copy served while Redis is down).
     pub local_max_entries: usize,
-    /// Names this replica's consumer group on the events stream (one group per replica, so
-    /// every replica sees every invalidation). Unset: `$HOSTNAME`, else a random id.
+    /// This replica's name in the cache-invalidation logs (the stream is followed without a
+    /// consumer group, `crate::cache::invalidate`). Unset: `$HOSTNAME`, else a random id.
     pub replica_id: Option<String>,
 }
 
