@@ -11,10 +11,11 @@
 #     else it is only linted (said so in the output);
 #   - the workloads of each build (scripts/check-workloads.py): no `replicas` on a Deployment
 #     an HPA scales, each pod sees only its own workload's secrets (on AKS through its own
-#     identity), the gateway's liveness probe is on the admin listener, not the public one, a
-#     LoadBalancer/NodePort Service of the gateway keeps client addresses
-#     (externalTrafficPolicy: Local) and its trusted_proxies are CIDRs that do not trust
-#     everyone; and each of those checks reports planted mistakes (--self-test).
+#     identity), every stockgate liveness probe (and settlement's readiness) is on the admin
+#     listener, not the public one, a LoadBalancer/NodePort Service of the gateway keeps
+#     client addresses (externalTrafficPolicy: Local) and its trusted_proxies are CIDRs that do not trust
+#     everyone, a NetworkPolicy admits settlement's API port from gateway pods only; and each
+#     of those checks reports planted mistakes (--self-test).
 # Installs what is missing: kubectl (apt), promtool (apt `prometheus`), yamllint,
 # kubernetes-validate and PyYAML (pip).
 set -euo pipefail
@@ -67,7 +68,7 @@ done
 [ "$missing" -eq 0 ] || exit 1
 echo "every metric name is registered in gateway/src or settlement/src"
 
-log "workloads: HPA-managed replicas, secrets per pod, liveness off the public listener, client addresses"
+log "workloads: HPA-managed replicas, secrets per pod, probes off the public listener, client addresses, settlement ingress"
 builds=(base="$out/base.yaml" local="$out/overlays-local.yaml" aks="$out/overlays-aks.yaml")
 python3 scripts/check-workloads.py "${builds[@]}"
 python3 scripts/check-workloads.py --self-test "${builds[@]}"

@@ -12,15 +12,23 @@ For every build:
      names is in a secret volume it mounts, and on AKS each workload reads Key Vault with its
      own identity (service account, federated client id, SecretProviderClass of its own).
      The base defines no Secrets (the overlays do): there only the Secret names are checked.
-  3. Liveness: the gateway's liveness probe is `GET /healthz` on its admin listener
-     (`server.admin_listen`), never on the public one (`server.listen`), whose threads a
-     sale's traffic shares: a slow answer there would restart pods under load.
+  3. Probes: every stockgate Deployment's liveness probe is `GET /healthz` on its admin
+     listener (gateway `server.admin_listen`, settlement `settlement.admin_listen_addr`), never
+     on the public one, whose threads a sale's traffic shares: a slow answer there would
+     restart pods under load. Settlement's readiness probe is `GET /readyz` on its admin
+     listener too (its API port serves only the API). The gateway's readiness stays on the
+     public listener by design: it says whether this pod serves buyers, and failing it only
+     takes the pod out of the Service (deploy/k8s/base/gateway.yaml).
   4. Client addresses: a LoadBalancer or NodePort Service in front of the gateway sets
      `externalTrafficPolicy: Local` (with Cluster, kube-proxy replaces the buyer's address with
      a node's, and every per-IP rate limit sees a handful of clients); the gateway's
      `client_ip.trusted_proxies` (file or STOCKGATE_TRUSTED_PROXIES) are valid CIDRs with no
      host bits, and none trusts every address (then anyone could write their own
      X-Forwarded-For).
+  5. Settlement's ingress: a NetworkPolicy selects the settlement pods for Ingress (so all
+     else is denied), and every rule that admits its API port (`http`, 8081, or all ports)
+     admits only gateway pods of the same namespace: no namespace selector, no ipBlock, no
+     rule without `from`.
 Exits non-zero listing every failure.
 """
 
@@ -43,12 +51,14 @@ import yaml
 # To give a workload another secret: add it here, to the workload's Secret in
 # overlays/local/kustomization.yaml and to its SecretProviderClass in
 # overlays/aks/secret-provider.yaml (and KEY_FILES below when the config names the file).
-# Service authentication adds the gateway's gateway-assertion-key.pem (it signs) and
-# settlement's gateway-assertion-jwks.json (it verifies) the same way, with
-# service_auth.signing_key_file / service_auth.public_jwks_file in KEY_FILES.
+# Service authentication: the gateway's gateway-assertion-key.pem signs the per-request
+# assertions (settlement_auth.signing_key_file), settlement verifies them with
+# gateway-assertion-jwks.json (settlement_auth.gateway_jwks_file); neither gets the other's.
 SECRETS = {
-    "stockgate-gateway": {"redis-url", "reservation-key.pem", "reservation-jwks.json", "idp-jwks.json"},
-    "stockgate-settlement": {"redis-url", "database-url", "reservation-jwks.json"},
+    "stockgate-gateway": {
+        "redis-url", "reservation-key.pem", "reservation-jwks.json", "idp-jwks.json", "gateway-assertion-key.pem",
+    },
+    "stockgate-settlement": {"redis-url", "database-url", "reservation-jwks.json", "gateway-assertion-jwks.json"},
     "stockgate-migrate": {"database-url"},
 }
 # Per build additions. Local only: the dev identity key (committed, worthless elsewhere), so
@@ -61,9 +71,18 @@ KEY_FILES = {
         "reservations.signing_key_file",
         "reservations.public_jwks_file",
         "auth.dev_signing_key",
+        "settlement_auth.signing_key_file",
     ],
-    "stockgate-settlement": ["reservations.public_jwks_file"],
+    "stockgate-settlement": ["reservations.public_jwks_file", "settlement_auth.gateway_jwks_file"],
     "stockgate-migrate": [],
+}
+# Environment overrides of key-file fields (gateway/src/config.rs, ENV_OVERRIDES).
+ENV_FILES = {
+    "STOCKGATE_JWKS_FILE": "auth.jwks_file",
+    "STOCKGATE_RESERVATION_KEY_FILE": "reservations.signing_key_file",
+    "STOCKGATE_RESERVATION_JWKS_FILE": "reservations.public_jwks_file",
+    "STOCKGATE_ASSERTION_KEY_FILE": "settlement_auth.signing_key_file",
+    "STOCKGATE_GATEWAY_JWKS_FILE": "settlement_auth.gateway_jwks_file",
 }
 # Key Vault object behind each file name (the SecretProviderClass aliases the object to the
 # file); names not listed are the object's own name.
@@ -74,9 +93,20 @@ VAULT_OBJECT = {
     "gateway-assertion-key.pem": "gateway-assertion-key",
     "gateway-assertion-jwks.json": "gateway-assertion-jwks",
 }
-# The gateway's liveness probe: path, and the config field whose port it must hit.
-LIVENESS = {"stockgate-gateway": ("/healthz", "server.admin_listen")}
-PUBLIC_LISTENER = "server.listen"
+# Each workload's probes: (probe, path or None when not checked) and its admin and public
+# listeners' config fields. A stockgate Deployment missing here is reported.
+PROBES = {
+    "stockgate-gateway": {
+        "probes": [("livenessProbe", "/healthz")],
+        "admin": "server.admin_listen",
+        "public": "server.listen",
+    },
+    "stockgate-settlement": {
+        "probes": [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")],
+        "admin": "settlement.admin_listen_addr",
+        "public": "settlement.listen_addr",
+    },
+}
 CSI_DRIVER = "secrets-store.csi.k8s.io"
 CLIENT_ID = "azure.workload.identity/client-id"
 
@@ -244,6 +274,12 @@ def pod_config(build, pod, container):
             for name, field in (("STOCKGATE_LISTEN", "listen"), ("STOCKGATE_ADMIN_LISTEN", "admin_listen")):
                 if env.get(name):
                     config.setdefault("server", {})[field] = env[name]
+            for name, dotted in ENV_FILES.items():
+                if env.get(name):
+                    section, key = dotted.split(".")
+                    config.setdefault(section, {})[key] = env[name]
+            if env.get("STOCKGATE_SETTLEMENT_ADMIN_LISTEN"):
+                config.setdefault("settlement", {})["admin_listen_addr"] = env["STOCKGATE_SETTLEMENT_ADMIN_LISTEN"]
             return config
     return None
 
@@ -352,29 +388,33 @@ def listen_port(config, dotted):
 
 def check_liveness(build):
     for workload, where, pod in build.pods():
-        if workload not in LIVENESS:
+        if not where.startswith("Deployment ") or not workload.startswith("stockgate-"):
             continue
-        path, listener = LIVENESS[workload]
+        if workload not in PROBES:
+            build.fail(f"{where}: workload {workload} has no entry in PROBES (scripts/check-workloads.py)")
+            continue
+        spec = PROBES[workload]
         for container in pod.get("containers", []):
             config = pod_config(build, pod, container)
             if config is None:
                 build.fail(f"{where}: no stockgate.toml found for container {container['name']}")
                 continue
-            probe = (container.get("livenessProbe") or {}).get("httpGet")
-            if not probe:
-                build.fail(f"{where}: container {container['name']} has no HTTP liveness probe")
-                continue
-            port = container_port(container, probe.get("port"))
-            admin, public = listen_port(config, listener), listen_port(config, PUBLIC_LISTENER)
-            if port == public:
-                build.fail(
-                    f"{where}: the liveness probe hits the public listener ({PUBLIC_LISTENER}, port "
-                    f"{public}), which a sale's traffic shares: a slow answer restarts the pod"
-                )
-            elif port != admin:
-                build.fail(f"{where}: the liveness probe hits port {probe.get('port')}, not {listener} ({admin})")
-            if probe.get("path") != path:
-                build.fail(f"{where}: the liveness probe asks {probe.get('path')}, not {path}")
+            admin, public = listen_port(config, spec["admin"]), listen_port(config, spec["public"])
+            for kind, path in spec["probes"]:
+                probe = (container.get(kind) or {}).get("httpGet")
+                if not probe:
+                    build.fail(f"{where}: container {container['name']} has no HTTP {kind}")
+                    continue
+                port = container_port(container, probe.get("port"))
+                if port == public:
+                    build.fail(
+                        f"{where}: the {kind} hits the public listener ({spec['public']}, port "
+                        f"{public}), which a sale's traffic shares: a slow answer restarts the pod"
+                    )
+                elif port != admin:
+                    build.fail(f"{where}: the {kind} hits port {probe.get('port')}, not {spec['admin']} ({admin})")
+                if probe.get("path") != path:
+                    build.fail(f"{where}: the {kind} asks {probe.get('path')}, not {path}")
 
 
 # --- 4. client addresses ------------------------------------------------------------------
@@ -419,12 +459,51 @@ def check_client_addresses(build):
                     )
 
 
+# --- 5. settlement's ingress ------------------------------------------------------------
+
+SETTLEMENT = "stockgate-settlement"
+GATEWAY_ONLY = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": GATEWAY}}}
+
+
+def selects(policy, workload):
+    labels = policy["spec"].get("podSelector", {}).get("matchLabels", {})
+    return all(v == workload for k, v in labels.items() if k == "app.kubernetes.io/name") and not (
+        set(labels) - {"app.kubernetes.io/name"}
+    )
+
+
+def check_settlement_ingress(build):
+    deployment = build.find("Deployment", SETTLEMENT)
+    if deployment is None:
+        return
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    api = {"http", container_port(container, "http")}
+    policies = [
+        o for o in build.objects
+        if o["kind"] == "NetworkPolicy" and selects(o, SETTLEMENT) and "Ingress" in o["spec"].get("policyTypes", [])
+    ]
+    if not policies:
+        build.fail(f"no NetworkPolicy selects {SETTLEMENT} for Ingress: any pod in the cluster reaches its API")
+    for policy in policies:
+        for rule in policy["spec"].get("ingress", []):
+            ports = rule.get("ports")
+            if ports and not any(p.get("port") in api for p in ports):
+                continue
+            sources = rule.get("from")
+            if not sources or any(source != GATEWAY_ONLY for source in sources):
+                build.fail(
+                    f"NetworkPolicy {policy['metadata']['name']} admits settlement's API port from "
+                    f"{sources or 'everyone'}: only gateway pods ({GATEWAY_ONLY}) may reach it"
+                )
+
+
 def check(name, objects):
     build = Build(name, objects)
     check_scaling(build)
     check_secrets(build)
     check_liveness(build)
     check_client_addresses(build)
+    check_settlement_ingress(build)
     return build
 
 
@@ -465,6 +544,22 @@ def settlement_mounts_gateway_secret(objects):
     volumes[:] = [gateway_keys if v["name"] == "keys" else v for v in volumes]
 
 
+def settlement_gets_assertion_key(objects):
+    secret = next(o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"].startswith("stockgate-settlement-secrets"))
+    secret["data"]["gateway-assertion-key.pem"] = "eA=="
+
+
+def gateway_without_assertion_key(objects):
+    secret = next(o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"].startswith("stockgate-gateway-secrets"))
+    secret["data"].pop("gateway-assertion-key.pem")
+
+
+def assertion_jwks_elsewhere(objects):
+    container = pod_of(objects, "Deployment", "stockgate-settlement")["containers"][0]
+    env = next(e for e in container["env"] if e["name"] == "STOCKGATE_GATEWAY_JWKS_FILE")
+    env["value"] = "/etc/gateway/gateway-assertion-jwks.json"
+
+
 def gateway_without_reservation_jwks(objects):
     secret = next(o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"].startswith("stockgate-gateway-secrets"))
     secret["data"].pop("reservation-jwks.json")
@@ -473,6 +568,16 @@ def gateway_without_reservation_jwks(objects):
 def liveness_on_public_port(objects):
     container = pod_of(objects, "Deployment", "stockgate-gateway")["containers"][0]
     container["livenessProbe"]["httpGet"]["port"] = "http"
+
+
+def settlement_liveness_on_public_port(objects):
+    container = pod_of(objects, "Deployment", "stockgate-settlement")["containers"][0]
+    container["livenessProbe"]["httpGet"]["port"] = "http"
+
+
+def settlement_readiness_on_public_port(objects):
+    container = pod_of(objects, "Deployment", "stockgate-settlement")["containers"][0]
+    container["readinessProbe"]["httpGet"]["port"] = 8081
 
 
 def liveness_on_other_path(objects):
@@ -515,29 +620,70 @@ def trust_host_bits(objects):
     configmap["data"]["stockgate.toml"] += '\n[client_ip]\ntrusted_proxies = ["10.1.2.3/8"]\n'
 
 
+def settlement_policy(objects):
+    return next(o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == SETTLEMENT)
+
+
+def no_settlement_policy(objects):
+    objects.remove(settlement_policy(objects))
+
+
+def api_from_any_namespace(objects):
+    settlement_policy(objects)["spec"]["ingress"][0]["from"].append({"namespaceSelector": {}})
+
+
+def scraper_on_every_port(objects):
+    settlement_policy(objects)["spec"]["ingress"][1].pop("ports")
+
+
+def api_from_everyone(objects):
+    settlement_policy(objects)["spec"]["ingress"].append({"ports": [{"protocol": "TCP", "port": 8081}]})
+
+
 MISTAKES = {
     "base": [
+        (no_settlement_policy, "no NetworkPolicy selects stockgate-settlement"),
+        (api_from_any_namespace, "admits settlement's API port from"),
+        (scraper_on_every_port, "admits settlement's API port from"),
+        (api_from_everyone, "admits settlement's API port from everyone"),
         (set_replicas, "sets replicas: 3 but HPA"),
         (gateway_mounts_shared_secret, "uses Secret stockgate-keys, which is not stockgate-gateway's own"),
-        (liveness_on_public_port, "hits the public listener"),
+        (liveness_on_public_port, "livenessProbe hits the public listener (server.listen"),
+        (settlement_liveness_on_public_port, "livenessProbe hits the public listener (settlement.listen_addr"),
+        (settlement_readiness_on_public_port, "readinessProbe hits the public listener (settlement.listen_addr"),
         (gateway_service_nodeport, "is a NodePort with externalTrafficPolicy Cluster"),
         (trust_everyone, "has ::/0, which trusts every address"),
         (trust_host_bits, "entry '10.1.2.3/8' is not a CIDR"),
     ],
     "local": [
+        (no_settlement_policy, "no NetworkPolicy selects stockgate-settlement"),
+        (api_from_any_namespace, "admits settlement's API port from"),
+        (scraper_on_every_port, "admits settlement's API port from"),
+        (api_from_everyone, "admits settlement's API port from everyone"),
         (set_replicas, "sets replicas: 3 but HPA"),
         (hpa_without_floor, "sets no minReplicas"),
         (gateway_env_from_settlement_secret, "gets secret database-url (env STOCKGATE_DATABASE_URL)"),
         (settlement_mounts_gateway_secret, "gets secret reservation-key.pem"),
         (gateway_without_reservation_jwks, "lacks secret reservation-jwks.json"),
+        (settlement_gets_assertion_key, "gets secret gateway-assertion-key.pem"),
+        (gateway_without_assertion_key, "lacks secret gateway-assertion-key.pem"),
+        (assertion_jwks_elsewhere, "settlement_auth.gateway_jwks_file = /etc/gateway/gateway-assertion-jwks.json"),
         (liveness_on_public_port, "hits the public listener"),
         (liveness_on_other_path, "asks /metrics, not /healthz"),
+        (settlement_readiness_on_public_port, "readinessProbe hits the public listener (settlement.listen_addr"),
         (jwks_file_elsewhere, "auth.jwks_file = /etc/idp/idp-jwks.json, which no secret volume"),
     ],
     "aks": [
+        (no_settlement_policy, "no NetworkPolicy selects stockgate-settlement"),
+        (api_from_any_namespace, "admits settlement's API port from"),
+        (scraper_on_every_port, "admits settlement's API port from"),
+        (api_from_everyone, "admits settlement's API port from everyone"),
         (set_replicas, "sets replicas: 3 but HPA"),
         (lambda o: add_vault_object(o, "stockgate-gateway-keyvault", "objectName: database-url\nobjectType: secret"),
          "gets secret database-url (volume keys)"),
+        (lambda o: add_vault_object(o, "stockgate-settlement-keyvault",
+                                    "objectName: gateway-assertion-key\nobjectType: secret\nobjectAlias: gateway-assertion-key.pem"),
+         "gets secret gateway-assertion-key.pem (volume keys)"),
         (lambda o: add_vault_object(o, "stockgate-settlement-keyvault",
                                     "objectName: database-url\nobjectType: secret\nobjectAlias: idp-jwks.json"),
          "mounts vault object database-url as idp-jwks.json"),
@@ -548,6 +694,7 @@ MISTAKES = {
         (lambda o: pod_of(o, "Job", "stockgate-migrate")["volumes"][-1]["csi"]["volumeAttributes"].update(
             secretProviderClass="stockgate-settlement-keyvault"), "is mounted by stockgate-settlement and stockgate-migrate"),
         (liveness_on_public_port, "hits the public listener"),
+        (settlement_liveness_on_public_port, "livenessProbe hits the public listener (settlement.listen_addr"),
         (gateway_service_policy_cluster, "is a LoadBalancer with externalTrafficPolicy Cluster"),
         (trust_everyone, "has ::/0, which trusts every address"),
     ],
@@ -588,7 +735,8 @@ def main(args):
             pods = sum(1 for _ in build.pods())
             print(
                 f"{name}: HPA targets set no replicas; {pods} pod specs see only their secrets; "
-                "gateway liveness on the admin listener; gateway Services keep client addresses"
+                "liveness (and settlement's readiness) on the admin listeners; gateway Services keep client addresses; "
+                "settlement's API admits gateway pods only"
             )
     for error in errors:
         print(error, file=sys.stderr)

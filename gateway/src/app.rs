@@ -246,7 +246,7 @@ impl Gateway {
         let state = &self.state;
         tokio::spawn(crate::health::monitor(
             state.clone(),
-            format!("http://{}", config.settlement_host_port()),
+            config.settlement_admin_base(),
             Duration::from_secs(config.upstream.health_check_interval_secs),
         ));
         let every = ms(config.ratelimit.reload_interval_ms);
@@ -254,12 +254,17 @@ impl Gateway {
         if let Some(redis) = &state.edge_redis {
             tokio::spawn(redis.clone().probe());
             if let Some(cache) = &state.cache {
-                let group = invalidate::group_name(
+                let reader = invalidate::reader_name(
                     &config.redis_key_prefix,
                     config.cache.replica_id.as_deref(),
                 );
                 let stream = config.settlement.events_stream();
-                tokio::spawn(invalidate::run(cache.clone(), redis.clone(), stream, group));
+                tokio::spawn(invalidate::run(
+                    cache.clone(),
+                    redis.clone(),
+                    stream,
+                    reader,
+                ));
             }
         }
     }

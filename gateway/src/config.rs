@@ -38,6 +38,10 @@ pub struct Config {
     /// environment overrides). Set by [`Config::load`], never by a file.
     #[serde(skip)]
     pub file: Option<PathBuf>,
+    /// An environment override whose value does not parse as its field's type (the
+    /// variable, the value), reported by [`Config::validate`].
+    #[serde(skip)]
+    pub invalid_env: Option<(&'static str, String)>,
     /// Where generated dev keys and the embedded SQLite file live.
     pub data_dir: PathBuf,
     /// Redis for the reservation store; `None` runs the in-memory store (one replica only).
@@ -162,6 +166,10 @@ pub struct UpstreamConfig {
     /// How long any one upstream connection is used: older ones are replaced, so the requests
     /// of a gateway spread over settlement pods added since (`crate::conn_age`).
     pub max_connection_age_secs: u64,
+    /// The port of settlement's admin listener (`settlement.admin_listen_addr`) on the host
+    /// of `settlement_addr`: its `/healthz` is the upstream health check and its `/readyz`
+    /// the database dependency of `/admin/health`. The API port serves neither.
+    pub settlement_admin_port: u16,
     /// How often the upstream's `/healthz` is probed.
     pub health_check_interval_secs: u64,
     /// Retries of idempotent requests (GET, HEAD, PUT, DELETE, OPTIONS) whose connection failed.
@@ -187,8 +195,8 @@ pub struct CacheConfig {
     pub max_body_bytes: usize,
     /// Most copies kept in process memory (the copy served while Redis is down).
     pub local_max_entries: usize,
-    /// Names this replica's consumer group on the events stream (one group per replica, so
-    /// every replica sees every invalidation). Unset: `$HOSTNAME`, else a random id.
+    /// This replica's name in the cache-invalidation logs (the stream is followed without a
+    /// consumer group, `crate::cache::invalidate`). Unset: `$HOSTNAME`, else a random id.
     pub replica_id: Option<String>,
 }
 
@@ -285,6 +293,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             file: None,
+            invalid_env: None,
             data_dir: PathBuf::from("stockgate-data"),
             redis_url: None,
             database_url: None,
@@ -367,6 +376,7 @@ impl Default for UpstreamConfig {
             settle_timeout_ms: 5_000,
             pool_idle_timeout_secs: 60,
             max_connection_age_secs: 30,
+            settlement_admin_port: 9091,
             health_check_interval_secs: 2,
             max_retries: 2,
         }
@@ -381,6 +391,8 @@ const ENV_OVERRIDES: &[&str] = &[
     "STOCKGATE_LISTEN",
     "STOCKGATE_ADMIN_LISTEN",
     "STOCKGATE_SETTLEMENT_ADDR",
+    // `stockgate settlement`'s admin listener (`settlement.admin_listen_addr`), `host:port`.
+    "STOCKGATE_SETTLEMENT_ADMIN_LISTEN",
     "STOCKGATE_JWKS_FILE",
     "STOCKGATE_JWKS_URL",
     "STOCKGATE_RESERVATION_KEY_FILE",
@@ -445,6 +457,11 @@ impl Config {
                 "STOCKGATE_LISTEN" => self.server.listen = value,
                 "STOCKGATE_ADMIN_LISTEN" => self.server.admin_listen = value,
                 "STOCKGATE_SETTLEMENT_ADDR" => self.upstream.settlement_addr = value,
+                "STOCKGATE_SETTLEMENT_ADMIN_LISTEN" => match value.parse() {
+                    Ok(addr) => self.settlement.admin_listen_addr = addr,
+                    // Reported by `validate`, which names the variable.
+                    Err(_) => self.invalid_env = Some(("STOCKGATE_SETTLEMENT_ADMIN_LISTEN", value)),
+                },
                 "STOCKGATE_JWKS_FILE" => self.auth.jwks_file = Some(value.into()),
                 "STOCKGATE_JWKS_URL" => self.auth.jwks_url = Some(value),
                 "STOCKGATE_RESERVATION_KEY_FILE" => {
@@ -496,6 +513,16 @@ impl Config {
                 self.data_dir
                     .join(crate::auth::devkeys::RESERVATION_JWKS_FILE)
             })
+    }
+
+    /// `http://host:port` of settlement's admin listener: the upstream's host and
+    /// `upstream.settlement_admin_port`.
+    pub fn settlement_admin_base(&self) -> String {
+        let host_port = self.settlement_host_port();
+        let host = host_port
+            .rsplit_once(':')
+            .map_or(host_port, |(host, _)| host);
+        format!("http://{host}:{}", self.upstream.settlement_admin_port)
     }
 
     /// The settlement upstream as `host:port`, without any `http://` prefix.

@@ -67,8 +67,10 @@ pub async fn start(
     config.web.storefront = true;
     let shared = Shared::connect(&config).await?;
     let mut settlement_config = config.settlement_config();
-    // Loopback on a free port: only the gateway talks to it.
+    // Loopback on free ports: only the gateway talks to it (its metrics are in the shared
+    // registry, which the gateway's admin listener serves).
     settlement_config.listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    settlement_config.admin_listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
     if let Some(dir) = sqlite_dir(&settlement_config.database_url) {
         std::fs::create_dir_all(&dir)
             .map_err(|e| StartError::Setup(format!("cannot create {}: {e}", dir.display())))?;
@@ -93,6 +95,7 @@ pub async fn start(
     }
 
     config.upstream.settlement_addr = running.addr.to_string();
+    config.upstream.settlement_admin_port = running.admin_addr.port();
     let keys = match keys {
         Some(keys) => keys,
         None => app::load_keys(&config).await?,

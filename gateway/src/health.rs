@@ -83,7 +83,7 @@ impl Health {
 }
 
 /// Checks the dependencies every `every`, forever (spawned with the other background tasks).
-/// `settlement_base` is `http://host:port` of the settlement upstream.
+/// `settlement_base` is `http://host:port` of settlement's admin listener.
 pub async fn monitor(state: Arc<EdgeState>, settlement_base: String, every: Duration) {
     let http = match reqwest::Client::builder()
         .timeout(Duration::from_secs(1))
@@ -140,7 +140,8 @@ async fn check(state: &EdgeState, http: &reqwest::Client, settlement_base: &str)
             down("health check fails")
         },
     );
-    // Settlement's `/readyz` pings its database: the one SQL check the gateway can make.
+    // Settlement's `/readyz` (on its admin listener) pings its database: the one SQL check
+    // the gateway can make.
     let database = match http.get(format!("{settlement_base}/readyz")).send().await {
         Ok(response) if response.status().is_success() => up("settlement reaches it"),
         Ok(_) => down("settlement cannot reach it"),

@@ -1,5 +1,6 @@
 //! The settlement upstream of the proxied routes: a Pingora load balancer over the configured
-//! address with an HTTP health check on `/healthz`, and the peer settings (timeouts, pooled
+//! address with an HTTP health check on `/healthz` of settlement's admin listener (same host,
+//! `upstream.settlement_admin_port`: the API port serves only the API), and the peer settings (timeouts, pooled
 //! keep-alive) every proxied request uses. Pingora pools upstream connections per peer, so
 //! proxied requests reuse warm keep-alive connections, each for at most
 //! `upstream.max_connection_age_secs` ([`crate::conn_age`]).
@@ -49,6 +50,7 @@ impl Upstream {
         req.insert_header("host", host_port)
             .map_err(|e| e.to_string())?;
         check.req = req;
+        check.port_override = Some(config.settlement_admin_port);
         // Connect afresh each time: a pooled connection can hide a dead listener.
         check.reuse_connection = false;
         lb.set_health_check(Box::new(check));

@@ -1,6 +1,6 @@
 //! Cache invalidation through the outbox, end to end: the real settlement service on
-//! PostgreSQL, its relay publishing to the Redis stream, the gateway's consumer group dropping
-//! the cached copies. The price change goes to the settlement directly (not through this
+//! PostgreSQL, its relay publishing to the Redis stream, the gateway following it (XREAD, no
+//! consumer group) dropping the cached copies. The price change goes to the settlement directly (not through this
 //! gateway, which would drop its copies itself) so only the outbox path can make it visible.
 
 mod common;
@@ -71,7 +71,14 @@ fn support_header(response: &reqwest::Response, name: &str) -> String {
 /// and its creation event passed: (the stack, its data dir, the settlement's and the
 /// gateway's base URLs).
 async fn start_stack() -> (embedded::AllInOne, std::path::PathBuf, String, String) {
-    let prefix = format!("gwcache-{}", uuid::Uuid::new_v4().simple());
+    start_stack_under(&format!("gwcache-{}", uuid::Uuid::new_v4().simple())).await
+}
+
+/// [`start_stack`] under `prefix` (the events stream is `<prefix>:events`).
+async fn start_stack_under(
+    prefix: &str,
+) -> (embedded::AllInOne, std::path::PathBuf, String, String) {
+    let prefix = prefix.to_owned();
     let mut config = common::test_config("127.0.0.1:1".parse().unwrap());
     config.server.threads = 2;
     config.redis_url = Some(env("REDIS_URL"));
@@ -114,6 +121,36 @@ async fn wait_for_price(http: &reqwest::Client, url: &str, price_cents: i64) -> 
     }
     assert_eq!(seen, price_cents, "the new price never showed at {url}");
     changed.elapsed()
+}
+
+/// Issue 15.10: each gateway used to create a consumer group named after its pod on the events
+/// stream and never destroy it, so Redis grew with every rollout and scale-up. The gateway
+/// follows the stream with XREAD now: the update still reaches its cache, and the stream has
+/// no group (before the fix: `<prefix>-gateway-<pod>`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_follows_the_stream_without_leaving_a_consumer_group() {
+    let prefix = format!("gwcache-{}", uuid::Uuid::new_v4().simple());
+    let (all, data_dir, settlement, base) = start_stack_under(&prefix).await;
+    let http = reqwest::Client::new();
+    let product_url = format!("{base}/api/v1/products/HOT");
+    assert_eq!(price(&http, &product_url).await.0, 1999);
+    put_price(&http, &settlement, 2599, Some("\"1\"")).await;
+    wait_for_price(&http, &product_url, 2599).await;
+
+    let stream = format!("{prefix}:events");
+    let client = redis::Client::open(env("REDIS_URL")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let groups: Vec<redis::Value> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(&stream)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        groups.is_empty(),
+        "consumer groups left on {stream}: {groups:?}"
+    );
+    stop_stack(all, data_dir).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

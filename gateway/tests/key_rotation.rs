@@ -273,6 +273,7 @@ async fn the_runbook_by_environment_variables_keeps_outstanding_holds_confirmabl
         settlement_port: free(),
         database_url,
     };
+    let settlement_admin = free();
     // Everything but the URLs and the keys, which come from the environment.
     std::fs::write(
         &deployment.config,
@@ -287,9 +288,11 @@ grace_period_secs = 0
 shutdown_timeout_secs = 1
 [upstream]
 settlement_addr = "127.0.0.1:{settlement}"
+settlement_admin_port = {settlement_admin}
 health_check_interval_secs = 1
 [settlement]
 listen_addr = "127.0.0.1:{settlement}"
+admin_listen_addr = "127.0.0.1:{settlement_admin}"
 redis_key_prefix = "{prefix}-settlement"
 [settlement.outbox]
 stream = "{prefix}-events"

@@ -107,7 +107,7 @@ async fn with_settlement_stopped_the_pod_stays_ready_serves_stale_and_keeps_hold
         shared,
         ..
     } = all;
-    let settlement_addr = settlement.addr;
+    let (settlement_addr, settlement_admin) = (settlement.addr, settlement.admin_addr);
     settlement.shutdown().await;
     let report = wait_for(&http, &admin, "settlement", false).await;
     assert_eq!(report["status"], "degraded", "{report}");
@@ -172,6 +172,7 @@ async fn with_settlement_stopped_the_pod_stays_ready_serves_stale_and_keeps_hold
     // Settlement comes back on its address; the kept hold confirms.
     let mut settlement_config = config.settlement_config();
     settlement_config.listen_addr = settlement_addr;
+    settlement_config.admin_listen_addr = settlement_admin;
     let settlement = settlement::start(
         settlement_config,
         settlement::SettlementDeps {

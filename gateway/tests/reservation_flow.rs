@@ -426,7 +426,11 @@ async fn a_dead_upstream_answers_503_with_retry_after_and_keeps_the_hold() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let gw = common::start_with(|c| c.upstream.settlement_addr = closed.to_string()).await;
+    let gw = common::start_with(|c| {
+        c.upstream.settlement_addr = closed.to_string();
+        c.upstream.settlement_admin_port = closed.port();
+    })
+    .await;
     let alice = gw.idp.token("alice");
     let (status, created) = body(gw.reserve(&alice, "k1", "HOT", 1).await).await;
     assert_eq!(status, 201, "reservations do not need the upstream");

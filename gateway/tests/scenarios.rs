@@ -141,6 +141,7 @@ impl Stack {
         let mut config = self.config.clone();
         config.cache.replica_id = Some(replica.into());
         config.upstream.settlement_addr = self.all().settlement.addr.to_string();
+        config.upstream.settlement_admin_port = self.all().settlement.admin_addr.port();
         config.data_dir = std::env::temp_dir().join(format!(
             "stockgate-scen-{replica}-{}",
             uuid::Uuid::new_v4().simple()

@@ -383,8 +383,8 @@ impl Stockgate {
             bin.display()
         );
         let key_prefix = format!("chaos-{}", uuid::Uuid::new_v4().simple());
-        let (gateway_port, admin_port, settlement_port) =
-            (free_port()?, free_port()?, free_port()?);
+        let (gateway_port, admin_port, settlement_port, settlement_admin_port) =
+            (free_port()?, free_port()?, free_port()?, free_port()?);
         let config = dir.join("stockgate.toml");
         std::fs::write(
             &config,
@@ -403,10 +403,12 @@ shutdown_timeout_secs = 2
 hold_ttl_secs = {hold_ttl}
 [upstream]
 settlement_addr = "127.0.0.1:{settlement_port}"
+settlement_admin_port = {settlement_admin_port}
 settle_timeout_ms = {settle_timeout}
 health_check_interval_secs = 1
 [settlement]
 listen_addr = "127.0.0.1:{settlement_port}"
+admin_listen_addr = "127.0.0.1:{settlement_admin_port}"
 redis_key_prefix = "{key_prefix}"
 [settlement.outbox]
 stream = "{key_prefix}:events"

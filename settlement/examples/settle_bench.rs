@@ -86,6 +86,7 @@ async fn run_mode(mode: CommitMode, args: &Args) -> anyhow::Result<Result> {
     let signer = TokenSigner::generate("bench");
     let mut config = SettlementConfig {
         listen_addr: "127.0.0.1:0".parse()?,
+        admin_listen_addr: "127.0.0.1:0".parse()?,
         database_url: fresh_schema_url().await?,
         db_max_connections: 32,
         commit_mode: mode,

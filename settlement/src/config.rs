@@ -120,6 +120,10 @@ impl Default for MaintenanceConfig {
 pub struct SettlementConfig {
     /// Where the HTTP API listens (`127.0.0.1:0` picks a free port).
     pub listen_addr: SocketAddr,
+    /// The admin listener: `/healthz`, `/readyz`, `/metrics` (kubelet, Prometheus, the
+    /// gateway's upstream health check), apart from the API so probes never queue behind a
+    /// sale's traffic. Keep it off the public network. Env: `STOCKGATE_SETTLEMENT_ADMIN_LISTEN`.
+    pub admin_listen_addr: SocketAddr,
     /// `postgres://…` or `sqlite://file?mode=rwc`.
     pub database_url: String,
     pub db_max_connections: u32,
@@ -155,6 +159,7 @@ impl Default for SettlementConfig {
     fn default() -> Self {
         SettlementConfig {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            admin_listen_addr: SocketAddr::from(([127, 0, 0, 1], 9091)),
             database_url: "sqlite://stockgate.db?mode=rwc".into(),
             db_max_connections: 16,
             db_limits: SessionLimits::default(),
@@ -190,6 +195,12 @@ impl SettlementConfig {
             return Err(invalid(
                 "database_url",
                 "must start with postgres:// or sqlite:",
+            ));
+        }
+        if self.admin_listen_addr == self.listen_addr && self.listen_addr.port() != 0 {
+            return Err(invalid(
+                "admin_listen_addr",
+                "must differ from listen_addr: probes and metrics have a listener of their own",
             ));
         }
         if self.db_max_connections == 0 {
@@ -330,6 +341,7 @@ mod tests {
     #[test]
     fn each_rule_names_its_field() {
         rejects(|c| c.database_url = "mysql://x".into(), "database_url");
+        rejects(|c| c.admin_listen_addr = c.listen_addr, "admin_listen_addr");
         rejects(|c| c.db_max_connections = 0, "db_max_connections");
         rejects(|c| c.redis_url = Some("http://x".into()), "redis_url");
         rejects(

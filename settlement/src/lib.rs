@@ -56,6 +56,8 @@ pub struct SettlementDeps {
 pub struct RunningSettlement {
     /// The address the API listens on (the real port when configured with port 0).
     pub addr: SocketAddr,
+    /// The admin listener's address (`/healthz`, `/readyz`, `/metrics`).
+    pub admin_addr: SocketAddr,
     pub metrics: Metrics,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -76,7 +78,8 @@ impl RunningSettlement {
 
 /// Starts the service: validates the config, connects to SQL and applies the migrations,
 /// connects to Redis when configured, spawns the group-commit worker, the outbox relay and
-/// the maintenance task, and listens on `config.listen_addr`.
+/// the maintenance task, and listens on `config.listen_addr` (the API) and
+/// `config.admin_listen_addr` (probes and metrics).
 pub async fn start(
     config: SettlementConfig,
     deps: SettlementDeps,
@@ -101,16 +104,8 @@ pub async fn start(
     };
 
     // Bind before spawning anything, so a taken port leaves no task behind.
-    let listener = tokio::net::TcpListener::bind(config.listen_addr)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen_addr,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: config.listen_addr,
-        source,
-    })?;
+    let (listener, addr) = bind(config.listen_addr).await?;
+    let (admin_listener, admin_addr) = bind(config.admin_listen_addr).await?;
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -163,27 +158,38 @@ pub async fn start(
         metrics: metrics.clone(),
         status_lock,
     });
-    let mut stop = shutdown_rx;
-    let server = axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
-        let _ = stop.changed().await;
-    });
-    // The server goes first in the list: once it returns, the state (and with it the
+    // The servers go first in the list: once they return, the state (and with it the
     // committer's queue) is dropped, which ends the batch worker.
-    tasks.insert(
-        0,
+    let serve = |listener, router, what: &'static str| {
+        let mut stop = shutdown_rx.clone();
+        let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let _ = stop.changed().await;
+        });
         tokio::spawn(async move {
             if let Err(e) = server.await {
-                tracing::error!(error = %e, "settlement server failed");
+                tracing::error!(error = %e, "settlement {what} server failed");
             }
-        }),
-    );
-    tracing::info!(%addr, mode = ?config.commit_mode, "settlement service listening");
+        })
+    };
+    tasks.insert(0, serve(listener, http::router(state.clone()), "api"));
+    tasks.insert(1, serve(admin_listener, http::admin_router(state), "admin"));
+    tracing::info!(%addr, %admin_addr, mode = ?config.commit_mode, "settlement service listening");
     Ok(RunningSettlement {
         addr,
+        admin_addr,
         metrics,
         shutdown,
         tasks,
     })
+}
+
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
+    let bind_error = |source| StartError::Bind { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, local))
 }
 
 /// Applies the pending migrations, then opens the service's pool, whose every PostgreSQL

@@ -239,7 +239,41 @@ async fn every_error_is_a_problem_with_code_and_request_id() -> anyhow::Result<(
     assert_eq!(again.status(), 304);
     let (status, problem) = body(app.http.get(app.url("/nowhere")).send().await?).await?;
     assert_eq!((status, problem["code"].as_str()), (404, Some("not_found")));
-    assert_eq!(app.http.get(app.url("/readyz")).send().await?.status(), 200);
+    Ok(())
+}
+
+/// Probes and metrics are served on the admin listener only (issue 15.11): kubelet's probes
+/// never queue behind a sale on the API listener, and the API port tells nobody about the
+/// service's health.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_and_metrics_are_on_the_admin_listener_only() -> anyhow::Result<()> {
+    let app = start_postgres().await?;
+    assert_ne!(app.running.admin_addr, app.running.addr);
+    let admin = format!("http://{}", app.running.admin_addr);
+    let get = |url: String| app.http.get(url).send();
+    let response = get(format!("{admin}/healthz")).await?;
+    assert_eq!(
+        (response.status().as_u16(), response.text().await?.as_str()),
+        (200, "ok")
+    );
+    let response = get(format!("{admin}/readyz")).await?;
+    assert_eq!(
+        (response.status().as_u16(), response.text().await?.as_str()),
+        (200, "ready")
+    );
+    let metrics = get(format!("{admin}/metrics")).await?.text().await?;
+    assert!(metrics.contains("stockgate_settlement_"), "{metrics}");
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let (status, problem) = body(get(app.url(path)).await?).await?;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (404, Some("not_found")),
+            "public {path}"
+        );
+    }
+    // And the API is not on the admin listener.
+    let (status, _) = body(get(format!("{admin}/api/v1/products")).await?).await?;
+    assert_eq!(status, 404);
     Ok(())
 }
 

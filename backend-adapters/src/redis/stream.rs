@@ -7,7 +7,8 @@
 //! below the stream's last id *without* being in it (the stream is ahead of this outbox: a
 //! restored or fresh database against an existing Redis, or two deployments on one stream) is
 //! never dropped: it is appended with an id Redis assigns, and counted, so operators see it.
-//! Readers get every event once per group (XREADGROUP), acknowledge after handling (XACK), and
+//! [`StreamTail`] readers follow the stream without a group (XREAD), leaving nothing in Redis.
+//! Group readers get every event once per group (XREADGROUP), acknowledge after handling (XACK), and
 //! take over the entries of dead consumers (XAUTOCLAIM); a reader that crashes after handling
 //! but before XACK sees the entry again, so handlers dedupe on `event_id` or are idempotent.
 
@@ -172,6 +173,79 @@ pub struct Published {
     pub reassigned: usize,
     /// Already in the stream (a replay after a relay crash): not appended again.
     pub skipped: usize,
+}
+
+/// A reader that follows the stream without a consumer group (plain XREAD from the last id it
+/// saw): every reader sees every entry and leaves no state in Redis, so readers that come and
+/// go (a gateway pod per rollout or scale-up, each with a new name) do not accumulate groups
+/// or consumers there. Use it where handling is idempotent and a reader starting fresh needs
+/// no history (the gateway's cache invalidation); it gets no redelivery of entries it read
+/// and failed to handle.
+pub struct StreamTail {
+    conn: RedisConnection,
+    stream: String,
+    /// The id of the last entry read (`0-0` before any).
+    last_id: String,
+}
+
+impl StreamTail {
+    /// A reader of entries added after the stream's current last one (all of them when the
+    /// stream is empty or missing).
+    pub async fn at_end(
+        conn: impl Into<RedisConnection>,
+        stream: &str,
+    ) -> Result<Self, StreamError> {
+        let mut conn = conn.into();
+        let last: Vec<StreamId> = conn
+            .xrevrange_count::<_, _, _, _, redis::streams::StreamRangeReply>(stream, "+", "-", 1)
+            .await?
+            .ids;
+        let last_id = last
+            .first()
+            .map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
+        Ok(StreamTail {
+            conn,
+            stream: stream.to_owned(),
+            last_id,
+        })
+    }
+
+    /// Goes on from `last_id` (a reconnect keeps its place) on a new connection.
+    pub fn resume(conn: impl Into<RedisConnection>, stream: &str, last_id: &str) -> Self {
+        StreamTail {
+            conn: conn.into(),
+            stream: stream.to_owned(),
+            last_id: last_id.to_owned(),
+        }
+    }
+
+    pub fn last_id(&self) -> &str {
+        &self.last_id
+    }
+
+    /// The entries after the last one read, waiting up to `block` for the first.
+    pub async fn read(
+        &mut self,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<StreamEvent>, StreamError> {
+        let options = StreamReadOptions::default()
+            .count(count)
+            .block(block.as_millis() as usize);
+        let reply: Option<StreamReadReply> = self
+            .conn
+            .xread_options(&[&self.stream], &[&self.last_id], &options)
+            .await?;
+        let entries: Vec<StreamId> = reply
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|k| k.ids)
+            .collect();
+        if let Some(last) = entries.last() {
+            self.last_id = last.id.clone();
+        }
+        entries.iter().map(StreamEvent::from_entry).collect()
+    }
 }
 
 /// One consumer of one consumer group.

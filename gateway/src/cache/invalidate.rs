@@ -1,6 +1,9 @@
-//! Invalidation from the outbox: each gateway replica reads the settlement's events stream in
-//! its own consumer group (so every replica sees every event) and drops the cached pages a
-//! `product.updated` event names. The relay publishes within its poll interval (100 ms by
+//! Invalidation from the outbox: each gateway replica follows the settlement's events stream
+//! with a plain XREAD from the last entry it saw ([`StreamTail`]: every replica sees every
+//! event) and drops the cached pages a `product.updated` event names. No consumer group: one
+//! per replica (as before) was created under each pod name and never destroyed, so Redis grew
+//! with every rollout and scale-up (issue 15.10), and a group gave nothing here: handling is
+//! idempotent and a new pod starts at the stream's end with an empty memory tier anyway. The relay publishes within its poll interval (100 ms by
 //! default) and the blocking read wakes on the entry, so a change is visible well within a
 //! second. Handling is idempotent (a delete), so redelivery after a crash is harmless.
 
@@ -8,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backend_adapters::redis::cache::edge_connection;
-use backend_adapters::redis::stream::{ConsumerGroup, StreamEvent};
+use backend_adapters::redis::stream::{StreamEvent, StreamTail};
 use backend_adapters::sql::outbox::topic;
 use serde::Deserialize;
 
@@ -17,16 +20,14 @@ use crate::edge_redis::EdgeRedis;
 
 /// How long one read blocks waiting for events.
 const BLOCK: Duration = Duration::from_millis(1_000);
-/// Pending entries of a dead consumer (same group: a restarted replica) are taken over after.
-const CLAIM_IDLE: Duration = Duration::from_secs(30);
 
 #[derive(Deserialize)]
 struct ProductUpdated {
     sku: reservation_core::Sku,
 }
 
-/// This replica's group name: `<prefix>-gateway-<replica id>`.
-pub fn group_name(redis_key_prefix: &str, replica_id: Option<&str>) -> String {
+/// This replica's name in logs: `<prefix>-gateway-<replica id>`.
+pub fn reader_name(redis_key_prefix: &str, replica_id: Option<&str>) -> String {
     let replica = replica_id
         .map(str::to_owned)
         .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
@@ -48,14 +49,14 @@ async fn handle(cache: &ProductCache, event: StreamEvent) -> Result<(), String> 
     Ok(())
 }
 
-/// Consumes the events stream forever, reconnecting after errors.
-pub async fn run(cache: Arc<ProductCache>, redis: EdgeRedis, stream: String, group: String) {
-    let consumer = "gateway";
+/// Follows the events stream forever, reconnecting after errors where it left off.
+pub async fn run(cache: Arc<ProductCache>, redis: EdgeRedis, stream: String, reader: String) {
+    let mut position: Option<String> = None;
     loop {
-        // Its own connection: a blocking XREADGROUP would hold up every command queued
-        // behind it on the shared multiplexed one. Its reply timeout (per node on a cluster,
-        // where the stream key lives on the one node owning its slot) is twice the block time,
-        // so an empty read returns before it times out.
+        // Its own connection: a blocking XREAD would hold up every command queued behind it
+        // on the shared multiplexed one. Its reply timeout (per node on a cluster, where the
+        // stream key lives on the one node owning its slot) is twice the block time, so an
+        // empty read returns before it times out.
         let conn = match edge_connection(&redis.url, BLOCK * 2, Duration::from_secs(1)).await {
             Ok(conn) => conn,
             Err(error) => {
@@ -64,21 +65,33 @@ pub async fn run(cache: Arc<ProductCache>, redis: EdgeRedis, stream: String, gro
                 continue;
             }
         };
-        if let Err(error) = redis.cache.ensure_group_at_end(&stream, &group).await {
-            tracing::debug!(%error, "events stream: cannot create the group; retrying");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        }
-        let reader = ConsumerGroup::new(conn, &stream, &group, consumer);
-        tracing::info!(stream, group, "consuming cache invalidations");
+        let mut tail = match &position {
+            Some(last_id) => StreamTail::resume(conn, &stream, last_id),
+            None => match StreamTail::at_end(conn, &stream).await {
+                Ok(tail) => tail,
+                Err(error) => {
+                    tracing::debug!(%error, "events stream: cannot find its end; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+        };
+        tracing::info!(stream, reader, "following cache invalidations");
         loop {
-            let processed = reader
-                .process(100, BLOCK, CLAIM_IDLE, |event| handle(&cache, event))
-                .await;
-            if let Err(error) = processed {
-                tracing::debug!(%error, "events stream read failed; reconnecting");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                break;
+            match tail.read(100, BLOCK).await {
+                Ok(events) => {
+                    for event in events {
+                        if let Err(error) = handle(&cache, event).await {
+                            tracing::warn!(%error, "cache invalidation failed");
+                        }
+                    }
+                    position = Some(tail.last_id().to_owned());
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "events stream read failed; reconnecting");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    break;
+                }
             }
         }
     }

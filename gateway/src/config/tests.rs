@@ -218,3 +218,37 @@ fn trusted_proxies_come_from_the_environment_and_are_validated() {
     let message = Config::from_toml("[client_ip]\nheader = \"x-real-ip\"\n").unwrap_err();
     assert!(message.contains("x-real-ip"), "{message}");
 }
+
+#[test]
+fn settlement_admin_listener_comes_from_the_environment_and_is_validated() {
+    let mut config = Config::default();
+    config.apply_env(|name| {
+        (name == "STOCKGATE_SETTLEMENT_ADMIN_LISTEN").then(|| "0.0.0.0:9191".into())
+    });
+    assert_eq!(
+        config.settlement.admin_listen_addr,
+        "0.0.0.0:9191".parse().unwrap()
+    );
+    config.validate().unwrap();
+    // The gateway checks settlement's health on the admin port of the upstream's host.
+    config.upstream.settlement_addr = "http://10.0.0.2:8081/".into();
+    config.upstream.settlement_admin_port = 9191;
+    assert_eq!(config.settlement_admin_base(), "http://10.0.0.2:9191");
+
+    let mut config = Config::default();
+    config.apply_env(|name| (name == "STOCKGATE_SETTLEMENT_ADMIN_LISTEN").then(|| "nope".into()));
+    let message = config.validate().unwrap_err().to_string();
+    assert!(
+        message.contains("STOCKGATE_SETTLEMENT_ADMIN_LISTEN") && message.contains("nope"),
+        "{message}"
+    );
+    let message = error_of("[upstream]\nsettlement_admin_port = 0\n");
+    assert!(
+        message.contains("upstream.settlement_admin_port"),
+        "{message}"
+    );
+    let message = error_of(
+        "[settlement]\nlisten_addr = \"127.0.0.1:8081\"\nadmin_listen_addr = \"127.0.0.1:8081\"\n",
+    );
+    assert!(message.contains("admin_listen_addr"), "{message}");
+}

@@ -7,6 +7,12 @@ use super::{Config, ConfigError, invalid};
 impl Config {
     /// Checks every rule a file cannot express; the error names the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some((variable, value)) = &self.invalid_env {
+            return Err(invalid(
+                variable,
+                format!("= {value:?} is not a host:port address"),
+            ));
+        }
         parse_addr("server.listen", &self.server.listen)?;
         parse_addr("server.admin_listen", &self.server.admin_listen)?;
         parse_addr("upstream.settlement_addr", self.settlement_host_port())?;
@@ -68,6 +74,10 @@ impl Config {
                 "must be between 1 and 86400",
             ));
         }
+        positive(
+            "upstream.settlement_admin_port",
+            u64::from(self.upstream.settlement_admin_port),
+        )?;
         positive(
             "upstream.health_check_interval_secs",
             self.upstream.health_check_interval_secs,

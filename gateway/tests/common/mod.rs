@@ -316,6 +316,8 @@ pub fn test_config(settlement: SocketAddr) -> Config {
     config.limits.max_header_bytes = 128 * 1024;
     config.limits.header_read_timeout_ms = 700;
     config.upstream.settlement_addr = settlement.to_string();
+    // The mock settlements serve `/healthz` on their one port; the real one on its admin port.
+    config.upstream.settlement_admin_port = settlement.port();
     config.upstream.settle_timeout_ms = 500;
     config.upstream.health_check_interval_secs = 1;
     config

@@ -1,6 +1,6 @@
-//! The settlement service's HTTP API (axum): routes, the request-id middleware that also puts
-//! the id into every problem body, and the helpers handlers share (identity headers set by
-//! the gateway, JSON bodies, ETags).
+//! The settlement service's HTTP API (axum): the public routes, the admin listener's probes
+//! and metrics, the request-id middleware that also puts the id into every problem body, and
+//! the helpers handlers share (identity headers set by the gateway, JSON bodies, ETags).
 
 mod admin;
 mod orders;
@@ -63,11 +63,12 @@ impl StatusLock {
 
 pub(crate) type Shared = State<Arc<AppState>>;
 
+/// The public API: what the gateway proxies and settles through. Probes and metrics are not
+/// here but on [`admin_router`], a listener of its own: a sale saturating this one must not
+/// fail liveness (and restart pods under load), and nothing about the service's health is
+/// served to whoever reaches the API port.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    let api = Router::new()
         .route("/internal/settlements", post(settle::settle))
         .route("/internal/settlements/fate", post(settle::decide_fate))
         .route("/api/v1/products", get(products::list_products))
@@ -81,7 +82,23 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             post(products::restock),
         )
         .route("/api/v1/admin/orders/{id}/status", post(admin::set_status))
-        .route("/api/v1/admin/reconcile", get(admin::reconcile))
+        .route("/api/v1/admin/reconcile", get(admin::reconcile));
+    finish(api, state)
+}
+
+/// The admin listener (`admin_listen_addr`, kept inside the cluster): liveness, readiness
+/// and Prometheus metrics, for kubelet, Prometheus and the gateway's upstream health check.
+pub(crate) fn admin_router(state: Arc<AppState>) -> Router {
+    let admin = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics));
+    finish(admin, state)
+}
+
+/// What both listeners share: problem+json fallbacks and the request id.
+fn finish(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
+    routes
         .fallback(|| async { ApiError::new(404, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -87,6 +87,7 @@ pub struct TestApp {
 pub fn test_config(db_url: &str) -> SettlementConfig {
     let mut config = SettlementConfig {
         listen_addr: "127.0.0.1:0".parse().unwrap_or(config_default_addr()),
+        admin_listen_addr: config_default_addr(),
         database_url: db_url.to_owned(),
         db_max_connections: 20,
         ..SettlementConfig::default()
