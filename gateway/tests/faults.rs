@@ -166,10 +166,14 @@ async fn ops_cancel_and_restock_during_the_sale() {
     assert!(tally.total_stock > 60, "{tally:?}");
 }
 
-/// Redis fails over to a replica that missed the last second of writes: the promises of
-/// RELIABILITY.md "After a Redis failover" hold (the checker, with its failover rules).
+/// Redis fails over to a replica that missed the last second of writes while slow buyers
+/// hold units: the promises of RELIABILITY.md "After a Redis failover" hold (the checker, with
+/// its failover rules), and holds made in the lost second were confirmed after it, answered 410
+/// by settlement's fate of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_fails_over_to_a_replica_that_missed_the_last_writes() {
-    let outcome = fault_run(Fault::RedisFailover, Profile::Flash, 10).await;
+    let outcome = fault_run(Fault::RedisFailover, Profile::SlowBuyers, 5).await;
     assert!(outcome.lost_window.is_some(), "{}", outcome.struck);
+    let tally = &outcome.report.tally;
+    assert!(tally.lost_holds_answered_410 > 0, "{tally:?}");
 }

@@ -73,6 +73,8 @@ pub struct Tally {
     /// surely lived (and nobody released it), and surely after it expired.
     pub confirms_inside_ttl: usize,
     pub confirms_after_expiry: usize,
+    /// Refused confirms of holds the client was given and Redis no longer has (a failover).
+    pub lost_holds_answered_410: usize,
     pub cancels_acknowledged: usize,
     pub restocked_units: i64,
     pub sql_orders: usize,
@@ -554,7 +556,12 @@ pub fn check(observed: &Observed, history: &[Record], rules: &Rules) -> Report {
                 } else if let Some(id) = record.reservation_id.as_deref()
                     && reserved.contains_key(id)
                     && !observed.holds.contains_key(id)
-                    && record.status != Some(410)
+                    && record.status == Some(410)
+                {
+                    report.tally.lost_holds_answered_410 += 1;
+                } else if let Some(id) = record.reservation_id.as_deref()
+                    && reserved.contains_key(id)
+                    && !observed.holds.contains_key(id)
                 {
                     // The store lost a hold the client was given (a failover): SQL decides,
                     // and with no order there the answer is "gone", never "no such thing".

@@ -199,7 +199,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
 fn print_outcome(outcome: &faults::Outcome) {
     let t = &outcome.report.tally;
     println!(
-        "{:<17} {:<11} {}  orders {} = {} units of {}  reserves ok {} / unknown {}  confirms ok {} / unknown {}  released {}  cancelled {}  restocked {}  confirms inside TTL {} / after expiry {}  load {:.1} s  drained {:.1} s  SQL sold max {} ({} samples)  repaired {}  violations {}",
+        "{:<17} {:<11} {}  orders {} = {} units of {}  reserves ok {} / unknown {}  confirms ok {} / unknown {}  released {}  cancelled {}  restocked {}  confirms inside TTL {} / after expiry {}  lost holds 410 {}  load {:.1} s  drained {:.1} s  SQL sold max {} ({} samples)  repaired {}  violations {}",
         outcome.fault.name(),
         outcome.profile.name(),
         if outcome.ok() { "PASS" } else { "FAIL" },
@@ -215,6 +215,7 @@ fn print_outcome(outcome: &faults::Outcome) {
         t.restocked_units,
         t.confirms_inside_ttl,
         t.confirms_after_expiry,
+        t.lost_holds_answered_410,
         outcome.load_secs,
         outcome.drained_secs,
         outcome.sql_sold_watch.max,
