@@ -103,7 +103,8 @@ pub enum Profile {
     /// intervals: maintenance runs while confirms do ([`Profile::settings`]).
     SlowBuyers,
     /// Ops cancel a fifth of the orders buyers are told about and restock the SKU by a few
-    /// units every half second while the sale runs (`crate::churn`).
+    /// units every `RunSize::restock_every` while the sale runs (`crate::churn`); buyers think
+    /// up to 1 s, so the sale lasts long enough for ops to act in it.
     Churn,
 }
 
@@ -144,7 +145,8 @@ impl Profile {
     /// The longest think time of a buyer with holds of `hold_ttl`.
     fn think_time(self, hold_ttl: Duration) -> Duration {
         match self {
-            Profile::Flash | Profile::Churn => Duration::ZERO,
+            Profile::Flash => Duration::ZERO,
+            Profile::Churn => Duration::from_secs(1).min(hold_ttl / 4),
             Profile::SlowBuyers => hold_ttl.mul_f64(1.25),
         }
     }
@@ -507,7 +509,7 @@ impl RunSize {
             per_buyer_limit: 2,
             release_every: 10,
             strike_after: 500,
-            restock_every: Duration::from_millis(500),
+            restock_every: Duration::from_millis(100),
             restock_max_units: 10,
         }
     }
