@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use reliability::faults::{self, Fault, RunSize, World};
+use reliability::faults::{self, Fault, Profile, RunSize, World};
 use reliability::world::{Postgres, StockgateSettings};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,6 +40,7 @@ async fn confirms_fail_fast_while_a_session_holds_the_outbox_lock_and_the_sale_r
         // the invariants hold either way.)
         confirming_grace_ms: 40_000,
         reconcile_interval_ms: 1_000,
+        sweep_interval_ms: 250,
         gateway_threads: 1,
     };
     let stockgate = Path::new(env!("CARGO_BIN_EXE_stockgate"));
@@ -55,12 +56,13 @@ async fn confirms_fail_fast_while_a_session_holds_the_outbox_lock_and_the_sale_r
         per_buyer_limit: 2,
         release_every: 10,
         strike_after: 30,
+        ..RunSize::full()
     };
     // Bounded: the hold is 30 s, each probe try at most 15 s, the sale's operations give up
     // after 60 s, draining after 120 s.
     let outcome = tokio::time::timeout(
         Duration::from_secs(300),
-        faults::run(&mut world, Fault::PgLockHold, &size),
+        faults::run(&mut world, Fault::PgLockHold, Profile::Flash, &size),
     )
     .await
     .unwrap_or_else(|_| panic!("the run hung (logs in {})", dir.display()))

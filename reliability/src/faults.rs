@@ -1,7 +1,8 @@
-//! The faults, and one fault run from start to verdict: a fresh SKU of `stock` units, a flash
-//! sale of `attempts` tries in flight, the fault struck once the sale is under way, recovery,
-//! the wait until every hold has ended, a reconcile, and the invariant check over the state
-//! and every answer the clients got.
+//! The faults and the profiles, and one fault run from start to verdict: a fresh SKU of `stock`
+//! units, a flash sale of `attempts` tries in flight (buyers as the profile has them, ops
+//! cancelling and restocking in the churn profile), the fault struck once the sale is under
+//! way, recovery, the wait until every hold has ended and every event is published, a
+//! reconcile, and the invariant check over the state and every answer the clients got.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -13,9 +14,11 @@ use reservation_core::{ReservationStore, Sku};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::churn::{self, Churn};
+use crate::endpoint::Endpoint;
 use crate::flash_sale::{self, Buyer, FlashSale, Progress};
-use crate::history::{self, Record};
-use crate::invariants::{self, Report, Sources};
+use crate::history::{self, Record, now_ms};
+use crate::invariants::{self, Report, Rules, Sources};
 use crate::lock_hold::{self, LockHoldProbe};
 use crate::world::{Postgres, RedisServer, Stockgate, StockgateSettings};
 
@@ -42,10 +45,15 @@ pub enum Fault {
     /// transaction (a stuck ops edit, a hung pod): every confirm must fail fast with 503 and
     /// `Retry-After` meanwhile, and the sale go on once it is let go.
     PgLockHold,
+    /// Redis fails over to a replica that missed the last writes: the replication link is cut,
+    /// 1 s later the primary is killed (SIGKILL), the replica promoted (`REPLICAOF NO ONE`)
+    /// and the services' stable endpoint switched to it. Needs a world started with
+    /// [`World::start_failover_ready`].
+    RedisFailover,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 9] = [
+    pub const ALL: [Fault; 10] = [
         Fault::None,
         Fault::RedisKill,
         Fault::RedisPause,
@@ -55,6 +63,7 @@ impl Fault {
         Fault::GatewayTerm,
         Fault::GatewayKill,
         Fault::PgLockHold,
+        Fault::RedisFailover,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +77,7 @@ impl Fault {
             Fault::GatewayTerm => "gateway-term",
             Fault::GatewayKill => "gateway-kill",
             Fault::PgLockHold => "pg-lock-hold",
+            Fault::RedisFailover => "redis-failover",
         }
     }
 
@@ -82,11 +92,82 @@ impl Fault {
     }
 }
 
+/// Who buys and who else acts during the sale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    /// Buyers confirm as soon as their hold is made; nothing else touches the SKU.
+    Flash,
+    /// Buyers think before they confirm, up to a quarter past the hold TTL (some confirm past
+    /// the reconcile grace, some after expiry), with the reconciler and the sweeper on short
+    /// intervals: maintenance runs while confirms do ([`Profile::settings`]).
+    SlowBuyers,
+    /// Ops cancel a fifth of the orders buyers are told about and restock the SKU by a few
+    /// units every `RunSize::restock_every` while the sale runs (`crate::churn`); buyers think
+    /// up to 1 s, so the sale lasts long enough for ops to act in it.
+    Churn,
+}
+
+impl Profile {
+    pub const ALL: [Profile; 3] = [Profile::Flash, Profile::SlowBuyers, Profile::Churn];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Flash => "flash",
+            Profile::SlowBuyers => "slow-buyers",
+            Profile::Churn => "churn",
+        }
+    }
+
+    pub fn parse(name: &str) -> anyhow::Result<Profile> {
+        Profile::ALL
+            .into_iter()
+            .find(|p| p.name() == name)
+            .with_context(|| format!("unknown profile `{name}`; one of flash, slow-buyers, churn"))
+    }
+
+    /// The stockgate settings the profile runs with, from `base`. Slow buyers: the reconciler
+    /// and the sweeper every 100 ms, and a confirming grace just above the settle timeout (it
+    /// must exceed it), below the hold TTL (the reconciler once judged holds by the reservation's age: a buyer
+    /// confirming after the grace lost its hold under its order; issue 13).
+    pub fn settings(self, base: StockgateSettings) -> StockgateSettings {
+        match self {
+            Profile::Flash | Profile::Churn => base,
+            Profile::SlowBuyers => StockgateSettings {
+                confirming_grace_ms: base.settle_timeout_ms + 500,
+                reconcile_interval_ms: 100,
+                sweep_interval_ms: 100,
+                ..base
+            },
+        }
+    }
+
+    /// The longest think time of a buyer with holds of `hold_ttl`.
+    fn think_time(self, hold_ttl: Duration) -> Duration {
+        match self {
+            Profile::Flash => Duration::ZERO,
+            Profile::Churn => Duration::from_secs(1).min(hold_ttl / 4),
+            Profile::SlowBuyers => hold_ttl.mul_f64(1.25),
+        }
+    }
+}
+
 /// Everything a fault run starts and breaks.
 pub struct World {
     pub dir: PathBuf,
+    /// The Redis primary (after a failover: the promoted replica).
     pub redis: RedisServer,
+    /// Failover-ready worlds: the replica, following the primary through `link`, and the
+    /// stable endpoint the services use.
+    replica: Option<RedisServer>,
+    link: Option<Endpoint>,
+    endpoint: Option<Endpoint>,
+    /// How many Redis servers this world has started (their directories are numbered).
+    redis_started: usize,
+    /// The window in which the last `redis-failover` strike lost writes (Unix ms).
+    pub lost_window: Option<(u64, u64)>,
     pub postgres: Postgres,
+    pub settings: StockgateSettings,
     pub stockgate: Stockgate,
     /// What the probe saw during the last `pg-lock-hold` strike.
     pub lock_hold: Option<LockHoldProbe>,
@@ -104,14 +185,45 @@ impl World {
         postgres: Postgres,
         settings: &StockgateSettings,
     ) -> anyhow::Result<World> {
+        World::start_inner(stockgate_bin, dir, postgres, settings, false)
+    }
+
+    /// [`World::start`] with a replica of the Redis primary and a stable endpoint in front
+    /// of it, so that `redis-failover` can strike (every other fault runs the same).
+    pub fn start_failover_ready(
+        stockgate_bin: &Path,
+        dir: &Path,
+        postgres: Postgres,
+        settings: &StockgateSettings,
+    ) -> anyhow::Result<World> {
+        World::start_inner(stockgate_bin, dir, postgres, settings, true)
+    }
+
+    fn start_inner(
+        stockgate_bin: &Path,
+        dir: &Path,
+        postgres: Postgres,
+        settings: &StockgateSettings,
+        failover_ready: bool,
+    ) -> anyhow::Result<World> {
         let redis = RedisServer::start(dir)?;
+        let endpoint = failover_ready
+            .then(|| Endpoint::start(redis.port))
+            .transpose()?;
+        let redis_url = endpoint.as_ref().map_or_else(|| redis.url(), Endpoint::url);
         let stockgate =
-            Stockgate::start(stockgate_bin, dir, &redis.url(), &postgres.url(), settings)?;
+            Stockgate::start(stockgate_bin, dir, &redis_url, &postgres.url(), settings)?;
         let ops_token = stockgate.ops_token()?;
-        Ok(World {
+        let mut world = World {
             dir: dir.to_owned(),
             redis,
+            replica: None,
+            link: None,
+            endpoint,
+            redis_started: 1,
+            lost_window: None,
             postgres,
+            settings: settings.clone(),
             stockgate,
             lock_hold: None,
             lock_probe: None,
@@ -119,7 +231,27 @@ impl World {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()?,
-        })
+        };
+        if failover_ready {
+            world.start_replica()?;
+        }
+        Ok(world)
+    }
+
+    /// A new replica of the primary, following it through a link the fault can cut; returns
+    /// once it has synced.
+    fn start_replica(&mut self) -> anyhow::Result<()> {
+        let link = Endpoint::start(self.redis.port)?;
+        let name = format!("redis-{}", self.redis_started);
+        self.replica = Some(RedisServer::start_replica(&self.dir, &name, link.port)?);
+        self.redis_started += 1;
+        self.link = Some(link);
+        Ok(())
+    }
+
+    /// The ops bearer token.
+    pub fn ops_token(&self) -> &str {
+        &self.ops_token
     }
 
     /// Waits until the gateway can serve the sale: `/readyz` answers 200 (this pod) and
@@ -155,40 +287,57 @@ impl World {
         }
     }
 
-    /// Creates (or resets) a product on sale through the ops API.
+    /// Creates (or resets) a product on sale through the ops API. The gateway's `/readyz` no
+    /// longer waits for its upstream (issue 14.5): right after a start its health check may not
+    /// have found settlement yet, and it refuses with 503 `upstream_unavailable` without
+    /// forwarding, which is retried here for up to 30 s.
     pub async fn put_product(
         &self,
         sku: &str,
         stock: u64,
         per_buyer_limit: u32,
     ) -> anyhow::Result<()> {
-        let response = self
-            .http
-            .put(format!(
-                "{}/api/v1/admin/products/{sku}",
-                self.stockgate.base_url()
-            ))
-            .bearer_auth(&self.ops_token)
-            .json(
-                &json!({"name": sku, "price_cents": 1999, "total_stock": stock,
-                          "per_buyer_limit": per_buyer_limit, "max_per_order": per_buyer_limit,
-                          "sale_state": "on_sale"}),
-            )
-            .send()
-            .await?;
-        let status = response.status();
-        anyhow::ensure!(
-            status.is_success(),
-            "PUT product {sku}: {status} {}",
-            response.text().await.unwrap_or_default()
-        );
-        Ok(())
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let response = self
+                .http
+                .put(format!(
+                    "{}/api/v1/admin/products/{sku}",
+                    self.stockgate.base_url()
+                ))
+                .bearer_auth(&self.ops_token)
+                .json(
+                    &json!({"name": sku, "price_cents": 1999, "total_stock": stock,
+                              "per_buyer_limit": per_buyer_limit, "max_per_order": per_buyer_limit,
+                              "sale_state": "on_sale"}),
+                )
+                .send()
+                .await?;
+            let status = response.status();
+            if status.is_success() {
+                return Ok(());
+            }
+            let body = response.text().await.unwrap_or_default();
+            let not_forwarded = status == reqwest::StatusCode::SERVICE_UNAVAILABLE
+                && body.contains("\"upstream_unavailable\"");
+            if !not_forwarded || Instant::now() > deadline {
+                bail!("PUT product {sku}: {status} {body}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// What `fault` needs ready before the sale starts, so that the strike itself is quick:
     /// for `pg-lock-hold` the probe's product (an edit appends to the outbox, so it could
     /// not be made while the lock is held) and buyer.
     pub async fn prepare_strike(&mut self, fault: Fault) -> anyhow::Result<()> {
+        if fault == Fault::RedisFailover {
+            ensure_failover_ready(self.endpoint.is_some())?;
+            // A failover before promoted the replica: the new primary gets one of its own.
+            if self.replica.is_none() {
+                blocking(|| self.start_replica())?;
+            }
+        }
         if fault == Fault::PgLockHold {
             let probe_sku = format!(
                 "PROBE-{}",
@@ -262,8 +411,40 @@ impl World {
                 self.lock_hold = Some(probe);
                 summary
             }
+            Fault::RedisFailover => self.fail_over().await?,
         };
         Ok(format!("{what}; {:.1} s", started.elapsed().as_secs_f64()))
+    }
+
+    /// Cuts the replication link, lets the primary take writes for 1 s that the replica never
+    /// sees, kills the primary, promotes the replica and switches the endpoint to it.
+    async fn fail_over(&mut self) -> anyhow::Result<String> {
+        ensure_failover_ready(self.endpoint.is_some())?;
+        let (Some(link), Some(mut replica)) = (self.link.take(), self.replica.take()) else {
+            bail!("redis-failover struck without a replica (prepare_strike starts one)");
+        };
+        let cut_at = now_ms();
+        link.cut();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let replica_at = blocking(|| replica.repl_offset())?;
+        let primary_at = blocking(|| self.redis.repl_offset())?;
+        blocking(|| self.redis.kill());
+        blocking(|| replica.promote())?;
+        let endpoint = self.endpoint.as_ref().context("no endpoint")?;
+        endpoint.switch(replica.port);
+        let switched_at = now_ms();
+        drop(link);
+        // The promoted replica is the primary from now on; the dead one is dropped.
+        let dead = std::mem::replace(&mut self.redis, replica);
+        blocking(|| drop(dead));
+        // Writes the replica may not have received before the cut count as lost too: the
+        // window starts a second early.
+        self.lost_window = Some((cut_at.saturating_sub(1_000), switched_at));
+        Ok(format!(
+            "replication cut, primary went on {} ms and {} bytes of replication stream past the replica (at {replica_at}), killed (SIGKILL), replica promoted (REPLICAOF NO ONE), endpoint switched",
+            switched_at - cut_at,
+            primary_at.saturating_sub(replica_at)
+        ))
     }
 
     async fn store(&self) -> anyhow::Result<RedisStore> {
@@ -278,25 +459,37 @@ impl World {
     }
 
     /// Waits until no unit of `sku` is held or confirming (holds expire, the reconciler
-    /// resolves stuck confirms); returns how long that took.
+    /// resolves stuck confirms) and the relay has published every outbox event (a cancelled
+    /// order's units are back in the store); returns how long that took.
     pub async fn wait_drained(&self, sku: &str, within: Duration) -> anyhow::Result<Duration> {
         let started = Instant::now();
         let store = self.store().await?;
+        let db = backend_adapters::sql::Db::connect(&self.postgres.url(), 1).await?;
         let sku = Sku::parse(sku)?;
         loop {
             let snapshot = store.snapshot(&sku).await;
-            if let Ok(s) = &snapshot
+            let outbox = backend_adapters::sql::outbox::lag(&db).await;
+            if let (Ok(s), Ok((0, _))) = (&snapshot, &outbox)
                 && s.held == 0
                 && s.confirming == 0
             {
+                db.close().await;
                 return Ok(started.elapsed());
             }
             if started.elapsed() > within {
-                bail!("{sku} not drained after {within:?}: {snapshot:?}");
+                bail!("{sku} not drained after {within:?}: {snapshot:?}, outbox {outbox:?}");
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+}
+
+fn ensure_failover_ready(ready: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        ready,
+        "redis-failover needs a world started with World::start_failover_ready"
+    );
+    Ok(())
 }
 
 /// Runs process management (spawning, waiting for ports, `pg_ctl`) without stalling the
@@ -316,6 +509,9 @@ pub struct RunSize {
     pub release_every: usize,
     /// The fault strikes once this many attempts have finished.
     pub strike_after: usize,
+    /// Churn profile: ops restock 1..=`restock_max_units` units every `restock_every`.
+    pub restock_every: Duration,
+    pub restock_max_units: u32,
 }
 
 impl RunSize {
@@ -329,6 +525,8 @@ impl RunSize {
             per_buyer_limit: 2,
             release_every: 10,
             strike_after: 500,
+            restock_every: Duration::from_millis(100),
+            restock_max_units: 10,
         }
     }
 }
@@ -337,6 +535,7 @@ impl RunSize {
 #[derive(Debug, Serialize)]
 pub struct Outcome {
     pub fault: Fault,
+    pub profile: Profile,
     pub sku: String,
     pub size: RunSize,
     pub struck: String,
@@ -350,6 +549,8 @@ pub struct Outcome {
     pub sql_sold_watch: SoldWatch,
     /// `pg-lock-hold` only: the confirms timed while the lock was held.
     pub lock_hold: Option<LockHoldProbe>,
+    /// `redis-failover` only: the window whose Redis writes were lost (Unix ms).
+    pub lost_window: Option<(u64, u64)>,
     pub report: Report,
     pub history_file: PathBuf,
 }
@@ -360,8 +561,14 @@ impl Outcome {
     }
 }
 
-/// One run: a fresh SKU, the sale, the fault, recovery, drain, reconcile, check.
-pub async fn run(world: &mut World, fault: Fault, size: &RunSize) -> anyhow::Result<Outcome> {
+/// One run: a fresh SKU, the sale (buyers and ops as `profile` has them), the fault,
+/// recovery, drain, reconcile, check.
+pub async fn run(
+    world: &mut World,
+    fault: Fault,
+    profile: Profile,
+    size: &RunSize,
+) -> anyhow::Result<Outcome> {
     if fault == Fault::PostgresRestart && !world.postgres.can_restart() {
         bail!(
             "the postgres-restart fault needs a private PostgreSQL (stockgate-chaos --private-postgres)"
@@ -377,11 +584,14 @@ pub async fn run(world: &mut World, fault: Fault, size: &RunSize) -> anyhow::Res
         .put_product(&sku, size.stock, size.per_buyer_limit)
         .await?;
     world.prepare_strike(fault).await?;
+    world.lost_window = None;
     let buyers = blocking(|| {
         world
             .stockgate
             .buyer_tokens(&format!("{}-b", sku.to_lowercase()), size.buyers)
     })?;
+    let hold_ttl = Duration::from_secs(world.settings.hold_ttl_secs);
+    let (placed, placed_rx) = tokio::sync::mpsc::unbounded_channel();
     let sale = Arc::new(FlashSale {
         base_url: world.stockgate.base_url(),
         sku: sku.clone(),
@@ -392,6 +602,24 @@ pub async fn run(world: &mut World, fault: Fault, size: &RunSize) -> anyhow::Res
         release_every: size.release_every,
         request_timeout: Duration::from_secs(10),
         give_up_after: Duration::from_secs(60),
+        think_time: profile.think_time(hold_ttl),
+        placed: (profile == Profile::Churn).then_some(placed),
+    });
+    let ops_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ops = (profile == Profile::Churn).then(|| {
+        tokio::spawn(churn::run(
+            Churn {
+                base_url: world.stockgate.base_url(),
+                ops_token: world.ops_token.clone(),
+                sku: sku.clone(),
+                cancel_share: 0.2,
+                restock_every: size.restock_every,
+                restock_max_units: size.restock_max_units,
+                first_attempt: size.attempts,
+            },
+            placed_rx,
+            ops_stop.clone(),
+        ))
     });
     let progress = Arc::new(Progress::default());
     let started = Instant::now();
@@ -407,7 +635,11 @@ pub async fn run(world: &mut World, fault: Fault, size: &RunSize) -> anyhow::Res
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let struck = world.strike(fault).await?;
-    let records = load.await??;
+    let mut records = load.await??;
+    ops_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(ops) = ops {
+        records.extend(ops.await??);
+    }
     let load_secs = started.elapsed().as_secs_f64();
     watch.abort();
     let sql_sold_watch = sold_seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -422,7 +654,12 @@ pub async fn run(world: &mut World, fault: Fault, size: &RunSize) -> anyhow::Res
         .cloned()
         .unwrap_or_default();
 
-    let history_file = world.dir.join(format!("{}.history.jsonl", fault.name()));
+    let history_file = world.dir.join(format!(
+        "{}-{}-{}.history.jsonl",
+        fault.name(),
+        profile.name(),
+        &sku[sku.len() - 8..]
+    ));
     history::write_jsonl(&history_file, &records)?;
     let observed = invariants::observe(
         &Sources {
@@ -434,18 +671,35 @@ pub async fn run(world: &mut World, fault: Fault, size: &RunSize) -> anyhow::Res
         &records,
     )
     .await?;
-    let mut report = invariants::check(&observed, &records, true);
-    if sql_sold_watch.max > size.stock as i64 {
+    let rules = Rules {
+        at_rest: true,
+        initial_stock: [(sku.clone(), size.stock as i64)].into(),
+        hold_ttl_ms: Some(hold_ttl.as_millis() as u64),
+        // Without a fault every confirm of a live hold must go through.
+        confirms_in_ttl_succeed: fault == Fault::None,
+        redis_lost_writes: world.lost_window,
+    };
+    let mut report = invariants::check(&observed, &records, &rules);
+    if sql_sold_watch.max_over_total > 0 {
         report.violations.push(invariants::Violation {
             invariant: "sql_sold_within_stock",
             detail: format!(
-                "SQL sold reached {} of {} during the run",
-                sql_sold_watch.max, size.stock
+                "SQL sold was {} above the total stock during the run (sold at most {})",
+                sql_sold_watch.max_over_total, sql_sold_watch.max
             ),
+        });
+    }
+    // Only a failover may leave the counters for the repair: everything else keeps Redis and
+    // SQL in step by itself once at rest.
+    if reconcile["repaired"] == true && fault != Fault::RedisFailover {
+        report.violations.push(invariants::Violation {
+            invariant: "counters_agree_without_repair",
+            detail: format!("the reconciler had to repair {sku}: {reconcile}"),
         });
     }
     Ok(Outcome {
         fault,
+        profile,
         sku,
         size: size.clone(),
         struck,
@@ -455,32 +709,37 @@ pub async fn run(world: &mut World, fault: Fault, size: &RunSize) -> anyhow::Res
         reconcile,
         sql_sold_watch,
         lock_hold: world.lock_hold.take(),
+        lost_window: world.lost_window,
         report,
         history_file,
     })
 }
 
-/// The highest SQL `sold` seen while the run went on (reads fail while PostgreSQL is down).
+/// The highest SQL `sold` seen while the run went on (reads fail while PostgreSQL is down),
+/// and the most it was ever above the total stock of the same sample (restocks move it).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct SoldWatch {
     pub samples: usize,
     pub max: i64,
+    pub max_over_total: i64,
 }
 
 /// Samples SQL `sold` of `sku` into `seen` every 100 ms until the task is aborted.
 async fn watch_sql_sold(database_url: String, sku: String, seen: Arc<Mutex<SoldWatch>>) {
     loop {
         if let Ok(db) = backend_adapters::sql::Db::connect(&database_url, 1).await {
-            while let Ok(sold) =
-                sqlx::query_scalar::<_, i64>("SELECT sold FROM products WHERE sku = $1")
-                    .bind(&sku)
-                    .fetch_one(db.pool())
-                    .await
+            while let Ok((sold, total)) = sqlx::query_as::<_, (i64, i64)>(
+                "SELECT sold, total_stock FROM products WHERE sku = $1",
+            )
+            .bind(&sku)
+            .fetch_one(db.pool())
+            .await
             {
                 {
                     let mut watch = seen.lock().unwrap_or_else(|e| e.into_inner());
                     watch.samples += 1;
                     watch.max = watch.max.max(sold);
+                    watch.max_over_total = watch.max_over_total.max(sold - total);
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

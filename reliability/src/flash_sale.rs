@@ -4,6 +4,10 @@
 //! on every retry, 429/502/503/504 and lost connections retried after `Retry-After` or a
 //! capped, jittered backoff, until the operation's deadline. It records the final answer of
 //! every operation for the invariant checker.
+//!
+//! Buyers may think before they confirm (`think_time`, the "slow buyers" profile), and the
+//! orders they are told about may be handed to ops, who cancel some of them (`placed`, the
+//! "churn" profile, `crate::churn`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,7 +18,16 @@ use reqwest::{Client, RequestBuilder, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::history::{Op, Record};
+use crate::history::{Op, Record, now_ms};
+
+/// An order a buyer was told about (201 or 200).
+#[derive(Clone, Debug)]
+pub struct Placed {
+    pub order_id: String,
+    pub reservation_id: String,
+    pub buyer: String,
+    pub qty: u32,
+}
 
 /// A buyer and its bearer token (`stockgate token --format json` writes these).
 #[derive(Clone, Debug, Deserialize)]
@@ -40,6 +53,11 @@ pub struct FlashSale {
     pub request_timeout: Duration,
     /// How long one operation keeps retrying before it records its last answer.
     pub give_up_after: Duration,
+    /// A buyer pauses for a time drawn uniformly from `[0, think_time]` between its reserve's
+    /// answer and its confirm (or release). Zero: it confirms at once.
+    pub think_time: Duration,
+    /// Where acknowledged orders are sent (ops may cancel them); `None`: nowhere.
+    pub placed: Option<tokio::sync::mpsc::UnboundedSender<Placed>>,
 }
 
 /// Attempts finished so far, readable while the sale runs (a fault run waits for the load to
@@ -104,6 +122,8 @@ async fn one_attempt(sale: &FlashSale, client: &Client, attempt: usize) -> Vec<R
         order_id: None,
         ids_seen: Vec::new(),
         tries: 0,
+        sent_ms: 0,
+        done_ms: 0,
     };
     let url = |path: &str| format!("{}{path}", sale.base_url);
 
@@ -127,6 +147,13 @@ async fn one_attempt(sale: &FlashSale, client: &Client, attempt: usize) -> Vec<R
     else {
         return records;
     };
+
+    if !sale.think_time.is_zero() {
+        let pause = sale
+            .think_time
+            .mul_f64(rand::thread_rng().gen_range(0.0..=1.0));
+        tokio::time::sleep(pause).await;
+    }
 
     if sale.release_every > 0 && attempt.is_multiple_of(sale.release_every) {
         let answer = call(sale, || {
@@ -155,28 +182,41 @@ async fn one_attempt(sale: &FlashSale, client: &Client, attempt: usize) -> Vec<R
     confirm.reservation_id = Some(id);
     if confirm.succeeded() {
         confirm.order_id = answer.last_str("order_id");
+        if let (Some(placed), Some(order_id)) = (&sale.placed, &confirm.order_id) {
+            // The receiver is gone once ops stopped: nothing more to cancel.
+            let _ = placed.send(Placed {
+                order_id: order_id.clone(),
+                reservation_id: confirm.reservation_id.clone().unwrap_or_default(),
+                buyer: buyer.sub.clone(),
+                qty,
+            });
+        }
     }
     records.push(confirm);
     records
 }
 
 /// The outcome of one operation after its retries.
-struct Answer {
-    status: Option<u16>,
-    body: Value,
-    tries: u32,
+pub(crate) struct Answer {
+    pub(crate) status: Option<u16>,
+    pub(crate) body: Value,
+    pub(crate) tries: u32,
     /// `reservation_id` of every answer that named one.
-    ids_seen: Vec<String>,
+    pub(crate) ids_seen: Vec<String>,
+    pub(crate) sent_ms: u64,
+    pub(crate) done_ms: u64,
 }
 
 impl Answer {
-    fn fill(&self, record: &mut Record) {
+    pub(crate) fn fill(&self, record: &mut Record) {
         record.status = self.status;
         record.tries = self.tries;
         record.code = self.body["code"].as_str().map(str::to_owned);
+        record.sent_ms = self.sent_ms;
+        record.done_ms = self.done_ms;
     }
 
-    fn last_str(&self, field: &str) -> Option<String> {
+    pub(crate) fn last_str(&self, field: &str) -> Option<String> {
         self.body[field].as_str().map(str::to_owned)
     }
 }
@@ -188,12 +228,22 @@ fn retryable(status: StatusCode) -> bool {
 /// Sends the request `build` makes until it gets a final answer or the operation's deadline
 /// would pass before the next try.
 async fn call(sale: &FlashSale, build: impl Fn() -> RequestBuilder) -> Answer {
-    let deadline = Instant::now() + sale.give_up_after;
+    call_until(sale.give_up_after, build).await
+}
+
+/// [`call`] with a deadline of `give_up_after` from now.
+pub(crate) async fn call_until(
+    give_up_after: Duration,
+    build: impl Fn() -> RequestBuilder,
+) -> Answer {
+    let deadline = Instant::now() + give_up_after;
     let mut answer = Answer {
         status: None,
         body: Value::Null,
         tries: 0,
         ids_seen: Vec::new(),
+        sent_ms: now_ms(),
+        done_ms: 0,
     };
     loop {
         answer.tries += 1;
@@ -223,6 +273,7 @@ async fn call(sale: &FlashSale, build: impl Fn() -> RequestBuilder) -> Answer {
                     answer.ids_seen.push(id.to_owned());
                 }
                 if answer.status.is_some() && !retryable(status) {
+                    answer.done_ms = now_ms();
                     return answer;
                 }
                 retry_after.map_or_else(|| backoff(answer.tries), |d| d.min(Duration::from_secs(2)))
@@ -235,6 +286,7 @@ async fn call(sale: &FlashSale, build: impl Fn() -> RequestBuilder) -> Answer {
         };
         let jittered = wait.mul_f64(1.0 + rand::thread_rng().gen_range(0.0..0.2));
         if Instant::now() + jittered >= deadline {
+            answer.done_ms = now_ms();
             return answer;
         }
         tokio::time::sleep(jittered).await;

@@ -1,5 +1,5 @@
-//! What a client was told: one record per operation (reserve, confirm, release) with its final
-//! answer after retries. The invariant checker holds the system to these answers. An
+//! What a client was told: one record per operation (a buyer's reserve, confirm, release; an
+//! ops cancel or restock) with its final answer after retries. The invariant checker holds the system to these answers. An
 //! operation whose last try timed out or lost its connection has no status: the client does
 //! not know what happened ("maybe"), and the checker accepts either outcome for it.
 
@@ -8,12 +8,23 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Op {
     Reserve,
     Confirm,
     Release,
+    /// Ops cancelled an order (`POST /api/v1/admin/orders/{id}/status`, `cancelled`).
+    Cancel,
+    /// Ops added `qty` units to the SKU's total stock (`POST …/restock`).
+    Restock,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,9 +51,21 @@ pub struct Record {
     pub ids_seen: Vec<String>,
     /// How many requests the operation took (1 = no retry).
     pub tries: u32,
+    /// When the first try was sent and when the last answer (or the give-up) came, in Unix
+    /// milliseconds: the checker judges confirms against the hold TTL and a fault's window by
+    /// them (the processes share this machine's clock).
+    #[serde(default)]
+    pub sent_ms: u64,
+    #[serde(default)]
+    pub done_ms: u64,
 }
 
 impl Record {
+    /// Whether the operation was under way at some moment of `[from_ms, to_ms]`.
+    pub fn overlaps(&self, (from_ms, to_ms): (u64, u64)) -> bool {
+        self.sent_ms <= to_ms && self.done_ms >= from_ms
+    }
+
     pub fn succeeded(&self) -> bool {
         matches!(self.status, Some(200..=299))
     }

@@ -69,6 +69,14 @@ pub struct Tally {
     pub confirms_acknowledged: usize,
     pub confirms_unknown: usize,
     pub releases_acknowledged: usize,
+    /// Confirms judged by the hold TTL (`Rules::hold_ttl_ms`): first sent while the hold
+    /// surely lived (and nobody released it), and surely after it expired.
+    pub confirms_inside_ttl: usize,
+    pub confirms_after_expiry: usize,
+    /// Refused confirms of holds the client was given and Redis no longer has (a failover).
+    pub lost_holds_answered_410: usize,
+    pub cancels_acknowledged: usize,
+    pub restocked_units: i64,
     pub sql_orders: usize,
     pub sql_units_sold: i64,
     pub total_stock: i64,
@@ -181,9 +189,73 @@ fn hold_state_name(state: HoldState) -> &'static str {
     }
 }
 
-/// Judges a state and a history. `at_rest`: the run is over, no request is in flight and
-/// the reconciler has run, so the counters must add up and nothing may stay `confirming`.
-pub fn check(observed: &Observed, history: &[Record], at_rest: bool) -> Report {
+/// What a run lets the checker expect besides the invariants that always hold.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Rules {
+    /// The run is over, no request is in flight, the relay has published every event and the
+    /// reconciler has run: the counters must add up and nothing may stay `confirming`.
+    pub at_rest: bool,
+    /// SKU → the total stock it was created with. Given, SQL's total must be that plus the
+    /// acknowledged restocks (plus any of those whose answer was lost).
+    pub initial_stock: BTreeMap<String, i64>,
+    /// The hold TTL. Given, a confirm first sent more than a TTL (+ [`CLOCK_MARGIN_MS`]) after
+    /// its reserve was answered must be refused with 410 and never become an order.
+    pub hold_ttl_ms: Option<u64>,
+    /// With `hold_ttl_ms`: a confirm of a hold nobody released, first sent more than
+    /// [`CLOCK_MARGIN_MS`] before the hold could expire, must succeed (no fault in the run).
+    pub confirms_in_ttl_succeed: bool,
+    /// A Redis failover lost the writes made in this window (Unix ms, from shortly before the
+    /// replica stopped following to the switch of the endpoint). For reservations with an
+    /// operation under way in it, what Redis says about the hold and what a release was told
+    /// are not binding (see [`check`]); SQL and every acknowledged order still are.
+    pub redis_lost_writes: Option<(u64, u64)>,
+}
+
+/// How far apart "sent" on the client and "expired" on the server may be judged: scheduling
+/// on a loaded 2-core box, the reserve's answer in flight.
+pub const CLOCK_MARGIN_MS: u64 = 1_000;
+
+impl Rules {
+    /// After a run: every invariant, no profile's extras.
+    pub fn at_rest() -> Rules {
+        Rules {
+            at_rest: true,
+            ..Rules::default()
+        }
+    }
+
+    /// Requests may still be in flight: the at-rest checks are skipped.
+    pub fn live() -> Rules {
+        Rules::default()
+    }
+}
+
+/// Judges a state and a history by `rules`.
+///
+/// After a Redis failover (`rules.redis_lost_writes`) three checks are relaxed for the
+/// reservations that had an operation under way in the lost window, because the store itself
+/// went back in time for them: the hold's state in Redis (a `confirming`/`confirmed` hold may be
+/// `held` again and expire under its order), a release acknowledged in the window (the
+/// promoted replica never saw it, so the buyer's later confirm may be honoured), and one
+/// reservation per idempotency key (the key's binding was lost with the hold, so a retry makes
+/// a new one; the lost one can never be confirmed: its confirm is answered 410 from SQL).
+pub fn check(observed: &Observed, history: &[Record], rules: &Rules) -> Report {
+    let at_rest = rules.at_rest;
+    let in_lost_window: HashSet<&str> = match rules.redis_lost_writes {
+        Some(window) => history
+            .iter()
+            .filter(|r| r.overlaps(window))
+            .filter_map(|r| r.reservation_id.as_deref())
+            .chain(
+                history
+                    .iter()
+                    .filter(|r| r.op == Op::Reserve && r.overlaps(window))
+                    .flat_map(|r| r.ids_seen.iter().map(String::as_str)),
+            )
+            .collect(),
+        None => HashSet::new(),
+    };
+    let relaxed = |rid: &str| in_lost_window.contains(rid);
     let mut report = Report::default();
     let mut fail = |invariant: &'static str, detail: String| {
         report.violations.push(Violation { invariant, detail });
@@ -258,6 +330,69 @@ pub fn check(observed: &Observed, history: &[Record], at_rest: bool) -> Report {
         report.tally.sql_units_sold += sku.sql_sold;
     }
 
+    // --- ops: cancels and restocks ------------------------------------------------------------
+    let mut cancel_tried: HashSet<&str> = HashSet::new();
+    let mut restocked: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    for record in history {
+        match record.op {
+            Op::Cancel => {
+                let Some(order_id) = record.order_id.as_deref() else {
+                    continue;
+                };
+                if record.succeeded() || record.unknown() {
+                    cancel_tried.insert(order_id);
+                }
+                let order = observed.orders.iter().find(|o| o.order_id == order_id);
+                if record.succeeded() && order.is_none_or(|o| o.status != "cancelled") {
+                    fail(
+                        "acknowledged_cancel_is_cancelled",
+                        format!(
+                            "attempt {}: cancel of {order_id} answered {} but SQL has {:?}",
+                            record.attempt,
+                            record.status.unwrap_or_default(),
+                            order.map(|o| &o.status)
+                        ),
+                    );
+                }
+            }
+            Op::Restock => {
+                let entry = restocked.entry(record.sku.as_str()).or_default();
+                if record.succeeded() {
+                    entry.0 += i64::from(record.qty);
+                } else if record.unknown() {
+                    entry.1 += i64::from(record.qty);
+                }
+            }
+            _ => {}
+        }
+    }
+    for order in &observed.orders {
+        if order.status == "cancelled" && !cancel_tried.contains(order.order_id.as_str()) {
+            fail(
+                "cancelled_order_was_cancelled",
+                format!(
+                    "order {} is cancelled in SQL but nobody's cancel may have done it",
+                    order.order_id
+                ),
+            );
+        }
+    }
+    for sku in &observed.skus {
+        let Some(initial) = rules.initial_stock.get(&sku.sku) else {
+            continue;
+        };
+        let (acked, maybe) = restocked.get(sku.sku.as_str()).copied().unwrap_or_default();
+        if sku.sql_total_stock < initial + acked || sku.sql_total_stock > initial + acked + maybe {
+            fail(
+                "restocks_counted",
+                format!(
+                    "{}: SQL total {} but created with {initial}, restocks acknowledged {acked}, unknown {maybe}",
+                    sku.sku, sku.sql_total_stock
+                ),
+            );
+        }
+    }
+
     // --- orders: one per reservation, within the buyer's limit ------------------------------
     let mut by_reservation: HashMap<&str, &OrderRow> = HashMap::new();
     for order in &observed.orders {
@@ -294,7 +429,11 @@ pub fn check(observed: &Observed, history: &[Record], at_rest: bool) -> Report {
     }
 
     // --- holds: an order only for a confirmed hold ----------------------------------------
-    for order in &observed.orders {
+    for order in observed
+        .orders
+        .iter()
+        .filter(|o| !relaxed(&o.reservation_id))
+    {
         match observed
             .holds
             .get(&order.reservation_id)
@@ -322,9 +461,9 @@ pub fn check(observed: &Observed, history: &[Record], at_rest: bool) -> Report {
     let mut reserved: HashMap<&str, &Record> = HashMap::new();
     let mut attempts = HashSet::new();
     for record in history {
-        attempts.insert(record.attempt);
         match record.op {
             Op::Reserve => {
+                attempts.insert(record.attempt);
                 if record.unknown() {
                     report.tally.reserves_unknown += 1;
                 }
@@ -339,7 +478,9 @@ pub fn check(observed: &Observed, history: &[Record], at_rest: bool) -> Report {
                     );
                     continue;
                 };
-                if record.ids_seen.iter().any(|seen| seen != id) {
+                if record.ids_seen.iter().any(|seen| seen != id)
+                    && !record.ids_seen.iter().any(|seen| relaxed(seen))
+                {
                     fail(
                         "one_reservation_per_idempotency_key",
                         format!(
@@ -380,7 +521,8 @@ pub fn check(observed: &Observed, history: &[Record], at_rest: bool) -> Report {
                                 && order.buyer == record.buyer
                                 && order.sku == record.sku
                                 && order.qty == i64::from(record.qty)
-                                && order.status != "cancelled";
+                                && (order.status != "cancelled"
+                                    || cancel_tried.contains(order.order_id.as_str()));
                             if !same {
                                 fail(
                                     "acknowledged_order_matches",
@@ -411,6 +553,27 @@ pub fn check(observed: &Observed, history: &[Record], at_rest: bool) -> Report {
                             order.order_id
                         ),
                     );
+                } else if let Some(id) = record.reservation_id.as_deref()
+                    && reserved.contains_key(id)
+                    && !observed.holds.contains_key(id)
+                    && record.status == Some(410)
+                {
+                    report.tally.lost_holds_answered_410 += 1;
+                } else if let Some(id) = record.reservation_id.as_deref()
+                    && reserved.contains_key(id)
+                    && !observed.holds.contains_key(id)
+                {
+                    // The store lost a hold the client was given (a failover): SQL decides,
+                    // and with no order there the answer is "gone", never "no such thing".
+                    fail(
+                        "lost_hold_answered_410",
+                        format!(
+                            "attempt {}: confirm of {id}, whose hold Redis lost, answered {} {:?}",
+                            record.attempt,
+                            record.status.unwrap_or_default(),
+                            record.code
+                        ),
+                    );
                 }
             }
             Op::Release => {
@@ -418,6 +581,9 @@ pub fn check(observed: &Observed, history: &[Record], at_rest: bool) -> Report {
                     continue;
                 }
                 report.tally.releases_acknowledged += 1;
+                if record.reservation_id.as_deref().is_some_and(relaxed) {
+                    continue;
+                }
                 if let Some(order) = record
                     .reservation_id
                     .as_deref()
@@ -435,9 +601,82 @@ pub fn check(observed: &Observed, history: &[Record], at_rest: bool) -> Report {
                     );
                 }
             }
+            Op::Cancel => {
+                if record.succeeded() {
+                    report.tally.cancels_acknowledged += 1;
+                }
+            }
+            Op::Restock => {
+                if record.succeeded() {
+                    report.tally.restocked_units += i64::from(record.qty);
+                }
+            }
         }
     }
     report.tally.attempts = attempts.len();
+
+    // --- confirms judged by the hold TTL ----------------------------------------------------
+    if let Some(ttl) = rules.hold_ttl_ms {
+        let released: HashSet<&str> = history
+            .iter()
+            .filter(|r| r.op == Op::Release)
+            .filter_map(|r| r.reservation_id.as_deref())
+            .collect();
+        for confirm in history.iter().filter(|r| r.op == Op::Confirm) {
+            let Some(id) = confirm.reservation_id.as_deref() else {
+                continue;
+            };
+            let Some(reserve) = reserved.get(id) else {
+                continue;
+            };
+            // The hold was made while its reserve was under way: it expires between a TTL
+            // after the reserve was first sent and a TTL after its answer.
+            let expired_by = reserve.done_ms + ttl + CLOCK_MARGIN_MS;
+            let alive_until = (reserve.sent_ms + ttl).saturating_sub(CLOCK_MARGIN_MS);
+            if confirm.sent_ms > expired_by {
+                if let Some(order) = by_reservation.get(id) {
+                    fail(
+                        "expired_hold_never_ordered",
+                        format!(
+                            "attempt {}: confirm of {id} first sent {} ms after its reserve's answer (TTL {ttl} ms) made order {}",
+                            confirm.attempt,
+                            confirm.sent_ms - reserve.done_ms,
+                            order.order_id
+                        ),
+                    );
+                }
+                if !(confirm.status == Some(410) || confirm.unknown()) {
+                    fail(
+                        "expired_hold_answered_410",
+                        format!(
+                            "attempt {}: confirm of {id} first sent {} ms after its reserve's answer (TTL {ttl} ms) answered {} {:?}",
+                            confirm.attempt,
+                            confirm.sent_ms - reserve.done_ms,
+                            confirm.status.unwrap_or_default(),
+                            confirm.code
+                        ),
+                    );
+                }
+                report.tally.confirms_after_expiry += 1;
+            } else if confirm.sent_ms < alive_until && !released.contains(id) {
+                report.tally.confirms_inside_ttl += 1;
+                if rules.confirms_in_ttl_succeed && !confirm.succeeded() {
+                    fail(
+                        "confirm_inside_ttl_succeeds",
+                        format!(
+                            "attempt {}: confirm of {id} first sent {} ms before its hold could expire answered {} {:?}",
+                            confirm.attempt,
+                            reserve.sent_ms + ttl - confirm.sent_ms,
+                            confirm
+                                .status
+                                .map_or("nothing".to_owned(), |s| s.to_string()),
+                            confirm.code
+                        ),
+                    );
+                }
+            }
+        }
+    }
 
     // Every order must come from a reservation some client was given (or may have been).
     let history_skus: HashSet<&str> = history.iter().map(|r| r.sku.as_str()).collect();

@@ -2,6 +2,8 @@
 //!
 //! - [`history`]: what each client was told, one record per operation;
 //! - [`flash_sale`]: a flash-sale client that retries like a storefront and records the history;
+//! - [`churn`]: the churn profile's ops, cancelling orders and restocking during the sale;
+//! - [`endpoint`]: a stable Redis endpoint (a TCP forwarder) a failover switches;
 //! - [`world`]: private Redis, PostgreSQL and stockgate processes that can be killed, paused
 //!   and restarted;
 //! - [`faults`]: the faults and one fault run from start to verdict;
@@ -11,6 +13,8 @@
 //!   interleaving of every actor by a model checker.
 #![forbid(unsafe_code)]
 
+pub mod churn;
+pub mod endpoint;
 pub mod faults;
 pub mod flash_sale;
 pub mod history;

@@ -76,16 +76,31 @@ fn kill_child(child: &mut Option<Child>) {
 pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
+    /// The primary's port while this server is a replica.
+    replica_of: Option<u16>,
     child: Option<Child>,
 }
 
 impl RedisServer {
+    /// A primary in `dir/redis`.
     pub fn start(dir: &Path) -> anyhow::Result<RedisServer> {
-        let dir = dir.join("redis");
+        RedisServer::start_as(dir, "redis", None)
+    }
+
+    /// A replica of the server on `primary_port`, in `dir/<name>`; returns once it has synced.
+    pub fn start_replica(dir: &Path, name: &str, primary_port: u16) -> anyhow::Result<RedisServer> {
+        let replica = RedisServer::start_as(dir, name, Some(primary_port))?;
+        replica.wait_in_sync(Duration::from_secs(30))?;
+        Ok(replica)
+    }
+
+    fn start_as(dir: &Path, name: &str, replica_of: Option<u16>) -> anyhow::Result<RedisServer> {
+        let dir = dir.join(name);
         std::fs::create_dir_all(&dir)?;
         let mut redis = RedisServer {
             port: free_port()?,
             dir,
+            replica_of,
             child: None,
         };
         redis.launch()?;
@@ -100,6 +115,9 @@ impl RedisServer {
             .args(["--save", "", "--daemonize", "no"])
             .arg("--dir")
             .arg(&self.dir);
+        if let Some(primary) = self.replica_of {
+            command.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+        }
         self.child = Some(spawn_logged(command, &self.dir, "redis")?);
         wait_for_port(self.port, Duration::from_secs(10))?;
         // The port opens before an AOF is loaded: wait until Redis answers commands.
@@ -114,6 +132,52 @@ impl RedisServer {
             std::thread::sleep(Duration::from_millis(50));
         }
         bail!("redis on port {} does not answer PING", self.port)
+    }
+
+    /// A field of `INFO replication` (`role`, `master_link_status`, `master_repl_offset`, ...).
+    pub fn replication_field(&self, field: &str) -> anyhow::Result<String> {
+        let info = self.cli(&["INFO", "replication"])?;
+        info.lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .map(|v| v.trim().to_owned())
+            .with_context(|| format!("no {field} in INFO replication of port {}", self.port))
+    }
+
+    /// The replication offset this server has reached (as primary or replica).
+    pub fn repl_offset(&self) -> anyhow::Result<u64> {
+        Ok(self.replication_field("master_repl_offset")?.parse()?)
+    }
+
+    /// Waits until this replica's link to its primary is up and the initial sync is done.
+    fn wait_in_sync(&self, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            let up = self.replication_field("master_link_status").ok();
+            let syncing = self.replication_field("master_sync_in_progress").ok();
+            if up.as_deref() == Some("up") && syncing.as_deref() == Some("0") {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "replica on port {} not in sync after {within:?} (link {up:?})",
+                    self.port
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `REPLICAOF NO ONE`: this replica becomes a primary with what it has.
+    pub fn promote(&mut self) -> anyhow::Result<()> {
+        let reply = self.cli(&["REPLICAOF", "NO", "ONE"])?;
+        ensure!(reply == "OK", "REPLICAOF NO ONE answered {reply}");
+        self.replica_of = None;
+        Ok(())
+    }
+
+    /// `kill -9`, for good.
+    pub fn kill(&mut self) {
+        kill_child(&mut self.child);
     }
 
     pub fn url(&self) -> String {
@@ -339,6 +403,8 @@ pub struct StockgateSettings {
     /// `settle_timeout_ms`.
     pub confirming_grace_ms: u64,
     pub reconcile_interval_ms: u64,
+    /// How often the sweeper expires holds past their TTL.
+    pub sweep_interval_ms: u64,
     pub gateway_threads: usize,
 }
 
@@ -349,6 +415,7 @@ impl Default for StockgateSettings {
             settle_timeout_ms: 5_000,
             confirming_grace_ms: 15_000,
             reconcile_interval_ms: 2_000,
+            sweep_interval_ms: 250,
             gateway_threads: 2,
         }
     }
@@ -413,7 +480,7 @@ redis_key_prefix = "{key_prefix}"
 [settlement.outbox]
 stream = "{key_prefix}:events"
 [settlement.maintenance]
-sweep_interval_ms = 250
+sweep_interval_ms = {sweep}
 reconcile_interval_ms = {reconcile}
 confirming_grace_ms = {grace}
 leader_lease_ms = 3000
@@ -424,6 +491,7 @@ leader_lease_ms = 3000
                 settle_timeout = settings.settle_timeout_ms,
                 reconcile = settings.reconcile_interval_ms,
                 grace = settings.confirming_grace_ms,
+                sweep = settings.sweep_interval_ms,
             ),
         )?;
         let mut stockgate = Stockgate {

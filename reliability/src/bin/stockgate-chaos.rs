@@ -2,17 +2,20 @@
 //!
 //! ```text
 //! stockgate-chaos run --stockgate target/release/stockgate --private-postgres [--fault NAME]...
+//!                     [--profile flash|slow-buyers|churn]
 //! stockgate-chaos check --database-url … --redis-url … --key-prefix … --sku SKU [--history FILE]
 //! ```
 //! `run` prints one line per fault and writes a JSON report (`--report`); it exits 1 when any
-//! run broke an invariant. `loadtests/chaos` wraps it.
+//! run broke an invariant. `loadtests/chaos` wraps it. `redis-failover` runs last, in a world of
+//! its own (a replica and a stable endpoint in front of the primary, `<dir>/failover`), so the
+//! other faults run as they always did.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use reliability::faults::{self, Fault, RunSize, World};
+use reliability::faults::{self, Fault, Profile, RunSize, World};
 use reliability::history;
 use reliability::invariants::{self, Sources};
 use reliability::world::{Postgres, StockgateSettings};
@@ -40,6 +43,13 @@ struct RunArgs {
     /// Faults to run, in order (default: all).
     #[arg(long = "fault", value_parser = Fault::parse)]
     faults: Vec<Fault>,
+    /// Who buys: `flash` (confirm at once), `slow-buyers` (think up to past the hold TTL,
+    /// maintenance on short intervals), `churn` (ops cancel orders and restock meanwhile).
+    #[arg(long, value_parser = Profile::parse, default_value = "flash")]
+    profile: Profile,
+    /// The hold TTL in seconds (default: 20; 10 with `slow-buyers`).
+    #[arg(long)]
+    hold_ttl_secs: Option<u64>,
     /// Start a private PostgreSQL cluster (needed for `postgres-restart`); otherwise use
     /// `--database-url`.
     #[arg(long)]
@@ -114,18 +124,10 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     };
     std::fs::create_dir_all(&dir)?;
     eprintln!("logs and histories in {}", dir.display());
-    let postgres = if args.private_postgres {
-        tokio::task::block_in_place(|| Postgres::start_private(&dir))?
-    } else {
-        let url = args
-            .database_url
-            .context("--database-url (or DATABASE_URL) or --private-postgres")?;
-        Postgres::existing(url)
-    };
     let faults = if args.faults.is_empty() {
         Fault::ALL.to_vec()
     } else {
-        args.faults
+        args.faults.clone()
     };
     let size = RunSize {
         stock: args.stock,
@@ -136,58 +138,98 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         strike_after: (args.stock as usize / 2).min(args.attempts),
         ..RunSize::full()
     };
-    let mut world = tokio::task::block_in_place(|| {
-        World::start(
-            &args.stockgate,
-            &dir,
-            postgres,
-            &StockgateSettings::default(),
-        )
-    })?;
+    let default_ttl = match args.profile {
+        Profile::SlowBuyers => 10,
+        Profile::Flash | Profile::Churn => StockgateSettings::default().hold_ttl_secs,
+    };
+    let settings = args.profile.settings(StockgateSettings {
+        hold_ttl_secs: args.hold_ttl_secs.unwrap_or(default_ttl),
+        ..StockgateSettings::default()
+    });
+    let (plain, failover): (Vec<Fault>, Vec<Fault>) =
+        faults.into_iter().partition(|f| *f != Fault::RedisFailover);
     let mut outcomes = Vec::new();
     let mut all_ok = true;
-    for fault in faults {
-        for _ in 0..args.repeat {
-            let outcome = faults::run(&mut world, fault, &size)
-                .await
-                .with_context(|| format!("fault run {}", fault.name()))?;
-            all_ok &= outcome.ok();
-            let t = &outcome.report.tally;
-            println!(
-                "{:<17} {}  orders {} = {} units of {}  reserves ok {} / unknown {}  confirms ok {} / unknown {}  released {}  load {:.1} s  drained {:.1} s  SQL sold max {} ({} samples)  repaired {}  violations {}",
-                fault.name(),
-                if outcome.ok() { "PASS" } else { "FAIL" },
-                t.sql_orders,
-                t.sql_units_sold,
-                t.total_stock,
-                t.reserves_acknowledged,
-                t.reserves_unknown,
-                t.confirms_acknowledged,
-                t.confirms_unknown,
-                t.releases_acknowledged,
-                outcome.load_secs,
-                outcome.drained_secs,
-                outcome.sql_sold_watch.max,
-                outcome.sql_sold_watch.samples,
-                outcome.reconcile["repaired"],
-                outcome.report.violations.len()
-            );
-            if let Some(probe) = &outcome.lock_hold {
-                println!("    {}", probe.summary());
-            }
-            for v in outcome.report.violations.iter().take(20) {
-                println!("    {}: {}", v.invariant, v.detail);
-            }
-            outcomes.push(outcome);
+    for (failover_ready, group) in [(false, plain), (true, failover)] {
+        if group.is_empty() {
+            continue;
         }
+        let dir = if failover_ready {
+            dir.join("failover")
+        } else {
+            dir.clone()
+        };
+        std::fs::create_dir_all(&dir)?;
+        let postgres = if args.private_postgres {
+            tokio::task::block_in_place(|| Postgres::start_private(&dir))?
+        } else {
+            let url = args
+                .database_url
+                .clone()
+                .context("--database-url (or DATABASE_URL) or --private-postgres")?;
+            Postgres::existing(url)
+        };
+        let mut world = tokio::task::block_in_place(|| {
+            if failover_ready {
+                World::start_failover_ready(&args.stockgate, &dir, postgres, &settings)
+            } else {
+                World::start(&args.stockgate, &dir, postgres, &settings)
+            }
+        })?;
+        for fault in group {
+            for _ in 0..args.repeat {
+                let outcome = faults::run(&mut world, fault, args.profile, &size)
+                    .await
+                    .with_context(|| format!("fault run {}", fault.name()))?;
+                all_ok &= outcome.ok();
+                print_outcome(&outcome);
+                outcomes.push(outcome);
+            }
+        }
+        // Let the world go down before the next one (and the runtime).
+        tokio::task::block_in_place(|| drop(world));
     }
     if let Some(path) = args.report {
         std::fs::write(&path, serde_json::to_vec_pretty(&outcomes)?)?;
     }
-    // Let the world go down before the runtime.
-    tokio::task::block_in_place(|| drop(world));
     tokio::time::sleep(Duration::from_millis(10)).await;
     Ok(all_ok)
+}
+
+fn print_outcome(outcome: &faults::Outcome) {
+    let t = &outcome.report.tally;
+    println!(
+        "{:<17} {:<11} {}  orders {} = {} units of {}  reserves ok {} / unknown {}  confirms ok {} / unknown {}  released {}  cancelled {}  restocked {}  confirms inside TTL {} / after expiry {}  lost holds 410 {}  load {:.1} s  drained {:.1} s  SQL sold max {} ({} samples)  repaired {}  violations {}",
+        outcome.fault.name(),
+        outcome.profile.name(),
+        if outcome.ok() { "PASS" } else { "FAIL" },
+        t.sql_orders,
+        t.sql_units_sold,
+        t.total_stock,
+        t.reserves_acknowledged,
+        t.reserves_unknown,
+        t.confirms_acknowledged,
+        t.confirms_unknown,
+        t.releases_acknowledged,
+        t.cancels_acknowledged,
+        t.restocked_units,
+        t.confirms_inside_ttl,
+        t.confirms_after_expiry,
+        t.lost_holds_answered_410,
+        outcome.load_secs,
+        outcome.drained_secs,
+        outcome.sql_sold_watch.max,
+        outcome.sql_sold_watch.samples,
+        outcome.reconcile["repaired"],
+        outcome.report.violations.len()
+    );
+    println!("    {}", outcome.struck);
+    if let Some(probe) = &outcome.lock_hold {
+        println!("    {}", probe.summary());
+    }
+    for v in outcome.report.violations.iter().take(20) {
+        println!("    {}: {}", v.invariant, v.detail);
+    }
 }
 
 async fn check(args: CheckArgs) -> anyhow::Result<bool> {
@@ -205,7 +247,15 @@ async fn check(args: CheckArgs) -> anyhow::Result<bool> {
         &records,
     )
     .await?;
-    let report = invariants::check(&observed, &records, !args.live);
+    let report = invariants::check(
+        &observed,
+        &records,
+        &if args.live {
+            invariants::Rules::live()
+        } else {
+            invariants::Rules::at_rest()
+        },
+    );
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(report.ok())
 }

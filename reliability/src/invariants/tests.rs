@@ -25,6 +25,8 @@ fn record(attempt: usize, op: Op, status: Option<u16>, rid: &str) -> Record {
             vec![]
         },
         tries: 1,
+        sent_ms: 0,
+        done_ms: 0,
     }
 }
 
@@ -73,14 +75,14 @@ fn healthy() -> (Observed, Vec<Record>) {
 }
 
 fn broken(observed: &Observed, history: &[Record]) -> Vec<&'static str> {
-    let report = check(observed, history, true);
+    let report = check(observed, history, &Rules::at_rest());
     report.violations.iter().map(|v| v.invariant).collect()
 }
 
 #[test]
 fn a_consistent_run_passes_and_is_tallied() {
     let (observed, history) = healthy();
-    let report = check(&observed, &history, true);
+    let report = check(&observed, &history, &Rules::at_rest());
     assert!(report.ok(), "{:?}", report.violations);
     assert_eq!(report.tally.attempts, 2);
     assert_eq!(report.tally.reserves_acknowledged, 2);
@@ -109,7 +111,7 @@ fn unbalanced_or_stuck_redis_counters_are_caught_only_at_rest() {
     assert!(names.contains(&"redis_counters_balanced"), "{names:?}");
     assert!(names.contains(&"nothing_left_confirming"), "{names:?}");
     // Mid-run the counters move under the reader: not judged.
-    assert!(check(&observed, &history, false).ok());
+    assert!(check(&observed, &history, &Rules::live()).ok());
 }
 
 #[test]
@@ -227,7 +229,7 @@ fn unknown_outcomes_allow_either_result() {
     let counters = observed.skus[0].redis.as_mut().unwrap();
     counters.sold = 2;
     counters.available = 0;
-    let report = check(&observed, &history, true);
+    let report = check(&observed, &history, &Rules::at_rest());
     assert!(report.ok(), "{:?}", report.violations);
     assert_eq!(report.tally.confirms_unknown, 2);
 }
@@ -242,4 +244,243 @@ fn an_order_nobody_reserved_is_caught() {
     counters.sold = 2;
     counters.available = 0;
     assert_eq!(broken(&observed, &history), vec!["order_has_a_reservation"]);
+}
+
+/// `healthy()` with times: reserves answered at 1,000 ms, confirms sent at `confirm_at`.
+fn timed(confirm_at: u64) -> (Observed, Vec<Record>) {
+    let (observed, mut history) = healthy();
+    for r in &mut history {
+        (r.sent_ms, r.done_ms) = match r.op {
+            Op::Reserve => (900, 1_000),
+            _ => (confirm_at, confirm_at + 10),
+        };
+    }
+    (observed, history)
+}
+
+fn ttl_rules(confirms_in_ttl_succeed: bool) -> Rules {
+    Rules {
+        hold_ttl_ms: Some(10_000),
+        confirms_in_ttl_succeed,
+        ..Rules::at_rest()
+    }
+}
+
+#[test]
+fn confirms_are_judged_by_the_hold_ttl() {
+    // Inside the TTL: attempt 0 confirmed, attempt 1 (released) refused: fine.
+    let (observed, history) = timed(5_000);
+    let report = check(&observed, &history, &ttl_rules(true));
+    assert!(report.ok(), "{:?}", report.violations);
+    assert_eq!(report.tally.confirms_inside_ttl, 1);
+
+    // A confirm of a live hold refused while no fault ran.
+    let (observed, mut refused) = timed(5_000);
+    refused[1].status = Some(410);
+    refused[1].order_id = None;
+    let names: Vec<_> = check(&observed, &refused, &ttl_rules(true))
+        .violations
+        .iter()
+        .map(|v| v.invariant)
+        .collect();
+    assert!(names.contains(&"confirm_inside_ttl_succeeds"), "{names:?}");
+    // With a fault a refusal inside the TTL is allowed (the order check still applies).
+    let names: Vec<_> = check(&observed, &refused, &ttl_rules(false))
+        .violations
+        .iter()
+        .map(|v| v.invariant)
+        .collect();
+    assert!(!names.contains(&"confirm_inside_ttl_succeeds"), "{names:?}");
+
+    // After expiry: the 201 with its order is wrong twice over.
+    let (observed, late) = timed(12_500);
+    let names: Vec<_> = check(&observed, &late, &ttl_rules(false))
+        .violations
+        .iter()
+        .map(|v| v.invariant)
+        .collect();
+    assert_eq!(
+        names,
+        vec!["expired_hold_never_ordered", "expired_hold_answered_410"]
+    );
+
+    // Within the clock margin of expiry either answer is accepted.
+    let (observed, edge) = timed(10_500);
+    assert!(check(&observed, &edge, &ttl_rules(true)).ok());
+}
+
+#[test]
+fn a_late_confirm_must_be_a_410_without_an_order() {
+    let (mut observed, mut history) = timed(12_500);
+    observed.orders.clear();
+    observed.skus[0].sql_sold = 0;
+    let counters = observed.skus[0].redis.as_mut().unwrap();
+    counters.sold = 0;
+    counters.available = 2;
+    observed.holds.insert(RID_A.into(), "expired".into());
+    history[1].status = Some(410);
+    history[1].order_id = None;
+    let report = check(&observed, &history, &ttl_rules(false));
+    assert!(report.ok(), "{:?}", report.violations);
+    assert_eq!(report.tally.confirms_after_expiry, 2);
+    history[1].status = Some(404);
+    assert_eq!(
+        check(&observed, &history, &ttl_rules(false))
+            .violations
+            .iter()
+            .map(|v| v.invariant)
+            .collect::<Vec<_>>(),
+        vec!["expired_hold_answered_410"]
+    );
+}
+
+fn ops_record(attempt: usize, op: Op, status: Option<u16>, qty: u32) -> Record {
+    Record {
+        order_id: (op == Op::Cancel).then(|| format!("ord_{RID_A}")),
+        buyer: "ops".into(),
+        qty,
+        ..record(attempt, op, status, RID_A)
+    }
+}
+
+/// `healthy()` after ops cancelled attempt 0's order and restocked 3 units (one more restock
+/// of 5 got no answer).
+fn churned(restock_applied: i64) -> (Observed, Vec<Record>, Rules) {
+    let (mut observed, mut history) = healthy();
+    observed.orders[0].status = "cancelled".into();
+    let sku = &mut observed.skus[0];
+    sku.sql_sold = 0;
+    sku.sql_total_stock = 2 + restock_applied;
+    let counters = sku.redis.as_mut().unwrap();
+    counters.sold = 0;
+    counters.total_stock = 2 + restock_applied as u64;
+    counters.available = 2 + restock_applied as u64;
+    history.push(ops_record(10, Op::Cancel, Some(200), 1));
+    history.push(ops_record(11, Op::Restock, Some(200), 3));
+    history.push(ops_record(12, Op::Restock, None, 5));
+    let rules = Rules {
+        initial_stock: [("HOT".to_owned(), 2)].into(),
+        ..Rules::at_rest()
+    };
+    (observed, history, rules)
+}
+
+#[test]
+fn cancels_and_restocks_by_ops_are_accounted_for() {
+    for applied in [3, 8] {
+        let (observed, history, rules) = churned(applied);
+        let report = check(&observed, &history, &rules);
+        assert!(report.ok(), "{applied}: {:?}", report.violations);
+        assert_eq!(report.tally.cancels_acknowledged, 1);
+        assert_eq!(report.tally.restocked_units, 3);
+        assert_eq!(report.tally.attempts, 2, "ops records are not attempts");
+    }
+    // A restock lost, or counted twice.
+    for applied in [0, 11] {
+        let (mut observed, history, rules) = churned(applied);
+        observed.skus[0].redis.as_mut().unwrap().available = 2 + applied as u64;
+        let names: Vec<_> = check(&observed, &history, &rules)
+            .violations
+            .iter()
+            .map(|v| v.invariant)
+            .collect();
+        assert_eq!(names, vec!["restocks_counted"], "{applied}");
+    }
+    // An acknowledged cancel that did not happen; a cancel nobody made.
+    let (observed, mut history, rules) = churned(3);
+    history.retain(|r| r.op != Op::Cancel);
+    let names: Vec<_> = check(&observed, &history, &rules)
+        .violations
+        .iter()
+        .map(|v| v.invariant)
+        .collect();
+    assert!(
+        names.contains(&"cancelled_order_was_cancelled"),
+        "{names:?}"
+    );
+    assert!(names.contains(&"acknowledged_order_matches"), "{names:?}");
+    let (mut observed, history, rules) = churned(3);
+    observed.orders[0].status = "confirmed".into();
+    observed.skus[0].sql_sold = 1;
+    let counters = observed.skus[0].redis.as_mut().unwrap();
+    counters.sold = 1;
+    counters.available -= 1;
+    let names: Vec<_> = check(&observed, &history, &rules)
+        .violations
+        .iter()
+        .map(|v| v.invariant)
+        .collect();
+    assert_eq!(names, vec!["acknowledged_cancel_is_cancelled"]);
+}
+
+#[test]
+fn a_hold_redis_lost_must_be_answered_410() {
+    // Attempt 1 never released; its hold is gone from Redis and its confirm was told 404.
+    let (mut observed, mut history) = healthy();
+    history.retain(|r| r.op != Op::Release);
+    observed.holds.remove(RID_B);
+    history[3].status = Some(404);
+    assert_eq!(broken(&observed, &history), vec!["lost_hold_answered_410"]);
+    history[3].status = Some(410);
+    assert!(broken(&observed, &history).is_empty());
+}
+
+#[test]
+fn a_failover_relaxes_only_what_redis_forgot_in_its_window() {
+    // Attempt 1 released its hold (204) and then confirmed it with a 201: an order for a
+    // released hold, whose Redis state reads `expired`, and two ids for one key.
+    let (mut observed, mut history) = healthy();
+    observed.orders.push(order(RID_B, "b1"));
+    observed.holds.insert(RID_B.into(), "expired".into());
+    observed.skus[0].sql_sold = 2;
+    let counters = observed.skus[0].redis.as_mut().unwrap();
+    counters.sold = 2;
+    counters.available = 0;
+    history[4].status = Some(201);
+    history[4].order_id = Some(format!("ord_{RID_B}"));
+    history[2]
+        .ids_seen
+        .insert(0, "rsv_0000000000000000000000000000000c_HOT".into());
+    for r in &mut history {
+        (r.sent_ms, r.done_ms) = if r.attempt == 1 {
+            (5_000, 5_100)
+        } else {
+            (100, 200)
+        };
+    }
+    let mut names = broken(&observed, &history);
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        vec![
+            "one_reservation_per_idempotency_key",
+            "released_hold_never_confirmed",
+            "released_or_expired_hold_never_confirmed",
+        ]
+    );
+    // The window covers attempt 1: relaxed.
+    let lost = Rules {
+        redis_lost_writes: Some((4_000, 6_000)),
+        ..Rules::at_rest()
+    };
+    let report = check(&observed, &history, &lost);
+    assert!(report.ok(), "{:?}", report.violations);
+    // A window that covers only attempt 0 relaxes nothing of attempt 1.
+    let elsewhere = Rules {
+        redis_lost_writes: Some((0, 1_000)),
+        ..Rules::at_rest()
+    };
+    assert_eq!(check(&observed, &history, &elsewhere).violations.len(), 3);
+    // What SQL keeps is never relaxed: an acknowledged order missing is still caught.
+    observed.orders.retain(|o| o.reservation_id != RID_A);
+    observed.skus[0].sql_sold = 1;
+    let counters = observed.skus[0].redis.as_mut().unwrap();
+    counters.sold = 1;
+    counters.available = 1;
+    let names: Vec<_> = check(&observed, &history, &lost)
+        .violations
+        .iter()
+        .map(|v| v.invariant)
+        .collect();
+    assert_eq!(names, vec!["acknowledged_order_exists"]);
 }
