@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backend_adapters::redis::{RedisStore, RedisStoreConfig};
+use reservation_core::assertion::{AssertionSigner, AssertionVerifier};
 use reservation_core::{InMemoryStore, ReservationStore, TokenSigner, TokenVerifier};
 use thiserror::Error;
 
@@ -23,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::proxy::{HealthCheckService, Upstream};
 use crate::ratelimit::RateLimiter;
 use crate::server::{self, RunningServer, ServerError};
+use crate::service_auth::{self, UnsetKey};
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -47,6 +49,8 @@ pub struct Shared {
     /// The Redis store behind `store`, when it is one (readiness checks its scripts).
     pub redis: Option<RedisStore>,
     pub signer: Arc<TokenSigner>,
+    /// Signs the assertion of every request to settlement ([`crate::service_auth`]).
+    pub assertions: Arc<AssertionSigner>,
     /// Verifies reservation tokens: the signer's key and, during a rotation, the previous
     /// ones (`reservations.public_jwks_file`).
     verifier: TokenVerifier,
@@ -56,33 +60,55 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The signer from the configured key (or the generated one), its verifier, and fresh
-    /// metrics.
+    /// The signer from the configured key (or the generated one), its verifier, the
+    /// assertion key of a gateway on its own, and fresh metrics.
     pub fn new(config: &Config, store: Arc<dyn ReservationStore>) -> Result<Self, StartError> {
+        Self::new_with(config, store, UnsetKey::DataDir)
+    }
+
+    /// [`Shared::new`] with the assertion key taken as `unset` says when none is configured.
+    pub fn new_with(
+        config: &Config,
+        store: Arc<dyn ReservationStore>,
+        unset: UnsetKey,
+    ) -> Result<Self, StartError> {
         let signer = devkeys::reservation_signer(config)?;
         let verifier = devkeys::reservation_verifier(config, &signer)?;
         Ok(Shared {
             store,
             redis: None,
             signer: Arc::new(signer),
+            assertions: Arc::new(service_auth::signer(config, unset)?),
             verifier,
             metrics: Arc::new(Metrics::new().map_err(|e| StartError::Setup(e.to_string()))?),
             edge_redis: None,
         })
     }
 
-    /// Connects the store the configuration asks for: Redis with `redis_url`, else memory.
+    /// Connects the store the configuration asks for: Redis with `redis_url`, else memory
+    /// (for a gateway on its own: `stockgate gateway`).
     pub async fn connect(config: &Config) -> Result<Self, StartError> {
+        Self::connect_with(config, UnsetKey::DataDir).await
+    }
+
+    /// [`Shared::connect`] with the assertion key taken as `unset` says when none is
+    /// configured (`all-in-one` passes [`UnsetKey::Ephemeral`]).
+    pub async fn connect_with(config: &Config, unset: UnsetKey) -> Result<Self, StartError> {
         match &config.redis_url {
             Some(url) => {
                 let redis = connect_redis(config, url).await?;
-                let mut shared = Shared::new(config, Arc::new(redis.clone()))?;
+                let mut shared = Shared::new_with(config, Arc::new(redis.clone()), unset)?;
                 shared.redis = Some(redis);
                 shared.connect_edge_redis(config, url).await?;
                 Ok(shared)
             }
-            None => Shared::new(config, Arc::new(InMemoryStore::new())),
+            None => Shared::new_with(config, Arc::new(InMemoryStore::new()), unset),
         }
+    }
+
+    /// What a settlement in this process verifies the gateway's assertions with.
+    pub fn gateway_keys(&self, config: &Config) -> Result<AssertionVerifier, StartError> {
+        Ok(service_auth::in_process_verifier(config, &self.assertions)?)
     }
 
     /// Connects the edge's cache and rate-limit Redis (separate from the store's connection,
@@ -170,6 +196,7 @@ impl Gateway {
             Upstream::new(upstream_addr, &config.upstream).map_err(StartError::Setup)?;
         let settlement = SettlementClient::new(
             upstream_addr,
+            shared.assertions.clone(),
             ms(config.upstream.connect_timeout_ms),
             ms(config.upstream.settle_timeout_ms),
             Duration::from_secs(config.upstream.pool_idle_timeout_secs),
@@ -181,6 +208,7 @@ impl Gateway {
                 &config.cache,
                 shared.edge_redis.clone(),
                 upstream.clone(),
+                shared.assertions.clone(),
                 upstream_addr,
                 ms(config.upstream.read_timeout_ms),
                 shared.metrics.clone(),
@@ -210,6 +238,7 @@ impl Gateway {
             store: shared.store,
             redis: shared.redis,
             signer: shared.signer,
+            assertions: shared.assertions,
             verifier,
             auth,
             metrics: shared.metrics,

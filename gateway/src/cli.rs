@@ -261,11 +261,15 @@ async fn run_settlement(config: &Config) -> Result<()> {
     };
     let store = app::connect_redis(config, url).await?;
     let verifier = devkeys::published_reservation_verifier(config)?;
+    // Fail closed: without the gateway's public keys settlement would serve no one, so it
+    // does not start at all.
+    let gateway_keys = crate::service_auth::published_verifier(config)?;
     let running = settlement::start(
         config.settlement_config(),
         settlement::SettlementDeps {
             store: Arc::new(store),
             verifier,
+            gateway_keys,
             registry: prometheus::Registry::new(),
         },
     )

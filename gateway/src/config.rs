@@ -55,6 +55,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
     pub reservations: ReservationsConfig,
+    /// How settlement knows a request comes from the gateway (service assertions).
+    pub settlement_auth: SettlementAuthConfig,
     pub upstream: UpstreamConfig,
     pub cache: CacheConfig,
     pub ratelimit: RateLimitConfig,
@@ -147,6 +149,34 @@ pub struct ReservationsConfig {
     /// Unset: the gateway knows only its signing key, `stockgate settlement` reads the set
     /// generated next to the key in `data_dir`.
     pub public_jwks_file: Option<PathBuf>,
+}
+
+/// Service authentication between gateway and settlement: the gateway signs an assertion
+/// for every request it sends settlement (`reservation_core::assertion`), settlement refuses
+/// every request without a valid one. Unset, `all-in-one` uses a key pair that lives only in
+/// its process; separate `gateway` and `settlement` processes use the pair the gateway
+/// generates into `data_dir` (`gateway-assertion-key.pem`, `gateway-assertion-jwks.json`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SettlementAuthConfig {
+    /// Gateway: the Ed25519 key (PKCS#8 PEM) assertions are signed with.
+    pub signing_key_file: Option<PathBuf>,
+    /// Gateway: the `kid` of that key (change it when the key rotates).
+    pub signing_key_id: String,
+    /// Settlement: the JWKS with the gateway's public keys (during a rotation the old and the
+    /// new). A `stockgate settlement` without one (and without the generated set in
+    /// `data_dir`) refuses to start.
+    pub gateway_jwks_file: Option<PathBuf>,
+}
+
+impl Default for SettlementAuthConfig {
+    fn default() -> Self {
+        SettlementAuthConfig {
+            signing_key_file: None,
+            signing_key_id: "gw-1".into(),
+            gateway_jwks_file: None,
+        }
+    }
 }
 
 /// The settlement service behind the gateway.
@@ -302,6 +332,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
             reservations: ReservationsConfig::default(),
+            settlement_auth: SettlementAuthConfig::default(),
             upstream: UpstreamConfig::default(),
             cache: CacheConfig::default(),
             ratelimit: RateLimitConfig::default(),
@@ -398,6 +429,11 @@ const ENV_OVERRIDES: &[&str] = &[
     "STOCKGATE_RESERVATION_KEY_FILE",
     "STOCKGATE_RESERVATION_KEY_ID",
     "STOCKGATE_RESERVATION_JWKS_FILE",
+    // Service authentication (`[settlement_auth]`): the gateway's assertion key and its
+    // `kid`, and the gateway key set settlement verifies with.
+    "STOCKGATE_ASSERTION_KEY_FILE",
+    "STOCKGATE_ASSERTION_KEY_ID",
+    "STOCKGATE_GATEWAY_JWKS_FILE",
     // Dev sign-in: `1` on, any other value off (a typo fails safe), see `Config::dev_sign_in`.
     "STOCKGATE_DEV_TOKEN",
     // Client addresses: the proxies whose forwarding header is believed, comma separated
@@ -471,6 +507,13 @@ impl Config {
                 "STOCKGATE_RESERVATION_JWKS_FILE" => {
                     self.reservations.public_jwks_file = Some(value.into())
                 }
+                "STOCKGATE_ASSERTION_KEY_FILE" => {
+                    self.settlement_auth.signing_key_file = Some(value.into())
+                }
+                "STOCKGATE_ASSERTION_KEY_ID" => self.settlement_auth.signing_key_id = value,
+                "STOCKGATE_GATEWAY_JWKS_FILE" => {
+                    self.settlement_auth.gateway_jwks_file = Some(value.into())
+                }
                 "STOCKGATE_DEV_TOKEN" => self.web.dev_token = Some(value == "1"),
                 "STOCKGATE_TRUSTED_PROXIES" => {
                     self.client_ip.trusted_proxies = value
@@ -523,6 +566,14 @@ impl Config {
             .rsplit_once(':')
             .map_or(host_port, |(host, _)| host);
         format!("http://{host}:{}", self.upstream.settlement_admin_port)
+    }
+
+    /// The gateway key set settlement verifies assertions with outside the gateway process.
+    pub fn gateway_jwks_file(&self) -> PathBuf {
+        self.settlement_auth
+            .gateway_jwks_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(crate::service_auth::ASSERTION_JWKS_FILE))
     }
 
     /// The settlement upstream as `host:port`, without any `http://` prefix.

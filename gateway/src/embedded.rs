@@ -3,8 +3,9 @@
 //! `data_dir`, demo products, http://127.0.0.1:8080). With `redis_url` / `database_url` set it
 //! runs the same two services on Redis and PostgreSQL.
 //!
-//! Start order: store → settlement (on 127.0.0.1:0, sharing the store, the reservation key
-//! and the metrics registry) → demo products when the catalog is empty → store counters
+//! Start order: store → settlement (on 127.0.0.1:0, sharing the store, the reservation key,
+//! the gateway's assertion key (unless configured, a pair that never leaves the process) and
+//! the metrics registry) → demo products when the catalog is empty → store counters
 //! rebuilt from SQL when the store is in memory (it starts empty on every run) → gateway,
 //! whose upstream is the settlement's real address.
 
@@ -14,10 +15,13 @@ use std::sync::Arc;
 use serde_json::json;
 use settlement::{RunningSettlement, SettlementDeps};
 
+use reservation_core::assertion::{AssertionSigner, Identity};
+
 use crate::app::{self, Gateway, Shared, StartError};
 use crate::auth::KeySet;
 use crate::config::{Config, DevSignIn};
 use crate::server::RunningServer;
+use crate::service_auth::{self, UnsetKey};
 
 /// A demo product: sku, name, price in cents, total stock, per-buyer limit.
 type DemoProduct = (&'static str, &'static str, i64, i64, i64);
@@ -65,7 +69,7 @@ pub async fn start(
 ) -> Result<AllInOne, StartError> {
     // The storefront is part of the all-in-one process (DESIGN.md §1).
     config.web.storefront = true;
-    let shared = Shared::connect(&config).await?;
+    let shared = Shared::connect_with(&config, UnsetKey::Ephemeral).await?;
     let mut settlement_config = config.settlement_config();
     // Loopback on free ports: only the gateway talks to it (its metrics are in the shared
     // registry, which the gateway's admin listener serves).
@@ -80,12 +84,13 @@ pub async fn start(
         SettlementDeps {
             store: shared.store.clone(),
             verifier: shared.verifier(),
+            gateway_keys: shared.gateway_keys(&config)?,
             registry: shared.metrics.registry().clone(),
         },
     )
     .await?;
     if seed {
-        seed_demo_products(running.addr).await?;
+        seed_demo_products(running.addr, &shared.assertions).await?;
     }
     if config.redis_url.is_none() {
         // The in-memory store starts empty: rebuild its counters from SQL, the authority.
@@ -125,38 +130,53 @@ fn sqlite_dir(url: &str) -> Option<std::path::PathBuf> {
 }
 
 /// Puts the demo products into an empty catalog through the settlement's ops API (which
-/// configures the store too). A catalog that has products is left alone.
-pub async fn seed_demo_products(settlement: SocketAddr) -> Result<usize, StartError> {
+/// configures the store too), as the gateway: each request carries its assertion, the list
+/// for nobody, the edits for the ops identity `stockgate-seed`. A catalog that has products
+/// is left alone.
+pub async fn seed_demo_products(
+    settlement: SocketAddr,
+    assertions: &AssertionSigner,
+) -> Result<usize, StartError> {
     let http = reqwest::Client::new();
     let base = format!("http://{settlement}");
     let fail = |e: &dyn std::fmt::Display| StartError::Setup(format!("seeding demo products: {e}"));
-    let listed: serde_json::Value = http
-        .get(format!("{base}/api/v1/products"))
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| fail(&e))?
-        .json()
-        .await
-        .map_err(|e| fail(&e))?;
+    let send = |request: reqwest::RequestBuilder, who: Identity| {
+        let http = http.clone();
+        async move {
+            let mut request = request.build().map_err(|e| fail(&e))?;
+            service_auth::sign_request(assertions, &mut request, &who).map_err(|e| fail(&e))?;
+            http.execute(request)
+                .await
+                .and_then(|r| r.error_for_status())
+                .map_err(|e| fail(&e))
+        }
+    };
+    let listed: serde_json::Value = send(
+        http.get(format!("{base}/api/v1/products")),
+        Identity::default(),
+    )
+    .await?
+    .json()
+    .await
+    .map_err(|e| fail(&e))?;
     if listed
         .as_array()
         .is_some_and(|products| !products.is_empty())
     {
         return Ok(0);
     }
+    let seeder = Identity {
+        sub: Some("stockgate-seed".into()),
+        roles: vec![crate::auth::OPS_ROLE.into()],
+    };
     for (sku, name, price_cents, total_stock, limit) in DEMO_PRODUCTS {
-        http.put(format!("{base}/api/v1/admin/products/{sku}"))
-            .header("x-user-sub", "stockgate-seed")
-            .header("x-user-roles", crate::auth::OPS_ROLE)
+        let edit = http
+            .put(format!("{base}/api/v1/admin/products/{sku}"))
             .json(&json!({
                 "name": name, "price_cents": price_cents, "total_stock": total_stock,
                 "per_buyer_limit": limit, "sale_state": "on_sale",
-            }))
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| fail(&e))?;
+            }));
+        send(edit, seeder.clone()).await?;
     }
     tracing::info!(products = DEMO_PRODUCTS.len(), "seeded demo products");
     Ok(DEMO_PRODUCTS.len())

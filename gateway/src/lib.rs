@@ -7,7 +7,8 @@
 //! settlement upstream ([`proxy`]); catalog reads go through the product [`cache`], and
 //! [`ratelimit`] applies the ops-owned limits to the client [`client_addr`] decides; [`edge_redis`] tracks whether Redis answers
 //! (degraded mode), [`health`] readiness and dependency health. [`config`] holds every option, [`problem`] the error
-//! format, [`metrics`] the Prometheus series, [`app`] the wiring, [`embedded`] the
+//! format, [`metrics`] the Prometheus series, [`service_auth`] the assertions that let settlement
+//! serve only the gateway, [`app`] the wiring, [`embedded`] the
 //! all-in-one process, [`cli`] the subcommands, [`web`] the storefront and ops console.
 
 #![forbid(unsafe_code)]
@@ -28,4 +29,5 @@ pub mod problem;
 pub mod proxy;
 pub mod ratelimit;
 pub mod server;
+pub mod service_auth;
 pub mod web;

@@ -31,3 +31,6 @@ mod slowloris;
 
 #[path = "abuse/client_ip.rs"]
 mod client_ip;
+
+#[path = "abuse/skip_gateway.rs"]
+mod skip_gateway;

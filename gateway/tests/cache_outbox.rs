@@ -24,6 +24,7 @@ async fn postgres_schema_url() -> String {
 
 /// Creates `HOT` (no `if_match`) or changes the version `if_match` names.
 async fn put_price(
+    all: &embedded::AllInOne,
     http: &reqwest::Client,
     settlement: &str,
     price_cents: i64,
@@ -33,16 +34,20 @@ async fn put_price(
     if let Some(tag) = if_match {
         request = request.header("if-match", tag);
     }
-    let response = request
-        .header("x-user-sub", "olga")
-        .header("x-user-roles", "ops")
+    // As a gateway sends it (this one's key: settlement serves nobody else).
+    let mut request = request
         .json(
             &json!({"name": "Hot", "price_cents": price_cents, "total_stock": 10,
                       "per_buyer_limit": 2, "sale_state": "on_sale"}),
         )
-        .send()
-        .await
+        .build()
         .unwrap();
+    let olga = reservation_core::assertion::Identity {
+        sub: Some("olga".into()),
+        roles: vec!["ops".into()],
+    };
+    gateway::service_auth::sign_request(&all.shared.assertions, &mut request, &olga).unwrap();
+    let response = http.execute(request).await.unwrap();
     assert!(
         response.status().is_success(),
         "{:?}",
@@ -98,7 +103,7 @@ async fn start_stack_under(
     let all = embedded::start(config, Some(keys), false).await.unwrap();
     let settlement = format!("http://{}", all.settlement.addr);
     let base = format!("http://{}", all.public_addr());
-    put_price(&reqwest::Client::new(), &settlement, 1999, None).await;
+    put_price(&all, &reqwest::Client::new(), &settlement, 1999, None).await;
     // Let the creation event pass before warming the cache.
     tokio::time::sleep(Duration::from_millis(500)).await;
     (all, data_dir, settlement, base)
@@ -134,7 +139,7 @@ async fn the_gateway_follows_the_stream_without_leaving_a_consumer_group() {
     let http = reqwest::Client::new();
     let product_url = format!("{base}/api/v1/products/HOT");
     assert_eq!(price(&http, &product_url).await.0, 1999);
-    put_price(&http, &settlement, 2599, Some("\"1\"")).await;
+    put_price(&all, &http, &settlement, 2599, Some("\"1\"")).await;
     wait_for_price(&http, &product_url, 2599).await;
 
     let stream = format!("{prefix}:events");
@@ -163,7 +168,7 @@ async fn a_price_update_reaches_the_cache_through_the_outbox_within_a_second() {
     assert_eq!(cached, 1999);
     assert!(status.contains("hit"), "{status}");
 
-    put_price(&http, &settlement, 2499, Some("\"1\"")).await;
+    put_price(&all, &http, &settlement, 2499, Some("\"1\"")).await;
     let took = wait_for_price(&http, &product_url, 2499).await;
     assert!(took < Duration::from_secs(1), "visible after {took:?}");
     assert!(all.shared.metrics.cache_count("hit") >= 1);
@@ -183,7 +188,7 @@ async fn the_update_event_drops_a_copy_first_fetched_percent_encoded() {
         assert!(status.contains("hit"), "{spelling}: {status}");
     }
     // The event names `HOT`; the copy fetched as `%48OT` is that key.
-    put_price(&http, &settlement, 2499, Some("\"1\"")).await;
+    put_price(&all, &http, &settlement, 2499, Some("\"1\"")).await;
     let took = wait_for_price(&http, &encoded, 2499).await;
     assert!(took < Duration::from_secs(1), "visible after {took:?}");
     stop_stack(all, data_dir).await;

@@ -327,8 +327,18 @@ stream = "{prefix}-events"
     let gateway_port = deployment.gateway_port;
     let base = format!("http://127.0.0.1:{gateway_port}");
     let http = reqwest::Client::new();
-    let mut settlement = deployment.start("settlement", settlement_port, &on_a);
+    // The gateway first: it generates the assertion key pair in data_dir whose public half
+    // settlement needs to start at all.
     let mut gateway = deployment.start("gateway", gateway_port, &on_a);
+    let mut settlement = deployment.start("settlement", settlement_port, &on_a);
+    // Until its health check has seen settlement, the gateway answers proxied routes 503.
+    for _ in 0..50 {
+        let catalog = http.get(format!("{base}/api/v1/products")).send().await;
+        if catalog.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let ops = deployment.buyer_token("olga", &["ops".to_owned()]);
     let alice = deployment.buyer_token("alice", &[]);
     let product: Value = serde_json::from_str(PRODUCT).unwrap();

@@ -178,6 +178,7 @@ async fn with_settlement_stopped_the_pod_stays_ready_serves_stale_and_keeps_hold
         settlement::SettlementDeps {
             store: shared.store.clone(),
             verifier: shared.verifier(),
+            gateway_keys: shared.gateway_keys(&config).unwrap(),
             registry: prometheus::Registry::new(),
         },
     )

@@ -146,7 +146,15 @@ impl Stack {
             "stockgate-scen-{replica}-{}",
             uuid::Uuid::new_v4().simple()
         ));
-        support::start(config, Some(self.all().shared.store.clone())).await
+        // A replica of the same deployment: it signs settlement requests with the same
+        // assertion key, the one the in-process settlement verifies.
+        let mut shared =
+            gateway::app::Shared::new(&config, self.all().shared.store.clone()).unwrap();
+        shared.assertions = self.all().shared.assertions.clone();
+        if let Some(url) = &config.redis_url {
+            shared.connect_edge_redis(&config, url).await.unwrap();
+        }
+        support::start_shared(config, shared).await
     }
 
     // ---- HTTP, as the storefront sends it ----

@@ -1,9 +1,11 @@
 //! Settlements per second on one hot SKU: group commit vs one transaction per order, same
 //! run, same PostgreSQL, same client. Each mode gets a fresh schema and a fresh service on
 //! `127.0.0.1:0`; the client fires `--requests` settlements (one unit each, distinct buyers,
-//! tokens signed before the clock starts) with `--concurrency` in flight over HTTP. Besides
-//! the rate it prints the CPU time this process (the service and the client together;
-//! PostgreSQL's own processes not included) spent per settlement, from `/proc/self/stat`.
+//! tokens and the gateway's service assertions signed before the clock starts, so the client
+//! costs no signing; settlement verifies each assertion as in production) with
+//! `--concurrency` in flight over HTTP. Besides the rate it prints the CPU time this process
+//! (the service and the client together; PostgreSQL's own processes not included) spent per
+//! settlement, from `/proc/self/stat`.
 //!
 //! ```sh
 //! DATABASE_URL=postgres://postgres:postgres@127.0.0.1:5432/test \
@@ -14,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use reservation_core::assertion::{ASSERTION_HEADER, AssertionSigner, AssertionVerifier, Identity};
 use reservation_core::token::RESERVATION_AUDIENCE;
 use reservation_core::{
     BuyerId, InMemoryStore, Qty, ReservationClaims, ReservationId, Sku, TokenSigner, TokenVerifier,
@@ -84,6 +87,7 @@ async fn fresh_schema_url() -> anyhow::Result<String> {
 
 async fn run_mode(mode: CommitMode, args: &Args) -> anyhow::Result<Result> {
     let signer = TokenSigner::generate("bench");
+    let gateway = AssertionSigner::new(TokenSigner::generate("bench-gw"));
     let mut config = SettlementConfig {
         listen_addr: "127.0.0.1:0".parse()?,
         admin_listen_addr: "127.0.0.1:0".parse()?,
@@ -100,6 +104,7 @@ async fn run_mode(mode: CommitMode, args: &Args) -> anyhow::Result<Result> {
         SettlementDeps {
             store: Arc::new(InMemoryStore::new()),
             verifier: TokenVerifier::for_signer(&signer),
+            gateway_keys: AssertionVerifier::new(&gateway.jwks())?,
             registry: prometheus::Registry::new(),
         },
     )
@@ -108,11 +113,21 @@ async fn run_mode(mode: CommitMode, args: &Args) -> anyhow::Result<Result> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let product = serde_json::json!({"name": "hot", "price_cents": 100,
+        "total_stock": args.requests, "per_buyer_limit": 1, "sale_state": "on_sale"})
+    .to_string();
+    let ops = Identity {
+        sub: Some("bench-ops".into()),
+        roles: vec!["ops".into()],
+    };
+    let path = "/api/v1/admin/products/HOT";
+    let assertion = gateway.sign("PUT", path, product.as_bytes(), &ops, now.as_secs())?;
     let created = http
-        .put(format!("{base}/api/v1/admin/products/HOT"))
-        .header("x-user-roles", "ops")
-        .json(&serde_json::json!({"name": "hot", "price_cents": 100,
-            "total_stock": args.requests, "per_buyer_limit": 1, "sale_state": "on_sale"}))
+        .put(format!("{base}{path}"))
+        .header(ASSERTION_HEADER, assertion)
+        .header("content-type", "application/json")
+        .body(product)
         .send()
         .await?;
     anyhow::ensure!(
@@ -122,7 +137,6 @@ async fn run_mode(mode: CommitMode, args: &Args) -> anyhow::Result<Result> {
     );
 
     let sku = Sku::parse("HOT")?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
     let mut tokens = Vec::with_capacity(args.requests);
     for i in 0..args.requests {
         let claims = ReservationClaims {
@@ -134,7 +148,19 @@ async fn run_mode(mode: CommitMode, args: &Args) -> anyhow::Result<Result> {
             exp: now.as_secs() + 3600,
             aud: RESERVATION_AUDIENCE.to_owned(),
         };
-        tokens.push((format!("buyer-{i}"), signer.sign(&claims)?));
+        let body = serde_json::json!({ "reservation_token": signer.sign(&claims)? }).to_string();
+        let buyer = Identity {
+            sub: Some(format!("buyer-{i}")),
+            roles: vec![],
+        };
+        let assertion = gateway.sign(
+            "POST",
+            "/internal/settlements",
+            body.as_bytes(),
+            &buyer,
+            now.as_secs(),
+        )?;
+        tokens.push((assertion, body));
     }
     let tokens = Arc::new(tokens);
     let next = Arc::new(AtomicUsize::new(0));
@@ -148,14 +174,15 @@ async fn run_mode(mode: CommitMode, args: &Args) -> anyhow::Result<Result> {
             let mut ok = 0;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((buyer, token)) = tokens.get(i) else {
+                let Some((assertion, body)) = tokens.get(i) else {
                     break;
                 };
                 let sent = Instant::now();
                 let answer = http
                     .post(format!("{base}/internal/settlements"))
-                    .header("x-user-sub", buyer)
-                    .json(&serde_json::json!({ "reservation_token": token }))
+                    .header(ASSERTION_HEADER, assertion)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
                     .send()
                     .await;
                 latencies.push(sent.elapsed());

@@ -4,7 +4,8 @@
 //! | status | code | when |
 //! |---|---|---|
 //! | 400 | `invalid_request` | malformed body, path or header |
-//! | 401 | `unauthenticated` | no `x-user-sub` from the gateway |
+//! | 401 | `service_auth_missing` / `service_auth_invalid` / `service_auth_expired` / `service_auth_mismatch` | no gateway assertion / a bad one (signature, key, audience, issuer, shape) / an old one / one signed for another method, path, query or body: the caller is not the gateway |
+//! | 401 | `unauthenticated` | the gateway's assertion names no buyer |
 //! | 401 | `invalid_reservation_token` | token signature, key or shape refused |
 //! | 403 | `forbidden` | an ops route without the `ops` role |
 //! | 403 | `not_owner` | the token belongs to another buyer |
@@ -15,6 +16,7 @@
 //! | 409 | `stock_below_sold` | a new total stock below the units SQL sold |
 //! | 410 | `reservation_expired` | the token has expired |
 //! | 412 | `stale_version` | `If-Match` names an old version (or `If-None-Match: *` an existing product); `ETag` is the current one |
+//! | 413 | `payload_too_large` | a body over 2 MiB |
 //! | 428 | `precondition_required` | cancel, or a `PUT` of an existing product, without `If-Match` |
 //! | 503 | `lock_busy` | another status change holds the order's lock; retry later (`Retry-After`) |
 //! | 503 | `database_busy` | SQL gave up in bounded time: a lock or statement limit ran out, the group-commit deadline passed, no pooled connection came free, a deadlock or serialization failure; nothing is known to have committed, retry (`Retry-After`) |

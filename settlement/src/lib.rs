@@ -26,6 +26,7 @@ use std::time::Duration;
 use backend_adapters::redis::lock::FencedLock;
 use backend_adapters::redis::stream::StreamPublisher;
 use backend_adapters::sql::{Db, SqlError};
+use reservation_core::assertion::AssertionVerifier;
 use reservation_core::{ReservationStore, TokenVerifier};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -48,6 +49,10 @@ pub struct SettlementDeps {
     pub store: Arc<dyn ReservationStore>,
     /// Verifies reservation tokens with the gateway's public key set.
     pub verifier: TokenVerifier,
+    /// Verifies the gateway's service assertions: every request but the probes must carry
+    /// one (`http::service_auth`). There is no "off": a settlement without the gateway's
+    /// keys cannot be built.
+    pub gateway_keys: AssertionVerifier,
     /// Where the metrics are registered (the gateway passes the one its admin port serves).
     pub registry: prometheus::Registry,
 }
@@ -154,6 +159,7 @@ pub async fn start(
         db,
         store: deps.store,
         verifier: deps.verifier,
+        gateway_keys: deps.gateway_keys,
         committer,
         metrics: metrics.clone(),
         status_lock,

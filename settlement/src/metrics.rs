@@ -40,6 +40,10 @@ pub struct Metrics {
     /// but SQL did not commit it, so the store was put back to SQL's values (`restored`) or
     /// could not be (`failed`: the reconciler reports the drift).
     pub product_store_restores: IntCounterVec,
+    /// `stockgate_settlement_service_auth_refused_total{code}`: requests refused because they
+    /// carried no valid gateway assertion (`service_auth_missing`, `_invalid`, `_expired`,
+    /// `_mismatch`): a caller other than the gateway, or a gateway with the wrong key.
+    pub service_auth_refused: IntCounterVec,
 }
 
 impl Metrics {
@@ -133,6 +137,13 @@ impl Metrics {
                 ),
                 &["result"],
             )?,
+            service_auth_refused: IntCounterVec::new(
+                Opts::new(
+                    "stockgate_settlement_service_auth_refused_total",
+                    "requests refused for want of a valid gateway assertion, by code",
+                ),
+                &["code"],
+            )?,
         };
         registry.register(Box::new(m.settlements.clone()))?;
         registry.register(Box::new(m.oversell_prevented.clone()))?;
@@ -149,6 +160,7 @@ impl Metrics {
         registry.register(Box::new(m.outbox_stream_reassigned.clone()))?;
         registry.register(Box::new(m.leader.clone()))?;
         registry.register(Box::new(m.product_store_restores.clone()))?;
+        registry.register(Box::new(m.service_auth_refused.clone()))?;
         Ok(m)
     }
 
@@ -167,6 +179,11 @@ impl Metrics {
         self.leader
             .with_label_values(&[task])
             .set(i64::from(leading));
+    }
+
+    /// Counts a refused caller under its code (one of four fixed names).
+    pub fn service_auth_refused(&self, code: &'static str) {
+        self.service_auth_refused.with_label_values(&[code]).inc();
     }
 
     pub fn settled(&self, outcome: &str) {

@@ -7,7 +7,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{TestApp, scalar, start_postgres, start_with, test_config};
+use common::{
+    AsGateway, TestApp, buyer, nobody, ops, scalar, start_postgres, start_with, test_config,
+};
 use reservation_core::{
     AbortTo, BuyerId, IdempotencyKey, InMemoryStore, Qty, ReservationId, ReservationStore,
     ReserveRequest, Sku,
@@ -137,8 +139,7 @@ async fn cancel_needs_the_current_version() -> anyhow::Result<()> {
     let get = |sub: &'static str| {
         app.http
             .get(app.url(&format!("/api/v1/orders/{id}")))
-            .header("x-user-sub", sub)
-            .send()
+            .send_as(&app.gateway, buyer(sub))
     };
     let mine = get("bob").await?;
     assert_eq!(mine.headers()["etag"], "\"1\"");
@@ -148,12 +149,11 @@ async fn cancel_needs_the_current_version() -> anyhow::Result<()> {
         let mut request = app
             .http
             .post(app.url(&format!("/api/v1/orders/{id}/cancel")))
-            .header("x-user-sub", "bob")
             .header("x-request-id", "req-cancel");
         if let Some(tag) = if_match {
             request = request.header("if-match", tag);
         }
-        request.send()
+        request.send_as(&app.gateway, buyer("bob"))
     };
     let (status, problem) = body(cancel(None).await?).await?;
     assert_eq!(
@@ -186,8 +186,7 @@ async fn cancel_needs_the_current_version() -> anyhow::Result<()> {
     let list = app
         .http
         .get(app.url("/api/v1/orders"))
-        .header("x-user-sub", "bob")
-        .send()
+        .send_as(&app.gateway, buyer("bob"))
         .await?;
     let (_, orders) = body(list).await?;
     assert_eq!(orders.as_array().map(Vec::len), Some(1));
@@ -220,24 +219,28 @@ async fn every_error_is_a_problem_with_code_and_request_id() -> anyhow::Result<(
     let not_ops = app
         .http
         .put(app.url("/api/v1/admin/products/ERR"))
-        .header("x-user-sub", "alice")
         .json(&serde_json::json!({}))
-        .send()
+        .send_as(&app.gateway, buyer("alice"))
         .await?;
     let (status, problem) = body(not_ops).await?;
     assert_eq!((status, problem["code"].as_str()), (403, Some("forbidden")));
 
-    let product = app.http.get(app.url("/api/v1/products/ERR")).send().await?;
+    let product = app
+        .http
+        .get(app.url("/api/v1/products/ERR"))
+        .send_as(&app.gateway, nobody())
+        .await?;
     assert!(product.headers().contains_key("x-request-id"));
     let etag = product.headers()["etag"].clone();
     let again = app
         .http
         .get(app.url("/api/v1/products/ERR"))
         .header("if-none-match", etag)
-        .send()
+        .send_as(&app.gateway, nobody())
         .await?;
     assert_eq!(again.status(), 304);
-    let (status, problem) = body(app.http.get(app.url("/nowhere")).send().await?).await?;
+    let nowhere = app.http.get(app.url("/nowhere"));
+    let (status, problem) = body(nowhere.send_as(&app.gateway, ops("olga")).await?).await?;
     assert_eq!((status, problem["code"].as_str()), (404, Some("not_found")));
     Ok(())
 }
@@ -310,9 +313,8 @@ async fn embedded_sqlite_settles_and_returns_cancelled_stock_in_process() -> any
             "/api/v1/orders/{}/cancel",
             order["order_id"].as_str().unwrap_or_default()
         )))
-        .header("x-user-sub", "erin")
         .header("if-match", "\"1\"")
-        .send()
+        .send_as(&app.gateway, common::buyer("erin"))
         .await?;
     assert_eq!(cancel.status(), 200);
     let mut snapshot = store.snapshot(&sku).await?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use backend_adapters::redis::lock::FencedLock;
 use backend_adapters::sql::orders::{self, StatusOutcome};
 use backend_adapters::sql::{Db, OrderStatus, SettleOutcome, SettleRequest, settle_batch};
-use common::{redis_prefix, redis_url, start_with, test_config};
+use common::{AsGateway, buyer, ops, redis_prefix, redis_url, start_with, test_config};
 use reservation_core::{BuyerId, InMemoryStore, Qty, ReservationId, Sku};
 use std::sync::Arc;
 
@@ -92,24 +92,22 @@ async fn ops_status_route_runs_under_the_redis_lock() -> anyhow::Result<()> {
     app.put_product("LCK", 10).await?;
     let order_id = one_order(&app.db().await?).await?;
 
-    let status = |to: &'static str, roles: &'static str| {
+    let status = |to: &'static str, who: reservation_core::assertion::Identity| {
         app.http
             .post(app.url(&format!("/api/v1/admin/orders/{order_id}/status")))
-            .header("x-user-sub", "olga")
-            .header("x-user-roles", roles)
             .json(&serde_json::json!({ "status": to }))
-            .send()
+            .send_as(&app.gateway, who)
     };
-    assert_eq!(status("shipped", "buyer").await?.status(), 403);
-    let shipped = status("shipped", "ops").await?;
+    assert_eq!(status("shipped", buyer("olga")).await?.status(), 403);
+    let shipped = status("shipped", ops("olga")).await?;
     assert_eq!(shipped.status(), 200);
     let body: serde_json::Value = shipped.json().await?;
     assert_eq!(body["status"], "shipped");
-    let refused = status("cancelled", "ops").await?;
+    let refused = status("cancelled", ops("olga")).await?;
     assert_eq!(refused.status(), 409);
     let body: serde_json::Value = refused.json().await?;
     assert_eq!(body["code"], "invalid_transition");
-    assert_eq!(status("delivered", "ops").await?.status(), 200);
+    assert_eq!(status("delivered", ops("olga")).await?.status(), 200);
 
     // The route released its lease each time: the lock is free now.
     let lock = FencedLock::connect(&redis_url(), &prefix).await?;
@@ -158,9 +156,8 @@ async fn tokens_stay_ahead_of_sql_after_redis_lost_the_counter() -> anyhow::Resu
     let delivered = app
         .http
         .post(app.url(&format!("/api/v1/admin/orders/{order_id}/status")))
-        .header("x-user-roles", "ops")
         .json(&serde_json::json!({ "status": "delivered" }))
-        .send()
+        .send_as(&app.gateway, ops("olga"))
         .await?;
     assert_eq!(delivered.status(), 200);
     let order = orders::get(&db, &order_id).await?;

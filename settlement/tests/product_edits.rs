@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backend_adapters::redis::{RedisStore, RedisStoreConfig};
-use common::{SlowStore, TestApp, redis_prefix, redis_url, start_with, test_config};
+use common::{
+    AsGateway, SlowStore, TestApp, buyer, nobody, ops, redis_prefix, redis_url, start_with,
+    test_config,
+};
 use reservation_core::{BuyerId, IdempotencyKey, Qty, ReserveRequest, Sku, StockSnapshot};
 use serde_json::{Value, json};
 
@@ -58,30 +61,26 @@ async fn put(
     let mut request = app
         .http
         .put(app.url(&format!("/api/v1/admin/products/{sku}")))
-        .header("x-user-sub", "olga")
-        .header("x-user-roles", "ops")
         .json(body);
     if let Some(tag) = if_match {
         request = request.header("if-match", tag);
     }
-    answer(request.send().await?).await
+    answer(request.send_as(&app.gateway, ops("olga")).await?).await
 }
 
 async fn restock(app: &TestApp, sku: &str, units: i64) -> anyhow::Result<Answer> {
     let request = app
         .http
         .post(app.url(&format!("/api/v1/admin/products/{sku}/restock")))
-        .header("x-user-sub", "olga")
-        .header("x-user-roles", "ops")
         .json(&json!({ "units": units }));
-    answer(request.send().await?).await
+    answer(request.send_as(&app.gateway, ops("olga")).await?).await
 }
 
 async fn get(app: &TestApp, sku: &str) -> anyhow::Result<Answer> {
     answer(
         app.http
             .get(app.url(&format!("/api/v1/products/{sku}")))
-            .send()
+            .send_as(&app.gateway, nobody())
             .await?,
     )
     .await
@@ -315,28 +314,25 @@ async fn edits_without_the_right_precondition_change_nothing() -> anyhow::Result
     let create_only = app
         .http
         .put(app.url("/api/v1/admin/products/PRE"))
-        .header("x-user-roles", "ops")
         .header("if-none-match", "*")
         .json(&product("x", 1))
-        .send()
+        .send_as(&app.gateway, ops("olga"))
         .await?;
     let (status, etag, _) = answer(create_only).await?;
     assert_eq!((status, etag.as_deref()), (412, Some("\"1\"")));
     let stale_restock = app
         .http
         .post(app.url("/api/v1/admin/products/PRE/restock"))
-        .header("x-user-roles", "ops")
         .header("if-match", "\"9\"")
         .json(&json!({"units": 5}))
-        .send()
+        .send_as(&app.gateway, ops("olga"))
         .await?;
     assert_eq!(answer(stale_restock).await?.0, 412);
     let buyer_restock = app
         .http
         .post(app.url("/api/v1/admin/products/PRE/restock"))
-        .header("x-user-sub", "bob")
         .json(&json!({"units": 5}))
-        .send()
+        .send_as(&app.gateway, buyer("bob"))
         .await?;
     assert_eq!(answer(buyer_restock).await?.0, 403);
 

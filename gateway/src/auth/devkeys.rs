@@ -44,7 +44,7 @@ const SIGNING_KEY_FILE: &str = "reservations.signing_key_file";
 const SIGNING_KEY_ID: &str = "reservations.signing_key_id";
 const PUBLIC_JWKS_FILE: &str = "reservations.public_jwks_file";
 
-fn key_err(field: &'static str, path: &Path, message: impl ToString) -> KeyError {
+pub(crate) fn key_err(field: &'static str, path: &Path, message: impl ToString) -> KeyError {
     KeyError {
         field,
         path: path.to_owned(),
@@ -54,7 +54,7 @@ fn key_err(field: &'static str, path: &Path, message: impl ToString) -> KeyError
 
 /// Reads the PEM at `key_path` as an Ed25519 key with `kid`, generating it (and writing the
 /// public set to `jwks_path`) when the file does not exist yet.
-fn load_or_generate(
+pub(crate) fn load_or_generate(
     field: &'static str,
     kid: &str,
     key_path: &Path,

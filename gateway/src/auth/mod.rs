@@ -1,7 +1,8 @@
 //! Buyer authentication at the edge: `Authorization: Bearer <JWT>` from an identity provider,
 //! verified against a cached JWKS ([`jwks`]) selected by `kid`, with an algorithm allowlist and
 //! deliberate `exp`/`nbf`/`iss`/`aud` checks. The verified `sub` and `roles` are what the edge
-//! acts on and forwards upstream; nothing the client sends about its identity is trusted.
+//! acts on and asserts to settlement ([`crate::service_auth`]); nothing the client sends about
+//! its identity is trusted.
 //!
 //! [`devkeys`] holds the dev identity key used by `stockgate token` and the embedded default.
 
@@ -48,11 +49,6 @@ pub struct Identity {
 impl Identity {
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
-    }
-
-    /// The `x-user-roles` header value: roles joined by commas.
-    pub fn roles_header(&self) -> String {
-        self.roles.join(",")
     }
 }
 

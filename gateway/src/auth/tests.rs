@@ -53,7 +53,7 @@ async fn a_good_token_yields_sub_and_roles() {
     let identity = fx.auth.authenticate(Some(header.as_bytes())).await.unwrap();
     assert_eq!(identity.sub, "alice");
     assert!(identity.has_role(OPS_ROLE));
-    assert_eq!(identity.roles_header(), "ops");
+    assert_eq!(identity.roles, ["ops"]);
 }
 
 #[tokio::test]

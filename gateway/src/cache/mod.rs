@@ -26,6 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use reservation_core::Sku;
+use reservation_core::assertion::{AssertionSigner, Identity};
 
 use crate::config::{CacheConfig, ms};
 use crate::edge::respond::Reply;
@@ -101,6 +102,8 @@ pub struct ProductCache {
     shared: Option<EdgeRedis>,
     http: reqwest::Client,
     upstream: Upstream,
+    /// Signs each fill: a catalog read is the gateway's own request, asserted for nobody.
+    assertions: Arc<AssertionSigner>,
     upstream_base: String,
     metrics: Arc<Metrics>,
     /// Bumped by every invalidation: a fill that started before one does not store its copy
@@ -119,6 +122,7 @@ impl ProductCache {
         config: &CacheConfig,
         shared: Option<EdgeRedis>,
         upstream: Upstream,
+        assertions: Arc<AssertionSigner>,
         upstream_host_port: &str,
         read_timeout: Duration,
         metrics: Arc<Metrics>,
@@ -140,6 +144,7 @@ impl ProductCache {
             shared,
             http,
             upstream,
+            assertions,
             upstream_base: format!("http://{upstream_host_port}"),
             metrics,
             generation: AtomicU64::new(0),
@@ -322,11 +327,17 @@ impl ProductCache {
         if !self.upstream.is_healthy() {
             return Err(("the settlement upstream is unhealthy".into(), None));
         }
-        let response = self
+        let mut request = self
             .http
             .get(format!("{}{path}", self.upstream_base))
             .header("x-request-id", request_id)
-            .send()
+            .build()
+            .map_err(|e| (e.to_string(), None))?;
+        crate::service_auth::sign_request(&self.assertions, &mut request, &Identity::default())
+            .map_err(|e| (e, None))?;
+        let response = self
+            .http
+            .execute(request)
             .await
             .map_err(|e| (e.to_string(), None))?;
         let status = response.status().as_u16();

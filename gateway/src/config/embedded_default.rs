@@ -33,6 +33,8 @@ impl Config {
             && self.auth.jwks_url.is_none()
             && self.reservations.signing_key_file.is_none()
             && self.reservations.public_jwks_file.is_none()
+            && self.settlement_auth.signing_key_file.is_none()
+            && self.settlement_auth.gateway_jwks_file.is_none()
             && is_loopback(&self.server.listen)
             && is_loopback(&self.server.admin_listen)
     }
@@ -86,6 +88,8 @@ mod tests {
             ("STOCKGATE_JWKS_URL", "http://idp/jwks.json"),
             ("STOCKGATE_RESERVATION_KEY_FILE", "/keys/rsv.pem"),
             ("STOCKGATE_RESERVATION_JWKS_FILE", "/keys/rsv.json"),
+            ("STOCKGATE_ASSERTION_KEY_FILE", "/keys/gw.pem"),
+            ("STOCKGATE_GATEWAY_JWKS_FILE", "/keys/gw.json"),
             // The image's own default (deploy/Dockerfile).
             ("STOCKGATE_DEV_TOKEN", "0"),
             ("STOCKGATE_DEV_TOKEN", "yes"),

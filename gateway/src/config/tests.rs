@@ -80,6 +80,10 @@ fn each_rule_names_its_field() {
             "reservations.signing_key_id",
         ),
         (
+            "[settlement_auth]\nsigning_key_id = \"\"\n",
+            "settlement_auth.signing_key_id",
+        ),
+        (
             "[upstream]\nsettlement_addr = \"settlement\"\n",
             "upstream.settlement_addr",
         ),
@@ -165,6 +169,15 @@ fn environment_overrides_urls_and_paths() {
             "STOCKGATE_RESERVATION_JWKS_FILE",
             "/keys/reservation-jwks.json",
         ),
+        (
+            "STOCKGATE_ASSERTION_KEY_FILE",
+            "/etc/stockgate/keys/gateway-assertion-key.pem",
+        ),
+        ("STOCKGATE_ASSERTION_KEY_ID", "gw-2"),
+        (
+            "STOCKGATE_GATEWAY_JWKS_FILE",
+            "/etc/stockgate/keys/gateway-assertion-jwks.json",
+        ),
     ]
     .into_iter()
     .collect();
@@ -191,6 +204,21 @@ fn environment_overrides_urls_and_paths() {
             Some(std::path::Path::new("/keys/rsv-2.pem")),
             "rsv-2",
             Some(std::path::Path::new("/keys/reservation-jwks.json"))
+        )
+    );
+    let a = &config.settlement_auth;
+    assert_eq!(
+        (
+            a.signing_key_file.as_deref(),
+            a.signing_key_id.as_str(),
+            config.gateway_jwks_file()
+        ),
+        (
+            Some(std::path::Path::new(
+                "/etc/stockgate/keys/gateway-assertion-key.pem"
+            )),
+            "gw-2",
+            "/etc/stockgate/keys/gateway-assertion-jwks.json".into()
         )
     );
     config.validate().unwrap();

@@ -58,6 +58,12 @@ impl Config {
         if self.reservations.signing_key_id.is_empty() {
             return Err(invalid("reservations.signing_key_id", "must not be empty"));
         }
+        if self.settlement_auth.signing_key_id.is_empty() {
+            return Err(invalid(
+                "settlement_auth.signing_key_id",
+                "must not be empty",
+            ));
+        }
         positive(
             "upstream.connect_timeout_ms",
             self.upstream.connect_timeout_ms,

@@ -2,8 +2,9 @@
 //! `early_request_filter` (request id, timeouts, header deadline mark) → `request_filter`
 //! (identity headers stripped, route, limits, client address, rate limits before auth, auth,
 //! rate limits after auth, edge handlers) → for proxied routes
-//! `upstream_peer` → `upstream_request_filter` (verified identity headers) →
-//! `request_body_filter` (streamed body cap) → `response_filter` (`x-request-id`); on failure
+//! the whole body read (capped) in `request_filter` → `upstream_peer` →
+//! `upstream_request_filter` (the service assertion over method, target and body) →
+//! `request_body_filter` (the body, replayed by Pingora) → `response_filter` (`x-request-id`); on failure
 //! `fail_to_connect` (retry idempotent requests) and `fail_to_proxy` (problem+json); always
 //! `logging` (metrics).
 
@@ -19,9 +20,15 @@ use pingora::{Error, ErrorSource, ErrorType};
 
 use super::respond::{REQUEST_ID, Reply};
 use super::routes::{self, Route};
-use super::{Edge, RequestCtx, USER_ROLES, USER_SUB, has_body, request_id_of};
+use super::{Edge, EdgeLimits, RequestCtx, USER_ROLES, USER_SUB, has_body, request_id_of};
 use crate::problem::Problem;
 use crate::ratelimit::{Checkpoint, Facts};
+use reservation_core::assertion::ASSERTION_HEADER;
+
+/// The largest body proxied to settlement. It is read whole before the upstream request
+/// starts (the assertion covers its hash) and Pingora sends it on from its retry buffer,
+/// which holds 64 KiB; the proxied bodies are small JSON (product edits, status changes).
+pub const MAX_PROXIED_BODY_BYTES: usize = 64 * 1024;
 
 #[async_trait]
 impl ProxyHttp for Edge {
@@ -35,6 +42,7 @@ impl ProxyHttp for Edge {
             identity: None,
             client_ip: None,
             invalidates: None,
+            upstream_body: None,
             body_seen: 0,
             retries: 0,
             in_flight: false,
@@ -62,9 +70,10 @@ impl ProxyHttp for Edge {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
-        // Never trust identity headers from a client, whatever the route.
+        // Never trust identity headers or an assertion from a client, whatever the route.
         session.req_header_mut().remove_header(USER_SUB);
         session.req_header_mut().remove_header(USER_ROLES);
+        session.req_header_mut().remove_header(ASSERTION_HEADER);
 
         let matched = routes::classify(
             &session.req_header().method,
@@ -134,6 +143,14 @@ impl ProxyHttp for Edge {
         let cached = matched.route == Route::Products && self.state.cache.is_some();
         if matched.route.is_proxied() && !cached {
             ctx.invalidates = product_change(session);
+            match self.read_proxied_body(session).await {
+                Ok(body) => ctx.upstream_body = Some(body),
+                Err(problem) => {
+                    let reply = Reply::problem(&problem, &ctx.request_id).closing();
+                    self.answer(session, ctx, reply).await;
+                    return Ok(true);
+                }
+            }
             return Ok(false);
         }
         let reply = self.handle(session, ctx, &matched).await;
@@ -178,10 +195,7 @@ impl ProxyHttp for Edge {
         }
         upstream_request.remove_header(USER_SUB);
         upstream_request.remove_header(USER_ROLES);
-        if let Some(identity) = &ctx.identity {
-            upstream_request.insert_header(USER_SUB, identity.sub.as_str())?;
-            upstream_request.insert_header(USER_ROLES, identity.roles_header())?;
-        }
+        self.assert_request(upstream_request, ctx)?;
         upstream_request.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         Ok(())
     }
@@ -302,6 +316,50 @@ impl ProxyHttp for Edge {
 }
 
 impl Edge {
+    /// Reads the whole body of a request proxied to settlement, at most
+    /// [`MAX_PROXIED_BODY_BYTES`] (413 above), within the body deadline (408). Pingora's retry
+    /// buffer keeps the bytes, and sends them upstream after the headers.
+    async fn read_proxied_body(&self, session: &mut Session) -> Result<Bytes, Problem> {
+        session.as_mut().enable_retry_buffering();
+        let limits = EdgeLimits {
+            max_body_bytes: self.state.limits.max_body_bytes.min(MAX_PROXIED_BODY_BYTES),
+            ..self.state.limits.clone()
+        };
+        super::respond::read_body(session, &limits).await
+    }
+
+    /// Makes the upstream request one settlement can check: the target in origin form (what
+    /// the gateway routed on, so both read the same request), the body's exact length, and
+    /// the assertion over method, target and body for the verified buyer (or nobody).
+    fn assert_request(
+        &self,
+        upstream_request: &mut RequestHeader,
+        ctx: &RequestCtx,
+    ) -> pingora::Result<()> {
+        upstream_request.remove_header(ASSERTION_HEADER);
+        let target = upstream_request
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(400), "no request path"))?;
+        if upstream_request.raw_path() != target.as_bytes() {
+            let uri = target
+                .parse()
+                .map_err(|_| Error::explain(ErrorType::HTTPStatus(400), "bad request path"))?;
+            upstream_request.set_uri(uri);
+        }
+        let body = ctx.upstream_body.as_deref().unwrap_or_default();
+        upstream_request.remove_header(&http::header::TRANSFER_ENCODING);
+        upstream_request.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+        let identity = crate::service_auth::identity_of(ctx.identity.as_ref());
+        let method = upstream_request.method.as_str().to_owned();
+        let assertion =
+            crate::service_auth::sign(&self.state.assertions, &method, &target, body, &identity)
+                .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
+        upstream_request.insert_header(ASSERTION_HEADER, assertion)?;
+        Ok(())
+    }
+
     /// Answers a refusal; a body the edge has not read closes the connection after it.
     async fn refuse(&self, session: &mut Session, ctx: &RequestCtx, mut reply: Reply) {
         if has_body(session) {

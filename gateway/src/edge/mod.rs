@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pingora::proxy::Session;
+use reservation_core::assertion::AssertionSigner;
 use reservation_core::{ReservationStore, TokenSigner, TokenVerifier};
 
 use crate::auth::{BuyerAuth, Identity, OPS_ROLE};
@@ -35,7 +36,8 @@ use routes::{Access, Matched, Route};
 use settle::SettlementClient;
 use sold_out::SoldOutMemory;
 
-/// Identity headers the settlement service trusts: only the edge may set them.
+/// Identity headers an older settlement trusted. Settlement now reads the identity from the
+/// gateway's assertion only; the edge still strips these so no client's reach anywhere.
 const USER_SUB: &str = "x-user-sub";
 const USER_ROLES: &str = "x-user-roles";
 
@@ -58,6 +60,8 @@ pub struct EdgeState {
     /// scripts.
     pub redis: Option<backend_adapters::redis::RedisStore>,
     pub signer: Arc<TokenSigner>,
+    /// Signs the assertion of every request to settlement ([`crate::service_auth`]).
+    pub assertions: Arc<AssertionSigner>,
     pub verifier: TokenVerifier,
     pub auth: BuyerAuth,
     pub metrics: Arc<Metrics>,
@@ -97,6 +101,9 @@ pub struct RequestCtx {
     /// The SKU of a product change proxied through this gateway: its cached pages are
     /// dropped once the upstream accepted the change.
     pub invalidates: Option<reservation_core::Sku>,
+    /// The whole body of a request proxied to settlement, read before the upstream request
+    /// so the assertion can cover it.
+    upstream_body: Option<bytes::Bytes>,
     /// Body bytes passed to the upstream so far (the cap applies to streamed bodies too).
     body_seen: usize,
     retries: usize,

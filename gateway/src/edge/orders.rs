@@ -12,6 +12,7 @@
 //! order's hold expire: found by the settlement-kill and postgres-restart fault runs.)
 
 use pingora::proxy::Session;
+use reservation_core::assertion::Identity;
 use reservation_core::{
     AbortTo, BuyerId, HoldState, ReservationClaims, ReservationError, TokenError,
 };
@@ -69,11 +70,8 @@ async fn try_confirm(
         .map_err(rejected)?;
     let reservation_token = parse_confirm_body(&body).map_err(rejected)?;
 
-    let roles = ctx
-        .identity
-        .as_ref()
-        .map(|i| i.roles_header())
-        .unwrap_or_default();
+    // Who settlement is told the order is for: the verified buyer, in the assertion.
+    let asserted = crate::service_auth::identity_of(ctx.identity.as_ref());
 
     // Token checks come before any store call: a bad or foreign token never reaches it.
     let claims = match state.verifier.verify(&reservation_token) {
@@ -82,7 +80,7 @@ async fn try_confirm(
             match expired_token_retry(state, &reservation_token, &buyer).await? {
                 ExpiredRetry::Confirm(claims) => claims,
                 ExpiredRetry::HoldGone => {
-                    return lost_hold(state, ctx, &reservation_token, &buyer, &roles).await;
+                    return lost_hold(state, ctx, &reservation_token, &asserted).await;
                 }
             }
         }
@@ -107,7 +105,7 @@ async fn try_confirm(
         // A token the gateway signed whose hold the store does not have: a Redis failover
         // lost it (perhaps with an earlier try's commit behind it), or it was pruned.
         Err(ReservationError::NotFound) => {
-            return lost_hold(state, ctx, &reservation_token, &buyer, &roles).await;
+            return lost_hold(state, ctx, &reservation_token, &asserted).await;
         }
         Err(error) => {
             note_store_error(state, &error, &ctx.request_id);
@@ -122,7 +120,7 @@ async fn try_confirm(
     }
     let settled = state
         .settlement
-        .settle(&reservation_token, &ctx.request_id, buyer.as_str(), &roles)
+        .settle(&reservation_token, &ctx.request_id, &asserted)
         .await;
     match settled {
         Settled::Committed { created, order } => {
@@ -215,12 +213,11 @@ async fn lost_hold(
     state: &EdgeState,
     ctx: &RequestCtx,
     token: &str,
-    buyer: &BuyerId,
-    roles: &str,
+    buyer: &Identity,
 ) -> Result<Reply, Refusal> {
     let decided = state
         .settlement
-        .decide_fate(token, &ctx.request_id, buyer.as_str(), roles)
+        .decide_fate(token, &ctx.request_id, buyer)
         .await;
     match decided {
         Settled::Committed { order, .. } => {

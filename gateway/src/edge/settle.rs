@@ -1,11 +1,14 @@
 //! The client of the settlement service's `POST /internal/settlements` (docs/internal-api.md),
 //! over a pooled keep-alive HTTP client. Its one job is to tell the three cases apart that
 //! decide what happens to the hold: committed, certainly not committed, and unknown (the
-//! request was sent and the answer did not come back in time).
+//! request was sent and the answer did not come back in time). Every request carries the
+//! gateway's assertion for the buyer ([`crate::service_auth`]): settlement serves no one else.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use reservation_core::assertion::{AssertionSigner, Identity};
 use serde::Deserialize;
 
 use crate::conn_age::RenewingClient;
@@ -34,15 +37,19 @@ struct ProblemCode {
 /// `upstream.max_connection_age_secs` ([`crate::conn_age`]).
 pub struct SettlementClient {
     http: RenewingClient,
-    url: String,
-    fate_url: String,
+    assertions: Arc<AssertionSigner>,
+    base: String,
 }
+
+const SETTLE_PATH: &str = "/internal/settlements";
+const FATE_PATH: &str = "/internal/settlements/fate";
 
 impl SettlementClient {
     /// `host_port` is the upstream's `host:port`; `timeout` bounds the whole call; no
     /// connection is used once it is `max_age` old.
     pub fn new(
         host_port: &str,
+        assertions: Arc<AssertionSigner>,
         connect_timeout: Duration,
         timeout: Duration,
         pool_idle: Duration,
@@ -58,49 +65,43 @@ impl SettlementClient {
         let http = RenewingClient::new(builder, max_age)?;
         Ok(SettlementClient {
             http,
-            url: format!("http://{host_port}/internal/settlements"),
-            fate_url: format!("http://{host_port}/internal/settlements/fate"),
+            assertions,
+            base: format!("http://{host_port}"),
         })
     }
 
-    /// Sends the reservation token with the request id and the buyer's identity headers.
-    pub async fn settle(&self, token: &str, request_id: &str, sub: &str, roles: &str) -> Settled {
-        self.post(&self.url, token, request_id, sub, roles).await
+    /// Sends the reservation token with the request id, asserted for `buyer`.
+    pub async fn settle(&self, token: &str, request_id: &str, buyer: &Identity) -> Settled {
+        self.post(SETTLE_PATH, token, request_id, buyer).await
     }
 
     /// Asks settlement to decide the fate of a reservation whose hold the store no longer has
     /// (`POST /internal/settlements/fate`): `Committed { created: false }` with the order, or
     /// `Refused { 410, "reservation_released" }` once SQL claimed it released.
-    pub async fn decide_fate(
-        &self,
-        token: &str,
-        request_id: &str,
-        sub: &str,
-        roles: &str,
-    ) -> Settled {
-        self.post(&self.fate_url, token, request_id, sub, roles)
-            .await
+    pub async fn decide_fate(&self, token: &str, request_id: &str, buyer: &Identity) -> Settled {
+        self.post(FATE_PATH, token, request_id, buyer).await
     }
 
-    async fn post(
-        &self,
-        url: &str,
-        token: &str,
-        request_id: &str,
-        sub: &str,
-        roles: &str,
-    ) -> Settled {
-        let body = serde_json::json!({ "reservation_token": token });
-        let sent = self
-            .http
-            .get()
-            .post(url)
+    async fn post(&self, path: &str, token: &str, request_id: &str, buyer: &Identity) -> Settled {
+        let body = serde_json::json!({ "reservation_token": token }).to_string();
+        let http = self.http.get();
+        let built = http
+            .post(format!("{}{path}", self.base))
             .header("x-request-id", request_id)
-            .header("x-user-sub", sub)
-            .header("x-user-roles", roles)
-            .json(&body)
-            .send()
-            .await;
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|mut request| {
+                crate::service_auth::sign_request(&self.assertions, &mut request, buyer)
+                    .map(|()| request)
+            });
+        // Nothing was sent yet: a request that could not be built or signed is "not committed".
+        let request = match built {
+            Ok(request) => request,
+            Err(reason) => return Settled::Unavailable { reason },
+        };
+        let sent = http.execute(request).await;
         let response = match sent {
             Ok(response) => response,
             // A connect failure means no byte of the request reached settlement.
@@ -139,6 +140,15 @@ impl SettlementClient {
                 let code = serde_json::from_slice::<ProblemCode>(&body)
                     .map(|p| p.code)
                     .unwrap_or_default();
+                // Settlement did not take this gateway for the gateway (a key it does not
+                // publish: a rotation done in the wrong order). It refused before any handler
+                // ran, so nothing was committed; the buyer may retry once the keys agree.
+                if status == 401 && code.starts_with("service_auth_") {
+                    tracing::error!(%code, "settlement refused the gateway's service assertion: check settlement_auth keys");
+                    return Settled::Unavailable {
+                        reason: format!("settlement refused the service assertion ({code})"),
+                    };
+                }
                 Settled::Refused { status, code }
             }
             // A 500 may come from a commit whose answer failed: it is not proof of nothing.

@@ -24,6 +24,7 @@ use gateway::config::Config;
 use gateway::server::RunningServer;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reservation_core::assertion::{ASSERTION_HEADER, AssertionSigner, AssertionVerifier};
 use reservation_core::{
     InMemoryStore, ProductStock, ReservationStore, SaleState, Sku, TokenSigner,
 };
@@ -58,6 +59,17 @@ pub struct MockSettlement {
     settled: std::sync::Mutex<Vec<String>>,
     /// Headers of the last proxied request.
     pub last_headers: std::sync::Mutex<Option<HeaderMap>>,
+    /// The last request, settlements' included, as its assertion must cover it.
+    last_request: std::sync::Mutex<Option<Seen>>,
+}
+
+/// What the mock saw of one request: enough to check its service assertion.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: String,
+    target: String,
+    body: Vec<u8>,
+    assertion: Option<String>,
 }
 
 impl MockSettlement {
@@ -82,6 +94,46 @@ impl MockSettlement {
 
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Verifies the last request's service assertion with `gateway`'s key (the one
+    /// `TestGateway::last_asserted` passes): the identity it names, or the refusal code real
+    /// settlement would answer.
+    pub fn last_asserted(
+        &self,
+        gateway: &AssertionSigner,
+    ) -> Result<reservation_core::assertion::Identity, &'static str> {
+        let seen = self
+            .last_request
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("a request reached the mock");
+        let verifier = AssertionVerifier::new(&gateway.jwks()).unwrap();
+        verifier
+            .verify(
+                seen.assertion.as_deref(),
+                &seen.method,
+                &seen.target,
+                &seen.body,
+            )
+            .map_err(|e| e.code())
+    }
+
+    fn record(&self, parts: &axum::http::request::Parts, body: &[u8]) {
+        *self.last_request.lock().unwrap() = Some(Seen {
+            method: parts.method.to_string(),
+            target: parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned()),
+            body: body.to_vec(),
+            assertion: parts
+                .headers
+                .get(ASSERTION_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        });
     }
 
     pub fn last_header(&self, name: &str) -> Option<String> {
@@ -136,9 +188,15 @@ mod base64_decode {
     }
 }
 
-async fn settle(State(mock): State<Arc<MockSettlement>>, body: String) -> Response {
+async fn settle(State(mock): State<Arc<MockSettlement>>, request: Request) -> Response {
     mock.hits.fetch_add(1, Ordering::SeqCst);
     mock.settlements.fetch_add(1, Ordering::SeqCst);
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    mock.record(&parts, &body);
+    let body = String::from_utf8_lossy(&body).into_owned();
     let token = serde_json::from_str::<Value>(&body)
         .ok()
         .and_then(|v| v["reservation_token"].as_str().map(str::to_owned));
@@ -184,7 +242,12 @@ async fn settle(State(mock): State<Arc<MockSettlement>>, body: String) -> Respon
 async fn echo(State(mock): State<Arc<MockSettlement>>, request: Request) -> Response {
     mock.hits.fetch_add(1, Ordering::SeqCst);
     *mock.last_headers.lock().unwrap() = Some(request.headers().clone());
-    let body = json!({"method": request.method().as_str(), "path": request.uri().path()});
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    mock.record(&parts, &body);
+    let body = json!({"method": parts.method.as_str(), "path": parts.uri.path()});
     (
         StatusCode::OK,
         [("content-type", "application/json")],
@@ -420,6 +483,12 @@ pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestGateway {
 impl TestGateway {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// Who the last request the mock settlement received was asserted for, checked as real
+    /// settlement checks it (signature, method, path with query, body).
+    pub fn last_asserted(&self) -> Result<reservation_core::assertion::Identity, &'static str> {
+        self.mock.last_asserted(&self.state.assertions)
     }
 
     pub async fn snapshot(&self, sku: &str) -> reservation_core::StockSnapshot {

@@ -4,13 +4,13 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use backend_adapters::sql::OrderStatus;
 use backend_adapters::sql::orders::{self, StatusOutcome};
 use serde::{Deserialize, Serialize};
 
-use super::{Shared, json_body, json_response, lock_order, ops};
+use super::{Caller, Shared, json_body, json_response, lock_order, ops};
 use crate::error::ApiError;
 use crate::maintenance::{self, MaintenanceError, ReconcileOptions, ReconcileReport};
 use crate::views::OrderView;
@@ -26,11 +26,11 @@ struct StatusBody {
 /// newer holder's change.
 pub(crate) async fn set_status(
     State(state): Shared,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let actor = ops(&headers)?;
+    let actor = ops(&caller)?;
     let StatusBody { status } = json_body(&body)?;
     if status == OrderStatus::Confirmed {
         return Err(ApiError::bad_request(
@@ -84,11 +84,8 @@ struct OutboxLag {
 }
 
 /// The drift report (no repair: repairing is `stockgate reconcile --repair`).
-pub(crate) async fn reconcile(
-    State(state): Shared,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    ops(&headers)?;
+pub(crate) async fn reconcile(State(state): Shared, caller: Caller) -> Result<Response, ApiError> {
+    ops(&caller)?;
     let options = ReconcileOptions {
         repair: false,
         confirming_grace: None,

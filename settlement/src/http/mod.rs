@@ -1,10 +1,12 @@
-//! The settlement service's HTTP API (axum): the public routes, the admin listener's probes
-//! and metrics, the request-id middleware that also puts the id into every problem body, and
-//! the helpers handlers share (identity headers set by the gateway, JSON bodies, ETags).
+//! The settlement service's HTTP API (axum): the public routes, every one behind the service
+//! authentication of [`service_auth`]; the admin listener's probes and metrics; the
+//! request-id middleware that also puts the id into every problem body; and the helpers
+//! handlers share (the identity the gateway asserted, JSON bodies, ETags).
 
 mod admin;
 mod orders;
 mod products;
+mod service_auth;
 mod settle;
 
 use std::sync::Arc;
@@ -13,24 +15,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use backend_adapters::redis::lock::{FencedLock, LockLease};
 use backend_adapters::sql::Db;
+use reservation_core::assertion::AssertionVerifier;
 use reservation_core::{ReservationStore, TokenVerifier};
 use serde::de::DeserializeOwned;
 
 use crate::commit::Committer;
 use crate::error::{ApiError, Problem, problem_response};
 use crate::metrics::Metrics;
+pub(crate) use service_auth::Caller;
 
 /// What every handler reaches.
 pub(crate) struct AppState {
     pub db: Db,
     pub store: Arc<dyn ReservationStore>,
     pub verifier: TokenVerifier,
+    /// The gateway's assertion keys: who may call at all.
+    pub gateway_keys: AssertionVerifier,
     pub committer: Committer,
     pub metrics: Metrics,
     pub status_lock: StatusLock,
@@ -83,7 +89,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/admin/orders/{id}/status", post(admin::set_status))
         .route("/api/v1/admin/reconcile", get(admin::reconcile));
-    finish(api, state)
+    finish(api, state, Listener::Public)
 }
 
 /// The admin listener (`admin_listen_addr`, kept inside the cluster): liveness, readiness
@@ -93,12 +99,21 @@ pub(crate) fn admin_router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
-    finish(admin, state)
+    finish(admin, state, Listener::Admin)
 }
 
-/// What both listeners share: problem+json fallbacks and the request id.
-fn finish(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
-    routes
+enum Listener {
+    /// The API: only the gateway, proven by its assertion.
+    Public,
+    /// Probes and metrics: anyone who reaches the admin port (kept inside the cluster).
+    Admin,
+}
+
+/// What both listeners share: problem+json fallbacks and the request id; the public one
+/// also the service authentication, outside the fallbacks so an unauthenticated caller
+/// cannot even map which routes exist, inside the request id so its refusals carry one.
+fn finish(routes: Router<Arc<AppState>>, state: Arc<AppState>, listener: Listener) -> Router {
+    let routes = routes
         .fallback(|| async { ApiError::new(404, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -106,7 +121,15 @@ fn finish(routes: Router<Arc<AppState>>, state: Arc<AppState>) -> Router {
                 "method_not_allowed",
                 "method not allowed on this route",
             )
-        })
+        });
+    let routes = match listener {
+        Listener::Public => routes.layer(middleware::from_fn_with_state(
+            state.clone(),
+            service_auth::require_gateway,
+        )),
+        Listener::Admin => routes,
+    };
+    routes
         .layer(middleware::from_fn(request_id))
         .with_state(state)
 }
@@ -165,34 +188,28 @@ async fn request_id(req: Request, next: Next) -> Response {
     response
 }
 
-/// The buyer the gateway authenticated (`x-user-sub`).
-pub(crate) fn buyer(headers: &HeaderMap) -> Result<String, ApiError> {
-    headers
-        .get("x-user-sub")
-        .and_then(|v| v.to_str().ok())
+/// The buyer the request acts for, as the gateway's assertion names them; refused when it
+/// names none (a catalog read's assertion, say): no buyer, no buyer's data.
+pub(crate) fn buyer(caller: &Caller) -> Result<String, ApiError> {
+    caller
+        .0
+        .sub
+        .clone()
         .filter(|s| !s.is_empty())
-        .map(str::to_owned)
         .ok_or_else(|| ApiError::new(401, "unauthenticated", "no authenticated buyer"))
 }
 
-/// The caller must carry role `ops` in `x-user-roles` (comma or space separated). Returns
-/// who they are, for the status history.
-pub(crate) fn ops(headers: &HeaderMap) -> Result<String, ApiError> {
-    let roles = headers
-        .get("x-user-roles")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !roles
-        .split([',', ' '])
-        .any(|role| role.trim().eq_ignore_ascii_case("ops"))
-    {
+/// The caller must carry role `ops` in the gateway's assertion. Returns who they are, for
+/// the status history.
+pub(crate) fn ops(caller: &Caller) -> Result<String, ApiError> {
+    if !caller.0.has_role("ops") {
         return Err(ApiError::new(
             403,
             "forbidden",
             "this route needs the ops role",
         ));
     }
-    Ok(buyer(headers).unwrap_or_else(|_| "ops".to_owned()))
+    Ok(buyer(caller).unwrap_or_else(|_| "ops".to_owned()))
 }
 
 /// Parses a JSON object body into `T`, as a 400 problem when it does not fit. Serde would also
@@ -317,11 +334,30 @@ mod tests {
     }
 
     #[test]
-    fn ops_role_is_read_from_the_gateway_header() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(ops(&headers).unwrap_err().status, StatusCode::FORBIDDEN);
-        headers.insert("x-user-roles", HeaderValue::from_static("buyer, ops"));
-        headers.insert("x-user-sub", HeaderValue::from_static("olga"));
-        assert_eq!(ops(&headers).ok().as_deref(), Some("olga"));
+    fn ops_role_and_buyer_come_from_the_asserted_identity() {
+        use reservation_core::assertion::Identity;
+        let caller = |sub: Option<&str>, roles: &[&str]| {
+            Caller(Identity {
+                sub: sub.map(str::to_owned),
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+            })
+        };
+        assert_eq!(
+            ops(&caller(Some("olga"), &["buyer"])).unwrap_err().status,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            ops(&caller(Some("olga"), &["buyer", "ops"]))
+                .ok()
+                .as_deref(),
+            Some("olga")
+        );
+        assert_eq!(
+            buyer(&caller(Some("José"), &[])).ok().as_deref(),
+            Some("José")
+        );
+        for nobody in [caller(None, &[]), caller(Some(""), &["ops"])] {
+            assert_eq!(buyer(&nobody).unwrap_err().status, StatusCode::UNAUTHORIZED);
+        }
     }
 }

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use backend_adapters::sql::orders::{self, CancelOutcome};
 
-use super::{Shared, buyer, json_response, listed_versions};
+use super::{Caller, Shared, buyer, json_response, listed_versions};
 use crate::error::ApiError;
 use crate::views::OrderView;
 
@@ -18,8 +18,8 @@ fn not_found() -> ApiError {
     ApiError::new(404, "order_not_found", "no such order")
 }
 
-pub(crate) async fn list(State(state): Shared, headers: HeaderMap) -> Result<Response, ApiError> {
-    let sub = buyer(&headers)?;
+pub(crate) async fn list(State(state): Shared, caller: Caller) -> Result<Response, ApiError> {
+    let sub = buyer(&caller)?;
     let orders = orders::list_for_buyer(&state.db, &sub, LIST_LIMIT).await?;
     let views: Vec<OrderView> = orders.iter().map(OrderView::from).collect();
     Ok(json_response(StatusCode::OK, &views, None))
@@ -27,10 +27,10 @@ pub(crate) async fn list(State(state): Shared, headers: HeaderMap) -> Result<Res
 
 pub(crate) async fn get(
     State(state): Shared,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let sub = buyer(&headers)?;
+    let sub = buyer(&caller)?;
     match orders::get(&state.db, &id).await? {
         Some(order) if order.user_sub == sub => Ok(json_response(
             StatusCode::OK,
@@ -43,10 +43,11 @@ pub(crate) async fn get(
 
 pub(crate) async fn cancel(
     State(state): Shared,
+    caller: Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let sub = buyer(&headers)?;
+    let sub = buyer(&caller)?;
     let if_match = headers
         .get(header::IF_MATCH)
         .and_then(|v| v.to_str().ok())

@@ -15,7 +15,7 @@ use backend_adapters::sql::{Product, ProductUpsert};
 use reservation_core::{ProductStock, ReservationError, SaleState, Sku};
 use serde::Deserialize;
 
-use super::{AppState, Shared, json_body, json_response, listed_versions, ops};
+use super::{AppState, Caller, Shared, json_body, json_response, listed_versions, ops};
 use crate::error::ApiError;
 use crate::views::{ProductInput, ProductView};
 
@@ -128,11 +128,12 @@ impl Precondition {
 /// version `If-Match` names.
 pub(crate) async fn put_product(
     State(state): Shared,
+    caller: Caller,
     headers: HeaderMap,
     Path(sku): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    ops(&headers)?;
+    ops(&caller)?;
     let sku = Sku::parse(&sku).map_err(ApiError::from)?;
     let upsert = json_body::<ProductInput>(&body)?.validate()?;
     let precondition = Precondition::of(&headers)?;
@@ -157,11 +158,12 @@ const MAX_RESTOCK_UNITS: i64 = 1_000_000_000;
 /// optional (a client that wants "only if nothing changed" sends it).
 pub(crate) async fn restock(
     State(state): Shared,
+    caller: Caller,
     headers: HeaderMap,
     Path(sku): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    ops(&headers)?;
+    ops(&caller)?;
     let sku = Sku::parse(&sku).map_err(ApiError::from)?;
     let RestockBody { units } = json_body(&body)?;
     if !(1..=MAX_RESTOCK_UNITS).contains(&units) {

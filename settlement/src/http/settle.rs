@@ -4,14 +4,14 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use backend_adapters::sql::fates::{self, Fate};
 use backend_adapters::sql::{SettleOutcome, SettleRequest, orders};
-use reservation_core::TokenError;
+use reservation_core::{ReservationClaims, TokenError};
 use serde::Deserialize;
 
-use super::{Shared, json_response};
+use super::{Caller, Shared, json_response};
 use crate::error::ApiError;
 use crate::views::OrderView;
 
@@ -23,10 +23,10 @@ struct SettleBody {
 
 pub(crate) async fn settle(
     State(state): Shared,
-    headers: HeaderMap,
+    caller: Caller,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let result = settle_inner(&state, &headers, &body).await;
+    let result = settle_inner(&state, &caller, &body).await;
     let outcome = match &result {
         Ok((StatusCode::CREATED, _)) => "created",
         Ok(_) => "existing",
@@ -44,14 +44,14 @@ pub(crate) async fn settle(
 
 async fn settle_inner(
     state: &super::AppState,
-    headers: &HeaderMap,
+    caller: &Caller,
     body: &Bytes,
 ) -> Result<(StatusCode, OrderView), ApiError> {
     let body: SettleBody = super::json_body(body)?;
     let claims = match state.verifier.verify(&body.reservation_token) {
         Ok(claims) => claims,
         Err(TokenError::Expired) => {
-            return existing_order_of_expired_token(state, headers, &body.reservation_token).await;
+            return existing_order_of_expired_token(state, caller, &body.reservation_token).await;
         }
         Err(e) => return Err(ApiError::token(&e)),
     };
@@ -62,16 +62,8 @@ async fn settle_inner(
             "the token's sku does not match its reservation",
         ));
     }
-    // The gateway passes the authenticated buyer; a token must be presented by its owner.
-    if let Ok(sub) = super::buyer(headers)
-        && sub != claims.sub.as_str()
-    {
-        return Err(ApiError::new(
-            403,
-            "not_owner",
-            "this reservation belongs to another buyer",
-        ));
-    }
+    // The gateway asserts the authenticated buyer; a token must be presented by its owner.
+    check_owner(caller, &claims)?;
     let request = SettleRequest {
         reservation_id: claims.rid,
         buyer: claims.sub,
@@ -109,12 +101,25 @@ async fn settle_inner(
     }
 }
 
+/// The buyer the gateway asserts must be the token's owner. No asserted buyer is no owner:
+/// the check fails closed.
+fn check_owner(caller: &Caller, claims: &ReservationClaims) -> Result<(), ApiError> {
+    if super::buyer(caller)? != claims.sub.as_str() {
+        return Err(ApiError::new(
+            403,
+            "not_owner",
+            "this reservation belongs to another buyer",
+        ));
+    }
+    Ok(())
+}
+
 /// A token that expired may belong to a confirm whose first try committed (the answer was lost
 /// and the buyer retries late): the order is returned then; without one the token is expired.
 /// The signature, audience and owner are checked as for a live token.
 async fn existing_order_of_expired_token(
     state: &super::AppState,
-    headers: &HeaderMap,
+    caller: &Caller,
     token: &str,
 ) -> Result<(StatusCode, OrderView), ApiError> {
     let expired = || ApiError::token(&TokenError::Expired);
@@ -122,15 +127,7 @@ async fn existing_order_of_expired_token(
         .verifier
         .verify_ignoring_expiry(token)
         .map_err(|e| ApiError::token(&e))?;
-    if let Ok(sub) = super::buyer(headers)
-        && sub != claims.sub.as_str()
-    {
-        return Err(ApiError::new(
-            403,
-            "not_owner",
-            "this reservation belongs to another buyer",
-        ));
-    }
+    check_owner(caller, &claims)?;
     match orders::by_reservation(&state.db, claims.rid.as_str()).await? {
         Some(order) if order.user_sub == claims.sub.as_str() => {
             Ok((StatusCode::OK, OrderView::from(&order)))
@@ -148,16 +145,16 @@ async fn existing_order_of_expired_token(
 /// not: the question is about a reservation the gateway did sign.
 pub(crate) async fn decide_fate(
     State(state): Shared,
-    headers: HeaderMap,
+    caller: Caller,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let (status, view) = decide_fate_inner(&state, &headers, &body).await?;
+    let (status, view) = decide_fate_inner(&state, &caller, &body).await?;
     Ok(json_response(status, &view, Some(view.version)))
 }
 
 async fn decide_fate_inner(
     state: &super::AppState,
-    headers: &HeaderMap,
+    caller: &Caller,
     body: &Bytes,
 ) -> Result<(StatusCode, OrderView), ApiError> {
     let body: SettleBody = super::json_body(body)?;
@@ -165,15 +162,7 @@ async fn decide_fate_inner(
         .verifier
         .verify_ignoring_expiry(&body.reservation_token)
         .map_err(|e| ApiError::token(&e))?;
-    if let Ok(sub) = super::buyer(headers)
-        && sub != claims.sub.as_str()
-    {
-        return Err(ApiError::new(
-            403,
-            "not_owner",
-            "this reservation belongs to another buyer",
-        ));
-    }
+    check_owner(caller, &claims)?;
     let rid = claims.rid.as_str();
     let fate = fates::claim_released(&state.db, rid, fates::reason::LOST_HOLD).await?;
     let order = match fate {

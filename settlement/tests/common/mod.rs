@@ -1,7 +1,8 @@
 //! Shared set-up of the settlement integration tests: a fresh PostgreSQL schema (or SQLite
 //! file) and a fresh Redis key prefix per test, the service started in-process on
-//! `127.0.0.1:0`, and reservation tokens signed by a test key. A missing PostgreSQL or Redis
-//! fails the test: nothing here skips.
+//! `127.0.0.1:0`, and reservation tokens signed by a test key. Every request goes as the
+//! gateway sends it: signed with the test gateway's assertion key ([`AsGateway::send_as`]).
+//! A missing PostgreSQL or Redis fails the test: nothing here skips.
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
@@ -13,6 +14,7 @@ pub use slow_store::SlowStore;
 use std::sync::Arc;
 
 use backend_adapters::sql::Db;
+use reservation_core::assertion::{ASSERTION_HEADER, AssertionSigner, AssertionVerifier, Identity};
 use reservation_core::token::RESERVATION_AUDIENCE;
 use reservation_core::{
     BuyerId, InMemoryStore, Qty, ReservationClaims, ReservationId, ReservationStore, Sku,
@@ -78,8 +80,85 @@ pub struct TestApp {
     pub base: String,
     pub db_url: String,
     pub signer: TokenSigner,
+    /// The test gateway's assertion key: the only caller settlement serves.
+    pub gateway: AssertionSigner,
+    /// The same key, to sign claims no gateway would (the negative suite).
+    pub gateway_key: TokenSigner,
     pub store: Arc<dyn ReservationStore>,
     pub http: reqwest::Client,
+}
+
+/// A buyer as the gateway asserts them.
+pub fn buyer(sub: &str) -> Identity {
+    Identity {
+        sub: Some(sub.to_owned()),
+        roles: vec![],
+    }
+}
+
+/// An operator as the gateway asserts them.
+pub fn ops(sub: &str) -> Identity {
+    Identity {
+        sub: Some(sub.to_owned()),
+        roles: vec!["ops".to_owned()],
+    }
+}
+
+/// The gateway's own requests (catalog reads): no buyer.
+pub fn nobody() -> Identity {
+    Identity::default()
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Sends a request as the gateway does: with an assertion for `who` over its method, path
+/// with query and body, signed by `gateway`.
+pub trait AsGateway {
+    fn send_as(
+        self,
+        gateway: &AssertionSigner,
+        who: Identity,
+    ) -> impl std::future::Future<Output = anyhow::Result<reqwest::Response>>;
+}
+
+impl AsGateway for reqwest::RequestBuilder {
+    async fn send_as(
+        self,
+        gateway: &AssertionSigner,
+        who: Identity,
+    ) -> anyhow::Result<reqwest::Response> {
+        let (client, request) = self.build_split();
+        let mut request = request?;
+        let assertion = assertion_for(&request, gateway, &who, now_secs())?;
+        request
+            .headers_mut()
+            .insert(ASSERTION_HEADER, assertion.parse()?);
+        Ok(client.execute(request).await?)
+    }
+}
+
+/// The assertion `gateway` would sign for `request` at `now`.
+pub fn assertion_for(
+    request: &reqwest::Request,
+    gateway: &AssertionSigner,
+    who: &Identity,
+    now: u64,
+) -> anyhow::Result<String> {
+    let url = request.url();
+    let target = match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let body = request
+        .body()
+        .and_then(|b| b.as_bytes())
+        .unwrap_or_default();
+    Ok(gateway.sign(request.method().as_str(), &target, body, who, now)?)
 }
 
 /// A config for tests: the given database, no periodic maintenance (tests call it), a fast
@@ -106,10 +185,16 @@ pub async fn start_with(
     store: Arc<dyn ReservationStore>,
 ) -> anyhow::Result<TestApp> {
     let signer = TokenSigner::generate("test-k1");
+    let gateway_key = TokenSigner::generate("test-gw-1");
+    let gateway = AssertionSigner::new(TokenSigner::from_pkcs8_pem(
+        gateway_key.kid(),
+        &gateway_key.to_pkcs8_pem(),
+    )?);
     let db_url = config.database_url.clone();
     let deps = SettlementDeps {
         store: store.clone(),
         verifier: TokenVerifier::for_signer(&signer),
+        gateway_keys: AssertionVerifier::new(&gateway.jwks())?,
         registry: prometheus::Registry::new(),
     };
     let running = settlement::start(config, deps).await?;
@@ -118,6 +203,8 @@ pub async fn start_with(
         running,
         db_url,
         signer,
+        gateway,
+        gateway_key,
         store,
         http: reqwest::Client::builder()
             .pool_max_idle_per_host(64)
@@ -141,13 +228,11 @@ impl TestApp {
         let response = self
             .http
             .put(self.url(&format!("/api/v1/admin/products/{sku}")))
-            .header("x-user-sub", "olga")
-            .header("x-user-roles", "ops")
             .json(&json!({
                 "name": format!("{sku} tee"), "price_cents": 1999, "total_stock": total_stock,
                 "per_buyer_limit": 1000, "max_per_order": 10, "sale_state": "on_sale"
             }))
-            .send()
+            .send_as(&self.gateway, ops("olga"))
             .await?;
         anyhow::ensure!(
             response.status().is_success(),
@@ -175,14 +260,12 @@ impl TestApp {
 
     /// `POST /internal/settlements` as the gateway does it.
     pub async fn settle(&self, buyer: &str, token: &str) -> anyhow::Result<reqwest::Response> {
-        Ok(self
-            .http
+        self.http
             .post(self.url("/internal/settlements"))
-            .header("x-user-sub", buyer)
             .header("x-request-id", "req-test")
             .json(&json!({ "reservation_token": token }))
-            .send()
-            .await?)
+            .send_as(&self.gateway, self::buyer(buyer))
+            .await
     }
 
     /// A connection to the service's database, for assertions on rows.
