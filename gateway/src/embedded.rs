@@ -21,6 +21,7 @@ use crate::app::{self, Gateway, Shared, StartError};
 use crate::auth::KeySet;
 use crate::config::{Config, DevSignIn};
 use crate::server::RunningServer;
+use crate::edge::EdgeState;
 use crate::service_auth::{self, UnsetKey};
 
 /// A demo product: sku, name, price in cents, total stock, per-buyer limit.
@@ -36,6 +37,8 @@ pub const DEMO_PRODUCTS: &[DemoProduct] = &[
 /// Both services, running.
 pub struct AllInOne {
     pub gateway: RunningServer,
+    /// The running gateway's state (its cache, limits and counters).
+    pub edge: Arc<EdgeState>,
     pub settlement: RunningSettlement,
     pub shared: Shared,
     /// Whether `POST /dev/token` is served, as [`Config::dev_sign_in`] decided at start.
@@ -108,6 +111,7 @@ pub async fn start(
     let dev_sign_in = config.dev_sign_in(true);
     let gateway = Gateway::build_with(&config, shared.clone(), keys, dev_sign_in)?;
     gateway.spawn_background(&config);
+    let edge = gateway.state.clone();
     let server = match tokio::task::block_in_place(|| gateway.start_background(&config)) {
         Ok(server) => server,
         Err(error) => {
@@ -117,6 +121,7 @@ pub async fn start(
     };
     Ok(AllInOne {
         gateway: server,
+        edge,
         settlement: running,
         shared,
         dev_sign_in,

@@ -84,8 +84,6 @@ struct Stack {
     settlement_prefix: String,
     /// The outbox's Redis stream.
     stream: String,
-    /// The gateway's consumer group on the stream (cache invalidation).
-    group: String,
     redis: MultiplexedConnection,
     db: Db,
     rules_file: PathBuf,
@@ -117,7 +115,6 @@ impl Stack {
             idp,
             settlement_prefix: config.settlement.redis_key_prefix.clone(),
             stream: config.settlement.outbox.stream.clone(),
-            group: format!("{prefix}-gateway-scen"),
             prefix,
             redis,
             db: Db::connect(&database_url, 2).await.unwrap(),
@@ -135,7 +132,7 @@ impl Stack {
     }
 
     /// A second gateway replica in front of the same settlement and Redis: its own process
-    /// memory tier and its own consumer group (`<prefix>-gateway-<replica>`), the shared Redis
+    /// memory tier and its own reader of the events stream, the shared Redis
     /// tier and store.
     async fn replica(&self, replica: &str) -> support::Edge {
         let mut config = self.config.clone();
@@ -401,28 +398,21 @@ impl Stack {
         }
     }
 
-    /// Waits until consumer group `group` has handled (acknowledged) every entry of the
-    /// stream: no cache invalidation is still on its way to that replica.
-    async fn invalidations_handled(&self, group: &str) {
+    /// Waits until the gateway whose state is `edge` has handled every entry of the stream
+    /// (its reader's position is the stream's last id): no cache invalidation is still on its
+    /// way to that replica.
+    async fn invalidations_handled(&self, edge: &gateway::edge::EdgeState) {
+        let cache = edge.cache.as_ref().expect("the cache is on");
         let started = Instant::now();
         loop {
             let last = self.stream_entries().await.last().map(|e| e.0.clone());
-            let groups: redis::streams::StreamInfoGroupsReply = self
-                .redis
-                .clone()
-                .xinfo_groups(&self.stream)
-                .await
-                .unwrap_or_default();
-            let ours = groups.groups.iter().find(|g| g.name == group);
-            if let (Some(group), Some(last)) = (ours, &last)
-                && group.pending == 0
-                && group.last_delivered_id == *last
-            {
+            if last.is_some() && cache.stream_position() == last {
                 return;
             }
             assert!(
                 started.elapsed() < CATCH_UP,
-                "group {group} did not handle the stream up to {last:?}"
+                "the gateway did not handle the stream up to {last:?} (it is at {:?})",
+                cache.stream_position()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -477,7 +467,7 @@ async fn scenario_1_product_view_cache_miss_then_hit() {
             true
         )]
     );
-    stack.invalidations_handled(&stack.group).await;
+    stack.invalidations_handled(&stack.all().edge).await;
     let entry_key = format!("{}:cache:/api/v1/products/HOT", stack.prefix);
     let list_key = format!("{}:cache:/api/v1/products", stack.prefix);
     assert!(!stack.exists(&entry_key).await, "nothing cached yet");
@@ -608,7 +598,6 @@ async fn scenario_1_product_view_cache_miss_then_hit() {
 
     // 4. Another replica: its memory is empty, the Redis copy answers (no upstream fetch).
     let replica = stack.replica("scen-2").await;
-    let replica_group = format!("{}-gateway-scen-2", stack.prefix);
     let response = replica.get("/api/v1/products/HOT").await;
     assert_eq!(response.status(), 200);
     assert_eq!(header(&response, "etag"), etag);
@@ -645,8 +634,8 @@ async fn scenario_1_product_view_cache_miss_then_hit() {
             true
         )
     );
-    stack.invalidations_handled(&stack.group).await;
-    stack.invalidations_handled(&replica_group).await;
+    stack.invalidations_handled(&stack.all().edge).await;
+    stack.invalidations_handled(&replica.state).await;
 
     // 6. The other replica misses and fetches the new price; the first then hits its copy in Redis.
     let response = replica.get("/api/v1/products/HOT").await;

@@ -430,6 +430,8 @@ pub struct Stockgate {
     /// The gateway's admin listener (`/admin/health`, `/metrics`).
     pub admin_port: u16,
     pub settlement_port: u16,
+    /// Settlement's admin listener (`/healthz`, `/readyz`, `/metrics`; no service auth).
+    pub settlement_admin_port: u16,
     pub key_prefix: String,
     gateway: Option<Child>,
     settlement: Option<Child>,
@@ -501,6 +503,7 @@ leader_lease_ms = 3000
             gateway_port,
             admin_port,
             settlement_port,
+            settlement_admin_port,
             key_prefix,
             gateway: None,
             settlement: None,

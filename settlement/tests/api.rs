@@ -266,12 +266,21 @@ async fn probes_and_metrics_are_on_the_admin_listener_only() -> anyhow::Result<(
     );
     let metrics = get(format!("{admin}/metrics")).await?.text().await?;
     assert!(metrics.contains("stockgate_settlement_"), "{metrics}");
+    // On the public listener they are unknown paths, answered like any other: unsigned, the
+    // caller is refused before routing; as the gateway, 404.
     for path in ["/healthz", "/readyz", "/metrics"] {
         let (status, problem) = body(get(app.url(path)).await?).await?;
         assert_eq!(
             (status, problem["code"].as_str()),
+            (401, Some("service_auth_missing")),
+            "public {path}, unsigned"
+        );
+        let signed = app.http.get(app.url(path)).send_as(&app.gateway, nobody());
+        let (status, problem) = body(signed.await?).await?;
+        assert_eq!(
+            (status, problem["code"].as_str()),
             (404, Some("not_found")),
-            "public {path}"
+            "public {path}, as the gateway"
         );
     }
     // And the API is not on the admin listener.

@@ -86,6 +86,7 @@ pub async fn run(cache: Arc<ProductCache>, redis: EdgeRedis, stream: String, rea
                         }
                     }
                     position = Some(tail.last_id().to_owned());
+                    cache.set_stream_position(tail.last_id());
                 }
                 Err(error) => {
                     tracing::debug!(%error, "events stream read failed; reconnecting");

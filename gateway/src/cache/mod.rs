@@ -109,6 +109,9 @@ pub struct ProductCache {
     /// Bumped by every invalidation: a fill that started before one does not store its copy
     /// (it may predate the change).
     generation: AtomicU64,
+    /// The id of the last events-stream entry the [`invalidate`] reader handled: where this
+    /// replica's cache stands against the stream (tests wait on it).
+    stream_position: std::sync::Mutex<Option<String>>,
 }
 
 pub fn now_ms() -> u64 {
@@ -148,6 +151,7 @@ impl ProductCache {
             upstream_base: format!("http://{upstream_host_port}"),
             metrics,
             generation: AtomicU64::new(0),
+            stream_position: std::sync::Mutex::new(None),
         })
     }
 
@@ -227,6 +231,21 @@ impl ProductCache {
     /// How many copies this process holds in memory (tests, bounds).
     pub fn local_len(&self) -> usize {
         self.local.len()
+    }
+
+    /// The id of the last events-stream entry handled (`None` before the first).
+    pub fn stream_position(&self) -> Option<String> {
+        self.stream_position
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_stream_position(&self, id: &str) {
+        *self
+            .stream_position
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(id.to_owned());
     }
 
     /// Drops every copy of `sku`'s page and of the list, here and in Redis. Keys are

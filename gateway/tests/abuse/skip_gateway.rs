@@ -184,9 +184,17 @@ async fn the_settlement_port_serves_only_the_gateway() {
     for (case, request, code) in cases {
         refused(request.send().await.unwrap(), code, case).await;
     }
-    // The probes stay open (the kubelet and the gateway's health check use them).
-    let health = http.get(d.settlement("/healthz")).send().await.unwrap();
+    // The probes are on settlement's admin listener, unsigned (the kubelet and the gateway's
+    // health check use them); the public port answers them like any unsigned call.
+    let admin = format!("http://127.0.0.1:{}", d.stockgate.settlement_admin_port);
+    let health = http.get(format!("{admin}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
+    refused(
+        http.get(d.settlement("/healthz")).send().await.unwrap(),
+        "service_auth_missing",
+        "a probe on the public port",
+    )
+    .await;
 
     // A hold released through the gateway, its token posted straight to settlement.
     let bob = d.token("bob", &[]);
