@@ -20,8 +20,8 @@ use reservation_core::assertion::{AssertionSigner, Identity};
 use crate::app::{self, Gateway, Shared, StartError};
 use crate::auth::KeySet;
 use crate::config::{Config, DevSignIn};
-use crate::server::RunningServer;
 use crate::edge::EdgeState;
+use crate::server::RunningServer;
 use crate::service_auth::{self, UnsetKey};
 
 /// A demo product: sku, name, price in cents, total stock, per-buyer limit.

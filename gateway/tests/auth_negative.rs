@@ -215,3 +215,26 @@ async fn forged_identity_headers_are_replaced_by_the_verified_ones() {
     assert_eq!(gw.mock.last_header("x-user-roles"), None);
     assert!(gw.mock.last_header("x-request-id").is_some());
 }
+
+/// The buyer's credentials stay at the edge: settlement acts on the assertion, and a bearer
+/// token or cookie on the internal hop is one a capture there could replay at the public
+/// edge for hours (before, both went upstream as sent: found by the attacker review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_buyers_credentials_are_not_proxied() {
+    let gw = common::start().await;
+    let response = gw
+        .http
+        .get(gw.url("/api/v1/orders"))
+        .bearer_auth(gw.idp.ops_token("olga"))
+        .header("cookie", "session=secret")
+        .header("proxy-authorization", "Basic b2xnYTpzZWNyZXQ=")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(gw.mock.hits(), 1);
+    for name in ["authorization", "cookie", "proxy-authorization"] {
+        assert_eq!(gw.mock.last_header(name), None, "{name} went upstream");
+    }
+    assert!(gw.mock.last_header("x-stockgate-assertion").is_some());
+}

@@ -40,6 +40,32 @@ async fn read(edge: &support::Edge, xff: &str) -> u16 {
     request.send().await.unwrap().status().as_u16()
 }
 
+/// A `GET` rule spends the same budget on `HEAD`: the edge answers a `HEAD` of a catalog
+/// page as the `GET` (a cache fill, upstream on a miss). Before, rule matching compared the
+/// method exactly and HEADs of unknown SKUs went to SQL without a limit (150 of 150 passed
+/// the shipped `catalog-per-ip`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_requests_spend_the_get_rules_budget() {
+    let (edge, upstream, path) = edge_with(CATALOG_PER_IP, &[]).await;
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let url = edge.url(&format!("/api/v1/products/NOPE{i}"));
+        statuses.push(edge.http.head(url).send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(&statuses[2..], [429, 429], "{statuses:?}");
+    assert_eq!(
+        read(&edge, "").await,
+        429,
+        "HEADs and GETs share one budget"
+    );
+    assert_eq!(
+        upstream.catalog.hits(),
+        2,
+        "refused HEADs never went upstream"
+    );
+    let _ = std::fs::remove_file(path);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarded_address_from_an_untrusted_peer_is_ignored() {
     // Proxies trusted, but the test client (127.0.0.1) is not one of them.

@@ -273,7 +273,10 @@ impl ReservationStore for InMemoryStore {
         }
         book.available = stock.total_stock - committed;
         book.stock = stock.clone();
-        Ok(book.snapshot(sku))
+        let snapshot = book.snapshot(sku);
+        // A repair in progress may have read SQL before this edit: it is superseded.
+        state.repairs.remove(sku);
+        Ok(snapshot)
     }
 
     async fn reserve(&self, request: &ReserveRequest) -> StoreResult<Reservation> {

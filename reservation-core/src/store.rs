@@ -26,7 +26,9 @@ pub const REPAIR_JOURNAL_TTL: std::time::Duration = std::time::Duration::from_se
 pub trait ReservationStore: Send + Sync + 'static {
     /// Creates a SKU's counters, or updates its total stock, limits and sale state.
     /// A new total moves `available` by the difference; it may not drop below the units
-    /// already held, confirming or sold ([`ReservationError::StockBelowCommitted`]).
+    /// already held, confirming or sold ([`ReservationError::StockBelowCommitted`]). It
+    /// supersedes a counter repair of the SKU in progress ([`Self::begin_repair`]), whose SQL
+    /// snapshot may predate the edit.
     async fn configure_product(
         &self,
         sku: &Sku,

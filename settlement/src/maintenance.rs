@@ -80,7 +80,9 @@ pub struct SkuReport {
     /// one snapshot, so a single report may show a passing difference.
     pub unexplained_drift: i64,
     pub balanced: bool,
-    /// Balanced, and no unexplained drift.
+    /// The store sells under SQL's per-buyer limit, max per order and sale state.
+    pub settings_match: bool,
+    /// Balanced, settings matching, and no unexplained drift.
     pub ok: bool,
     pub confirming_confirmed: u32,
     pub confirming_released: u32,
@@ -115,6 +117,7 @@ pub async fn reconcile(
             pending_returns: pending_returns.get(&product.sku).copied().unwrap_or(0),
             unexplained_drift: 0,
             balanced: false,
+            settings_match: false,
             ok: false,
             confirming_confirmed: 0,
             confirming_released: 0,
@@ -128,16 +131,28 @@ pub async fn reconcile(
             report.sold_drift = (s.sold + s.confirming) as i64 - product.sold;
             report.confirming_in_flight = in_flight_units(db, store, &sku).await?;
             report.balanced = s.is_balanced() && s.total_stock as i64 == product.total_stock;
+            report.settings_match = settings_match(s, &product);
         }
         report.unexplained_drift =
             report.sold_drift - report.confirming_in_flight - report.pending_returns;
-        report.ok = report.balanced && report.unexplained_drift == 0;
+        report.ok = report.balanced && report.settings_match && report.unexplained_drift == 0;
         report.store = snap;
         if options.repair && !report.ok {
             let repair = prepare_repair(db, store, &product).await?;
-            report.store = Some(apply_repair(store, &repair).await?);
-            report.repaired = true;
-            tracing::warn!(sku = %sku, drift = report.sold_drift, "counters rebuilt from sql");
+            match apply_repair(store, &repair).await {
+                Ok(repaired) => {
+                    report.store = Some(repaired);
+                    report.repaired = true;
+                    tracing::warn!(sku = %sku, drift = report.sold_drift, "counters rebuilt from sql");
+                }
+                // An ops edit or another repair of the SKU came between the two steps: the
+                // counters are theirs now; the SKU stays not ok in this report, and the next
+                // reconcile looks again.
+                Err(MaintenanceError::Store(ReservationError::RepairSuperseded)) => {
+                    tracing::warn!(sku = %sku, "repair superseded by an edit or another repair");
+                }
+                Err(error) => return Err(error),
+            }
         }
         if let Some(m) = metrics {
             m.drift_sold
@@ -179,8 +194,10 @@ pub struct Repair {
 }
 
 /// The first step of a repair: open the store's journal (listing the holds confirming now),
-/// then read one SQL snapshot of what is sold and which of those holds, and of recent
-/// orders, have an order.
+/// then read one SQL snapshot of the product's settings, what is sold, and which of those
+/// holds, and of recent orders, have an order. The settings come from the snapshot, not from
+/// `product` (read earlier, maybe before an ops edit); an edit committed after the snapshot
+/// supersedes the repair in the store.
 pub async fn prepare_repair(
     db: &Db,
     store: &dyn ReservationStore,
@@ -189,10 +206,11 @@ pub async fn prepare_repair(
     let sku = product.sku()?;
     let start = store.begin_repair(&sku).await?;
     let recent_since = now_ms() - REPAIR_RECENT_ORDERS_MS;
-    let basis = products::repair_basis(db, &product.sku, &start.confirming, recent_since).await?;
+    let (now, basis) =
+        products::repair_basis(db, &product.sku, &start.confirming, recent_since).await?;
     Ok(Repair {
         sku,
-        stock: product.stock(),
+        stock: now.as_ref().unwrap_or(product).stock(),
         basis,
         ticket: start.ticket,
     })
@@ -228,6 +246,14 @@ async fn in_flight_units(
         .filter(|c| !ordered.contains(c.hold.id.as_str()))
         .map(|c| i64::from(c.hold.qty.get()))
         .sum())
+}
+
+/// Whether the store sells the SKU under SQL's settings (limits and sale state; the total is
+/// part of `balanced`).
+fn settings_match(store: &StockSnapshot, sql: &Product) -> bool {
+    let sql = sql.stock();
+    (store.per_buyer_limit, store.max_per_order, store.sale_state)
+        == (sql.per_buyer_limit, sql.max_per_order, sql.sale_state)
 }
 
 async fn snapshot(

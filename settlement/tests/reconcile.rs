@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use backend_adapters::redis::{RedisStore, RedisStoreConfig};
 use backend_adapters::sql::Db;
-use common::{TestApp, redis_prefix, redis_url, start_with, test_config, wipe_redis_prefix};
+use common::{
+    AsGateway, TestApp, redis_prefix, redis_url, start_with, test_config, wipe_redis_prefix,
+};
 use reservation_core::{
     BuyerId, Hold, HoldState, IdempotencyKey, Qty, ReservationClaims, ReservationStore,
     ReserveRequest, Sku,
@@ -419,6 +421,114 @@ async fn a_repair_racing_a_finish_or_a_return_keeps_the_counters_exact() -> anyh
     let report = reconcile(&db, &store, None, check).await?;
     assert!(report.ok, "{report:?}");
     app.running.shutdown().await;
+    Ok(())
+}
+
+/// An ops `PUT` of REC's settings, as the gateway sends it.
+async fn edit(app: &TestApp, total: i64, limit: i64, state: &str) -> anyhow::Result<()> {
+    let response = app
+        .http
+        .put(app.url("/api/v1/admin/products/REC"))
+        .header("if-match", "*")
+        .json(&serde_json::json!({
+            "name": "REC tee", "price_cents": 1999, "total_stock": total,
+            "per_buyer_limit": limit, "max_per_order": 10, "sale_state": state
+        }))
+        .send_as(&app.gateway, common::ops("olga"))
+        .await?;
+    anyhow::ensure!(response.status() == 200, "edit: {}", response.status());
+    Ok(())
+}
+
+/// An ops edit of the product while `reconcile --repair` runs stands. The repair used to
+/// write the settings of the product list it read when the run began: an edit that came
+/// before the SKU's turn (a sale paused, a restock, a lower limit) was undone in Redis, and
+/// the paused SKU took orders again while SQL and the storefront said paused. Now the repair
+/// writes the settings of its own SQL snapshot, an edit after that snapshot supersedes it, and
+/// the report compares the settings too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ops_edit_during_a_repair_stands() -> anyhow::Result<()> {
+    use backend_adapters::sql::products;
+    use reservation_core::{ReservationError, SaleState};
+    use settlement::maintenance::{MaintenanceError, apply_repair, prepare_repair};
+
+    let prefix = redis_prefix();
+    let store = store_under(&prefix).await?;
+    let db_url = common::postgres_url().await?;
+    let app = start_with(test_config(&db_url), Arc::new(store.clone())).await?;
+    app.put_product("REC", 10).await?;
+    let sku = Sku::parse("REC")?;
+    let db = Db::connect(&db_url, 2).await?;
+    let mut redis = redis::Client::open(redis_url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let stock_key = format!("{}:{{REC}}:stock", store.prefix());
+    let settings =
+        |s: &reservation_core::StockSnapshot| (s.total_stock, s.per_buyer_limit, s.sale_state);
+    let lose_sold = |redis: &mut redis::aio::MultiplexedConnection| {
+        let mut redis = redis.clone();
+        let key = stock_key.clone();
+        async move {
+            let _: () = redis::cmd("HSET")
+                .arg(&key)
+                .arg(&["sold", "3"])
+                .query_async(&mut redis)
+                .await?;
+            anyhow::Ok(())
+        }
+    };
+
+    // 1. The run read the product list, then ops paused the sale and restocked, then the
+    //    repair of REC began: it writes what SQL has now.
+    lose_sold(&mut redis).await?;
+    let read_when_the_run_began = products::get(&db, "REC").await?.unwrap();
+    edit(&app, 30, 1, "paused").await?;
+    let repair = prepare_repair(&db, &store, &read_when_the_run_began).await?;
+    apply_repair(&store, &repair).await?;
+    let snap = store.snapshot(&sku).await?;
+    assert_eq!(settings(&snap), (30, 1, SaleState::Paused), "{snap:?}");
+    assert_eq!(snap.available, 30);
+
+    // 2. The repair read SQL, then ops edited: the edit stands, the repair is refused.
+    lose_sold(&mut redis).await?;
+    let repair = prepare_repair(&db, &store, &products::get(&db, "REC").await?.unwrap()).await?;
+    edit(&app, 40, 2, "on_sale").await?;
+    let err = apply_repair(&store, &repair).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            MaintenanceError::Store(ReservationError::RepairSuperseded)
+        ),
+        "{err:?}"
+    );
+    let snap = store.snapshot(&sku).await?;
+    assert_eq!(settings(&snap), (40, 2, SaleState::OnSale), "{snap:?}");
+
+    // 3. The report sees a sale state Redis and SQL disagree on; the repair puts SQL's back.
+    let _: () = redis::cmd("HSET")
+        .arg(&stock_key)
+        .arg(&["sold", "0", "available", "40", "state", "paused"])
+        .query_async(&mut redis)
+        .await?;
+    let check = ReconcileOptions {
+        repair: false,
+        confirming_grace: None,
+    };
+    let report = reconcile(&db, &store, None, check).await?;
+    assert!(!report.ok && !report.skus[0].settings_match, "{report:?}");
+    let repair = ReconcileOptions {
+        repair: true,
+        ..check
+    };
+    reconcile(&db, &store, None, repair).await?;
+    let report = reconcile(&db, &store, None, check).await?;
+    assert!(report.ok, "{report:?}");
+    assert_eq!(
+        settings(&store.snapshot(&sku).await?),
+        (40, 2, SaleState::OnSale)
+    );
+    app.running.shutdown().await;
+    wipe_redis_prefix(&prefix).await?;
     Ok(())
 }
 

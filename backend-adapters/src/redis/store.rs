@@ -334,7 +334,7 @@ impl ReservationStore for RedisStore {
         let f = self
             .run(
                 &self.scripts.configure_product,
-                &[&k.stock],
+                &[&k.stock, &k.repair],
                 &[&total, &limit, &max, stock.sale_state.as_str()],
             )
             .await?;

@@ -221,14 +221,24 @@ pub async fn list(db: &Db) -> Result<Vec<Product>, SqlError> {
 /// buyer; which reservation ids have an order, live or cancelled, among `asked` (the holds
 /// the store had as confirming when the repair began) and every order created at or after
 /// `recent_since_ms` (holds that began confirming while the repair ran); and the reservation
-/// ids of cancelled orders.
+/// ids of cancelled orders. And the product row itself, in the same snapshot: the settings
+/// the repair writes are the ones SQL had then, not those of an earlier read (an ops edit that
+/// commits later supersedes the repair in the store).
 pub async fn repair_basis(
     db: &Db,
     sku: &str,
     asked: &[ReservationId],
     recent_since_ms: i64,
-) -> Result<SoldUnits, SqlError> {
+) -> Result<(Option<Product>, SoldUnits), SqlError> {
     let mut tx = db.begin_snapshot().await?;
+    let sql = format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE sku = $1");
+    let product = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(sku)
+        .fetch_optional(&mut *tx)
+        .await?
+        .as_ref()
+        .map(Product::from_row)
+        .transpose()?;
     let rows = sqlx::query(
         "SELECT user_sub, CAST(SUM(qty) AS BIGINT) AS units FROM orders \
          WHERE sku = $1 AND status <> 'cancelled' GROUP BY user_sub ORDER BY user_sub",
@@ -280,5 +290,5 @@ pub async fn repair_basis(
         }
     }
     tx.commit().await?;
-    Ok(sold)
+    Ok((product, sold))
 }

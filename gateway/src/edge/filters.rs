@@ -195,6 +195,12 @@ impl ProxyHttp for Edge {
         }
         upstream_request.remove_header(USER_SUB);
         upstream_request.remove_header(USER_ROLES);
+        // The buyer's credentials stay at the edge: settlement acts on the assertion alone,
+        // and a bearer token or cookie on the internal hop is one a capture there could
+        // replay at the public edge for its whole life.
+        upstream_request.remove_header(&http::header::AUTHORIZATION);
+        upstream_request.remove_header(&http::header::PROXY_AUTHORIZATION);
+        upstream_request.remove_header(&http::header::COOKIE);
         self.assert_request(upstream_request, ctx)?;
         upstream_request.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         Ok(())

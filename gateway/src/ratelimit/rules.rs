@@ -136,8 +136,15 @@ impl Rule {
         self.method.as_ref()
     }
 
-    /// Whether the rule applies, and its `{sku}` path parameter if the pattern has one.
+    /// Whether the rule applies, and its `{sku}` path parameter if the pattern has one. A
+    /// `GET` rule applies to `HEAD` too: the edge answers a `HEAD` as the `GET` (same cache
+    /// fill, same store read), so it must not be a way around the `GET`'s limit.
     pub fn matches<'a>(&self, method: &Method, path: &'a str) -> Option<Option<&'a str>> {
+        let method = if method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
         if self.method.as_ref().is_some_and(|m| m != method) {
             return None;
         }

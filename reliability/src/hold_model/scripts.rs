@@ -184,6 +184,11 @@ impl State {
         }
         self.redis.total = total;
         self.redis.available = total - committed;
+        // configure_product.lua drops the journal of a repair in progress: its write will be
+        // refused (`repair_superseded`), and the next reconcile repairs again.
+        if matches!(self.repair, Repair::Read(_)) {
+            self.repair = Repair::Idle;
+        }
     }
 
     /// `settle_batch` for one request, one transaction. Every rule set: an existing order is

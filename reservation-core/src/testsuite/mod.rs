@@ -199,6 +199,7 @@ macro_rules! reservation_store_conformance {
             refused_repair_of_a_lost_sku_leaves_no_trace,
             repair_counts_what_its_snapshot_missed,
             a_superseded_repair_writes_nothing,
+            a_product_edit_supersedes_a_repair_in_progress,
             snapshot_display_state_follows_stock_and_sale,
             concurrent_reservations_never_oversell,
         );

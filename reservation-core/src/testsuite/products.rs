@@ -515,6 +515,44 @@ pub async fn a_superseded_repair_writes_nothing<S: ReservationStore>(store: Shar
     assert_eq!(err, ReservationError::RepairSuperseded);
 }
 
+/// An ops edit of the product while a repair runs (between its SQL snapshot and its write):
+/// the edit's settings stand and the repair, whose snapshot may predate the edit, is
+/// refused without writing (the next reconcile repairs from the edited row). Before: the
+/// repair wrote its older total, limits and sale state over the edit, reopening a paused sale.
+pub async fn a_product_edit_supersedes_a_repair_in_progress<S: ReservationStore>(
+    store: SharedStore<S>,
+) {
+    let sku = product(&*store, "A", 10).await;
+    hold(&*store, "A", "alice", 1, "k1").await;
+    let repair = store.begin_repair(&sku).await.unwrap();
+    let paused = ProductStock {
+        sale_state: SaleState::Paused,
+        ..stock(30, 1, 1)
+    };
+    store.configure_product(&sku, &paused).await.unwrap();
+    let err = store
+        .repair_counters(
+            &sku,
+            &stock(10, 4, 4),
+            &SoldUnits::default(),
+            &repair.ticket,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, ReservationError::RepairSuperseded);
+    let s = store.snapshot(&sku).await.unwrap();
+    assert_eq!(
+        (
+            s.total_stock,
+            s.per_buyer_limit,
+            s.max_per_order,
+            s.sale_state
+        ),
+        (30, 1, 1, SaleState::Paused)
+    );
+    assert_eq!(counters(&*store, &sku).await, (29, 1, 0, 0));
+}
+
 pub async fn snapshot_display_state_follows_stock_and_sale<S: ReservationStore>(
     store: SharedStore<S>,
 ) {

@@ -1,6 +1,8 @@
 -- configure_product: create a SKU's counters, or update its total stock, limits and sale
--- state. A new total moves `available` by the difference.
--- KEYS[1] stock hash {sku}
+-- state. A new total moves `available` by the difference. A counter repair in progress is
+-- superseded (its journal dropped: repair_counters refuses): it may have read SQL before the
+-- edit and would write the older settings over it.
+-- KEYS[1] stock hash {sku}   KEYS[2] repair journal {sku} (begin_repair.lua)
 -- ARGV[1] total stock   ARGV[2] per-buyer limit   ARGV[3] max per order
 -- ARGV[4] sale state ("on_sale" | "paused")
 -- Returns: {"ok", total, available, held, confirming, sold, limit, max, state}
@@ -22,6 +24,7 @@ if committed > 0 then
   -- Guarded: Lua would format -0 as "-0", which HINCRBY refuses.
   redis.call('HINCRBY', KEYS[1], 'available', -committed)
 end
+redis.call('DEL', KEYS[2])
 local s = redis.call('HMGET', KEYS[1], 'total', 'available', 'held', 'confirming', 'sold',
   'limit', 'max', 'state')
 return {'ok', s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8]}

@@ -45,6 +45,17 @@ fn parses_and_matches() {
         Some(Some("HOT"))
     );
     assert_eq!(stock.matches(&Method::GET, "/api/v1/stock/HOT/x"), None);
+    let get_only = parse(
+        "[[rule]]\nname = \"g\"\nmethod = \"GET\"\npath = \"/a\"\nkey = [\"ip\"]\nrate = 1\nburst = 1\n",
+        "get",
+    )
+    .unwrap();
+    assert_eq!(
+        get_only[0].matches(&Method::HEAD, "/a"),
+        Some(None),
+        "HEAD is a GET"
+    );
+    assert_eq!(get_only[0].matches(&Method::POST, "/a"), None);
     assert_eq!(stock.matches(&Method::GET, "/api/v1/stock/"), None);
     assert!(!stock.needs_body_sku() && stock.shadow);
     let any = parse(
