@@ -12,6 +12,8 @@
 //   problem+json `code`.
 // - `once: true` sends a request exactly once: for a change the server does not dedupe by
 //   Idempotency-Key (an ops restock), where a repeat could apply it twice.
+// - `idempotencyKey` continues a user action begun earlier (the storefront keeps a reserve's
+//   key in localStorage until it is answered, so a reserve retried after a reload replays).
 
 const TOKEN_KEY = "stockgate.token";
 const RETRY = { attempts: 6, baseMs: 250, capMs: 4000 };
@@ -22,6 +24,11 @@ export class ApiError extends Error {
     super(detail || code);
     this.status = status;
     this.code = code;
+  }
+
+  /** Whether the server may not have decided: no answer, busy (429) or failing (5xx). */
+  get undecided() {
+    return this.code === "network" || this.status === 429 || this.status >= 500;
   }
 }
 
@@ -72,13 +79,13 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 /**
  * Sends one user action. Returns `{status, body, headers}` for a 2xx answer, throws ApiError
  * otherwise. `options.headers` adds headers (e.g. If-Match); `options.auth` false sends no
- * token; `options.once` sends it once, without retries; `options.onRetry(attempt, reason)`
- * is told about each retry.
+ * token; `options.once` sends it once, without retries; `options.idempotencyKey` is the key
+ * of a POST (default: a new one); `options.onRetry(attempt, reason)` is told about each retry.
  */
 export async function request(method, path, body, options = {}) {
   const headers = { Accept: "application/json", ...(options.headers || {}) };
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  if (method === "POST") headers["Idempotency-Key"] = newIdempotencyKey();
+  if (method === "POST") headers["Idempotency-Key"] = options.idempotencyKey || newIdempotencyKey();
   const identity = options.auth === false ? null : session();
   if (identity) headers.Authorization = `Bearer ${identity.token}`;
   const init = { method, headers, body: body === undefined ? undefined : JSON.stringify(body) };

@@ -250,3 +250,128 @@ test("a purchase limit and a network failure each get a clear message", async ({
   expect(new Set(keys).size).toBe(1);
   expect(await stockOf(request, sku)).toMatchObject({ available: 5, held: 0, sold: 0 });
 });
+
+test("a hold survives a reload and is confirmed after it", async ({ page, request }) => {
+  const sku = uniqueSku("RELOAD");
+  // Limit 1: before the page listed holds, a reload left this buyer 422 with nothing to confirm.
+  await putProduct(request, sku, { name: "Reloaded scarf", total_stock: 3, per_buyer_limit: 1 });
+  await signIn(page, "buyer-reload");
+  const item = card(page, sku);
+  await item.getByRole("button", { name: "Reserve" }).click();
+  await expect(notice(page)).toContainText("Reserved 1 × Reloaded scarf");
+  const id = await page.locator(".hold[data-state=held]").getAttribute("data-reservation");
+
+  await page.reload();
+  await expect(page.locator("#who")).toContainText("signed in as buyer-reload");
+  const hold = page.locator(`.hold[data-reservation="${id}"]`);
+  await expect(hold).toHaveAttribute("data-state", "held");
+  await expect(hold).toContainText("1 × Reloaded scarf");
+  await expect(hold.locator(".countdown")).toContainText("held for 0:0");
+  await hold.getByRole("button", { name: "Confirm order" }).click();
+  await expect(notice(page)).toContainText("Order placed: 1 × Reloaded scarf for $15.00");
+  await expect(hold).toHaveAttribute("data-state", "confirmed");
+  await expect(page.locator("#orders tbody tr[data-status=confirmed]")).toContainText("Reloaded scarf");
+
+  const token = await devToken(request, "buyer-reload");
+  const orders = (await ordersOf(request, token)).filter((o) => o.sku === sku);
+  expect(orders.map((o) => [o.reservation_id, o.qty, o.status])).toEqual([[id, 1, "confirmed"]]);
+  expect(await stockOf(request, sku)).toMatchObject({ available: 2, held: 0, sold: 1 });
+});
+
+test("a reserve whose answer was lost is replayed after a reload, not doubled", async ({ page, request }) => {
+  const sku = uniqueSku("LOST");
+  await putProduct(request, sku, { name: "Lost-answer badge", total_stock: 3, per_buyer_limit: 1 });
+  const posts = recordPosts(page);
+  await signIn(page, "buyer-lost-answer");
+  // The first reserve reaches the shop (the hold is made), its answer never reaches the page.
+  let made;
+  const firstSent = new Promise((resolve) => {
+    page.route("**/api/v1/reservations", async (route) => {
+      made = await route.fetch();
+      await route.abort("internetdisconnected");
+      resolve(route.request().headers()["idempotency-key"]);
+    }, { times: 1 });
+  });
+  await card(page, sku).getByRole("button", { name: "Reserve" }).click();
+  const key = await firstSent;
+  expect(made.status()).toBe(201);
+  const id = (await made.json()).reservation_id;
+  // The buyer reloads while the page is still retrying.
+  await page.reload();
+  const hold = page.locator(`.hold[data-reservation="${id}"]`);
+  await expect(hold).toHaveAttribute("data-state", "held");
+
+  // Reserving again carries the first key: the same hold comes back (200), no second one and
+  // no purchase_limit refusal.
+  await card(page, sku).getByRole("button", { name: "Reserve" }).click();
+  await expect(notice(page)).toContainText("Reserved 1 × Lost-answer badge");
+  const replay = posts.filter((p) => p.path === "/api/v1/reservations").at(-1);
+  expect([replay.key, replay.status]).toEqual([key, 200]);
+  await expect(page.locator(".hold")).toHaveCount(1);
+  expect(await stockOf(request, sku)).toMatchObject({ available: 2, held: 1 });
+
+  // Answered, the key is spent: the next reserve is a new request (refused by the limit).
+  await card(page, sku).getByRole("button", { name: "Reserve" }).click();
+  await expect(notice(page)).toHaveText(/Purchase limit reached/);
+  expect(posts.at(-1).key).not.toBe(key);
+  await hold.getByRole("button", { name: "Release" }).click();
+  await expect(notice(page)).toHaveText("Released Lost-answer badge; it is back on sale.");
+});
+
+test("a hold that runs out while its confirm is in flight keeps its line until the answer", async ({ page, request }) => {
+  const sku = uniqueSku("SLOWOK");
+  await putProduct(request, sku, { name: "Slow answer kite", total_stock: 2 });
+  await signIn(page, "buyer-slow-answer");
+  const reserved = page.waitForResponse((r) => r.url().endsWith("/api/v1/reservations") && r.request().method() === "POST");
+  await card(page, sku).getByRole("button", { name: "Reserve" }).click();
+  const { reservation_id: id, expires_at: expiresAt } = await (await reserved).json();
+  const hold = page.locator(`.hold[data-reservation="${id}"]`);
+  await expect(hold).toHaveAttribute("data-state", "held");
+
+  // The confirm reaches the shop in time; its answer reaches the page after the hold's time.
+  let answer;
+  const answered = new Promise((resolve) => (answer = resolve));
+  let deliver;
+  const delivered = new Promise((resolve) => (deliver = resolve));
+  await page.route("**/api/v1/orders", async (route) => {
+    const response = await route.fetch();
+    answer(response.status());
+    await delivered;
+    await route.fulfill({ response });
+  });
+  await hold.getByRole("button", { name: "Confirm order" }).click();
+  expect(await answered).toBe(201);
+  await page.waitForTimeout(Math.max(0, Date.parse(expiresAt) - Date.now()) + 1500);
+  await expect(hold).toHaveAttribute("data-state", "confirming");
+  await expect(hold.locator(".countdown")).toHaveText("Confirming…");
+  await expect(hold.getByRole("button")).toHaveCount(2);
+
+  deliver();
+  await expect(hold).toHaveAttribute("data-state", "confirmed");
+  await expect(notice(page)).toContainText("Order placed: 1 × Slow answer kite");
+  expect(await stockOf(request, sku)).toMatchObject({ held: 0, sold: 1 });
+});
+
+test("another tab of the same buyer sees a hold appear and get confirmed", async ({ browser, request }) => {
+  const sku = uniqueSku("TABS");
+  await putProduct(request, sku, { name: "Two-tab tote", total_stock: 3 });
+  const context = await browser.newContext(); // one browser: the tabs share localStorage
+  const [first, second] = [await context.newPage(), await context.newPage()];
+  await signIn(first, "buyer-tabs");
+  await signIn(second, "buyer-tabs");
+  await expect(card(second, sku).locator("[data-role=availability]")).toHaveText("3 available");
+
+  await card(first, sku).getByRole("button", { name: "Reserve" }).click();
+  await expect(notice(first)).toContainText("Reserved 1 × Two-tab tote");
+  const id = await first.locator(".hold[data-state=held]").getAttribute("data-reservation");
+  const there = second.locator(`.hold[data-reservation="${id}"]`);
+  await expect(there).toHaveAttribute("data-state", "held");
+
+  await there.getByRole("button", { name: "Confirm order" }).click();
+  await expect(notice(second)).toContainText("Order placed: 1 × Two-tab tote");
+  const here = first.locator(`.hold[data-reservation="${id}"]`);
+  await expect(here).toHaveAttribute("data-state", "confirmed");
+  await expect(here.getByRole("button")).toHaveCount(0);
+  await expect(first.locator("#orders tbody tr[data-status=confirmed]")).toContainText("Two-tab tote");
+  await context.close();
+});

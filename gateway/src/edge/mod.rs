@@ -215,6 +215,7 @@ impl Edge {
         let needs_store = matches!(
             matched.route,
             Route::ReservationCreate
+                | Route::ReservationList
                 | Route::ReservationGet
                 | Route::ReservationRelease
                 | Route::Stock
@@ -232,6 +233,7 @@ impl Edge {
             Route::Healthz => Reply::json(200, &serde_json::json!({"status": "ok"})),
             Route::Readyz => readiness(state, &ctx.request_id),
             Route::ReservationCreate => reservations::create(state, session, ctx).await,
+            Route::ReservationList => reservations::list(state, session, ctx).await,
             Route::ReservationGet => reservations::get(state, ctx, matched).await,
             Route::ReservationRelease => reservations::release(state, ctx, matched).await,
             Route::Stock => reservations::stock(state, ctx, matched).await,

@@ -1,7 +1,8 @@
-//! The reservation routes answered at the edge: `POST /api/v1/reservations`,
-//! `GET`/`DELETE /api/v1/reservations/{id}` and `GET /api/v1/stock/{sku}`. Each is one store
-//! call; the store decides (atomically, with its own clock), the edge only validates input,
-//! signs the reservation token and maps the answer.
+//! The reservation routes answered at the edge: `POST /api/v1/reservations`, `GET
+//! /api/v1/reservations?sku=` (the caller's open holds), `GET`/`DELETE
+//! /api/v1/reservations/{id}` and `GET /api/v1/stock/{sku}`. Each is one store call; the store
+//! decides (atomically, with its own clock), the edge only validates input, signs the
+//! reservation tokens and maps the answer.
 
 use pingora::proxy::Session;
 use reservation_core::{
@@ -59,6 +60,31 @@ struct HoldView<'a> {
     state: &'static str,
     expires_at: String,
 }
+
+/// An open hold as listed to its buyer: with a reservation token signed afresh, so a page that
+/// lost the one `POST /api/v1/reservations` answered can still confirm.
+#[derive(Serialize)]
+struct OpenHold<'a> {
+    reservation_id: &'a str,
+    token: String,
+    sku: &'a str,
+    qty: u32,
+    state: &'static str,
+    expires_at: String,
+}
+
+#[derive(Serialize)]
+struct HoldList<'a> {
+    sku: &'a str,
+    holds: Vec<OpenHold<'a>>,
+    /// More open holds exist than [`MAX_LISTED_HOLDS`]; the oldest are listed.
+    truncated: bool,
+}
+
+/// The most holds one listing returns. The per-buyer limit (units, and each hold has at least
+/// one) keeps a buyer's open holds of a SKU fewer than this in any sale we know; the bound
+/// keeps one answer small whatever a product's limit is.
+pub const MAX_LISTED_HOLDS: usize = 50;
 
 #[derive(Serialize)]
 struct StockView<'a> {
@@ -224,6 +250,75 @@ pub async fn get(state: &EdgeState, ctx: &RequestCtx, matched: &Matched) -> Repl
     result.unwrap_or_else(|problem| Reply::problem(&problem, &ctx.request_id))
 }
 
+/// The SKU of `GET /api/v1/reservations?sku=<SKU>`: exactly one `sku` parameter, its value
+/// strictly percent-decoded and valid by [`Sku::parse`]; every other query is a 400 naming what
+/// is wrong, never a guess. (Empty `&` separators are skipped.) Public for the unit tests.
+pub fn list_query(query: Option<&str>) -> Result<Sku, Problem> {
+    let mut sku = None;
+    for pair in query.unwrap_or_default().split('&') {
+        if pair.is_empty() {
+            continue;
+        }
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name != "sku" {
+            return Err(Problem::bad_request(format!(
+                "unknown query parameter {name:?}: only sku is taken"
+            )));
+        }
+        if sku.is_some() {
+            return Err(Problem::bad_request("sku is given more than once"));
+        }
+        let decoded = super::routes::percent_decode(value)
+            .ok_or_else(|| Problem::bad_request("sku is not validly percent-encoded"))?;
+        sku = Some(Sku::parse(&decoded)?);
+    }
+    sku.ok_or_else(|| Problem::bad_request("the query parameter sku is required"))
+}
+
+/// `GET /api/v1/reservations?sku=<SKU>`: the caller's open holds of one SKU (held and not
+/// expired, or confirming), oldest first, each with a fresh token. Someone else's holds are
+/// never listed: the store is asked for this buyer's only. Not cached anywhere (`no-store`):
+/// the tokens confirm the holds.
+pub async fn list(state: &EdgeState, session: &Session, ctx: &RequestCtx) -> Reply {
+    let result = async {
+        let buyer = buyer_of(ctx)?;
+        let sku = list_query(session.req_header().uri.query())?;
+        // One more than shown tells whether the list was cut.
+        let mut open = state
+            .store
+            .buyer_holds(&sku, &buyer, MAX_LISTED_HOLDS + 1)
+            .await
+            .map_err(|error| {
+                note_store_error(state, &error, &ctx.request_id);
+                Problem::from(error)
+            })?;
+        let truncated = open.len() > MAX_LISTED_HOLDS;
+        open.truncate(MAX_LISTED_HOLDS);
+        let holds = open
+            .iter()
+            .map(|hold| {
+                Ok(OpenHold {
+                    reservation_id: hold.id.as_str(),
+                    // Deterministic: the very token the reserve answered.
+                    token: state.signer.sign(&ReservationClaims::for_hold(hold))?,
+                    sku: hold.sku.as_str(),
+                    qty: hold.qty.get(),
+                    state: hold.state.as_str(),
+                    expires_at: rfc3339_ms(hold.expires_at_ms),
+                })
+            })
+            .collect::<Result<Vec<_>, Problem>>()?;
+        let list = HoldList {
+            sku: sku.as_str(),
+            holds,
+            truncated,
+        };
+        Ok(Reply::json(200, &list).header("cache-control", "no-store"))
+    }
+    .await;
+    result.unwrap_or_else(|problem| Reply::problem(&problem, &ctx.request_id))
+}
+
 /// `DELETE /api/v1/reservations/{id}`: releases the hold now; its units return to stock.
 pub async fn release(state: &EdgeState, ctx: &RequestCtx, matched: &Matched) -> Reply {
     let result = async {
@@ -267,4 +362,44 @@ pub async fn stock(state: &EdgeState, ctx: &RequestCtx, matched: &Matched) -> Re
     }
     .await;
     result.unwrap_or_else(|problem| Reply::problem(&problem, &ctx.request_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_takes_exactly_one_valid_sku() {
+        let sku = |query| list_query(query).map(|sku| sku.as_str().to_owned());
+        for (query, expected) in [
+            (Some("sku=HOT"), "HOT"),
+            (Some("sku=H%4FT"), "HOT"),
+            (Some("sku=hot"), "hot"),
+            (Some("&sku=A-1_b.2&"), "A-1_b.2"),
+        ] {
+            assert_eq!(sku(query), Ok(expected.to_owned()), "{query:?}");
+        }
+        for (query, detail) in [
+            (None, "required"),
+            (Some(""), "required"),
+            (Some("sku="), "sku must be"),
+            (Some("sku"), "sku must be"),
+            (Some("sku=HOT&sku=TEE"), "more than once"),
+            (Some("sku=HOT&x=1"), "unknown query parameter"),
+            (Some("SKU=HOT"), "unknown query parameter"),
+            (Some("sku=HOT%"), "percent-encoded"),
+            (Some("sku=HOT%zz"), "percent-encoded"),
+            (Some("sku=H+T"), "sku may contain only"),
+            (Some("sku=%7BHOT%7D"), "sku may contain only"),
+            (Some("sku=.."), "only dots"),
+        ] {
+            let problem = list_query(query).unwrap_err();
+            assert_eq!((problem.status, problem.code), (400, "invalid_request"));
+            assert!(
+                problem.detail.contains(detail),
+                "{query:?}: {}",
+                problem.detail
+            );
+        }
+    }
 }

@@ -20,6 +20,8 @@ pub enum Route {
     Healthz,
     Readyz,
     ReservationCreate,
+    /// `GET /api/v1/reservations?sku=`: the caller's open holds of one SKU.
+    ReservationList,
     ReservationGet,
     ReservationRelease,
     Stock,
@@ -42,10 +44,11 @@ pub enum Route {
 }
 
 impl Route {
-    pub const ALL: [Route; 15] = [
+    pub const ALL: [Route; 16] = [
         Route::Healthz,
         Route::Readyz,
         Route::ReservationCreate,
+        Route::ReservationList,
         Route::ReservationGet,
         Route::ReservationRelease,
         Route::Stock,
@@ -65,6 +68,7 @@ impl Route {
             Route::Healthz => "healthz",
             Route::Readyz => "readyz",
             Route::ReservationCreate => "reservations_create",
+            Route::ReservationList => "reservations_list",
             Route::ReservationGet => "reservations_get",
             Route::ReservationRelease => "reservations_release",
             Route::Stock => "stock",
@@ -97,6 +101,7 @@ impl Route {
             | Route::MethodNotAllowed
             | Route::NotFound => Access::Anyone,
             Route::ReservationCreate
+            | Route::ReservationList
             | Route::ReservationGet
             | Route::ReservationRelease
             | Route::OrderConfirm
@@ -162,6 +167,8 @@ pub fn classify(method: &Method, path: &str) -> Matched {
     let parts: Vec<&str> = rest.split('/').collect();
     match parts.as_slice() {
         ["reservations"] if method == Method::POST => matched(Route::ReservationCreate, None),
+        // The SKU comes in the query string (see `reservations::list_query`).
+        ["reservations"] if get => matched(Route::ReservationList, None),
         ["reservations"] => matched(Route::MethodNotAllowed, None),
         ["reservations", id] if !id.is_empty() => match *method {
             Method::GET => matched(Route::ReservationGet, Some(id)),
@@ -217,8 +224,8 @@ pub fn path_sku(segment: &str) -> Option<Sku> {
 }
 
 /// Strict percent-decoding: every `%` must start two hex digits, and the result must be
-/// UTF-8. (`+` stays `+`: in a path it is not a space.)
-fn percent_decode(raw: &str) -> Option<String> {
+/// UTF-8. (`+` stays `+`: in a path it is not a space; no SKU has either.)
+pub(crate) fn percent_decode(raw: &str) -> Option<String> {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -286,6 +293,17 @@ mod tests {
             classify(&Method::PUT, "/api/v1/reservations").route,
             Route::MethodNotAllowed
         );
+        let list = classify(&Method::GET, "/api/v1/reservations").route;
+        assert_eq!(
+            (list, list.access()),
+            (Route::ReservationList, Access::Buyer)
+        );
+        assert_eq!(
+            classify(&Method::HEAD, "/api/v1/reservations").route,
+            Route::ReservationList
+        );
+        assert_eq!(list.name(), "reservations_list");
+        assert!(!list.is_proxied());
     }
 
     #[test]
