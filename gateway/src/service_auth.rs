@@ -13,7 +13,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::JwkSet;
 use reservation_core::TokenSigner;
-use reservation_core::assertion::{ASSERTION_HEADER, AssertionSigner, AssertionVerifier, Identity};
+use reservation_core::assertion::{
+    ASSERTION_HEADER, AssertionSigner, AssertionVerifier, Bound, Identity,
+};
 
 use crate::auth::devkeys::{self, KeyError};
 use crate::config::Config;
@@ -67,8 +69,9 @@ pub fn in_process_verifier(
     };
     let verifier = read_key_set(path)?;
     // One probe instead of comparing keys: the set must accept what the gateway signs.
-    let probe = sign(signer, "GET", "/", b"", &Identity::default()).unwrap_or_default();
-    if verifier.verify(Some(&probe), "GET", "/", b"").is_err() {
+    let probe_request = Bound::new("GET", "/", b"");
+    let probe = sign(signer, &probe_request, &Identity::default()).unwrap_or_default();
+    if verifier.verify(Some(&probe), &probe_request).is_err() {
         return Err(devkeys::key_err(
             GATEWAY_JWKS_FILE,
             path,
@@ -102,19 +105,17 @@ fn read_key_set(path: &Path) -> Result<AssertionVerifier, KeyError> {
     AssertionVerifier::new(&set).map_err(|e| err(e.to_string()))
 }
 
-/// The assertion for one request to settlement, signed now. `path` is the path with its
+/// The assertion for one request to settlement, signed now. Its path is the path with its
 /// query, exactly as it goes on the request line.
 pub fn sign(
     signer: &AssertionSigner,
-    method: &str,
-    path: &str,
-    body: &[u8],
+    request: &Bound,
     identity: &Identity,
 ) -> Result<String, reservation_core::TokenError> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    signer.sign(method, path, body, identity, now)
+    signer.sign(request, identity, now)
 }
 
 /// Signs a request the gateway built itself (settle, fate, catalog fills, the demo seed) for
@@ -134,8 +135,13 @@ pub fn sign_request(
         Some(query) => format!("{}?{query}", url.path()),
         None => url.path().to_owned(),
     };
-    let assertion = sign(signer, request.method().as_str(), &target, body, who)
-        .map_err(|e| format!("signing the service assertion: {e}"))?;
+    let if_match = request
+        .headers()
+        .get(reqwest::header::IF_MATCH)
+        .and_then(|v| v.to_str().ok());
+    let bound = Bound::new(request.method().as_str(), &target, body).with_if_match(if_match);
+    let assertion =
+        sign(signer, &bound, who).map_err(|e| format!("signing the service assertion: {e}"))?;
     let value = reqwest::header::HeaderValue::from_str(&assertion).map_err(|e| e.to_string())?;
     request.headers_mut().insert(ASSERTION_HEADER, value);
     Ok(())
@@ -190,15 +196,17 @@ mod tests {
             sub: Some("José".into()),
             roles: vec![],
         };
-        let token = sign(&signer, "GET", "/api/v1/orders", b"", &jose).unwrap();
+        let orders = Bound::new("GET", "/api/v1/orders", b"");
+        let token = sign(&signer, &orders, &jose).unwrap();
         assert_eq!(
-            verifier.verify(Some(&token), "GET", "/api/v1/orders", b""),
+            verifier.verify(Some(&token), &orders).map(|v| v.identity),
             Ok(jose)
         );
         // The same data_dir gives the same key on the next start.
         let again = super::signer(&config, UnsetKey::DataDir).unwrap();
-        let token = sign(&again, "GET", "/", b"", &Identity::default()).unwrap();
-        assert!(verifier.verify(Some(&token), "GET", "/", b"").is_ok());
+        let root = Bound::new("GET", "/", b"");
+        let token = sign(&again, &root, &Identity::default()).unwrap();
+        assert!(verifier.verify(Some(&token), &root).is_ok());
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -118,7 +118,7 @@ fn token(c: &mut Criterion) {
 /// One assertion for a confirm-sized body (a reservation token in JSON, ≈ 400 bytes): the
 /// gateway signs it, settlement hashes the body and verifies it.
 fn service_assertion(c: &mut Criterion) {
-    use reservation_core::assertion::{AssertionSigner, AssertionVerifier, Identity};
+    use reservation_core::assertion::{AssertionSigner, AssertionVerifier, Bound, Identity};
     let signer = AssertionSigner::new(TokenSigner::generate("g1"));
     let verifier = AssertionVerifier::new(&signer.jwks()).unwrap();
     let body = vec![b'x'; 400];
@@ -131,15 +131,16 @@ fn service_assertion(c: &mut Criterion) {
         .unwrap()
         .as_secs();
     let path = "/internal/settlements";
-    let token = signer.sign("POST", path, &body, &identity, now).unwrap();
+    let request = Bound::new("POST", path, &body);
+    let token = signer.sign(&request, &identity, now).unwrap();
 
     let mut group = c.benchmark_group("service_assertion");
     group.throughput(Throughput::Elements(1));
     group.bench_function("sign", |b| {
-        b.iter(|| signer.sign("POST", path, &body, &identity, now).unwrap())
+        b.iter(|| signer.sign(&request, &identity, now).unwrap())
     });
     group.bench_function("verify", |b| {
-        b.iter(|| verifier.verify(Some(&token), "POST", path, &body).unwrap())
+        b.iter(|| verifier.verify(Some(&token), &request).unwrap())
     });
     group.finish();
 }

@@ -2,8 +2,10 @@
 //!
 //! The gateway signs one short-lived compact JWS (EdDSA) per request it sends settlement, in
 //! header [`ASSERTION_HEADER`]. It names the audience and issuer, lives
-//! [`ASSERTION_LIFETIME_SECS`], and is bound to the request: method, path with query, and the
-//! SHA-256 of the body (`bh`), so a captured assertion cannot carry another request. The
+//! [`ASSERTION_LIFETIME_SECS`], and is bound to the request ([`Bound`]): method, path with
+//! query, the `If-Match` precondition and the SHA-256 of the body (`bh`), so a captured
+//! assertion cannot carry another request. Each has a unique id (`jti`): settlement takes the
+//! assertion of a request that changes something once, so it cannot be replayed either. The
 //! identity the gateway acts for travels as JSON claims (`sub`, any UTF-8 string, and
 //! `roles`), never as headers. Settlement verifies with the gateway's public keys (a JWKS, so
 //! a key can rotate: every `kid` of the set verifies).
@@ -43,12 +45,56 @@ pub struct AssertionClaims {
     pub path: String,
     /// base64url (no padding) of the SHA-256 of the body.
     pub bh: String,
+    /// The request's `If-Match` (a precondition is part of what the caller asked for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_match: Option<String>,
+    /// A unique id of this assertion.
+    #[serde(default)]
+    pub jti: String,
     /// The buyer or operator the gateway acts for; `None` for the gateway's own requests
     /// (catalog reads).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
     #[serde(default)]
     pub roles: Vec<String>,
+}
+
+/// What of a request an assertion is bound to.
+#[derive(Clone, Copy, Debug)]
+pub struct Bound<'a> {
+    /// The HTTP method (compared without case).
+    pub method: &'a str,
+    /// The path with its query string, exactly as on the request line.
+    pub path: &'a str,
+    /// The `If-Match` header's value, when the request has one.
+    pub if_match: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+impl<'a> Bound<'a> {
+    /// A request without `If-Match`.
+    pub fn new(method: &'a str, path: &'a str, body: &'a [u8]) -> Self {
+        Bound {
+            method,
+            path,
+            if_match: None,
+            body,
+        }
+    }
+
+    pub fn with_if_match(self, if_match: Option<&'a str>) -> Self {
+        Bound { if_match, ..self }
+    }
+}
+
+/// A verified assertion: who the request acts for, and the assertion's id and expiry (for
+/// the single-use check of a request that changes something).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub identity: Identity,
+    pub id: String,
+    /// Seconds since the epoch, leeway included: past it the assertion verifies no more.
+    pub usable_until: u64,
 }
 
 /// Who a verified request acts for.
@@ -75,6 +121,8 @@ pub enum AssertionError {
     Expired,
     #[error("service assertion does not match this request")]
     Mismatch,
+    #[error("service assertion was already used")]
+    Replayed,
 }
 
 impl AssertionError {
@@ -84,6 +132,7 @@ impl AssertionError {
             AssertionError::Invalid => "service_auth_invalid",
             AssertionError::Expired => "service_auth_expired",
             AssertionError::Mismatch => "service_auth_mismatch",
+            AssertionError::Replayed => "service_auth_replayed",
         }
     }
 }
@@ -113,9 +162,7 @@ impl AssertionSigner {
     /// The assertion for one request at `now_secs`.
     pub fn sign(
         &self,
-        method: &str,
-        path: &str,
-        body: &[u8],
+        request: &Bound,
         identity: &Identity,
         now_secs: u64,
     ) -> Result<String, TokenError> {
@@ -124,9 +171,11 @@ impl AssertionSigner {
             aud: SETTLEMENT_AUDIENCE.to_owned(),
             iat: now_secs,
             exp: now_secs + ASSERTION_LIFETIME_SECS,
-            method: method.to_ascii_uppercase(),
-            path: path.to_owned(),
-            bh: body_hash(body),
+            method: request.method.to_ascii_uppercase(),
+            path: request.path.to_owned(),
+            bh: body_hash(request.body),
+            if_match: request.if_match.map(str::to_owned),
+            jti: uuid::Uuid::new_v4().simple().to_string(),
             sub: identity.sub.clone(),
             roles: identity.roles.clone(),
         })
@@ -173,15 +222,9 @@ impl AssertionVerifier {
         })
     }
 
-    /// Checks `token` (the header's value, `None` when absent) for a request of `method` on
-    /// `path` (with query) carrying `body`, and returns who it acts for.
-    pub fn verify(
-        &self,
-        token: Option<&str>,
-        method: &str,
-        path: &str,
-        body: &[u8],
-    ) -> Result<Identity, AssertionError> {
+    /// Checks `token` (the header's value, `None` when absent) for `request`, and returns who
+    /// it acts for with the assertion's id.
+    pub fn verify(&self, token: Option<&str>, request: &Bound) -> Result<Verified, AssertionError> {
         let token = token.ok_or(AssertionError::Missing)?;
         if token.len() > MAX_TOKEN_LEN {
             return Err(AssertionError::Invalid);
@@ -201,18 +244,24 @@ impl AssertionVerifier {
                 _ => AssertionError::Invalid,
             })?;
         // An assertion minted for longer than the lifetime is not one the gateway signed.
-        if claims.exp.saturating_sub(claims.iat) > ASSERTION_LIFETIME_SECS {
+        if claims.exp.saturating_sub(claims.iat) > ASSERTION_LIFETIME_SECS || claims.jti.is_empty()
+        {
             return Err(AssertionError::Invalid);
         }
-        if !claims.method.eq_ignore_ascii_case(method)
-            || claims.path != path
-            || claims.bh != body_hash(body)
+        if !claims.method.eq_ignore_ascii_case(request.method)
+            || claims.path != request.path
+            || claims.if_match.as_deref() != request.if_match
+            || claims.bh != body_hash(request.body)
         {
             return Err(AssertionError::Mismatch);
         }
-        Ok(Identity {
-            sub: claims.sub,
-            roles: claims.roles,
+        Ok(Verified {
+            identity: Identity {
+                sub: claims.sub,
+                roles: claims.roles,
+            },
+            id: claims.jti,
+            usable_until: claims.exp + self.validation.leeway,
         })
     }
 }
@@ -240,12 +289,17 @@ mod tests {
         let signer = AssertionSigner::new(TokenSigner::generate("g1"));
         let verifier = AssertionVerifier::new(&signer.jwks()).unwrap();
         let token = signer
-            .sign("GET", "/api/v1/orders?x=1", b"", &jose(), now())
+            .sign(
+                &Bound::new("GET", "/api/v1/orders?x=1", b""),
+                &jose(),
+                now(),
+            )
             .unwrap();
-        let identity = verifier
-            .verify(Some(&token), "GET", "/api/v1/orders?x=1", b"")
+        let verified = verifier
+            .verify(Some(&token), &Bound::new("GET", "/api/v1/orders?x=1", b""))
             .unwrap();
-        assert_eq!(identity, jose());
+        assert_eq!(verified.identity, jose());
+        assert_eq!(verified.id.len(), 32);
     }
 
     #[test]
@@ -253,25 +307,31 @@ mod tests {
         let signer = AssertionSigner::new(TokenSigner::generate("g1"));
         let verifier = AssertionVerifier::new(&signer.jwks()).unwrap();
         let t = now();
-        let token = signer.sign("POST", "/p", b"{}", &jose(), t).unwrap();
-        let code = |r: Result<Identity, AssertionError>| r.unwrap_err().code();
+        let token = signer
+            .sign(&Bound::new("POST", "/p", b"{}"), &jose(), t)
+            .unwrap();
+        let code = |r: Result<Verified, AssertionError>| r.unwrap_err().code();
         assert_eq!(
-            code(verifier.verify(None, "POST", "/p", b"{}")),
+            code(verifier.verify(None, &Bound::new("POST", "/p", b"{}"))),
             "service_auth_missing"
         );
         assert_eq!(
-            code(verifier.verify(Some("garbage"), "POST", "/p", b"{}")),
+            code(verifier.verify(Some("garbage"), &Bound::new("POST", "/p", b"{}"))),
             "service_auth_invalid"
         );
         let other = AssertionSigner::new(TokenSigner::generate("g1"));
-        let forged = other.sign("POST", "/p", b"{}", &jose(), t).unwrap();
+        let forged = other
+            .sign(&Bound::new("POST", "/p", b"{}"), &jose(), t)
+            .unwrap();
         assert_eq!(
-            code(verifier.verify(Some(&forged), "POST", "/p", b"{}")),
+            code(verifier.verify(Some(&forged), &Bound::new("POST", "/p", b"{}"))),
             "service_auth_invalid"
         );
-        let old = signer.sign("POST", "/p", b"{}", &jose(), t - 120).unwrap();
+        let old = signer
+            .sign(&Bound::new("POST", "/p", b"{}"), &jose(), t - 120)
+            .unwrap();
         assert_eq!(
-            code(verifier.verify(Some(&old), "POST", "/p", b"{}")),
+            code(verifier.verify(Some(&old), &Bound::new("POST", "/p", b"{}"))),
             "service_auth_expired"
         );
         for (method, path, body) in [
@@ -281,7 +341,17 @@ mod tests {
             ("POST", "/p", b"{\"a\":1}"),
         ] {
             assert_eq!(
-                code(verifier.verify(Some(&token), method, path, body)),
+                code(verifier.verify(Some(&token), &Bound::new(method, path, body))),
+                "service_auth_mismatch"
+            );
+        }
+        // The precondition is bound too: `If-Match: "3"` can become neither `*` nor nothing.
+        let pinned = Bound::new("PUT", "/p", b"{}").with_if_match(Some("\"3\""));
+        let token = signer.sign(&pinned, &jose(), t).unwrap();
+        assert!(verifier.verify(Some(&token), &pinned).is_ok());
+        for if_match in [Some("*"), None] {
+            assert_eq!(
+                code(verifier.verify(Some(&token), &pinned.with_if_match(if_match))),
                 "service_auth_mismatch"
             );
         }
@@ -303,19 +373,21 @@ mod tests {
             method: "GET".into(),
             path: "/".into(),
             bh: body_hash(b""),
+            if_match: None,
+            jti: "j1".into(),
             sub: None,
             roles: vec!["ops".into()],
         };
         let token = key.sign_json(&claims).unwrap();
         assert_eq!(
-            verifier.verify(Some(&token), "GET", "/", b""),
+            verifier.verify(Some(&token), &Bound::new("GET", "/", b"")),
             Err(AssertionError::Invalid)
         );
         claims.aud = SETTLEMENT_AUDIENCE.into();
         claims.exp = t + 3600;
         let long_lived = key.sign_json(&claims).unwrap();
         assert_eq!(
-            verifier.verify(Some(&long_lived), "GET", "/", b""),
+            verifier.verify(Some(&long_lived), &Bound::new("GET", "/", b"")),
             Err(AssertionError::Invalid)
         );
     }
@@ -328,8 +400,14 @@ mod tests {
         jwks.keys.extend(new.jwks().keys);
         let verifier = AssertionVerifier::new(&jwks).unwrap();
         for signer in [&old, &new] {
-            let token = signer.sign("GET", "/", b"", &jose(), now()).unwrap();
-            assert!(verifier.verify(Some(&token), "GET", "/", b"").is_ok());
+            let token = signer
+                .sign(&Bound::new("GET", "/", b""), &jose(), now())
+                .unwrap();
+            assert!(
+                verifier
+                    .verify(Some(&token), &Bound::new("GET", "/", b""))
+                    .is_ok()
+            );
         }
     }
 }

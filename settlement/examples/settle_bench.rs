@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use reservation_core::assertion::{ASSERTION_HEADER, AssertionSigner, AssertionVerifier, Identity};
+use reservation_core::assertion::{
+    ASSERTION_HEADER, AssertionSigner, AssertionVerifier, Bound, Identity,
+};
 use reservation_core::token::RESERVATION_AUDIENCE;
 use reservation_core::{
     BuyerId, InMemoryStore, Qty, ReservationClaims, ReservationId, Sku, TokenSigner, TokenVerifier,
@@ -122,7 +124,8 @@ async fn run_mode(mode: CommitMode, args: &Args) -> anyhow::Result<Result> {
         roles: vec!["ops".into()],
     };
     let path = "/api/v1/admin/products/HOT";
-    let assertion = gateway.sign("PUT", path, product.as_bytes(), &ops, now.as_secs())?;
+    let create = Bound::new("PUT", path, product.as_bytes());
+    let assertion = gateway.sign(&create, &ops, now.as_secs())?;
     let created = http
         .put(format!("{base}{path}"))
         .header(ASSERTION_HEADER, assertion)
@@ -153,13 +156,8 @@ async fn run_mode(mode: CommitMode, args: &Args) -> anyhow::Result<Result> {
             sub: Some(format!("buyer-{i}")),
             roles: vec![],
         };
-        let assertion = gateway.sign(
-            "POST",
-            "/internal/settlements",
-            body.as_bytes(),
-            &buyer,
-            now.as_secs(),
-        )?;
+        let settle = Bound::new("POST", "/internal/settlements", body.as_bytes());
+        let assertion = gateway.sign(&settle, &buyer, now.as_secs())?;
         tokens.push((assertion, body));
     }
     let tokens = Arc::new(tokens);

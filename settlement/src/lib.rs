@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backend_adapters::redis::lock::FencedLock;
+use backend_adapters::redis::single_use::SingleUseIds;
 use backend_adapters::redis::stream::StreamPublisher;
 use backend_adapters::sql::{Db, SqlError};
 use reservation_core::assertion::AssertionVerifier;
@@ -38,7 +39,7 @@ pub use metrics::Metrics;
 pub use relay::{OutboxSink, StoreEffects, StreamSink};
 
 use crate::commit::Committer;
-use crate::http::{AppState, StatusLock};
+use crate::http::{AppState, StatusLock, UsedAssertions};
 use crate::leader::Leader;
 
 /// What the service is given rather than builds itself.
@@ -94,18 +95,21 @@ pub async fn start(
     let metrics = Metrics::new(&deps.registry)?;
 
     let redis_error = |e: &dyn std::fmt::Display| StartError::Redis(e.to_string());
-    let (lock, publisher) = match &config.redis_url {
+    let (lock, publisher, used_assertions) = match &config.redis_url {
         Some(url) => {
             let lock = FencedLock::connect(url, &config.redis_key_prefix)
+                .await
+                .map_err(|e| redis_error(&e))?;
+            let used = SingleUseIds::connect(url, &config.redis_key_prefix)
                 .await
                 .map_err(|e| redis_error(&e))?;
             let publisher =
                 StreamPublisher::connect(url, &config.events_stream(), config.outbox.stream_maxlen)
                     .await
                     .map_err(|e| redis_error(&e))?;
-            (Some(lock), Some(publisher))
+            (Some(lock), Some(publisher), UsedAssertions::Redis(used))
         }
-        None => (None, None),
+        None => (None, None, UsedAssertions::local()),
     };
 
     // Bind before spawning anything, so a taken port leaves no task behind.
@@ -160,6 +164,7 @@ pub async fn start(
         store: deps.store,
         verifier: deps.verifier,
         gateway_keys: deps.gateway_keys,
+        used_assertions,
         committer,
         metrics: metrics.clone(),
         status_lock,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use common::{AsGateway, TestApp, buyer, nobody, ops, start_with, test_config};
 use reqwest::Method;
 use reservation_core::assertion::{
-    ASSERTION_HEADER, AssertionClaims, AssertionSigner, GATEWAY_ISSUER, Identity, body_hash,
+    ASSERTION_HEADER, AssertionClaims, AssertionSigner, Bound, GATEWAY_ISSUER, Identity, body_hash,
 };
 use reservation_core::{
     BuyerId, IdempotencyKey, InMemoryStore, Qty, ReservationClaims, ReservationStore,
@@ -86,15 +86,9 @@ impl Call {
 
     /// This call's own assertion, as the gateway signs it at `at`.
     fn assertion(&self, signer: &AssertionSigner, at: u64) -> String {
-        signer
-            .sign(
-                self.method.as_str(),
-                &self.path,
-                self.body_bytes(),
-                &self.who,
-                at,
-            )
-            .unwrap()
+        let bound = Bound::new(self.method.as_str(), &self.path, self.body_bytes())
+            .with_if_match(self.if_match);
+        signer.sign(&bound, &self.who, at).unwrap()
     }
 }
 
@@ -108,9 +102,13 @@ struct World {
 }
 
 async fn world() -> anyhow::Result<World> {
-    let store: Arc<dyn ReservationStore> = Arc::new(InMemoryStore::new());
     let url = common::postgres_url().await?;
-    let app = start_with(test_config(&url), store.clone()).await?;
+    world_with(test_config(&url)).await
+}
+
+async fn world_with(config: settlement::SettlementConfig) -> anyhow::Result<World> {
+    let store: Arc<dyn ReservationStore> = Arc::new(InMemoryStore::new());
+    let app = start_with(config, store.clone()).await?;
     app.put_product("SVC", 10).await?;
     let (_, alice_token) = app.token("SVC", "alice", 1)?;
     let settled = app.settle("alice", &alice_token).await?;
@@ -262,6 +260,8 @@ async fn every_route_refuses_a_caller_that_is_not_the_gateway() -> anyhow::Resul
             method: call.method.to_string(),
             path: call.path.clone(),
             bh: body_hash(call.body_bytes()),
+            if_match: call.if_match.map(str::to_owned),
+            jti: "buyer-audience".into(),
             sub: Some("alice".into()),
             roles: vec!["ops".into()],
         })?;
@@ -484,5 +484,97 @@ async fn a_released_reservation_posted_straight_to_settlement_is_refused() -> an
         10,
         "the released unit stays on sale"
     );
+    Ok(())
+}
+
+/// A captured assertion of a write is good once, and its `If-Match` is part of it. Before
+/// (attacker review): one captured restock posted three more times within its 30 s added its
+/// units three more times, and a captured edit's `If-Match: "2"` could be swapped for `*`.
+/// The settle and fate calls are exempt: a replayed settlement answers the same order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_captured_write_assertion_is_good_once() -> anyhow::Result<()> {
+    replays_are_refused(&world().await?).await
+}
+
+/// The same with Redis configured: the used ids are kept there (`<prefix>:once:<jti>`), so
+/// every settlement replica refuses a replay, not only the one that served the original.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_captured_write_assertion_is_good_once_across_replicas() -> anyhow::Result<()> {
+    let mut config = test_config(&common::postgres_url().await?);
+    let prefix = common::redis_prefix();
+    config.redis_url = Some(common::redis_url());
+    config.redis_key_prefix = prefix.clone();
+    let w = world_with(config).await?;
+    replays_are_refused(&w).await?;
+    let mut redis = redis::Client::open(common::redis_url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let used: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:once:*"))
+        .query_async(&mut redis)
+        .await?;
+    assert!(!used.is_empty(), "no used assertion in Redis");
+    common::wipe_redis_prefix(&prefix).await?;
+    Ok(())
+}
+
+async fn replays_are_refused(w: &World) -> anyhow::Result<()> {
+    let gateway = &w.app.gateway;
+    let db = w.app.db().await?;
+    let total = || common::scalar(&db, "SELECT total_stock FROM products WHERE sku = 'SVC'");
+    let restock = Call::new(
+        Method::POST,
+        "/api/v1/admin/products/SVC/restock",
+        ops("olga"),
+    )
+    .json(json!({"units": 5}));
+    let captured = restock.assertion(gateway, now());
+    let first = restock.request(&w.app, Some(&captured)).send().await?;
+    assert_eq!(first.status(), 200, "{}", first.text().await?);
+    let after_one = total().await?;
+    for _ in 0..3 {
+        refused(
+            w,
+            &restock,
+            Some(&captured),
+            "service_auth_replayed",
+            "replay",
+        )
+        .await;
+    }
+    assert_eq!(total().await?, after_one, "a replay restocked again");
+
+    // The edit's precondition cannot be swapped: signed for version 2, sent as `*`.
+    let edit = Call::new(Method::PUT, "/api/v1/admin/products/SVC", ops("olga"))
+        .json(
+            json!({"name": "cheap", "price_cents": 1, "total_stock": 1000,
+                     "per_buyer_limit": 1000, "max_per_order": 10, "sale_state": "on_sale"}),
+        )
+        .if_match("\"2\"");
+    let signed_for_version_2 = edit.assertion(gateway, now());
+    let swapped = edit.clone().if_match("*");
+    refused(
+        w,
+        &swapped,
+        Some(&signed_for_version_2),
+        "service_auth_mismatch",
+        "If-Match swapped",
+    )
+    .await;
+
+    // A settlement replayed is answered with the same order, as any retry.
+    let (_, token) = w.app.token("SVC", "carol", 1)?;
+    let settle = Call::new(Method::POST, "/internal/settlements", buyer("carol"))
+        .json(json!({ "reservation_token": token }));
+    let assertion = settle.assertion(gateway, now());
+    let mut orders = Vec::new();
+    for expected in [201, 200] {
+        let response = settle.request(&w.app, Some(&assertion)).send().await?;
+        assert_eq!(response.status(), expected);
+        let body: Value = response.json().await?;
+        orders.push(body["order_id"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(orders[0], orders[1]);
+    assert!(!orders[0].is_empty());
     Ok(())
 }

@@ -12,6 +12,7 @@ pub mod lock;
 pub mod ratelimit;
 mod reply;
 mod scripts;
+pub mod single_use;
 pub mod store;
 pub mod stream;
 

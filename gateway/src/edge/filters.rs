@@ -23,7 +23,7 @@ use super::routes::{self, Route};
 use super::{Edge, EdgeLimits, RequestCtx, USER_ROLES, USER_SUB, has_body, request_id_of};
 use crate::problem::Problem;
 use crate::ratelimit::{Checkpoint, Facts};
-use reservation_core::assertion::ASSERTION_HEADER;
+use reservation_core::assertion::{ASSERTION_HEADER, Bound};
 
 /// The largest body proxied to settlement. It is read whole before the upstream request
 /// starts (the assertion covers its hash) and Pingora sends it on from its retry buffer,
@@ -359,9 +359,14 @@ impl Edge {
         upstream_request.insert_header(http::header::CONTENT_LENGTH, body.len())?;
         let identity = crate::service_auth::identity_of(ctx.identity.as_ref());
         let method = upstream_request.method.as_str().to_owned();
-        let assertion =
-            crate::service_auth::sign(&self.state.assertions, &method, &target, body, &identity)
-                .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
+        let if_match = upstream_request
+            .headers
+            .get(http::header::IF_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let request = Bound::new(&method, &target, body).with_if_match(if_match.as_deref());
+        let assertion = crate::service_auth::sign(&self.state.assertions, &request, &identity)
+            .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
         upstream_request.insert_header(ASSERTION_HEADER, assertion)?;
         Ok(())
     }

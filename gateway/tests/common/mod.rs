@@ -24,7 +24,7 @@ use gateway::config::Config;
 use gateway::server::RunningServer;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use reservation_core::assertion::{ASSERTION_HEADER, AssertionSigner, AssertionVerifier};
+use reservation_core::assertion::{ASSERTION_HEADER, AssertionSigner, AssertionVerifier, Bound};
 use reservation_core::{
     InMemoryStore, ProductStock, ReservationStore, SaleState, Sku, TokenSigner,
 };
@@ -68,6 +68,7 @@ pub struct MockSettlement {
 struct Seen {
     method: String,
     target: String,
+    if_match: Option<String>,
     body: Vec<u8>,
     assertion: Option<String>,
 }
@@ -110,13 +111,11 @@ impl MockSettlement {
             .clone()
             .expect("a request reached the mock");
         let verifier = AssertionVerifier::new(&gateway.jwks()).unwrap();
+        let request = Bound::new(&seen.method, &seen.target, &seen.body)
+            .with_if_match(seen.if_match.as_deref());
         verifier
-            .verify(
-                seen.assertion.as_deref(),
-                &seen.method,
-                &seen.target,
-                &seen.body,
-            )
+            .verify(seen.assertion.as_deref(), &request)
+            .map(|v| v.identity)
             .map_err(|e| e.code())
     }
 
@@ -127,6 +126,11 @@ impl MockSettlement {
                 .uri
                 .path_and_query()
                 .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned()),
+            if_match: parts
+                .headers
+                .get("if-match")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
             body: body.to_vec(),
             assertion: parts
                 .headers

@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 use crate::commit::Committer;
 use crate::error::{ApiError, Problem, problem_response};
 use crate::metrics::Metrics;
-pub(crate) use service_auth::Caller;
+pub(crate) use service_auth::{Caller, UsedAssertions};
 
 /// What every handler reaches.
 pub(crate) struct AppState {
@@ -37,6 +37,8 @@ pub(crate) struct AppState {
     pub verifier: TokenVerifier,
     /// The gateway's assertion keys: who may call at all.
     pub gateway_keys: AssertionVerifier,
+    /// Assertions of writes already served (each is served once).
+    pub used_assertions: UsedAssertions,
     pub committer: Committer,
     pub metrics: Metrics,
     pub status_lock: StatusLock,

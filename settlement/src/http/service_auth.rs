@@ -1,15 +1,26 @@
 //! Service authentication: settlement serves only the gateway. Every request but the three
 //! probes must carry the gateway's assertion ([`reservation_core::assertion`]), verified
-//! against the request's method, path with query and body; the identity it names is what the
-//! handlers act for ([`Caller`]). Identity headers (`x-user-sub`, `x-user-roles`) mean
-//! nothing here: whoever can reach the port can send them.
+//! against the request's method, path with query, `If-Match` and body; the identity it names
+//! is what the handlers act for ([`Caller`]). Identity headers (`x-user-sub`, `x-user-roles`)
+//! mean nothing here: whoever can reach the port can send them.
+//!
+//! An assertion of a request that changes something is good once ([`UsedAssertions`]): a
+//! captured restock or ops edit replayed within the assertion's life is refused
+//! (`service_auth_replayed`). Settlements and fates (`/internal/*`) are exempt: they are
+//! idempotent by reservation id (a replay answers the same order), and they are the hot path.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
+use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use reservation_core::assertion::{ASSERTION_HEADER, AssertionError, Identity};
+use backend_adapters::redis::single_use::SingleUseIds;
+use reservation_core::assertion::{ASSERTION_HEADER, AssertionError, Bound, Identity, Verified};
 
 use super::Shared;
 use crate::error::ApiError;
@@ -42,18 +53,77 @@ pub(crate) async fn require_gateway(State(state): Shared, req: Request, next: Ne
         .uri
         .path_and_query()
         .map_or_else(|| parts.uri.path(), |p| p.as_str());
-    let verified = state
-        .gateway_keys
-        .verify(assertion, parts.method.as_str(), path, &body);
+    let if_match = parts
+        .headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok());
+    let request = Bound::new(parts.method.as_str(), path, &body).with_if_match(if_match);
+    let mut verified = state.gateway_keys.verify(assertion, &request);
+    if let Ok(v) = &verified
+        && changes_something(&parts.method, path)
+    {
+        match state.used_assertions.first_use(v).await {
+            Ok(true) => {}
+            Ok(false) => verified = Err(AssertionError::Replayed),
+            Err(reason) => {
+                tracing::warn!(%reason, "cannot check the assertion is unused");
+                return ApiError::new(503, "replay_check_unavailable", reason).into_response();
+            }
+        }
+    }
     match verified {
-        Ok(identity) => {
-            parts.extensions.insert(identity);
+        Ok(verified) => {
+            parts.extensions.insert(verified.identity);
             next.run(Request::from_parts(parts, Body::from(body))).await
         }
         Err(error) => {
             state.metrics.service_auth_refused(error.code());
             tracing::info!(code = error.code(), method = %parts.method, path, "refused a caller that is not the gateway");
             refusal(&error).into_response()
+        }
+    }
+}
+
+/// Whether a request's assertion is single-use: a method that writes, outside `/internal/`.
+fn changes_something(method: &Method, path: &str) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD) && !path.starts_with("/internal/")
+}
+
+/// The ids of assertions already used, until they expire.
+pub(crate) enum UsedAssertions {
+    /// Shared by every replica (`<prefix>:once:<id>` keys).
+    Redis(SingleUseIds),
+    /// One process (the embedded default): id → second it stops verifying.
+    Local(Mutex<HashMap<String, u64>>),
+}
+
+impl UsedAssertions {
+    pub(crate) fn local() -> Self {
+        UsedAssertions::Local(Mutex::new(HashMap::new()))
+    }
+
+    /// `Ok(true)` the first time `verified`'s id is presented; `Err` when that cannot be
+    /// told (Redis unreachable: refused rather than served twice).
+    async fn first_use(&self, verified: &Verified) -> Result<bool, String> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        // Kept one second past the last moment it verifies.
+        let lifetime = Duration::from_secs(verified.usable_until.saturating_sub(now) + 1);
+        match self {
+            UsedAssertions::Redis(ids) => ids
+                .claim(&verified.id, lifetime)
+                .await
+                .map_err(|e| format!("redis: {e}")),
+            UsedAssertions::Local(ids) => {
+                let mut ids = ids.lock().unwrap_or_else(|e| e.into_inner());
+                if ids.len() >= 4096 {
+                    ids.retain(|_, until| *until >= now);
+                }
+                Ok(ids
+                    .insert(verified.id.clone(), verified.usable_until)
+                    .is_none())
+            }
         }
     }
 }

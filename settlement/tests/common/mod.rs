@@ -14,7 +14,9 @@ pub use slow_store::SlowStore;
 use std::sync::Arc;
 
 use backend_adapters::sql::Db;
-use reservation_core::assertion::{ASSERTION_HEADER, AssertionSigner, AssertionVerifier, Identity};
+use reservation_core::assertion::{
+    ASSERTION_HEADER, AssertionSigner, AssertionVerifier, Bound, Identity,
+};
 use reservation_core::token::RESERVATION_AUDIENCE;
 use reservation_core::{
     BuyerId, InMemoryStore, Qty, ReservationClaims, ReservationId, ReservationStore, Sku,
@@ -158,7 +160,12 @@ pub fn assertion_for(
         .body()
         .and_then(|b| b.as_bytes())
         .unwrap_or_default();
-    Ok(gateway.sign(request.method().as_str(), &target, body, who, now)?)
+    let if_match = request
+        .headers()
+        .get(reqwest::header::IF_MATCH)
+        .and_then(|v| v.to_str().ok());
+    let bound = Bound::new(request.method().as_str(), &target, body).with_if_match(if_match);
+    Ok(gateway.sign(&bound, who, now)?)
 }
 
 /// A config for tests: the given database, no periodic maintenance (tests call it), a fast
