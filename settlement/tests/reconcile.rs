@@ -532,6 +532,68 @@ async fn an_ops_edit_during_a_repair_stands() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An ops edit configures the store, then commits SQL. A repair that began between the two
+/// read the old row and wrote it back over the edit (found by a second attacker review: a
+/// paused sale back on sale in Redis, 3 units reserved of it). The repair now waits for the
+/// edit's lock before it reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_waits_for_an_edit_between_its_store_write_and_its_commit() -> anyhow::Result<()> {
+    use backend_adapters::sql::products;
+    use reservation_core::SaleState;
+    use settlement::maintenance::{apply_repair, prepare_repair};
+
+    let prefix = redis_prefix();
+    let store = store_under(&prefix).await?;
+    let db_url = common::postgres_url().await?;
+    let app = Arc::new(start_with(test_config(&db_url), Arc::new(store.clone())).await?);
+    app.put_product("REC", 10).await?;
+    let sku = Sku::parse("REC")?;
+    let db = Db::connect(&db_url, 4).await?;
+    // A settle batch holding the product row: the edit's UPDATE waits on it after the edit
+    // has configured the store.
+    let mut row_lock = db.pool().begin().await?;
+    sqlx::query("SELECT sku FROM products WHERE sku = 'REC' FOR UPDATE")
+        .execute(&mut *row_lock)
+        .await?;
+    let editing = tokio::spawn({
+        let app = app.clone();
+        async move { edit(&app, 10, 1, "paused").await }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while store.snapshot(&sku).await?.sale_state != SaleState::Paused {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the edit never reached the store"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stale = products::get(&db, "REC").await?.unwrap();
+    assert_eq!(
+        stale.sale_state,
+        SaleState::OnSale,
+        "the edit has not committed"
+    );
+    let repairing = tokio::spawn({
+        let (db, store) = (db.clone(), store.clone());
+        async move {
+            let repair = prepare_repair(&db, &store, &stale).await?;
+            apply_repair(&store, &repair).await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    row_lock.commit().await?;
+    editing.await??;
+    repairing.await??;
+    let snap = store.snapshot(&sku).await?;
+    assert_eq!(
+        (snap.per_buyer_limit, snap.sale_state),
+        (1, SaleState::Paused),
+        "{snap:?}"
+    );
+    wipe_redis_prefix(&prefix).await?;
+    Ok(())
+}
+
 /// Issue 15.8: a replica that is not the leader (another holds both leases) still reports the
 /// outbox lag, says it does not lead, and clears drift gauges it set as a former leader.
 /// Before, only the leader updated the lag (a settlement without Redis showed a flat lag) and

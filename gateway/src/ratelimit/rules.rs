@@ -228,6 +228,13 @@ fn compile(spec: &RuleSpec) -> Result<Rule, (&'static str, String)> {
                 .map_err(|_| ("method", format!("is not an HTTP method: {m:?}")))?,
         ),
     };
+    if method == Some(Method::HEAD) {
+        // `matches` takes a HEAD for the GET it is answered as: a HEAD rule would never apply.
+        return Err((
+            "method",
+            "HEAD is limited by the GET rules; write GET".into(),
+        ));
+    }
     let segments = segments(&spec.path).map_err(|reason| ("path", reason))?;
     if spec.key.is_empty() {
         return Err(("key", "must name at least one of sub, ip, sku".into()));

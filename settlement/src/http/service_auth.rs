@@ -20,7 +20,9 @@ use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use backend_adapters::redis::single_use::SingleUseIds;
-use reservation_core::assertion::{ASSERTION_HEADER, AssertionError, Bound, Identity, Verified};
+use reservation_core::assertion::{
+    ASSERTION_HEADER, ASSERTION_LIFETIME_SECS, AssertionError, Bound, Identity, Verified,
+};
 
 use super::Shared;
 use crate::error::ApiError;
@@ -93,36 +95,49 @@ fn changes_something(method: &Method, path: &str) -> bool {
 pub(crate) enum UsedAssertions {
     /// Shared by every replica (`<prefix>:once:<id>` keys).
     Redis(SingleUseIds),
-    /// One process (the embedded default): id → second it stops verifying.
-    Local(Mutex<HashMap<String, u64>>),
+    /// One process (the embedded default).
+    Local(Mutex<LocalIds>),
 }
+
+/// Id → second it stops verifying; expired ids are dropped when the map has doubled since the
+/// last pruning (amortised: never a scan per request, however busy).
+pub(crate) struct LocalIds {
+    ids: HashMap<String, u64>,
+    prune_at: usize,
+}
+
+/// How long a used id is kept: the assertion's whole life, the clock leeway on both sides (a
+/// replica whose clock is behind still takes it that much longer) and a second.
+const KEEP_USED: Duration =
+    Duration::from_secs(ASSERTION_LIFETIME_SECS + 2 * reservation_core::token::MAX_LEEWAY_SECS + 1);
 
 impl UsedAssertions {
     pub(crate) fn local() -> Self {
-        UsedAssertions::Local(Mutex::new(HashMap::new()))
+        UsedAssertions::Local(Mutex::new(LocalIds {
+            ids: HashMap::new(),
+            prune_at: 4096,
+        }))
     }
 
     /// `Ok(true)` the first time `verified`'s id is presented; `Err` when that cannot be
     /// told (Redis unreachable: refused rather than served twice).
     async fn first_use(&self, verified: &Verified) -> Result<bool, String> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        // Kept one second past the last moment it verifies.
-        let lifetime = Duration::from_secs(verified.usable_until.saturating_sub(now) + 1);
         match self {
             UsedAssertions::Redis(ids) => ids
-                .claim(&verified.id, lifetime)
+                .claim(&verified.id, KEEP_USED)
                 .await
                 .map_err(|e| format!("redis: {e}")),
-            UsedAssertions::Local(ids) => {
-                let mut ids = ids.lock().unwrap_or_else(|e| e.into_inner());
-                if ids.len() >= 4096 {
-                    ids.retain(|_, until| *until >= now);
+            UsedAssertions::Local(local) => {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let mut local = local.lock().unwrap_or_else(|e| e.into_inner());
+                if local.ids.len() >= local.prune_at {
+                    local.ids.retain(|_, until| *until >= now);
+                    local.prune_at = (local.ids.len() * 2).max(4096);
                 }
-                Ok(ids
-                    .insert(verified.id.clone(), verified.usable_until)
-                    .is_none())
+                let until = now + KEEP_USED.as_secs();
+                Ok(local.ids.insert(verified.id.clone(), until).is_none())
             }
         }
     }

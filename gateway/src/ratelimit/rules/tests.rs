@@ -56,6 +56,9 @@ fn parses_and_matches() {
         "HEAD is a GET"
     );
     assert_eq!(get_only[0].matches(&Method::POST, "/a"), None);
+    let head = "[[rule]]\nname = \"h\"\nmethod = \"HEAD\"\npath = \"/a\"\nkey = [\"ip\"]\nrate = 1\nburst = 1\n";
+    let err = parse(head, "head").unwrap_err().to_string();
+    assert!(err.contains("method"), "{err}");
     assert_eq!(stock.matches(&Method::GET, "/api/v1/stock/"), None);
     assert!(!stock.needs_body_sku() && stock.shadow);
     let any = parse(
