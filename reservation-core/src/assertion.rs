@@ -87,14 +87,12 @@ impl<'a> Bound<'a> {
     }
 }
 
-/// A verified assertion: who the request acts for, and the assertion's id and expiry (for
-/// the single-use check of a request that changes something).
+/// A verified assertion: who the request acts for, and the assertion's id (for the
+/// single-use check of a request that changes something).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verified {
     pub identity: Identity,
     pub id: String,
-    /// Seconds since the epoch, leeway included: past it the assertion verifies no more.
-    pub usable_until: u64,
 }
 
 /// Who a verified request acts for.
@@ -261,7 +259,6 @@ impl AssertionVerifier {
                 roles: claims.roles,
             },
             id: claims.jti,
-            usable_until: claims.exp + self.validation.leeway,
         })
     }
 }

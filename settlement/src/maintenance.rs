@@ -204,23 +204,28 @@ pub async fn prepare_repair(
     product: &Product,
 ) -> Result<Repair, MaintenanceError> {
     let sku = product.sku()?;
-    // An ops edit configures the store before SQL commits: waiting for its edit lock means
-    // no edit is between the two, so the snapshot below has every edit the store has (a later
-    // one drops the journal: the repair is refused).
+    // An ops edit configures the store before SQL commits: holding its edit lock means no
+    // edit is between the two, so the snapshot has every edit the store has (a later one
+    // drops the journal: the repair is refused).
     let no_edit_in_flight = products::begin_edit(db, &sku).await?;
-    let start = store.begin_repair(&sku).await;
-    let read = async {
-        let start = start?;
-        let recent_since = now_ms() - REPAIR_RECENT_ORDERS_MS;
-        let (now, basis) =
-            products::repair_basis(db, &product.sku, &start.confirming, recent_since).await?;
-        Ok::<_, MaintenanceError>((start, now, basis))
-    }
-    .await;
+    let read = open_and_read(db, store, product, &sku).await;
     no_edit_in_flight.rollback().await;
-    let (start, now, basis) = read?;
+    read
+}
+
+/// `prepare_repair` under the edit lock: the journal, then the snapshot.
+async fn open_and_read(
+    db: &Db,
+    store: &dyn ReservationStore,
+    product: &Product,
+    sku: &Sku,
+) -> Result<Repair, MaintenanceError> {
+    let start = store.begin_repair(sku).await?;
+    let recent_since = now_ms() - REPAIR_RECENT_ORDERS_MS;
+    let (now, basis) =
+        products::repair_basis(db, &product.sku, &start.confirming, recent_since).await?;
     Ok(Repair {
-        sku,
+        sku: sku.clone(),
         stock: now.as_ref().unwrap_or(product).stock(),
         basis,
         ticket: start.ticket,

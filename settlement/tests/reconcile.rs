@@ -54,6 +54,39 @@ async fn buy(app: &TestApp, store: &RedisStore, hold: &Hold, finish: bool) -> an
     Ok(())
 }
 
+/// Where the repair-race tests start: the service on a fresh schema, the Redis store under a
+/// fresh prefix, product REC with 10 units.
+struct Rec {
+    prefix: String,
+    store: RedisStore,
+    app: TestApp,
+    db: Db,
+    redis: redis::aio::MultiplexedConnection,
+    sku: Sku,
+    /// `<prefix>:{REC}:stock`.
+    stock_key: String,
+}
+
+async fn rec() -> anyhow::Result<Rec> {
+    let prefix = redis_prefix();
+    let store = store_under(&prefix).await?;
+    let db_url = common::postgres_url().await?;
+    let app = start_with(test_config(&db_url), Arc::new(store.clone())).await?;
+    app.put_product("REC", 10).await?;
+    let redis = redis::Client::open(redis_url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    Ok(Rec {
+        stock_key: format!("{}:{{REC}}:stock", store.prefix()),
+        prefix,
+        store,
+        app,
+        db: Db::connect(&db_url, 4).await?,
+        redis,
+        sku: Sku::parse("REC")?,
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_resolves_confirming_and_repairs_counters_after_redis_lost_data()
 -> anyhow::Result<()> {
@@ -328,17 +361,15 @@ async fn a_repair_racing_a_finish_or_a_return_keeps_the_counters_exact() -> anyh
     use settlement::relay::relay_once;
     use settlement::{Metrics, OutboxSink, StoreEffects};
 
-    let prefix = redis_prefix();
-    let store = store_under(&prefix).await?;
-    let db_url = common::postgres_url().await?;
-    let app = start_with(test_config(&db_url), Arc::new(store.clone())).await?;
-    app.put_product("REC", 10).await?;
-    let sku = Sku::parse("REC")?;
-    let db = Db::connect(&db_url, 2).await?;
-    let mut redis = redis::Client::open(redis_url())?
-        .get_multiplexed_async_connection()
-        .await?;
-    let stock_key = format!("{}:{{REC}}:stock", store.prefix());
+    let Rec {
+        prefix,
+        store,
+        app,
+        db,
+        mut redis,
+        sku,
+        stock_key,
+    } = rec().await?;
     let buyers_key = format!("{}:{{REC}}:buyers", store.prefix());
     let ann = reserve(&store, "ann", "k", 60_000).await?;
     buy(&app, &store, &ann, true).await?;
@@ -421,6 +452,7 @@ async fn a_repair_racing_a_finish_or_a_return_keeps_the_counters_exact() -> anyh
     let report = reconcile(&db, &store, None, check).await?;
     assert!(report.ok, "{report:?}");
     app.running.shutdown().await;
+    wipe_redis_prefix(&prefix).await?;
     Ok(())
 }
 
@@ -452,17 +484,15 @@ async fn an_ops_edit_during_a_repair_stands() -> anyhow::Result<()> {
     use reservation_core::{ReservationError, SaleState};
     use settlement::maintenance::{MaintenanceError, apply_repair, prepare_repair};
 
-    let prefix = redis_prefix();
-    let store = store_under(&prefix).await?;
-    let db_url = common::postgres_url().await?;
-    let app = start_with(test_config(&db_url), Arc::new(store.clone())).await?;
-    app.put_product("REC", 10).await?;
-    let sku = Sku::parse("REC")?;
-    let db = Db::connect(&db_url, 2).await?;
-    let mut redis = redis::Client::open(redis_url())?
-        .get_multiplexed_async_connection()
-        .await?;
-    let stock_key = format!("{}:{{REC}}:stock", store.prefix());
+    let Rec {
+        prefix,
+        store,
+        app,
+        db,
+        mut redis,
+        sku,
+        stock_key,
+    } = rec().await?;
     let settings =
         |s: &reservation_core::StockSnapshot| (s.total_stock, s.per_buyer_limit, s.sale_state);
     let lose_sold = |redis: &mut redis::aio::MultiplexedConnection| {
@@ -542,13 +572,15 @@ async fn a_repair_waits_for_an_edit_between_its_store_write_and_its_commit() -> 
     use reservation_core::SaleState;
     use settlement::maintenance::{apply_repair, prepare_repair};
 
-    let prefix = redis_prefix();
-    let store = store_under(&prefix).await?;
-    let db_url = common::postgres_url().await?;
-    let app = Arc::new(start_with(test_config(&db_url), Arc::new(store.clone())).await?);
-    app.put_product("REC", 10).await?;
-    let sku = Sku::parse("REC")?;
-    let db = Db::connect(&db_url, 4).await?;
+    let Rec {
+        prefix,
+        store,
+        app,
+        db,
+        sku,
+        ..
+    } = rec().await?;
+    let app = Arc::new(app);
     // A settle batch holding the product row: the edit's UPDATE waits on it after the edit
     // has configured the store.
     let mut row_lock = db.pool().begin().await?;

@@ -80,13 +80,16 @@ pub async fn run(cache: Arc<ProductCache>, redis: EdgeRedis, stream: String, rea
         loop {
             match tail.read(100, BLOCK).await {
                 Ok(events) => {
+                    let read_any = !events.is_empty();
                     for event in events {
                         if let Err(error) = handle(&cache, event).await {
                             tracing::warn!(%error, "cache invalidation failed");
                         }
                     }
-                    position = Some(tail.last_id().to_owned());
-                    cache.set_stream_position(tail.last_id());
+                    if read_any {
+                        position = Some(tail.last_id().to_owned());
+                        cache.set_stream_position(tail.last_id());
+                    }
                 }
                 Err(error) => {
                     tracing::debug!(%error, "events stream read failed; reconnecting");

@@ -358,13 +358,12 @@ impl Edge {
         upstream_request.remove_header(&http::header::TRANSFER_ENCODING);
         upstream_request.insert_header(http::header::CONTENT_LENGTH, body.len())?;
         let identity = crate::service_auth::identity_of(ctx.identity.as_ref());
-        let method = upstream_request.method.as_str().to_owned();
         let if_match = upstream_request
             .headers
             .get(http::header::IF_MATCH)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let request = Bound::new(&method, &target, body).with_if_match(if_match.as_deref());
+            .and_then(|v| v.to_str().ok());
+        let request =
+            Bound::new(upstream_request.method.as_str(), &target, body).with_if_match(if_match);
         let assertion = crate::service_auth::sign(&self.state.assertions, &request, &identity)
             .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
         upstream_request.insert_header(ASSERTION_HEADER, assertion)?;
