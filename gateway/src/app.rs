@@ -1,8 +1,8 @@
 //! Wiring one gateway from its configuration: the reservation store (Redis or in-memory),
 //! the reservation-token signer and the metrics registry it shares with an in-process
 //! settlement service ([`Shared`]), the buyer key set, the settlement client and upstream;
-//! then the Pingora server around them. The subcommands, [`crate::embedded`] and the
-//! integration tests all start the gateway through here.
+//! then the Pingora server around them. The `stockgate` binary's subcommands, its all-in-one
+//! process and the integration tests all start the gateway through here.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,8 +36,6 @@ pub enum StartError {
     Server(#[from] ServerError),
     #[error("reservation store")]
     Store(#[from] reservation_core::ReservationError),
-    #[error("settlement service")]
-    Settlement(#[from] settlement::StartError),
     #[error("{0}")]
     Setup(String),
 }
@@ -178,11 +176,11 @@ impl Gateway {
     /// Builds the edge state around a loaded key set, for a gateway on its own (`stockgate
     /// gateway`, tests): the dev sign-in only where switched on explicitly.
     pub fn build(config: &Config, shared: Shared, keys: Arc<KeySet>) -> Result<Self, StartError> {
-        Self::build_with(config, shared, keys, config.dev_sign_in(false))
+        Self::build_with(config, shared, keys, config.explicit_dev_sign_in())
     }
 
-    /// [`Gateway::build`] with the dev sign-in decided by the caller ([`crate::embedded`]
-    /// passes `config.dev_sign_in(true)`).
+    /// [`Gateway::build`] with the dev sign-in decided by the caller (the all-in-one process
+    /// passes its embedded-default decision).
     pub fn build_with(
         config: &Config,
         shared: Shared,
@@ -287,7 +285,7 @@ impl Gateway {
                     &config.redis_key_prefix,
                     config.cache.replica_id.as_deref(),
                 );
-                let stream = config.settlement.events_stream();
+                let stream = config.events_stream.clone();
                 tokio::spawn(invalidate::run(
                     cache.clone(),
                     redis.clone(),

@@ -1,24 +1,18 @@
 //! The gateway's configuration: typed TOML sections with `deny_unknown_fields`, defaults that
-//! make up the embedded default (`stockgate all-in-one` with no file), `STOCKGATE_*`
-//! environment overrides for URLs, paths and secrets, and a `validate()` whose errors name the
-//! offending field. `config/stockgate.toml` documents every option.
+//! make up the embedded default (`stockgate all-in-one` with no file), and a `validate()` whose
+//! errors name the offending field. The configuration file, its `STOCKGATE_*` environment
+//! overrides and the `[settlement]` table are read by the `stockgate` crate
+//! (`stockgate/src/config.rs`); `config/stockgate.toml` documents every option.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 use thiserror::Error;
 
-/// Why a configuration was refused.
+/// Why a configuration was refused: the field at fault and the rule it breaks.
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {error}")]
-    Read {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    #[error("config file {path} is not valid: {message}")]
-    Parse { path: PathBuf, message: String },
     #[error("config field `{field}` {reason}")]
     Invalid { field: &'static str, reason: String },
 }
@@ -34,21 +28,10 @@ pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigE
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// The file this configuration was read from; `None`: the built-in defaults (plus
-    /// environment overrides). Set by [`Config::load`], never by a file.
-    #[serde(skip)]
-    pub file: Option<PathBuf>,
-    /// An environment override whose value does not parse as its field's type (the
-    /// variable, the value), reported by [`Config::validate`].
-    #[serde(skip)]
-    pub invalid_env: Option<(&'static str, String)>,
     /// Where generated dev keys and the embedded SQLite file live.
     pub data_dir: PathBuf,
     /// Redis for the reservation store; `None` runs the in-memory store (one replica only).
     pub redis_url: Option<String>,
-    /// The settlement database (used by `settlement`, `all-in-one`, `migrate`, `reconcile`);
-    /// `None` means an SQLite file in `data_dir`.
-    pub database_url: Option<String>,
     /// Start of every reservation-store key in Redis (several deployments may share one).
     pub redis_key_prefix: String,
     pub server: ServerConfig,
@@ -65,9 +48,11 @@ pub struct Config {
     pub client_ip: crate::client_addr::ClientIpConfig,
     pub degraded: DegradedConfig,
     pub web: WebConfig,
-    /// The settlement service (`settlement` and `all-in-one`); its `database_url` and
-    /// `redis_url` come from the top-level fields above.
-    pub settlement: settlement::SettlementConfig,
+    /// The Redis stream of order and product events the cache invalidation follows: the
+    /// settlement outbox's stream, filled in by whoever composes the two services (not a
+    /// field of the file's gateway part).
+    #[serde(skip)]
+    pub events_stream: String,
 }
 
 /// Listeners, worker threads and shutdown.
@@ -322,11 +307,8 @@ impl Default for DegradedConfig {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            file: None,
-            invalid_env: None,
             data_dir: PathBuf::from("stockgate-data"),
             redis_url: None,
-            database_url: None,
             redis_key_prefix: "stockgate".into(),
             server: ServerConfig::default(),
             limits: LimitsConfig::default(),
@@ -339,7 +321,7 @@ impl Default for Config {
             client_ip: Default::default(),
             degraded: DegradedConfig::default(),
             web: WebConfig::default(),
-            settlement: settlement::SettlementConfig::default(),
+            events_stream: reservation_core::wire::DEFAULT_EVENTS_STREAM.into(),
         }
     }
 }
@@ -414,139 +396,7 @@ impl Default for UpstreamConfig {
     }
 }
 
-/// The environment variables that override file values (URLs, paths and secrets).
-const ENV_OVERRIDES: &[&str] = &[
-    "STOCKGATE_DATA_DIR",
-    "STOCKGATE_REDIS_URL",
-    "STOCKGATE_DATABASE_URL",
-    "STOCKGATE_LISTEN",
-    "STOCKGATE_ADMIN_LISTEN",
-    "STOCKGATE_SETTLEMENT_ADDR",
-    // `stockgate settlement`'s admin listener (`settlement.admin_listen_addr`), `host:port`.
-    "STOCKGATE_SETTLEMENT_ADMIN_LISTEN",
-    "STOCKGATE_JWKS_FILE",
-    "STOCKGATE_JWKS_URL",
-    "STOCKGATE_RESERVATION_KEY_FILE",
-    "STOCKGATE_RESERVATION_KEY_ID",
-    "STOCKGATE_RESERVATION_JWKS_FILE",
-    // Service authentication (`[settlement_auth]`): the gateway's assertion key and its
-    // `kid`, and the gateway key set settlement verifies with.
-    "STOCKGATE_ASSERTION_KEY_FILE",
-    "STOCKGATE_ASSERTION_KEY_ID",
-    "STOCKGATE_GATEWAY_JWKS_FILE",
-    // Dev sign-in: `1` on, any other value off (a typo fails safe), see `Config::dev_sign_in`.
-    "STOCKGATE_DEV_TOKEN",
-    // Client addresses: the proxies whose forwarding header is believed, comma separated
-    // CIDRs (`crate::client_addr`); validated with the file's.
-    "STOCKGATE_TRUSTED_PROXIES",
-];
-
 impl Config {
-    /// Reads and parses a TOML file (without environment overrides or validation).
-    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-            path: path.to_owned(),
-            error,
-        })?;
-        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
-            path: path.to_owned(),
-            message,
-        })
-    }
-
-    /// Parses TOML text; the error is the parser's message (it names the field and line).
-    pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
-    }
-
-    /// Loads the file (or the defaults when `path` is `None`), applies `STOCKGATE_*`
-    /// overrides from the process environment, and validates.
-    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::load_with(path, |name| std::env::var(name).ok())
-    }
-
-    /// [`Config::load`] with the environment read through `lookup` (tests).
-    pub fn load_with(
-        path: Option<&Path>,
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
-        let mut config = match path {
-            Some(path) => Self::from_file(path)?,
-            None => Config::default(),
-        };
-        config.file = path.map(Path::to_owned);
-        config.apply_env(lookup);
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Applies overrides from `lookup` (the process environment, or a map in tests).
-    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) {
-        for name in ENV_OVERRIDES {
-            let Some(value) = lookup(name).filter(|v| !v.is_empty()) else {
-                continue;
-            };
-            match *name {
-                "STOCKGATE_DATA_DIR" => self.data_dir = value.into(),
-                "STOCKGATE_REDIS_URL" => self.redis_url = Some(value),
-                "STOCKGATE_DATABASE_URL" => self.database_url = Some(value),
-                "STOCKGATE_LISTEN" => self.server.listen = value,
-                "STOCKGATE_ADMIN_LISTEN" => self.server.admin_listen = value,
-                "STOCKGATE_SETTLEMENT_ADDR" => self.upstream.settlement_addr = value,
-                "STOCKGATE_SETTLEMENT_ADMIN_LISTEN" => match value.parse() {
-                    Ok(addr) => self.settlement.admin_listen_addr = addr,
-                    // Reported by `validate`, which names the variable.
-                    Err(_) => self.invalid_env = Some(("STOCKGATE_SETTLEMENT_ADMIN_LISTEN", value)),
-                },
-                "STOCKGATE_JWKS_FILE" => self.auth.jwks_file = Some(value.into()),
-                "STOCKGATE_JWKS_URL" => self.auth.jwks_url = Some(value),
-                "STOCKGATE_RESERVATION_KEY_FILE" => {
-                    self.reservations.signing_key_file = Some(value.into())
-                }
-                "STOCKGATE_RESERVATION_KEY_ID" => self.reservations.signing_key_id = value,
-                "STOCKGATE_RESERVATION_JWKS_FILE" => {
-                    self.reservations.public_jwks_file = Some(value.into())
-                }
-                "STOCKGATE_ASSERTION_KEY_FILE" => {
-                    self.settlement_auth.signing_key_file = Some(value.into())
-                }
-                "STOCKGATE_ASSERTION_KEY_ID" => self.settlement_auth.signing_key_id = value,
-                "STOCKGATE_GATEWAY_JWKS_FILE" => {
-                    self.settlement_auth.gateway_jwks_file = Some(value.into())
-                }
-                "STOCKGATE_DEV_TOKEN" => self.web.dev_token = Some(value == "1"),
-                "STOCKGATE_TRUSTED_PROXIES" => {
-                    self.client_ip.trusted_proxies = value
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned)
-                        .collect()
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// The settlement database: `database_url`, else an SQLite file in `data_dir`.
-    pub fn database_url_or_embedded(&self) -> String {
-        self.database_url.clone().unwrap_or_else(|| {
-            format!(
-                "sqlite://{}?mode=rwc",
-                self.data_dir.join("stockgate.db").display()
-            )
-        })
-    }
-
-    /// The settlement service's configuration with the top-level URLs filled in.
-    pub fn settlement_config(&self) -> settlement::SettlementConfig {
-        settlement::SettlementConfig {
-            database_url: self.database_url_or_embedded(),
-            redis_url: self.redis_url.clone(),
-            ..self.settlement.clone()
-        }
-    }
-
     /// The JWKS that verifies reservation tokens outside the gateway process.
     pub fn reservation_jwks_file(&self) -> PathBuf {
         self.reservations
@@ -598,10 +448,28 @@ pub fn ms(value: u64) -> Duration {
     Duration::from_millis(value)
 }
 
-mod embedded_default;
 mod validate;
 
-pub use embedded_default::DevSignIn;
+/// Whether `POST /dev/token` is served, and why. Decided by the process that composes the
+/// gateway: only `stockgate all-in-one` with nothing configured can be the embedded default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevSignIn {
+    /// Not served: the route answers 404.
+    Off,
+    /// Served because the process is the fully embedded default (local use).
+    EmbeddedDefault,
+    /// Served because `web.dev_token = true` or `STOCKGATE_DEV_TOKEN=1` says so, wherever the
+    /// process runs.
+    Explicit,
+}
 
-#[cfg(test)]
-mod tests;
+impl Config {
+    /// The dev sign-in of a gateway that is not the embedded default: only an explicit
+    /// `web.dev_token = true` switches it on.
+    pub fn explicit_dev_sign_in(&self) -> DevSignIn {
+        match self.web.dev_token {
+            Some(true) => DevSignIn::Explicit,
+            _ => DevSignIn::Off,
+        }
+    }
+}

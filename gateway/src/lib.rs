@@ -1,4 +1,5 @@
-//! The Pingora edge of stockgate and the library behind the `stockgate` binary.
+//! The Pingora edge of stockgate: a library the `stockgate` binary crate composes with the
+//! settlement service.
 //!
 //! A request meets, in order: the limits and the header-read deadline ([`server`]), buyer
 //! authentication ([`auth`]), then the route table ([`edge::routes`]): reservation routes are
@@ -8,21 +9,18 @@
 //! [`ratelimit`] applies the ops-owned limits to the client [`client_addr`] decides; [`edge_redis`] tracks whether Redis answers
 //! (degraded mode), [`health`] readiness and dependency health. [`config`] holds every option, [`problem`] the error
 //! format, [`metrics`] the Prometheus series, [`service_auth`] the assertions that let settlement
-//! serve only the gateway, [`app`] the wiring, [`embedded`] the
-//! all-in-one process, [`cli`] the subcommands, [`web`] the storefront and ops console.
+//! serve only the gateway, [`app`] the wiring, [`web`] the storefront and ops console.
 
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod auth;
 pub mod cache;
-pub mod cli;
 pub mod client_addr;
 pub mod config;
 pub mod conn_age;
 pub mod edge;
 pub mod edge_redis;
-pub mod embedded;
 pub mod health;
 pub mod metrics;
 pub mod problem;

@@ -1,20 +1,19 @@
 //! The negative authentication suite: every bad or missing buyer credential is refused with
 //! 401/403, and none of those requests reaches the reservation store or the upstream.
 
-mod common;
-
-use common::{AUDIENCE, ISSUER, KID, body, now_secs};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reservation_core::TokenSigner;
 use serde_json::json;
+use testkit::{AUDIENCE, ISSUER, KID, body, now_secs};
 
 /// Tokens that must all be refused, with a name for the failure message.
-fn bad_tokens(idp: &common::Idp) -> Vec<(&'static str, Option<String>)> {
+fn bad_tokens(idp: &testkit::Idp) -> Vec<(&'static str, Option<String>)> {
     let claims = idp.claims("alice", &["ops"]);
     let payload = idp.sign(&claims).split('.').nth(1).unwrap().to_owned();
 
     // {"alg":"none","kid":KID} with no signature.
-    let none_header = base64url(&json!({"alg": "none", "typ": "JWT", "kid": KID}).to_string());
+    let none_header =
+        testkit::base64url(json!({"alg": "none", "typ": "JWT", "kid": KID}).to_string());
     let alg_none = format!("{none_header}.{payload}.");
 
     // HS256 "signed" with the public key's bytes: the classic key-confusion attack.
@@ -83,23 +82,9 @@ fn bad_tokens(idp: &common::Idp) -> Vec<(&'static str, Option<String>)> {
     ]
 }
 
-fn base64url(text: &str) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let bytes = text.as_bytes();
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n =
-            chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
-        for i in 0..=chunk.len() {
-            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_credentials_are_refused_before_the_store_and_the_upstream() {
-    let gw = common::start().await;
+    let gw = testkit::start_gateway().await;
     let before = gw.snapshot("HOT").await;
     // A real hold of alice's, so a confirm with a bad credential has something to aim at.
     let good = gw.idp.token("alice");
@@ -164,7 +149,7 @@ async fn bad_credentials_are_refused_before_the_store_and_the_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buyers_without_the_ops_role_get_403_on_ops_routes() {
-    let gw = common::start().await;
+    let gw = testkit::start_gateway().await;
     let response = gw
         .http
         .put(gw.url("/api/v1/admin/products/HOT"))
@@ -194,7 +179,7 @@ async fn buyers_without_the_ops_role_get_403_on_ops_routes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_identity_headers_are_replaced_by_the_verified_ones() {
-    let gw = common::start().await;
+    let gw = testkit::start_gateway().await;
     let response = gw
         .http
         .get(gw.url("/api/v1/orders"))
@@ -221,7 +206,7 @@ async fn forged_identity_headers_are_replaced_by_the_verified_ones() {
 /// edge for hours (before, both went upstream as sent: found by the attacker review).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_buyers_credentials_are_not_proxied() {
-    let gw = common::start().await;
+    let gw = testkit::start_gateway().await;
     let response = gw
         .http
         .get(gw.url("/api/v1/orders"))

@@ -5,12 +5,9 @@
 //! fetched under another. Evidence: the upstream's request count and the paths it saw, and the
 //! keys in Redis.
 
-mod common;
-mod support;
-
 use redis::AsyncCommands;
 use serde_json::Value;
-use support::{Edge, Upstream, header, redis_url};
+use testkit::{Edge, Upstream, header, redis_url};
 
 /// The edge's cache keys in Redis, without their prefix.
 async fn redis_cache_keys(edge: &Edge) -> Vec<String> {
@@ -30,7 +27,11 @@ async fn redis_cache_keys(edge: &Edge) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_query_strings_make_one_upstream_read_and_none_is_forwarded() {
     let upstream = Upstream::start();
-    let edge = support::start(support::config(upstream.addr, Some(&redis_url())), None).await;
+    let edge = testkit::start_edge(
+        testkit::edge_config(upstream.addr, Some(&redis_url())),
+        None,
+    )
+    .await;
     for i in 0..100 {
         let response = edge.get(&format!("/api/v1/products?{i}")).await;
         assert_eq!(response.status(), 200, "?{i}");
@@ -58,7 +59,11 @@ async fn a_hundred_query_strings_make_one_upstream_read_and_none_is_forwarded() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_encoding_of_a_sku_is_one_entry_and_case_is_another_sku() {
     let upstream = Upstream::start();
-    let edge = support::start(support::config(upstream.addr, Some(&redis_url())), None).await;
+    let edge = testkit::start_edge(
+        testkit::edge_config(upstream.addr, Some(&redis_url())),
+        None,
+    )
+    .await;
     for path in ["HOT", "H%4FT", "%48OT", "%48%4F%54", "%48%4f%54", "HO%54"] {
         let response = edge.get(&format!("/api/v1/products/{path}")).await;
         assert_eq!(response.status(), 200, "{path}");
@@ -82,7 +87,11 @@ async fn every_encoding_of_a_sku_is_one_entry_and_case_is_another_sku() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_skus_are_refused_before_the_cache_and_unknown_ones_are_not_stored() {
     let upstream = Upstream::start();
-    let edge = support::start(support::config(upstream.addr, Some(&redis_url())), None).await;
+    let edge = testkit::start_edge(
+        testkit::edge_config(upstream.addr, Some(&redis_url())),
+        None,
+    )
+    .await;
     for path in [
         "/api/v1/products/",
         "/api/v1/products/HOT%20",
@@ -123,7 +132,11 @@ async fn invalid_skus_are_refused_before_the_cache_and_unknown_ones_are_not_stor
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_spelled_one_way_drops_the_copy_fetched_another_way() {
     let upstream = Upstream::start();
-    let edge = support::start(support::config(upstream.addr, Some(&redis_url())), None).await;
+    let edge = testkit::start_edge(
+        testkit::edge_config(upstream.addr, Some(&redis_url())),
+        None,
+    )
+    .await;
     let price = |response: reqwest::Response| async move {
         let cache_status = header(&response, "cache-status");
         let product: Value = response.json().await.unwrap();

@@ -1,19 +1,20 @@
 //! The product cache on real Redis through real HTTP: single-flight fills, the shared tier
 //! between replicas, ETag / If-None-Match, pass-through of answers that are not stored.
 
-mod common;
-mod support;
-
 use std::sync::atomic::Ordering;
 
-use support::{Upstream, header, redis_url};
+use testkit::{Upstream, header, redis_url};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hundred_concurrent_reads_of_a_cold_product_make_one_upstream_request() {
     let upstream = Upstream::start();
     // Slow enough that all 100 requests arrive while the one fill is under way.
     upstream.catalog.delay_ms.store(300, Ordering::SeqCst);
-    let edge = support::start(support::config(upstream.addr, Some(&redis_url())), None).await;
+    let edge = testkit::start_edge(
+        testkit::edge_config(upstream.addr, Some(&redis_url())),
+        None,
+    )
+    .await;
 
     let mut tasks = Vec::new();
     for _ in 0..100 {
@@ -46,11 +47,11 @@ async fn hundred_concurrent_reads_of_a_cold_product_make_one_upstream_request() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_replica_reads_the_copy_another_stored_in_redis() {
     let upstream = Upstream::start();
-    let config = support::config(upstream.addr, Some(&redis_url()));
-    let first = support::start(config.clone(), None).await;
+    let config = testkit::edge_config(upstream.addr, Some(&redis_url()));
+    let first = testkit::start_edge(config.clone(), None).await;
     let mut second_config = config;
     second_config.data_dir = second_config.data_dir.with_extension("second");
-    let second = support::start(second_config, None).await;
+    let second = testkit::start_edge(second_config, None).await;
 
     assert_eq!(first.get("/api/v1/products").await.status(), 200);
     let response = second.get("/api/v1/products").await;
@@ -69,7 +70,11 @@ async fn a_second_replica_reads_the_copy_another_stored_in_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etags_answer_304_and_uncacheable_answers_pass_through() {
     let upstream = Upstream::start();
-    let edge = support::start(support::config(upstream.addr, Some(&redis_url())), None).await;
+    let edge = testkit::start_edge(
+        testkit::edge_config(upstream.addr, Some(&redis_url())),
+        None,
+    )
+    .await;
 
     let first = edge.get("/api/v1/products/HOT").await;
     assert_eq!(first.status(), 200);
@@ -111,9 +116,9 @@ async fn etags_answer_304_and_uncacheable_answers_pass_through() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_over_the_size_limit_are_served_but_not_stored() {
     let upstream = Upstream::start();
-    let mut config = support::config(upstream.addr, Some(&redis_url()));
+    let mut config = testkit::edge_config(upstream.addr, Some(&redis_url()));
     config.cache.max_body_bytes = 10;
-    let edge = support::start(config, None).await;
+    let edge = testkit::start_edge(config, None).await;
     for _ in 0..3 {
         let response = edge.get("/api/v1/products/HOT").await;
         assert_eq!(response.status(), 200);

@@ -1,24 +1,21 @@
 //! The product cache's stale windows on real Redis through real HTTP: stale-if-error with the
 //! upstream stopped, stale-while-revalidate refreshing in the background.
 
-mod common;
-mod support;
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::body;
-use support::{Upstream, header, redis_url};
+use testkit::body;
+use testkit::{Upstream, header, redis_url};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_if_error_serves_the_last_good_copy_while_the_upstream_is_stopped() {
     let mut upstream = Upstream::start();
-    let mut config = support::config(upstream.addr, Some(&redis_url()));
+    let mut config = testkit::edge_config(upstream.addr, Some(&redis_url()));
     config.cache.ttl_secs = 1;
     config.cache.jitter_percent = 0;
     config.cache.stale_while_revalidate_secs = 0;
     config.cache.stale_if_error_secs = 60;
-    let edge = support::start(config, None).await;
+    let edge = testkit::start_edge(config, None).await;
 
     let fresh = edge.get("/api/v1/products/HOT").await;
     assert_eq!(fresh.status(), 200);
@@ -48,11 +45,11 @@ async fn stale_if_error_serves_the_last_good_copy_while_the_upstream_is_stopped(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_while_revalidate_answers_at_once_and_refreshes_in_the_background() {
     let upstream = Upstream::start();
-    let mut config = support::config(upstream.addr, Some(&redis_url()));
+    let mut config = testkit::edge_config(upstream.addr, Some(&redis_url()));
     config.cache.ttl_secs = 1;
     config.cache.jitter_percent = 0;
     config.cache.stale_while_revalidate_secs = 30;
-    let edge = support::start(config, None).await;
+    let edge = testkit::start_edge(config, None).await;
 
     assert_eq!(edge.get("/api/v1/products/HOT").await.status(), 200);
     upstream.catalog.price.store(2500, Ordering::SeqCst);

@@ -3,12 +3,9 @@
 //! from the right; IPv6 clients share one budget per /64; `before_auth` and `auth_failure`
 //! rules refuse a flood of bad tokens before their signature is checked.
 
-mod common;
-mod support;
-
 use std::path::PathBuf;
 
-use support::{Upstream, redis_url};
+use testkit::{Upstream, redis_url};
 
 /// 2 catalog reads per client, then one a minute: the third read of one client is 429.
 const CATALOG_PER_IP: &str = "[[rule]]\nname = \"catalog\"\nmethod = \"GET\"\n\
@@ -21,18 +18,18 @@ fn rules_file(rules: &str) -> PathBuf {
     path
 }
 
-async fn edge_with(rules: &str, trusted: &[&str]) -> (support::Edge, Upstream, PathBuf) {
+async fn edge_with(rules: &str, trusted: &[&str]) -> (testkit::Edge, Upstream, PathBuf) {
     let upstream = Upstream::start();
     let path = rules_file(rules);
-    let mut config = support::config(upstream.addr, Some(&redis_url()));
+    let mut config = testkit::edge_config(upstream.addr, Some(&redis_url()));
     config.ratelimit.rules_file = Some(path.clone());
     config.client_ip.trusted_proxies = trusted.iter().map(|s| s.to_string()).collect();
-    let edge = support::start(config, None).await;
+    let edge = testkit::start_edge(config, None).await;
     (edge, upstream, path)
 }
 
 /// The status of a catalog read sent with `x-forwarded-for: xff` (none when empty).
-async fn read(edge: &support::Edge, xff: &str) -> u16 {
+async fn read(edge: &testkit::Edge, xff: &str) -> u16 {
     let mut request = edge.http.get(edge.url("/api/v1/products/HOT"));
     if !xff.is_empty() {
         request = request.header("x-forwarded-for", xff);
@@ -138,7 +135,7 @@ async fn ipv6_clients_share_a_budget_per_64() {
 }
 
 /// The status of a reservation attempt with a bad token, from `xff`.
-async fn bad_token(edge: &support::Edge, xff: &str) -> u16 {
+async fn bad_token(edge: &testkit::Edge, xff: &str) -> u16 {
     edge.http
         .get(edge.url("/api/v1/reservations/00000000-0000-0000-0000-000000000000"))
         .bearer_auth("eyJhbGciOiJFZERTQSJ9.e30.c2ln")

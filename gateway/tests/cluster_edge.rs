@@ -7,9 +7,6 @@
 //! through this gateway, and a `product.updated` event on the stream), and a rate limit.
 //! A missing variable or a cluster that is down fails these tests; they never skip.
 
-mod common;
-mod support;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -18,14 +15,14 @@ use backend_adapters::redis::connection::RedisTarget;
 use backend_adapters::redis::stream::StreamPublisher;
 use backend_adapters::redis::{ConnectOptions, RedisConnection, RedisStore};
 use backend_adapters::sql::outbox::topic;
-use common::{body, product};
 use gateway::app::Shared;
 use gateway::cache::LIST_PATH;
 use gateway::config::Config;
 use redis::AsyncCommands;
 use reservation_core::{ReservationStore, Sku};
 use serde_json::json;
-use support::{Edge, Upstream, header};
+use testkit::{Edge, Upstream, header};
+use testkit::{body, product};
 
 fn cluster_url() -> String {
     std::env::var("REDIS_CLUSTER_URL").unwrap_or_else(|_| {
@@ -96,9 +93,9 @@ impl Drop for Cleanup {
 /// The test configuration on the cluster under a fresh `gwcluster-…` prefix.
 fn cluster_config(upstream: SocketAddr) -> (Config, Cleanup) {
     assert_cluster_up();
-    let mut config = support::config(upstream, Some(&cluster_url()));
+    let mut config = testkit::edge_config(upstream, Some(&cluster_url()));
     let prefix = format!("gwcluster-{}", uuid::Uuid::new_v4().simple());
-    config.settlement.outbox.stream = format!("{prefix}:events");
+    config.events_stream = format!("{prefix}:events");
     config.redis_key_prefix = prefix.clone();
     // A known consumer group name: `<prefix>-gateway-cluster-edge`.
     config.cache.replica_id = Some("cluster-edge".into());
@@ -119,7 +116,7 @@ async fn start_on_cluster(config: Config) -> Edge {
         ),
     };
     assert!(shared.redis.is_some(), "the reservation store is Redis");
-    support::start_shared(config, shared).await
+    testkit::start_edge_shared(config, shared).await
 }
 
 /// The gateway's reservation store (on the cluster).
@@ -207,7 +204,7 @@ async fn product_reads_are_cached_and_invalidated_on_the_cluster() {
         }
     };
     let _cleanup = cleanup;
-    let stream = config.settlement.outbox.stream.clone();
+    let stream = config.events_stream.clone();
     let edge = start_on_cluster(config).await;
     let cache = edge.state.cache.clone().expect("the cache is on");
     let hits = || upstream.catalog.hits();

@@ -4,18 +4,15 @@
 //! confirms answer 503 with Retry-After within 200 ms, catalog reads come from memory, rate
 //! limits fall back to this replica's share. After SIGCONT everything recovers by itself.
 
-mod common;
-mod support;
-
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{body, product};
 use gateway::app::connect_redis;
 use reservation_core::{ReservationStore, Sku};
 use serde_json::json;
-use support::{Upstream, header};
+use testkit::{Upstream, header};
+use testkit::{body, product};
 
 /// A redis-server of this test only; killed on drop (resumed first if paused).
 struct PrivateRedis {
@@ -66,7 +63,7 @@ impl Drop for PrivateRedis {
     }
 }
 
-async fn wait_for_metric(edge: &support::Edge, series: &str, value: u64) {
+async fn wait_for_metric(edge: &testkit::Edge, series: &str, value: u64) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while edge.metric(series).await != value {
         assert!(Instant::now() < deadline, "{series} never became {value}");
@@ -85,7 +82,7 @@ async fn redis_stopped_mid_test_degrades_and_recovers() {
          rate = 1\nperiod_secs = 60\nburst = 4\n",
     )
     .unwrap();
-    let mut config = support::config(upstream.addr, Some(&redis.url));
+    let mut config = testkit::edge_config(upstream.addr, Some(&redis.url));
     config.ratelimit.rules_file = Some(rules.clone());
     config.ratelimit.replicas = 2;
     config.cache.ttl_secs = 60;
@@ -94,7 +91,7 @@ async fn redis_stopped_mid_test_degrades_and_recovers() {
         .configure_product(&Sku::parse("HOT").unwrap(), &product(100, 10))
         .await
         .unwrap();
-    let edge = support::start(config, Some(Arc::new(store))).await;
+    let edge = testkit::start_edge(config, Some(Arc::new(store))).await;
     let alice = edge.idp.token("alice");
     let reserve = |key: &str| {
         edge.http

@@ -232,7 +232,8 @@ async fn keys_not_for_signing_with_an_allowed_algorithm_are_ignored() {
 
 #[test]
 fn a_zero_minimum_refresh_interval_is_refused() {
-    let config = Config::from_toml("[auth]\njwks_min_refresh_secs = 0\n").unwrap();
+    let mut config = Config::default();
+    config.auth.jwks_min_refresh_secs = 0;
     let message = config.validate().unwrap_err().to_string();
     assert_eq!(
         message,

@@ -2,13 +2,11 @@
 //! (slowloris), required idempotency keys, problem+json for routing errors, and the admin
 //! listener.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::body;
+use testkit::body;
 
 /// Sends raw bytes and returns what the server answered before closing or `wait` passing.
 fn raw_exchange(addr: &str, request: &[u8], wait: Duration) -> String {
@@ -20,7 +18,7 @@ fn raw_exchange(addr: &str, request: &[u8], wait: Duration) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-async fn exchange(gw: &common::TestGateway, request: String) -> String {
+async fn exchange(gw: &testkit::TestGateway, request: String) -> String {
     let addr = gw.base.trim_start_matches("http://").to_owned();
     tokio::task::spawn_blocking(move || {
         raw_exchange(&addr, request.as_bytes(), Duration::from_secs(3))
@@ -31,7 +29,7 @@ async fn exchange(gw: &common::TestGateway, request: String) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_declared_oversized_body_gets_413_before_it_is_sent() {
-    let gw = common::start().await;
+    let gw = testkit::start_gateway().await;
     let token = gw.idp.token("alice");
     // Only the headers go out: the gateway must answer without waiting for the 1 MiB body.
     let request = format!(
@@ -46,7 +44,7 @@ async fn a_declared_oversized_body_gets_413_before_it_is_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_oversized_bodies_get_413_at_the_edge_and_on_proxied_routes() {
-    let gw = common::start_with(|c| c.limits.max_body_bytes = 1024).await;
+    let gw = testkit::start_gateway_with(|c| c.limits.max_body_bytes = 1024).await;
     let token = gw.idp.token("alice");
     let chunk = "x".repeat(4096);
     for (path, extra) in [
@@ -67,7 +65,7 @@ async fn chunked_oversized_bodies_get_413_at_the_edge_and_on_proxied_routes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_headers_get_431() {
-    let gw = common::start().await;
+    let gw = testkit::start_gateway().await;
     let mut request = gw.http.get(gw.url("/api/v1/stock/HOT"));
     for i in 0..100 {
         request = request.header(format!("x-filler-{i}"), "1");
@@ -81,7 +79,7 @@ async fn too_many_headers_get_431() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_headers_are_cut_off_at_the_total_deadline() {
-    let gw = common::start().await;
+    let gw = testkit::start_gateway().await;
     let addr = gw.base.trim_start_matches("http://").to_owned();
     // Trickle one header byte every 100 ms (each read is quick; only a total deadline helps).
     let closed_after = tokio::task::spawn_blocking(move || {
@@ -115,7 +113,7 @@ async fn slow_headers_are_cut_off_at_the_total_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_keep_alive_connection_outlives_the_header_deadline() {
-    let gw = common::start().await;
+    let gw = testkit::start_gateway().await;
     let addr = gw.base.trim_start_matches("http://").to_owned();
     let answers = tokio::task::spawn_blocking(move || {
         let mut stream = TcpStream::connect(addr).unwrap();
@@ -145,7 +143,7 @@ async fn an_idle_keep_alive_connection_outlives_the_header_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_key_is_required_on_edge_posts() {
-    let gw = common::start().await;
+    let gw = testkit::start_gateway().await;
     let token = gw.idp.token("alice");
     let response = gw
         .http
@@ -179,7 +177,7 @@ async fn idempotency_key_is_required_on_edge_posts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routing_errors_are_problems_and_admin_serves_metrics() {
-    let gw = common::start().await;
+    let gw = testkit::start_gateway().await;
     let (status, problem) = body(gw.http.get(gw.url("/nope")).send().await.unwrap()).await;
     assert_eq!((status, problem["code"].as_str()), (404, Some("not_found")));
     let (status, _) = body(
@@ -228,7 +226,7 @@ async fn routing_errors_are_problems_and_admin_serves_metrics() {
 /// threads a sale's traffic does not share: `GET /healthz` there is 200, other methods 405.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_listener_answers_liveness() {
-    let gw = common::start().await;
+    let gw = testkit::start_gateway().await;
     let url = format!("{}/healthz", gw.admin);
     let (status, answer) = body(gw.http.get(&url).send().await.unwrap()).await;
     assert_eq!((status, answer["status"].as_str()), (200, Some("ok")));

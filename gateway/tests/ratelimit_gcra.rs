@@ -2,17 +2,14 @@
 //! measured window, the 429 answer, each decision counted once, shadow rules, and rules keyed
 //! by the reservation body.
 
-mod common;
-mod support;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{body, product};
 use reservation_core::{InMemoryStore, ReservationStore, Sku};
 use serde_json::json;
-use support::{Upstream, header, redis_url};
+use testkit::{Upstream, header, redis_url};
+use testkit::{body, product};
 
 /// Writes `rules` to a fresh file and returns its path.
 fn rules_file(rules: &str) -> PathBuf {
@@ -40,9 +37,9 @@ async fn a_10_per_second_burst_5_rule_admits_the_expected_count_within_5_percent
         "[[rule]]\nname = \"stock\"\nmethod = \"GET\"\npath = \"/api/v1/stock/{sku}\"\n\
          key = [\"ip\", \"sku\"]\nrate = 10\nburst = 5\n",
     );
-    let mut config = support::config(upstream.addr, Some(&redis_url()));
+    let mut config = testkit::edge_config(upstream.addr, Some(&redis_url()));
     config.ratelimit.rules_file = Some(path.clone());
-    let edge = support::start(config, Some(store_with_hot().await)).await;
+    let edge = testkit::start_edge(config, Some(store_with_hot().await)).await;
 
     // Requests every 5 ms (far above the rate) for about 4 s; the count is taken over the
     // window the requests actually spanned: GCRA admits `burst` at once, then one per 100 ms.
@@ -115,9 +112,9 @@ async fn a_shadow_rule_refuses_nothing_but_counts() {
         "[[rule]]\nname = \"catalog-shadow\"\npath = \"/api/v1/products/*\"\nkey = [\"ip\"]\n\
          rate = 1\nperiod_secs = 60\nburst = 2\nshadow = true\n",
     );
-    let mut config = support::config(upstream.addr, Some(&redis_url()));
+    let mut config = testkit::edge_config(upstream.addr, Some(&redis_url()));
     config.ratelimit.rules_file = Some(path.clone());
-    let edge = support::start(config, None).await;
+    let edge = testkit::start_edge(config, None).await;
 
     for _ in 0..20 {
         assert_eq!(edge.get("/api/v1/products/HOT").await.status(), 200);
@@ -145,9 +142,9 @@ async fn a_rule_keyed_by_buyer_and_the_sku_of_the_reservation_body() {
         "[[rule]]\nname = \"reserve\"\nmethod = \"POST\"\npath = \"/api/v1/reservations\"\n\
          key = [\"sub\", \"sku\"]\nrate = 1\nperiod_secs = 60\nburst = 2\n",
     );
-    let mut config = support::config(upstream.addr, Some(&redis_url()));
+    let mut config = testkit::edge_config(upstream.addr, Some(&redis_url()));
     config.ratelimit.rules_file = Some(path.clone());
-    let edge = support::start(config, Some(store_with_hot().await)).await;
+    let edge = testkit::start_edge(config, Some(store_with_hot().await)).await;
     let reserve = |token: String, sku: &'static str, key: String| {
         let request = edge
             .http

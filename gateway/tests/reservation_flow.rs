@@ -2,15 +2,13 @@
 //! replays, release, foreign tokens, sold-out memory, and every settlement outcome of
 //! docs/internal-api.md against the mock settlement service.
 
-mod common;
-
-use common::{Mode, body};
 use reservation_core::HoldState;
 use serde_json::json;
+use testkit::{Mode, body};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reserve_confirm_order_with_idempotent_replays() {
-    let gw = common::start().await;
+    let gw = testkit::start_gateway().await;
     let alice = gw.idp.token("alice");
 
     let (status, created) = body(gw.reserve(&alice, "k1", "HOT", 2).await).await;
@@ -88,7 +86,7 @@ async fn reserve_confirm_order_with_idempotent_replays() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_returns_stock_and_a_released_hold_is_never_confirmed() {
-    let gw = common::start().await;
+    let gw = testkit::start_gateway().await;
     let alice = gw.idp.token("alice");
     let (_, created) = body(gw.reserve(&alice, "k1", "HOT", 3).await).await;
     assert_eq!(gw.snapshot("HOT").await.available, 2);
@@ -125,7 +123,7 @@ async fn release_returns_stock_and_a_released_hold_is_never_confirmed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_buyers_token_gets_403_and_changes_nothing() {
-    let gw = common::start().await;
+    let gw = testkit::start_gateway().await;
     let (alice, mallory) = (gw.idp.token("alice"), gw.idp.token("mallory"));
     let (_, created) = body(gw.reserve(&alice, "k1", "HOT", 1).await).await;
     let before = gw.snapshot("HOT").await;
@@ -170,7 +168,7 @@ async fn another_buyers_token_gets_403_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sold_out_is_remembered_without_asking_the_store_again() {
-    let gw = common::start().await;
+    let gw = testkit::start_gateway().await;
     let (status, _) = body(gw.reserve(&gw.idp.token("bob"), "k", "TINY", 1).await).await;
     assert_eq!(status, 201);
     let (status, problem) = body(gw.reserve(&gw.idp.token("carol"), "k", "TINY", 1).await).await;
@@ -189,7 +187,7 @@ async fn sold_out_is_remembered_without_asking_the_store_again() {
 async fn a_replay_after_the_sell_out_still_returns_the_reservation() {
     // bob takes the last unit, carol's attempt makes the edge remember TINY as sold out; bob's
     // retry under the same key must still get his reservation back, not `sold_out`.
-    let gw = common::start().await;
+    let gw = testkit::start_gateway().await;
     let bob = gw.idp.token("bob");
     let (status, first) = body(gw.reserve(&bob, "k-bob", "TINY", 1).await).await;
     assert_eq!(status, 201);
@@ -213,7 +211,7 @@ async fn a_replay_after_the_sell_out_still_returns_the_reservation() {
 /// `sold_out` from the edge's memory while its hold sat unseen until it expired.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_of_a_reserve_whose_answer_was_lost_gets_its_hold_after_the_sell_out() {
-    let gw = common::start().await;
+    let gw = testkit::start_gateway().await;
     let alice = gw.idp.token("alice");
     gw.counting
         .lose_reserve_answers
@@ -233,7 +231,7 @@ async fn a_retry_of_a_reserve_whose_answer_was_lost_gets_its_hold_after_the_sell
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settlement_unavailable_keeps_the_hold_confirming_and_a_retry_succeeds() {
-    let gw = common::start().await;
+    let gw = testkit::start_gateway().await;
     let alice = gw.idp.token("alice");
     let (_, created) = body(gw.reserve(&alice, "k1", "HOT", 1).await).await;
     let token = created["token"].as_str().unwrap();
@@ -266,7 +264,7 @@ async fn settlement_unavailable_keeps_the_hold_confirming_and_a_retry_succeeds()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settlement_oversell_releases_the_units() {
-    let gw = common::start().await;
+    let gw = testkit::start_gateway().await;
     let alice = gw.idp.token("alice");
     let (_, created) = body(gw.reserve(&alice, "k1", "HOT", 2).await).await;
     gw.mock.set_mode(Mode::Oversell);
@@ -287,7 +285,7 @@ async fn settlement_oversell_releases_the_units() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ambiguous_timeout_leaves_the_hold_confirming_until_a_retry() {
-    let gw = common::start().await;
+    let gw = testkit::start_gateway().await;
     let alice = gw.idp.token("alice");
     let (_, created) = body(gw.reserve(&alice, "k1", "HOT", 1).await).await;
     let token = created["token"].as_str().unwrap();
@@ -317,7 +315,7 @@ async fn an_ambiguous_timeout_leaves_the_hold_confirming_until_a_retry() {
 /// get the order, not 410, and the hold must end `confirmed`, never expire under the order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_confirm_retried_after_expiry_gets_the_order_its_lost_first_try_placed() {
-    let gw = common::start_with(|c| c.reservations.hold_ttl_secs = 1).await;
+    let gw = testkit::start_gateway_with(|c| c.reservations.hold_ttl_secs = 1).await;
     let alice = gw.idp.token("alice");
     let (_, created) = body(gw.reserve(&alice, "k1", "HOT", 1).await).await;
     let token = created["token"].as_str().unwrap();
@@ -361,7 +359,7 @@ async fn a_confirm_retried_after_expiry_gets_the_order_its_lost_first_try_placed
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn public_routes_need_no_token_and_are_proxied_with_a_request_id() {
-    let gw = common::start().await;
+    let gw = testkit::start_gateway().await;
     let response = gw
         .http
         .get(gw.url("/api/v1/products"))
@@ -389,7 +387,7 @@ async fn public_routes_need_no_token_and_are_proxied_with_a_request_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_shutdown_lets_the_in_flight_confirm_finish() {
-    let mut gw = common::start_with(|c| {
+    let mut gw = testkit::start_gateway_with(|c| {
         c.server.grace_period_secs = 3;
         c.upstream.settle_timeout_ms = 5_000;
     })
@@ -426,7 +424,7 @@ async fn a_dead_upstream_answers_503_with_retry_after_and_keeps_the_hold() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let gw = common::start_with(|c| {
+    let gw = testkit::start_gateway_with(|c| {
         c.upstream.settlement_addr = closed.to_string();
         c.upstream.settlement_admin_port = closed.port();
     })

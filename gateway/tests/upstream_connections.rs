@@ -5,19 +5,16 @@
 //! connections it accepts: with a 1 s maximum age they are renewed about every second (3 to
 //! 5 connections, not one per request), with a long one a single connection carries it all.
 
-mod common;
-mod support;
-
 use std::time::{Duration, Instant};
 
-use common::{TestGateway, body};
 use reservation_core::{ReservationStore, Sku};
+use testkit::{TestGateway, body};
 
 /// How long each run sends, one request at a time, 100 ms apart.
 const SPAN: Duration = Duration::from_millis(3_300);
 
 async fn gateway(max_age_secs: u64) -> TestGateway {
-    common::start_with(|config| {
+    testkit::start_gateway_with(|config| {
         config.upstream.max_connection_age_secs = max_age_secs;
         // Catalog reads go to the upstream on every request (the proxied path).
         config.cache.enabled = false;
@@ -59,7 +56,7 @@ async fn proxied_requests_renew_their_upstream_connection_at_the_maximum_age() {
                 .unwrap();
             assert_eq!(response.status(), 200, "proxied to the mock");
             // Closing the upstream connection does not close the buyer's.
-            assert_eq!(support::header(&response, "connection"), "keep-alive");
+            assert_eq!(testkit::header(&response, "connection"), "keep-alive");
         })
         .await;
         assert!(
@@ -74,7 +71,7 @@ async fn confirms_renew_their_settlement_connection_at_the_maximum_age() {
     for (max_age_secs, expected) in [(1, 3..=5), (3_600, 1..=1)] {
         let gw = gateway(max_age_secs).await;
         gw.store
-            .configure_product(&Sku::parse("BIG").unwrap(), &common::product(1_000, 1))
+            .configure_product(&Sku::parse("BIG").unwrap(), &testkit::product(1_000, 1))
             .await
             .unwrap();
         let connections = connections_for(&gw, |i| {

@@ -14,6 +14,7 @@ pub mod memory;
 pub mod store;
 pub mod token;
 pub mod types;
+pub mod wire;
 
 #[cfg(feature = "testsuite")]
 pub mod testsuite;

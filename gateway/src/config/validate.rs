@@ -7,12 +7,6 @@ use super::{Config, ConfigError, invalid};
 impl Config {
     /// Checks every rule a file cannot express; the error names the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Some((variable, value)) = &self.invalid_env {
-            return Err(invalid(
-                variable,
-                format!("= {value:?} is not a host:port address"),
-            ));
-        }
         parse_addr("server.listen", &self.server.listen)?;
         parse_addr("server.admin_listen", &self.server.admin_listen)?;
         parse_addr("upstream.settlement_addr", self.settlement_host_port())?;
@@ -91,13 +85,12 @@ impl Config {
         if self.upstream.max_retries > 5 {
             return Err(invalid("upstream.max_retries", "must be at most 5"));
         }
-        for (field, url) in [
-            ("redis_url", &self.redis_url),
-            ("database_url", &self.database_url),
-        ] {
-            if url.as_deref().is_some_and(|u| !u.contains("://")) {
-                return Err(invalid(field, "must be a URL with a scheme"));
-            }
+        if self
+            .redis_url
+            .as_deref()
+            .is_some_and(|u| !u.contains("://"))
+        {
+            return Err(invalid("redis_url", "must be a URL with a scheme"));
         }
         if self.redis_key_prefix.is_empty() || self.redis_key_prefix.contains(['{', '}', ' ']) {
             return Err(invalid(
@@ -105,23 +98,6 @@ impl Config {
                 "must be non-empty, without braces or spaces",
             ));
         }
-        // One place for each URL: the settlement table must not carry its own.
-        let defaults = settlement::SettlementConfig::default();
-        if self.settlement.database_url != defaults.database_url {
-            return Err(invalid(
-                "settlement.database_url",
-                "is not used; set the top-level database_url",
-            ));
-        }
-        if self.settlement.redis_url.is_some() {
-            return Err(invalid(
-                "settlement.redis_url",
-                "is not used; set the top-level redis_url",
-            ));
-        }
-        self.settlement_config()
-            .validate()
-            .map_err(|e| invalid("settlement", e.to_string()))?;
         Ok(())
     }
     fn validate_cache_and_limits(&self) -> Result<(), ConfigError> {

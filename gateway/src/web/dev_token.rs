@@ -1,6 +1,6 @@
 //! `POST /dev/token {"buyer": "alice", "role": "buyer" | "ops"}`: the storefront's sign-in for
 //! local use. It mints a token with the dev identity key (the one `stockgate token` uses),
-//! for anyone who asks, so it exists only where [`Config::dev_sign_in`] says so (the fully
+//! for anyone who asks, so it exists only where [`DevSignIn`] says so (the fully
 //! embedded default, or switched on explicitly, with a warning); elsewhere the path is a
 //! plain 404.
 

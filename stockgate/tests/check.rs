@@ -1,0 +1,163 @@
+//! `stockgate check` and `stockgate ratelimits check`: a configuration or a rules file
+//! validated offline, exiting non-zero with the field at fault named, as `nginx -t` does.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clap::Parser;
+use stockgate::cli::{Cli, run};
+
+const STRICT: &str = "[[rule]]\nname = \"catalog\"\npath = \"/api/v1/products/{sku}\"\n\
+                      key = [\"ip\", \"sku\"]\nrate = 1\nperiod_secs = 60\nburst = 2\n";
+
+fn scratch_file(name: &str, text: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("{}-{name}", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs the real binary with `args` and no `STOCKGATE_*` variables: exit success, and what
+/// it printed (stdout on success, stderr on failure).
+fn stockgate(args: &[&str]) -> (bool, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stockgate"));
+    command.args(args);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("STOCKGATE_") {
+            command.env_remove(name);
+        }
+    }
+    let out = command.output().unwrap();
+    let text = if out.status.success() {
+        out.stdout
+    } else {
+        out.stderr
+    };
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&text).into_owned(),
+    )
+}
+
+fn repo_file(path: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn ratelimits_check_validates_a_file_offline() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/ratelimits.toml");
+    let cli = Cli::try_parse_from(["stockgate", "ratelimits", "check", shipped]).unwrap();
+    run(cli).unwrap();
+
+    let path = scratch_file(
+        "rules.toml",
+        &STRICT.replace("key = [\"ip\", \"sku\"]", "key = [\"cookie\"]"),
+    );
+    let cli =
+        Cli::try_parse_from(["stockgate", "ratelimits", "check", path.to_str().unwrap()]).unwrap();
+    let message = format!("{:#}", run(cli).unwrap_err());
+    assert!(message.contains("rule[0] field `key`"), "{message}");
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn check_accepts_the_shipped_configuration_and_the_defaults() {
+    let path = repo_file("config/stockgate.toml");
+    let (ok, out) = stockgate(&["--config", &path, "check"]);
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), format!("{path}: valid"));
+    let (ok, out) = stockgate(&["check"]);
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "the built-in defaults: valid");
+}
+
+#[test]
+fn check_names_the_field_at_fault() {
+    let cases = [
+        // Unknown fields, with their path.
+        ("[server]\nlisten_port = 3\n", "server.listen_port"),
+        ("colour = \"blue\"\n", "colour"),
+        (
+            "[settlement.group_commit]\nmax_batchh = 3\n",
+            "settlement.group_commit.max_batchh",
+        ),
+        // Wrong types, with their path.
+        (
+            "[limits]\nmax_body_bytes = \"big\"\n",
+            "limits.max_body_bytes",
+        ),
+        ("database_url = 5\n", "database_url"),
+        // Rules a file cannot express.
+        (
+            "[reservations]\nhold_ttl_secs = 0\n",
+            "`reservations.hold_ttl_secs`",
+        ),
+        (
+            "[settlement.group_commit]\nmax_batch = 0\n",
+            "group_commit.max_batch",
+        ),
+        // Files the configuration names are read as the service would read them.
+        (
+            "[auth]\njwks_file = \"/nonexistent/idp.json\"\n",
+            "`auth.jwks_file`",
+        ),
+        (
+            "[ratelimit]\nrules_file = \"/nonexistent/rules.toml\"\n",
+            "`ratelimit.rules_file`",
+        ),
+        // Not TOML at all: the parser's line.
+        ("[server\n", "line 1"),
+    ];
+    for (text, field) in cases {
+        let path = scratch_file("stockgate.toml", text);
+        let (ok, message) = stockgate(&["--config", path.to_str().unwrap(), "check"]);
+        assert!(!ok, "{text:?} passed the check");
+        assert!(message.contains(field), "{text:?} → {message}");
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+#[test]
+fn check_reads_the_rules_file_the_configuration_names() {
+    let rules = scratch_file(
+        "rules.toml",
+        &STRICT.replace("key = [\"ip\", \"sku\"]", "key = [\"cookie\"]"),
+    );
+    let config = scratch_file(
+        "stockgate.toml",
+        &format!(
+            "[ratelimit]\nrules_file = {:?}\n",
+            rules.display().to_string()
+        ),
+    );
+    let (ok, message) = stockgate(&["--config", config.to_str().unwrap(), "check"]);
+    assert!(!ok);
+    assert!(
+        message.contains("ratelimit.rules_file") && message.contains("rule[0] field `key`"),
+        "{message}"
+    );
+    std::fs::write(&rules, STRICT).unwrap();
+    let (ok, out) = stockgate(&["--config", config.to_str().unwrap(), "check"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("1 rate-limit rules"), "{out}");
+    let _ = std::fs::remove_file(rules);
+    let _ = std::fs::remove_file(config);
+}
+
+#[test]
+fn check_applies_the_environment_overrides() {
+    let out = Command::new(env!("CARGO_BIN_EXE_stockgate"))
+        .arg("check")
+        .env("STOCKGATE_SETTLEMENT_ADMIN_LISTEN", "nope")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        message.contains("STOCKGATE_SETTLEMENT_ADMIN_LISTEN"),
+        "{message}"
+    );
+}
