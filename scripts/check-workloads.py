@@ -40,7 +40,7 @@ import tomllib
 import yaml
 
 # The secrets each workload is given, by Secret key or file name; a pod sees these and
-# nothing else. What reads them (gateway/src/cli.rs, gateway/src/config.rs):
+# nothing else. What reads them (stockgate/src/cli.rs, gateway/src/config/mod.rs):
 #   gateway     redis-url (store, cache, limits), reservation-key.pem (signs reservation
 #               tokens), reservation-jwks.json (verifies them at the confirm: the signing key
 #               and, during a rotation, the previous one; it must publish the signing key or
@@ -76,7 +76,7 @@ KEY_FILES = {
     "stockgate-settlement": ["reservations.public_jwks_file", "settlement_auth.gateway_jwks_file"],
     "stockgate-migrate": [],
 }
-# Environment overrides of key-file fields (gateway/src/config.rs, ENV_OVERRIDES).
+# Environment overrides of key-file fields (gateway/src/config/mod.rs, ENV_OVERRIDES).
 ENV_FILES = {
     "STOCKGATE_JWKS_FILE": "auth.jwks_file",
     "STOCKGATE_RESERVATION_KEY_FILE": "reservations.signing_key_file",

@@ -93,7 +93,8 @@ async fn cluster_binding_on_another_master_refuses_a_reused_key() {
 }
 
 /// After every master dropped its script cache (a failover to a fresh node does this), calls
-/// reload the script on NOSCRIPT, and readiness reports the loss until then.
+/// reload the script on NOSCRIPT, readiness reports the loss until then, and
+/// `ReservationStore::ensure_ready` reloads the rest.
 #[tokio::test]
 async fn cluster_script_flush_on_every_master_reloads_the_scripts() {
     let prefix = fresh_prefix();
@@ -128,6 +129,11 @@ async fn cluster_script_flush_on_every_master_reloads_the_scripts() {
         .await
         .unwrap_or_else(|e| panic!("reserve after flush: {e}"));
     assert_eq!(held.hold.qty.get(), 2);
+    // Readiness (the gateway's dependency monitor) reloads what is still missing, once.
+    let repaired = store.ensure_ready().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(repaired, "the other scripts were still missing");
+    let repaired = store.ensure_ready().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(!repaired, "nothing left to reload");
     store
         .load_scripts()
         .await

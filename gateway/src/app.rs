@@ -44,8 +44,6 @@ pub enum StartError {
 #[derive(Clone)]
 pub struct Shared {
     pub store: Arc<dyn ReservationStore>,
-    /// The Redis store behind `store`, when it is one (readiness checks its scripts).
-    pub redis: Option<RedisStore>,
     pub signer: Arc<TokenSigner>,
     /// Signs the assertion of every request to settlement ([`crate::service_auth`]).
     pub assertions: Arc<AssertionSigner>,
@@ -74,7 +72,6 @@ impl Shared {
         let verifier = devkeys::reservation_verifier(config, &signer)?;
         Ok(Shared {
             store,
-            redis: None,
             signer: Arc::new(signer),
             assertions: Arc::new(service_auth::signer(config, unset)?),
             verifier,
@@ -95,8 +92,7 @@ impl Shared {
         match &config.redis_url {
             Some(url) => {
                 let redis = connect_redis(config, url).await?;
-                let mut shared = Shared::new_with(config, Arc::new(redis.clone()), unset)?;
-                shared.redis = Some(redis);
+                let mut shared = Shared::new_with(config, Arc::new(redis), unset)?;
                 shared.connect_edge_redis(config, url).await?;
                 Ok(shared)
             }
@@ -149,7 +145,7 @@ pub fn key_source(config: &Config) -> Result<KeySource, StartError> {
     if config.auth.jwks_file.is_none() {
         devkeys::ensure_dev_identity(config)?;
     }
-    Ok(KeySource::File(config.jwks_file_or_dev()))
+    Ok(KeySource::File(devkeys::buyer_jwks_file(config)))
 }
 
 /// Loads the buyer key set from its configured source.
@@ -234,7 +230,6 @@ impl Gateway {
             },
             hold_ttl_ms: config.reservations.hold_ttl_secs * 1000,
             store: shared.store,
-            redis: shared.redis,
             signer: shared.signer,
             assertions: shared.assertions,
             verifier,
@@ -249,7 +244,7 @@ impl Gateway {
             client_addrs,
             edge_redis: shared.edge_redis,
             site: config.web.storefront.then(crate::web::Site::new),
-            dev_tokens: crate::web::DevTokens::new(config, dev_sign_in),
+            dev_tokens: crate::edge::dev_token::DevTokens::new(config, dev_sign_in),
             health: pod_health,
         };
         Ok(Gateway {

@@ -115,9 +115,8 @@ async fn check(state: &EdgeState, http: &reqwest::Client, settlement_base: &str)
             down("unreachable: degraded mode")
         };
         // Reload Lua scripts a restarted or flushed Redis lost, before a buyer needs them.
-        if let (true, Some(store)) = (status.up, &state.redis) {
-            match tokio::time::timeout(Duration::from_secs(1), store.ensure_scripts_loaded()).await
-            {
+        if status.up {
+            match tokio::time::timeout(Duration::from_secs(1), state.store.ensure_ready()).await {
                 Ok(Ok(false)) => {}
                 Ok(Ok(true)) => {
                     tracing::warn!("redis had lost the lua scripts (restart or flush); reloaded")

@@ -8,7 +8,7 @@
 //! else, for `all-in-one`, a pair that lives only in the process. A settlement with no key
 //! set refuses to start: there is no unauthenticated mode.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::JwkSet;
@@ -85,11 +85,20 @@ pub fn in_process_verifier(
     Ok(verifier)
 }
 
-/// What `stockgate settlement` verifies with: `settlement_auth.gateway_jwks_file`, else the
-/// set a gateway generated into the same `data_dir`. Missing or unreadable, settlement does
-/// not start.
+/// The gateway key set settlement verifies assertions with outside the gateway process:
+/// `settlement_auth.gateway_jwks_file`, else the set a gateway generated into `data_dir`.
+pub fn gateway_jwks_file(config: &Config) -> PathBuf {
+    config
+        .settlement_auth
+        .gateway_jwks_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join(ASSERTION_JWKS_FILE))
+}
+
+/// What `stockgate settlement` verifies with: [`gateway_jwks_file`]. Missing or unreadable,
+/// settlement does not start.
 pub fn published_verifier(config: &Config) -> Result<AssertionVerifier, KeyError> {
-    read_key_set(&config.gateway_jwks_file())
+    read_key_set(&gateway_jwks_file(config))
 }
 
 fn read_key_set(path: &Path) -> Result<AssertionVerifier, KeyError> {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use backend_adapters::redis::connection::RedisTarget;
 use backend_adapters::redis::stream::StreamPublisher;
-use backend_adapters::redis::{ConnectOptions, RedisConnection, RedisStore};
+use backend_adapters::redis::{ConnectOptions, RedisConnection, RedisStore, RedisStoreConfig};
 use backend_adapters::sql::outbox::topic;
 use gateway::app::Shared;
 use gateway::cache::LIST_PATH;
@@ -115,13 +115,20 @@ async fn start_on_cluster(config: Config) -> Edge {
             cluster_url()
         ),
     };
-    assert!(shared.redis.is_some(), "the reservation store is Redis");
     testkit::start_edge_shared(config, shared).await
 }
 
-/// The gateway's reservation store (on the cluster).
-fn store_of(edge: &Edge) -> RedisStore {
-    edge.state.redis.clone().expect("the store is Redis")
+/// A store of the test's own on the cluster, under the gateway's key prefix. A product it
+/// configures is one the gateway can reserve only if the gateway's reservation store is the
+/// cluster (an in-memory store would answer 404).
+async fn store_of(edge: &Edge) -> RedisStore {
+    let config = RedisStoreConfig {
+        prefix: edge.config.redis_key_prefix.clone(),
+        ..RedisStoreConfig::default()
+    };
+    RedisStore::connect(&cluster_url(), config)
+        .await
+        .unwrap_or_else(|e| panic!("the cluster at {}: {e}", cluster_url()))
 }
 
 /// Panics if the edge's Redis was marked down: every failed cache or limiter call does that
@@ -156,7 +163,7 @@ async fn a_reservation_through_the_gateway_moves_the_counters_on_the_cluster() {
     let upstream = Upstream::start();
     let (config, _cleanup) = cluster_config(upstream.addr);
     let edge = start_on_cluster(config).await;
-    let store = store_of(&edge);
+    let store = store_of(&edge).await;
     let sku = Sku::parse("HOT").unwrap();
     store
         .configure_product(&sku, &product(10, 3))
@@ -305,6 +312,7 @@ async fn a_rate_limit_rule_refuses_after_its_burst_on_the_cluster() {
     let edge = start_on_cluster(config).await;
     let sku = Sku::parse("HOT").unwrap();
     store_of(&edge)
+        .await
         .configure_product(&sku, &product(10, 3))
         .await
         .unwrap();

@@ -1,4 +1,4 @@
-//! Fault runs for stockgate. `stockgate-chaos` (src/bin) and `gateway/tests/faults.rs` use it:
+//! Fault runs for stockgate. `stockgate-chaos` (src/bin) and `stockgate/tests/faults.rs` use it:
 //!
 //! - [`history`]: what each client was told, one record per operation;
 //! - [`flash_sale`]: a flash-sale client that retries like a storefront and records the history;

@@ -130,4 +130,13 @@ pub trait ReservationStore: Send + Sync + 'static {
 
     /// Every SKU the store has counters for.
     async fn skus(&self) -> StoreResult<Vec<Sku>>;
+
+    /// Readiness: makes sure the store can serve, repairing what it can by itself, and says
+    /// whether something had to be repaired. The Redis store reloads the Lua scripts a
+    /// restarted or flushed Redis lost (a replica whose probe only reported the loss would be
+    /// taken out of rotation and never get the call that reloads them); a store with nothing
+    /// to lose is always ready.
+    async fn ensure_ready(&self) -> StoreResult<bool> {
+        Ok(false)
+    }
 }

@@ -294,7 +294,7 @@ async fn run_all_in_one(config: Config) -> Result<()> {
     println!("{token}");
     println!("  storefront: {base}/   ops console: {base}/ops");
     let listen = all.public_addr().to_string();
-    if let Some(warning) = gateway::web::dev_token::warning(all.dev_sign_in, &listen) {
+    if let Some(warning) = gateway::edge::dev_token::warning(all.dev_sign_in, &listen) {
         println!("  {warning}");
     }
     println!("  try: curl {base}/api/v1/products");

@@ -114,4 +114,9 @@ impl ReservationStore for CountingStore {
     async fn skus(&self) -> StoreResult<Vec<Sku>> {
         self.count().skus().await
     }
+
+    /// Not counted: the dependency monitor's periodic check, not a request's call.
+    async fn ensure_ready(&self) -> StoreResult<bool> {
+        self.inner.ensure_ready().await
+    }
 }

@@ -319,6 +319,10 @@ fn reservation(f: &[String]) -> StoreResult<Reservation> {
 
 #[async_trait]
 impl ReservationStore for RedisStore {
+    async fn ensure_ready(&self) -> StoreResult<bool> {
+        self.ensure_scripts_loaded().await
+    }
+
     async fn configure_product(
         &self,
         sku: &Sku,

@@ -173,6 +173,26 @@ pub fn reservation_verifier(
     }
 }
 
+/// The JWKS that verifies reservation tokens outside the gateway process:
+/// `reservations.public_jwks_file`, else the set generated next to the key in `data_dir`.
+pub fn reservation_jwks_file(config: &Config) -> PathBuf {
+    config
+        .reservations
+        .public_jwks_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join(RESERVATION_JWKS_FILE))
+}
+
+/// Where the identity provider's keys come from: `auth.jwks_file`, else the dev JWKS in
+/// `data_dir`.
+pub fn buyer_jwks_file(config: &Config) -> PathBuf {
+    config
+        .auth
+        .jwks_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join(DEV_JWKS_FILE))
+}
+
 /// What `stockgate settlement` verifies reservation tokens with: the published key set
 /// (`reservations.public_jwks_file`, by default the one generated next to the key in
 /// `data_dir`), checked as in [`reservation_verifier`].
@@ -181,7 +201,7 @@ pub fn published_reservation_verifier(config: &Config) -> Result<TokenVerifier, 
         Some(_) => PUBLIC_JWKS_FILE,
         None => DATA_DIR,
     };
-    Ok(read_key_set(field, &config.reservation_jwks_file())?.1)
+    Ok(read_key_set(field, &reservation_jwks_file(config))?.1)
 }
 
 /// Reads a JWKS file of reservation-token keys and builds its verifier.

@@ -1,6 +1,8 @@
 //! The edge: one Pingora [`ProxyHttp`] implementation that applies the limits, authenticates
-//! buyers, answers the reservation routes itself ([`reservations`], [`orders`]) and proxies
-//! everything else to the settlement upstream ([`crate::proxy`]).
+//! buyers, answers the reservation routes itself ([`reservations`], [`orders`]), the dev
+//! sign-in ([`dev_token`], local use only) and the ops console's view of this gateway
+//! ([`edge_stats`]), and proxies everything else to the settlement upstream
+//! ([`crate::proxy`]).
 //!
 //! Order of checks for every request (see `filters.rs`): strip client identity headers →
 //! route → header limits and declared body size → client address ([`crate::client_addr`]) →
@@ -8,6 +10,8 @@
 //! `auth_failure` budget) → authentication and role (a refused token charged to
 //! `auth_failure` rules) → the other rate limits → handler or proxy. A request refused by any check never reaches the store or the upstream.
 
+pub mod dev_token;
+pub mod edge_stats;
 mod filters;
 pub mod orders;
 pub mod reservations;
@@ -56,9 +60,6 @@ pub struct EdgeState {
     pub limits: EdgeLimits,
     pub hold_ttl_ms: u64,
     pub store: Arc<dyn ReservationStore>,
-    /// The Redis store behind `store`, when it is one: the dependency monitor checks its
-    /// scripts.
-    pub redis: Option<backend_adapters::redis::RedisStore>,
     pub signer: Arc<TokenSigner>,
     /// Signs the assertion of every request to settlement ([`crate::service_auth`]).
     pub assertions: Arc<AssertionSigner>,
@@ -79,7 +80,7 @@ pub struct EdgeState {
     /// The storefront and ops console, when served (`web.storefront`, `all-in-one`).
     pub site: Option<crate::web::Site>,
     /// `POST /dev/token`, when `web.dev_token` is on.
-    pub dev_tokens: Option<crate::web::DevTokens>,
+    pub dev_tokens: Option<dev_token::DevTokens>,
     /// Readiness (draining) and the dependencies' last check.
     pub health: Arc<crate::health::Health>,
 }
@@ -265,9 +266,9 @@ impl Edge {
             },
             Route::DevToken => {
                 let dev = state.dev_tokens.as_ref();
-                crate::web::dev_token::handle(dev, &state.limits, session, &ctx.request_id).await
+                dev_token::handle(dev, &state.limits, session, &ctx.request_id).await
             }
-            Route::EdgeStats => crate::web::edge_stats::report(state),
+            Route::EdgeStats => edge_stats::report(state),
             Route::NotFound | Route::Orders | Route::Admin => {
                 Reply::problem(&Problem::not_found(), &ctx.request_id)
             }

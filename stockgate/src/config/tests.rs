@@ -214,7 +214,7 @@ fn environment_overrides_urls_and_paths() {
         (
             a.signing_key_file.as_deref(),
             a.signing_key_id.as_str(),
-            config.gateway.gateway_jwks_file()
+            gateway::service_auth::gateway_jwks_file(&config.gateway)
         ),
         (
             Some(std::path::Path::new(

@@ -397,17 +397,6 @@ impl Default for UpstreamConfig {
 }
 
 impl Config {
-    /// The JWKS that verifies reservation tokens outside the gateway process.
-    pub fn reservation_jwks_file(&self) -> PathBuf {
-        self.reservations
-            .public_jwks_file
-            .clone()
-            .unwrap_or_else(|| {
-                self.data_dir
-                    .join(crate::auth::devkeys::RESERVATION_JWKS_FILE)
-            })
-    }
-
     /// `http://host:port` of settlement's admin listener: the upstream's host and
     /// `upstream.settlement_admin_port`.
     pub fn settlement_admin_base(&self) -> String {
@@ -418,28 +407,12 @@ impl Config {
         format!("http://{host}:{}", self.upstream.settlement_admin_port)
     }
 
-    /// The gateway key set settlement verifies assertions with outside the gateway process.
-    pub fn gateway_jwks_file(&self) -> PathBuf {
-        self.settlement_auth
-            .gateway_jwks_file
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join(crate::service_auth::ASSERTION_JWKS_FILE))
-    }
-
     /// The settlement upstream as `host:port`, without any `http://` prefix.
     pub fn settlement_host_port(&self) -> &str {
         let addr = self.upstream.settlement_addr.as_str();
         addr.strip_prefix("http://")
             .unwrap_or(addr)
             .trim_end_matches('/')
-    }
-
-    /// Where the identity provider's keys come from, defaulting to the dev JWKS in `data_dir`.
-    pub fn jwks_file_or_dev(&self) -> PathBuf {
-        self.auth
-            .jwks_file
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join(crate::auth::devkeys::DEV_JWKS_FILE))
     }
 }
 
