@@ -24,7 +24,8 @@ pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigE
     }
 }
 
-/// The whole configuration file.
+/// The gateway's configuration: every table of the file but `[settlement]` (and the
+/// top-level `database_url`), which `stockgate::config` reads for the settlement service.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
