@@ -13,6 +13,7 @@ use backend_adapters::redis::{RedisStore, RedisStoreConfig};
 use reservation_core::{ReservationStore, Sku};
 use serde::Serialize;
 use serde_json::json;
+use strum::{EnumString, IntoStaticStr};
 
 use crate::churn::{self, Churn};
 use crate::endpoint::Endpoint;
@@ -93,8 +94,9 @@ impl Fault {
 }
 
 /// Who buys and who else acts during the sale.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, IntoStaticStr, EnumString)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum Profile {
     /// Buyers confirm as soon as their hold is made; nothing else touches the SKU.
     Flash,
@@ -111,18 +113,14 @@ pub enum Profile {
 impl Profile {
     pub const ALL: [Profile; 3] = [Profile::Flash, Profile::SlowBuyers, Profile::Churn];
 
+    /// As the command line and the report spell it: the variant in kebab-case.
     pub fn name(self) -> &'static str {
-        match self {
-            Profile::Flash => "flash",
-            Profile::SlowBuyers => "slow-buyers",
-            Profile::Churn => "churn",
-        }
+        self.into()
     }
 
     pub fn parse(name: &str) -> anyhow::Result<Profile> {
-        Profile::ALL
-            .into_iter()
-            .find(|p| p.name() == name)
+        name.parse()
+            .ok()
             .with_context(|| format!("unknown profile `{name}`; one of flash, slow-buyers, churn"))
     }
 
@@ -758,4 +756,23 @@ fn tally_answers(records: &[Record]) -> std::collections::BTreeMap<String, usize
             .or_default() += 1;
     }
     answers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Profile;
+
+    #[test]
+    fn profile_names_are_serdes_and_parse_back() {
+        for profile in Profile::ALL {
+            assert_eq!(serde_json::json!(profile), profile.name());
+            assert_eq!(Profile::parse(profile.name()).unwrap(), profile);
+        }
+        assert_eq!(Profile::SlowBuyers.name(), "slow-buyers");
+        let error = Profile::parse("slow_buyers").unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "unknown profile `slow_buyers`; one of flash, slow-buyers, churn"
+        );
+    }
 }

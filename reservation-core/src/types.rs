@@ -5,6 +5,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use strum::{EnumString, IntoStaticStr};
 
 use crate::error::ReservationError;
 
@@ -262,8 +263,11 @@ impl fmt::Display for ReservationId {
 ///  ├──release──▶ released
 ///  └──expiry (sweeper, or a late confirm)──▶ expired
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, IntoStaticStr, EnumString,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum HoldState {
     Held,
     Confirming,
@@ -273,25 +277,13 @@ pub enum HoldState {
 }
 
 impl HoldState {
+    /// The name in JSON, in Redis and in SQL: the variant in snake_case (`held`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            HoldState::Held => "held",
-            HoldState::Confirming => "confirming",
-            HoldState::Confirmed => "confirmed",
-            HoldState::Released => "released",
-            HoldState::Expired => "expired",
-        }
+        self.into()
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        Some(match raw {
-            "held" => HoldState::Held,
-            "confirming" => HoldState::Confirming,
-            "confirmed" => HoldState::Confirmed,
-            "released" => HoldState::Released,
-            "expired" => HoldState::Expired,
-            _ => return None,
-        })
+        raw.parse().ok()
     }
 
     pub fn is_final(self) -> bool {
@@ -333,27 +325,24 @@ pub struct ConfirmingHold {
 }
 
 /// Whether a SKU may be reserved right now (set by ops).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, IntoStaticStr, EnumString,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum SaleState {
     OnSale,
     Paused,
 }
 
 impl SaleState {
+    /// The name in JSON, in Redis and in SQL: the variant in snake_case (`on_sale`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            SaleState::OnSale => "on_sale",
-            SaleState::Paused => "paused",
-        }
+        self.into()
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "on_sale" => Some(SaleState::OnSale),
-            "paused" => Some(SaleState::Paused),
-            _ => None,
-        }
+        raw.parse().ok()
     }
 }
 
@@ -534,6 +523,23 @@ mod tests {
         assert_eq!(Qty::new(3).unwrap().get(), 3);
         assert!(serde_json::from_str::<Qty>("0").is_err());
         assert!(serde_json::from_str::<Qty>("-1").is_err());
+    }
+
+    #[test]
+    fn state_names_are_serdes_and_parse_back() {
+        use HoldState::*;
+        for state in [Held, Confirming, Confirmed, Released, Expired] {
+            assert_eq!(serde_json::json!(state), state.as_str());
+            assert_eq!(HoldState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(Confirming.as_str(), "confirming");
+        for state in [SaleState::OnSale, SaleState::Paused] {
+            assert_eq!(serde_json::json!(state), state.as_str());
+            assert_eq!(SaleState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(SaleState::OnSale.as_str(), "on_sale");
+        assert_eq!(HoldState::parse("Held"), None);
+        assert_eq!(SaleState::parse("onsale"), None);
     }
 
     #[test]

@@ -6,6 +6,18 @@ use redis::{Cmd, RedisResult, Script};
 
 use super::connection::RedisConnection;
 
+/// The script `lua/<file>` with `lua/lib/give_back.lua` in front: the scripts that give units
+/// back or end a hold share its functions. Redis has no `require` for EVAL scripts, so the
+/// library is joined in at build time; Lua needs a local function defined before its use.
+macro_rules! with_give_back {
+    ($file:literal) => {
+        concat!(
+            include_str!("lua/lib/give_back.lua"),
+            include_str!(concat!("lua/", $file))
+        )
+    };
+}
+
 /// Every script of the store, hashed once at start.
 pub(crate) struct Scripts {
     pub configure_product: Script,
@@ -32,17 +44,17 @@ impl Scripts {
             configure_product: Script::new(include_str!("lua/configure_product.lua")),
             reserve: Script::new(include_str!("lua/reserve.lua")),
             get_hold: Script::new(include_str!("lua/get_hold.lua")),
-            release: Script::new(include_str!("lua/release.lua")),
-            begin_confirm: Script::new(include_str!("lua/begin_confirm.lua")),
-            finish_confirm: Script::new(include_str!("lua/finish_confirm.lua")),
-            abort_confirm: Script::new(include_str!("lua/abort_confirm.lua")),
-            expire_due: Script::new(include_str!("lua/expire_due.lua")),
+            release: Script::new(with_give_back!("release.lua")),
+            begin_confirm: Script::new(with_give_back!("begin_confirm.lua")),
+            finish_confirm: Script::new(with_give_back!("finish_confirm.lua")),
+            abort_confirm: Script::new(with_give_back!("abort_confirm.lua")),
+            expire_due: Script::new(with_give_back!("expire_due.lua")),
             confirming_holds: Script::new(include_str!("lua/confirming_holds.lua")),
             list_buyer_holds: Script::new(include_str!("lua/list_buyer_holds.lua")),
-            return_cancelled: Script::new(include_str!("lua/return_cancelled.lua")),
+            return_cancelled: Script::new(with_give_back!("return_cancelled.lua")),
             begin_repair: Script::new(include_str!("lua/begin_repair.lua")),
             repair_counters: Script::new(include_str!("lua/repair_counters.lua")),
-            undo_reserve: Script::new(include_str!("lua/undo_reserve.lua")),
+            undo_reserve: Script::new(with_give_back!("undo_reserve.lua")),
             claim_binding: Script::new(include_str!("lua/claim_binding.lua")),
             drop_binding: Script::new(include_str!("lua/drop_binding.lua")),
         }

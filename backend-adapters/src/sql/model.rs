@@ -4,6 +4,7 @@ use reservation_core::{ProductStock, SaleState, Sku};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
+use strum::{EnumString, IntoStaticStr};
 
 use super::SqlError;
 
@@ -14,8 +15,11 @@ use super::SqlError;
 ///     │
 ///     └──▶ cancelled (buyer or ops; stock returns)
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, IntoStaticStr, EnumString,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum OrderStatus {
     Confirmed,
     Shipped,
@@ -24,23 +28,13 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
+    /// The name in JSON and in SQL: the variant in snake_case (`shipped`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::Confirmed => "confirmed",
-            OrderStatus::Shipped => "shipped",
-            OrderStatus::Delivered => "delivered",
-            OrderStatus::Cancelled => "cancelled",
-        }
+        self.into()
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        Some(match raw {
-            "confirmed" => OrderStatus::Confirmed,
-            "shipped" => OrderStatus::Shipped,
-            "delivered" => OrderStatus::Delivered,
-            "cancelled" => OrderStatus::Cancelled,
-            _ => return None,
-        })
+        raw.parse().ok()
     }
 
     /// The ops workflow's allowed moves. Only a confirmed (not yet shipped) order can be
@@ -194,6 +188,8 @@ mod tests {
         assert!(!Cancelled.can_become(Confirmed));
         for s in [Confirmed, Shipped, Delivered, Cancelled] {
             assert_eq!(OrderStatus::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::json!(s), s.as_str());
         }
+        assert_eq!(Cancelled.as_str(), "cancelled");
     }
 }

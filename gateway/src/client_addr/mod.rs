@@ -13,6 +13,7 @@ use std::str::FromStr;
 
 use http::HeaderMap;
 use serde::Deserialize;
+use strum::IntoStaticStr;
 
 /// `[client_ip]` in the gateway configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -27,24 +28,23 @@ pub struct ClientIpConfig {
 }
 
 /// The forwarding header read from trusted proxies.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+/// In the configuration by its header name (`x-forwarded-for`, `forwarded`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, IntoStaticStr)]
+#[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum ForwardedHeader {
     /// `X-Forwarded-For: client, proxy1, proxy2` (de facto standard; Azure Application
     /// Gateway, nginx, Envoy, most ingress controllers).
     #[default]
-    #[serde(rename = "x-forwarded-for")]
     XForwardedFor,
     /// `Forwarded: for=client, for="[2001:db8::1]:4711"` (RFC 7239).
-    #[serde(rename = "forwarded")]
     Forwarded,
 }
 
 impl ForwardedHeader {
+    /// The header's name, as the configuration spells it.
     fn name(self) -> &'static str {
-        match self {
-            ForwardedHeader::XForwardedFor => "x-forwarded-for",
-            ForwardedHeader::Forwarded => "forwarded",
-        }
+        self.into()
     }
 }
 

@@ -8,6 +8,19 @@ fn addrs(trusted: &[&str], header: ForwardedHeader) -> ClientAddrs {
     .unwrap()
 }
 
+#[test]
+fn the_header_is_configured_by_its_name() {
+    for (text, header) in [
+        ("x-forwarded-for", ForwardedHeader::XForwardedFor),
+        ("forwarded", ForwardedHeader::Forwarded),
+    ] {
+        let config: ClientIpConfig = toml::from_str(&format!("header = \"{text}\"")).unwrap();
+        assert_eq!(config.header, header);
+        assert_eq!(header.name(), text);
+    }
+    assert!(toml::from_str::<ClientIpConfig>("header = \"x_forwarded_for\"").is_err());
+}
+
 fn headers(name: &str, lines: &[&str]) -> HeaderMap {
     let mut map = HeaderMap::new();
     for line in lines {

@@ -31,11 +31,20 @@ impl State {
         hold.was_final = true;
     }
 
-    /// The block every script repeats: the buyer's count drops by qty, never below 0 (a buyer
-    /// with nothing left is `HDEL`ed).
+    /// `buyer_gives_back` of `lua/lib/give_back.lua`: the buyer's count drops by qty, never
+    /// below 0 (a buyer with nothing left is `HDEL`ed).
     fn buyer_gives_back(&mut self, buyer: u8) {
         let left = self.redis.bought[usize::from(buyer)] - 1;
         self.redis.bought[usize::from(buyer)] = left.max(0);
+    }
+
+    /// `give_back_held` then `end_hold` of `lua/lib/give_back.lua`: a held hold's units back
+    /// to available and off its buyer's count, the hold ends `to`.
+    fn give_back_held(&mut self, rid: Rid, to: HoldState) {
+        self.redis.held -= 1;
+        self.redis.available += 1;
+        self.buyer_gives_back(self.slot(rid).buyer);
+        self.end_hold(rid, to);
     }
 
     /// `reserve.lua`, its checks: per-buyer limit (`bought + qty <= limit`), then stock. A
@@ -66,15 +75,12 @@ impl State {
         if hold.state != HoldState::Held {
             return;
         }
-        self.redis.held -= 1;
-        self.redis.available += 1;
-        self.buyer_gives_back(self.slot(rid).buyer);
         let to = if hold.due {
             HoldState::Expired
         } else {
             HoldState::Released
         };
-        self.end_hold(rid, to);
+        self.give_back_held(rid, to);
     }
 
     /// `expire_due.lua` for one id of the expiry index: only a held hold that is due.
@@ -85,10 +91,7 @@ impl State {
         if hold.state != HoldState::Held || !hold.due {
             return;
         }
-        self.redis.held -= 1;
-        self.redis.available += 1;
-        self.buyer_gives_back(self.slot(rid).buyer);
-        self.end_hold(rid, HoldState::Expired);
+        self.give_back_held(rid, HoldState::Expired);
     }
 
     /// `begin_confirm.lua`: held → confirming (or already confirming/confirmed) goes on; a
@@ -102,10 +105,7 @@ impl State {
             HoldState::Released | HoldState::Expired => Begin::Refused,
             HoldState::Lost => Begin::NotFound,
             HoldState::Held if hold.due => {
-                self.redis.held -= 1;
-                self.redis.available += 1;
-                self.buyer_gives_back(self.slot(rid).buyer);
-                self.end_hold(rid, HoldState::Expired);
+                self.give_back_held(rid, HoldState::Expired);
                 Begin::Refused
             }
             HoldState::Held => {

@@ -5,6 +5,7 @@
 -- ARGV[1] reservation id   ARGV[2] "held" | "released"   ARGV[3] retention ms of a final hold
 -- Returns: {"ok", id, buyer, qty, state, created_ms, expires_at_ms} or {error code, detail}
 -- Only a confirming hold may be aborted.
+-- Runs after lib/give_back.lua (scripts.rs puts it in front).
 
 local h = redis.call('HMGET', KEYS[5], 'buyer', 'qty', 'state', 'created', 'expires', 'idem')
 if not h[1] or redis.call('EXISTS', KEYS[1]) == 0 then
@@ -25,15 +26,6 @@ if ARGV[2] == 'held' then
   return {'ok', ARGV[1], h[1], h[2], 'held', h[4], h[5]}
 end
 redis.call('HINCRBY', KEYS[1], 'available', qty)
-local left = tonumber(redis.call('HGET', KEYS[2], h[1]) or '0') - qty
-if left > 0 then
-  redis.call('HSET', KEYS[2], h[1], left)
-else
-  redis.call('HDEL', KEYS[2], h[1])
-end
-redis.call('HSET', KEYS[5], 'state', 'released')
-redis.call('PEXPIRE', KEYS[5], ARGV[3])
-if h[6] then
-  redis.call('PEXPIRE', h[6], ARGV[3])
-end
+buyer_gives_back(KEYS[2], h[1], qty)
+end_hold(KEYS[5], h[6], 'released', ARGV[3])
 return {'ok', ARGV[1], h[1], h[2], 'released', h[4], h[5]}

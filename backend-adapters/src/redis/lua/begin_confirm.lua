@@ -6,6 +6,7 @@
 -- Returns: {"ok", id, buyer, qty, state, created_ms, expires_at_ms} or {error code, detail}
 -- A hold already confirming or confirmed is returned as it is. The hold records when its
 -- confirm began (`confirming_since`): the reconciler's grace counts from there.
+-- Runs after lib/give_back.lua (scripts.rs puts it in front).
 
 local h = redis.call('HMGET', KEYS[5], 'buyer', 'qty', 'state', 'created', 'expires', 'idem')
 if not h[1] or redis.call('EXISTS', KEYS[1]) == 0 then
@@ -25,27 +26,16 @@ if state ~= 'held' then
   return {'released', ''}
 end
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local qty = tonumber(h[2])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'held', -qty)
 if tonumber(h[5]) <= now then
   -- Due: expire it now, exactly as the sweeper would, and refuse the confirm.
-  redis.call('HINCRBY', KEYS[1], 'available', qty)
-  local left = tonumber(redis.call('HGET', KEYS[2], h[1]) or '0') - qty
-  if left > 0 then
-    redis.call('HSET', KEYS[2], h[1], left)
-  else
-    redis.call('HDEL', KEYS[2], h[1])
-  end
-  redis.call('HSET', KEYS[5], 'state', 'expired')
-  redis.call('PEXPIRE', KEYS[5], ARGV[3])
-  if h[6] then
-    redis.call('PEXPIRE', h[6], ARGV[3])
-  end
+  give_back_held(KEYS[1], KEYS[2], KEYS[3], ARGV[1], h[1], qty)
+  end_hold(KEYS[5], h[6], 'expired', ARGV[3])
   return {'expired', ''}
 end
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'held', -qty)
 redis.call('HINCRBY', KEYS[1], 'confirming', qty)
 redis.call('SADD', KEYS[4], ARGV[1])
 redis.call('HSET', KEYS[5], 'state', 'confirming', 'confirming_since', now)

@@ -8,13 +8,12 @@
 --       or {"unknown_sku", ""}
 -- The hold keys are named from ids found in the index; they carry the same {sku} tag, so
 -- they live in the script's slot.
+-- Runs after lib/give_back.lua (scripts.rs puts it in front).
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'unknown_sku', ''}
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, ARGV[1])
+local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now_ms(), 'LIMIT', 0, ARGV[1])
 
 local reply = {'ok'}
 local units = 0
@@ -26,17 +25,8 @@ for _, id in ipairs(due) do
   if h[3] == 'held' then
     local qty = tonumber(h[2])
     units = units + qty
-    local left = tonumber(redis.call('HGET', KEYS[2], h[1]) or '0') - qty
-    if left > 0 then
-      redis.call('HSET', KEYS[2], h[1], left)
-    else
-      redis.call('HDEL', KEYS[2], h[1])
-    end
-    redis.call('HSET', key, 'state', 'expired')
-    redis.call('PEXPIRE', key, ARGV[3])
-    if h[6] then
-      redis.call('PEXPIRE', h[6], ARGV[3])
-    end
+    buyer_gives_back(KEYS[2], h[1], qty)
+    end_hold(key, h[6], 'expired', ARGV[3])
     for _, v in ipairs({id, h[1], h[2], 'expired', h[4], h[5]}) do
       reply[#reply + 1] = v
     end

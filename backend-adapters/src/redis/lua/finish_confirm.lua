@@ -4,6 +4,7 @@
 -- ARGV[1] reservation id   ARGV[2] retention ms of a final hold
 -- Returns: {"ok", id, buyer, qty, state, created_ms, expires_at_ms} or {error code, detail}
 -- Idempotent on a confirmed hold; any other state is invalid_state.
+-- Runs after lib/give_back.lua (scripts.rs puts it in front).
 
 local h = redis.call('HMGET', KEYS[3], 'buyer', 'qty', 'state', 'created', 'expires', 'idem')
 if not h[1] or redis.call('EXISTS', KEYS[1]) == 0 then
@@ -25,9 +26,5 @@ if redis.call('EXISTS', KEYS[4]) == 1 then
   -- A repair in progress may have read SQL before this order committed: it must know.
   redis.call('HSET', KEYS[4], 'f:' .. ARGV[1], h[2] .. ':' .. h[1])
 end
-redis.call('HSET', KEYS[3], 'state', 'confirmed')
-redis.call('PEXPIRE', KEYS[3], ARGV[2])
-if h[6] then
-  redis.call('PEXPIRE', h[6], ARGV[2])
-end
+end_hold(KEYS[3], h[6], 'confirmed', ARGV[2])
 return {'ok', ARGV[1], h[1], h[2], 'confirmed', h[4], h[5]}

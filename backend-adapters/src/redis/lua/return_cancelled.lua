@@ -12,6 +12,7 @@
 -- finish_confirm would; otherwise its units would sit in `confirming` and the return would
 -- find `sold` short. Checks before any write: the SKU exists, not yet returned, sold (after
 -- that finish) >= qty — or, when it is not, a repair in progress to leave the return to.
+-- Runs after lib/give_back.lua (scripts.rs puts it in front).
 
 local stock = redis.call('HMGET', KEYS[1], 'sold', 'confirming')
 if not stock[1] then
@@ -43,21 +44,12 @@ end
 if finishing then
   redis.call('HINCRBY', KEYS[1], 'confirming', -qty)
   redis.call('SREM', KEYS[4], ARGV[1])
-  redis.call('HSET', KEYS[5], 'state', 'confirmed')
-  redis.call('PEXPIRE', KEYS[5], ARGV[4])
-  if h[3] then
-    redis.call('PEXPIRE', h[3], ARGV[4])
-  end
+  end_hold(KEYS[5], h[3], 'confirmed', ARGV[4])
 else
   redis.call('HINCRBY', KEYS[1], 'sold', -qty)
 end
 redis.call('HINCRBY', KEYS[1], 'available', qty)
-local left = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0') - qty
-if left > 0 then
-  redis.call('HSET', KEYS[2], ARGV[2], left)
-else
-  redis.call('HDEL', KEYS[2], ARGV[2])
-end
+buyer_gives_back(KEYS[2], ARGV[2], qty)
 redis.call('SET', KEYS[3], '1', 'PX', ARGV[4])
 if redis.call('EXISTS', KEYS[7]) == 1 then
   -- A repair in progress may have read SQL before this cancellation: it must know (and of

@@ -8,6 +8,7 @@
 -- Returns: {"ok", 1} (erased), {"ok", 0} (no such hold) or {"invalid_state", state}
 -- Nobody was told the id, so the hold can only be held, or expired/released by a sweep or
 -- another undo; a confirming or confirmed one is left alone.
+-- Runs after lib/give_back.lua (scripts.rs puts it in front).
 
 local h = redis.call('HMGET', KEYS[5], 'buyer', 'qty', 'state')
 if not h[1] then
@@ -18,16 +19,7 @@ if h[3] == 'confirming' or h[3] == 'confirmed' then
 end
 
 if h[3] == 'held' then
-  local qty = tonumber(h[2])
-  redis.call('ZREM', KEYS[3], ARGV[1])
-  redis.call('HINCRBY', KEYS[1], 'held', -qty)
-  redis.call('HINCRBY', KEYS[1], 'available', qty)
-  local left = tonumber(redis.call('HGET', KEYS[2], h[1]) or '0') - qty
-  if left > 0 then
-    redis.call('HSET', KEYS[2], h[1], left)
-  else
-    redis.call('HDEL', KEYS[2], h[1])
-  end
+  give_back_held(KEYS[1], KEYS[2], KEYS[3], ARGV[1], h[1], tonumber(h[2]))
 end
 if redis.call('GET', KEYS[4]) == ARGV[1] then
   redis.call('DEL', KEYS[4])

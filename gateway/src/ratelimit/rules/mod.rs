@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use http::Method;
 use serde::Deserialize;
+use strum::IntoStaticStr;
 use thiserror::Error;
 
 /// Why a rules file was refused.
@@ -64,8 +65,9 @@ pub struct RuleSpec {
 }
 
 /// When a rule is checked, relative to buyer authentication.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Phase {
     /// Before the buyer's token is looked at: a flood is refused before any signature check.
     /// Keys by `ip` and a path `{sku}` only (no buyer is known yet, no body is read).
@@ -82,11 +84,7 @@ pub enum Phase {
 impl Phase {
     /// As written in the rules file.
     pub fn name(self) -> &'static str {
-        match self {
-            Phase::BeforeAuth => "before_auth",
-            Phase::AfterAuth => "after_auth",
-            Phase::AuthFailure => "auth_failure",
-        }
+        self.into()
     }
 }
 

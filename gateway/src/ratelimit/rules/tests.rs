@@ -146,6 +146,11 @@ fn phases_are_read_and_default_to_after_auth() {
             Phase::BeforeAuth
         ]
     );
+    let names: Vec<&str> = rules.iter().map(|r| r.phase.name()).collect();
+    assert_eq!(
+        names,
+        ["after_auth", "after_auth", "auth_failure", "before_auth"]
+    );
 }
 
 #[test]
