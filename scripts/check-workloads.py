@@ -76,7 +76,7 @@ KEY_FILES = {
     "stockgate-settlement": ["reservations.public_jwks_file", "settlement_auth.gateway_jwks_file"],
     "stockgate-migrate": [],
 }
-# Environment overrides of key-file fields (gateway/src/config/mod.rs, ENV_OVERRIDES).
+# Environment overrides of key-file fields (stockgate/src/config/mod.rs, ENV_OVERRIDES).
 ENV_FILES = {
     "STOCKGATE_JWKS_FILE": "auth.jwks_file",
     "STOCKGATE_RESERVATION_KEY_FILE": "reservations.signing_key_file",

@@ -90,7 +90,8 @@ pub struct TokenArgs {
     /// A role to grant (repeatable), e.g. `--role ops`.
     #[arg(long = "role")]
     pub roles: Vec<String>,
-    /// Lifetime: a number with unit s, m, h or d (e.g. 90s, 15m, 1h, 7d).
+    /// Lifetime in whole seconds, 1s to 30d: a number of seconds, or a duration such as 90s,
+    /// 15m, 1h, 7d or 1h 30m.
     #[arg(long, default_value = "1h", value_parser = parse_ttl)]
     pub ttl: Duration,
 }
@@ -132,13 +133,17 @@ pub fn mint_tokens(config: &Config, args: &TokenArgs) -> Result<String> {
     })
 }
 
-/// Parses a lifetime such as `90s`, `15m`, `1h`, `7d` or `1h 30m` (a bare number is seconds).
+/// Parses a lifetime such as `90s`, `15m`, `1h`, `7d` or `1h 30m` (`humantime`'s syntax; a
+/// bare number is seconds). Token lifetimes are whole seconds: `1500ms` is refused, not cut.
 pub fn parse_ttl(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
     let ttl = match raw.parse::<u64>() {
         Ok(secs) => Duration::from_secs(secs),
         Err(_) => humantime::parse_duration(raw).map_err(|e| format!("{raw:?}: {e}"))?,
     };
+    if ttl.subsec_nanos() != 0 {
+        return Err(format!("{raw:?} is not a whole number of seconds"));
+    }
     if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(30 * 86_400) {
         return Err("ttl must be between 1s and 30d".into());
     }
@@ -192,37 +197,37 @@ fn background_runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the background runtime")
 }
 
-/// `stockgate check`: the configuration loaded and validated (by the caller), then every file
-/// it names read as the service would read it. The summary on success; the first fault,
-/// naming its field, otherwise.
+/// `stockgate check`: the configuration loaded and validated (by the caller), then every key,
+/// key set and rules file it names read and parsed as the service reads it, without writing
+/// anything (keys that are absent and would be generated on first use are not checked) and
+/// without the network (a `jwks_url` is fetched only by the running gateway). The summary on
+/// success; the first fault, naming its field, otherwise.
 pub fn check(config: &Config, file: Option<&std::path::Path>) -> Result<String> {
     let edge = &config.gateway;
-    let named_files = [
-        ("auth.jwks_file", &edge.auth.jwks_file),
-        ("auth.dev_signing_key", &edge.auth.dev_signing_key),
-        (
-            "reservations.signing_key_file",
-            &edge.reservations.signing_key_file,
-        ),
-        (
-            "reservations.public_jwks_file",
-            &edge.reservations.public_jwks_file,
-        ),
-        (
-            "settlement_auth.signing_key_file",
-            &edge.settlement_auth.signing_key_file,
-        ),
-        (
-            "settlement_auth.gateway_jwks_file",
-            &edge.settlement_auth.gateway_jwks_file,
-        ),
-    ];
-    for (field, path) in named_files {
-        if let Some(path) = path {
-            std::fs::metadata(path).with_context(|| {
-                format!("config field `{field}`: cannot read {}", path.display())
-            })?;
+    if edge.auth.jwks_file.is_some() {
+        background_runtime()?
+            .block_on(app::load_keys(edge))
+            .context("config field `auth.jwks_file`")?;
+    }
+    match (
+        &edge.reservations.signing_key_file,
+        &edge.reservations.public_jwks_file,
+    ) {
+        (Some(_), _) => {
+            let signer = devkeys::reservation_signer(edge)?;
+            // With a published set, it must publish the signing key under its kid.
+            devkeys::reservation_verifier(edge, &signer)?;
         }
+        (None, Some(_)) => {
+            devkeys::published_reservation_verifier(edge)?;
+        }
+        (None, None) => {}
+    }
+    if edge.settlement_auth.signing_key_file.is_some() {
+        gateway::service_auth::signer(edge, gateway::service_auth::UnsetKey::Ephemeral)?;
+    }
+    if edge.settlement_auth.gateway_jwks_file.is_some() {
+        gateway::service_auth::published_verifier(edge)?;
     }
     let rules = match &edge.ratelimit.rules_file {
         Some(path) => {
@@ -371,6 +376,7 @@ mod tests {
         assert!(parse_ttl("31d").is_err());
         assert_eq!(parse_ttl("1h 30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_ttl("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_ttl("1500ms").is_err(), "no silent truncation");
     }
 
     #[test]

@@ -161,3 +161,87 @@ fn check_applies_the_environment_overrides() {
         "{message}"
     );
 }
+
+#[test]
+fn check_parses_the_key_files_as_the_service_does() {
+    let dir = std::env::temp_dir().join(format!("check-keys-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let junk = dir.join("junk.json");
+    std::fs::write(&junk, "not json").unwrap();
+    let at = |path: &Path| format!("{:?}", path.display().to_string());
+    let cases = [
+        // A directory, and a file that is not a key set or not a key.
+        (
+            format!("[auth]\njwks_file = {}\n", at(&dir)),
+            "auth.jwks_file",
+        ),
+        (
+            format!("[auth]\njwks_file = {}\n", at(&junk)),
+            "auth.jwks_file",
+        ),
+        (
+            format!("[reservations]\nsigning_key_file = {}\n", at(&junk)),
+            "reservations.signing_key_file",
+        ),
+        (
+            format!("[reservations]\npublic_jwks_file = {}\n", at(&junk)),
+            "reservations.public_jwks_file",
+        ),
+        (
+            format!("[settlement_auth]\nsigning_key_file = {}\n", at(&dir)),
+            "settlement_auth.signing_key_file",
+        ),
+        (
+            format!("[settlement_auth]\ngateway_jwks_file = {}\n", at(&junk)),
+            "settlement_auth.gateway_jwks_file",
+        ),
+    ];
+    for (text, field) in cases {
+        let path = scratch_file("stockgate.toml", &text);
+        let (ok, message) = stockgate(&["--config", path.to_str().unwrap(), "check"]);
+        assert!(!ok, "{text:?} passed the check");
+        assert!(message.contains(field), "{text:?} → {message}");
+        let _ = std::fs::remove_file(path);
+    }
+
+    // A reservation key whose kid the published set lacks: the service refuses to start, so
+    // does the check.
+    let signer = reservation_core::TokenSigner::generate("rsv-1");
+    let key = dir.join("rsv.pem");
+    std::fs::write(&key, signer.to_pkcs8_pem()).unwrap();
+    let jwks = dir.join("rsv.json");
+    let set = serde_json::json!({"keys": [signer.public_jwk()]});
+    std::fs::write(&jwks, set.to_string()).unwrap();
+    let file = |kid: &str| {
+        scratch_file(
+            "stockgate.toml",
+            &format!(
+                "[reservations]\nsigning_key_file = {}\nsigning_key_id = {kid:?}\npublic_jwks_file = {}\n",
+                at(&key),
+                at(&jwks)
+            ),
+        )
+    };
+    let good = file("rsv-1");
+    let (ok, out) = stockgate(&["--config", good.to_str().unwrap(), "check"]);
+    assert!(ok, "{out}");
+    let bad = file("rsv-9");
+    let (ok, message) = stockgate(&["--config", bad.to_str().unwrap(), "check"]);
+    assert!(!ok);
+    assert!(
+        message.contains("reservations.public_jwks_file") && message.contains("rsv-9"),
+        "{message}"
+    );
+    for path in [good, bad] {
+        let _ = std::fs::remove_file(path);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn an_unreadable_file_is_reported_once() {
+    let dir = std::env::temp_dir();
+    let (ok, message) = stockgate(&["--config", dir.to_str().unwrap(), "check"]);
+    assert!(!ok);
+    assert_eq!(message.matches("Is a directory").count(), 1, "{message}");
+}

@@ -2,7 +2,7 @@
 //! make up the embedded default (`stockgate all-in-one` with no file), and a `validate()` whose
 //! errors name the offending field. The configuration file, its `STOCKGATE_*` environment
 //! overrides and the `[settlement]` table are read by the `stockgate` crate
-//! (`stockgate/src/config.rs`); `config/stockgate.toml` documents every option.
+//! (`stockgate/src/config/mod.rs`); `config/stockgate.toml` documents every option.
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -17,7 +17,7 @@ mod embedded_default;
 /// Why a configuration was refused.
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -101,6 +101,9 @@ impl Config {
     /// not TOML, else the path of the field at fault and what is wrong with it.
     pub fn from_toml(text: &str) -> Result<Self, String> {
         let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+        // No field holds a date or time, and read from a table (not from the text) serde
+        // would take one for a string.
+        refuse_datetimes("", &table)?;
         let database_url = match table.remove("database_url") {
             None => None,
             Some(toml::Value::String(url)) => Some(url),
@@ -259,19 +262,47 @@ impl Config {
     }
 }
 
-/// Deserializes one part of the file; the error names the field's path below `prefix`.
+/// Deserializes one part of the file; the error names the field's path below `prefix`
+/// (`settlement.` or nothing).
 fn part<T: DeserializeOwned>(prefix: &str, value: toml::Value) -> Result<T, String> {
     serde_path_to_error::deserialize(value).map_err(|error| {
         let path = error.path().to_string();
-        let inner = error.into_inner();
-        if path == "." {
-            match prefix.strip_suffix('.') {
-                Some(table) => format!("{table}: {inner}"),
-                None => inner.to_string(),
-            }
-        } else {
-            format!("{prefix}{path}: {inner}")
+        // The TOML deserializer may add its own "in `key`" line; the path says it already.
+        let inner = error.into_inner().to_string();
+        let message = inner.split("\nin `").next().unwrap_or(&inner).trim_end();
+        let table = prefix.trim_end_matches('.');
+        match (path.as_str(), table) {
+            (".", "") => message.to_owned(),
+            (".", table) => format!("{table}: {message}"),
+            (path, "") => format!("{path}: {message}"),
+            (path, table) if path.starts_with('[') => format!("{table}{path}: {message}"),
+            (path, table) => format!("{table}.{path}: {message}"),
         }
+    })
+}
+
+/// Refuses a TOML date or time anywhere in `table`, naming its path.
+fn refuse_datetimes(prefix: &str, table: &toml::Table) -> Result<(), String> {
+    fn walk(path: &str, value: &toml::Value) -> Result<(), String> {
+        match value {
+            toml::Value::Datetime(_) => Err(format!(
+                "{path}: invalid type: date or time, expected a string or number"
+            )),
+            toml::Value::Table(table) => refuse_datetimes(path, table),
+            toml::Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, item)| walk(&format!("{path}[{i}]"), item)),
+            _ => Ok(()),
+        }
+    }
+    table.iter().try_for_each(|(key, value)| {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        walk(&path, value)
     })
 }
 

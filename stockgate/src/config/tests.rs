@@ -30,6 +30,42 @@ fn the_shipped_example_file_is_valid() {
 }
 
 #[test]
+fn dates_and_times_are_refused_where_strings_go() {
+    for (text, path) in [
+        ("redis_key_prefix = 2024-01-01\n", "redis_key_prefix"),
+        ("[auth]\nissuer = 07:30:00\n", "auth.issuer"),
+        (
+            "[settlement.outbox]\nstream = 2024-01-01T00:00:00Z\n",
+            "settlement.outbox.stream",
+        ),
+        (
+            "[auth]\nalgorithms = [\"EdDSA\", 1979-05-27]\n",
+            "auth.algorithms[1]",
+        ),
+    ] {
+        let message = Config::from_toml(text).unwrap_err();
+        assert!(
+            message.starts_with(&format!("{path}: ")),
+            "{text:?} → {message}"
+        );
+        assert!(message.contains("date or time"), "{message}");
+    }
+}
+
+#[test]
+fn type_errors_name_the_path_once() {
+    let message = Config::from_toml("[server]\nthreads = 1.0\n").unwrap_err();
+    assert!(
+        message.starts_with("server.threads: invalid type"),
+        "{message}"
+    );
+    assert!(!message.contains("\nin `"), "{message}");
+    let message = Config::from_toml("[[settlement]]\nlisten_addr = \"x\"\n").unwrap_err();
+    assert!(message.starts_with("settlement"), "{message}");
+    assert!(!message.contains(".["), "{message}");
+}
+
+#[test]
 fn unknown_fields_are_refused_with_their_name() {
     let message =
         Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap_err();
