@@ -8,7 +8,7 @@
 //!   [`catalog`]: a product upstream that counts what reaches it;
 //! - [`edge`]: the gateway alone in front of either;
 //! - [`stack`]: test configurations, and the real stack (gateway and settlement on Redis and
-//!   PostgreSQL) in one process;
+//!   PostgreSQL) in one process; [`real_stack`]: that stack with the test's views into it;
 //! - [`http`]: requests as the storefront sends them, and answers read with the problem+json
 //!   shape checked.
 //!
@@ -20,6 +20,7 @@ pub mod edge;
 pub mod http;
 pub mod idp;
 pub mod mock_settlement;
+pub mod real_stack;
 pub mod services;
 pub mod stack;
 
@@ -29,11 +30,14 @@ pub use edge::{
     Edge, TestGateway, edge_config, product, start_edge, start_edge_shared, start_gateway,
     start_gateway_with,
 };
-pub use http::{body, header, post_order, post_reservation, put_product, put_product_if_match};
+pub use http::{
+    body, fresh_key, header, post_order, post_reservation, put_product, put_product_if_match,
+};
 pub use idp::{AUDIENCE, ISSUER, Idp, KID, base64url, now_secs, unverified_claims};
 pub use mock_settlement::{MockSettlement, Mode, start_mock};
+pub use real_stack::{PRICE_CENTS, RealStack};
 pub use services::{
     database_url, delete_keys_under, keys_under, redis_cluster_url, redis_connection, redis_url,
-    required_env, scratch_prefix, scratch_schema,
+    required_env, scan_under, scratch_prefix, scratch_schema,
 };
 pub use stack::{embedded_config, gateway_config, real_stack_config, start_real_stack};

@@ -77,7 +77,11 @@ pub async fn redis_connection() -> MultiplexedConnection {
 
 /// Every key under `prefix` on the Redis at [`redis_url`], sorted.
 pub async fn keys_under(prefix: &str) -> Vec<String> {
-    let mut conn = redis_connection().await;
+    scan_under(&mut redis_connection().await, prefix).await
+}
+
+/// Every key under `prefix` that `conn` sees, sorted.
+pub async fn scan_under(conn: &mut MultiplexedConnection, prefix: &str) -> Vec<String> {
     let mut keys = Vec::new();
     let mut cursor: u64 = 0;
     loop {
@@ -87,7 +91,7 @@ pub async fn keys_under(prefix: &str) -> Vec<String> {
             .arg(format!("{prefix}:*"))
             .arg("COUNT")
             .arg(1000)
-            .query_async(&mut conn)
+            .query_async(conn)
             .await
             .unwrap_or_else(|e| panic!("SCAN failed: {e}"));
         keys.extend(batch);
