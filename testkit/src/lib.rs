@@ -3,7 +3,8 @@
 //! - [`services`]: the URLs of the real services (PostgreSQL, Redis, Redis Cluster) with one
 //!   policy — the environment variable, else the local default; a service that does not answer
 //!   fails the test, none skips — and scratch key prefixes and schemas with their clean-up;
-//! - [`idp`]: a test identity provider that signs buyer and ops tokens;
+//! - [`idp`]: a test identity provider that signs buyer and ops tokens, and [`assertion`]:
+//!   requests to settlement signed as a gateway signs them;
 //! - [`mock_settlement`]: a small settlement service that records what the gateway sends, and
 //!   [`catalog`]: a product upstream that counts what reaches it;
 //! - [`edge`]: the gateway alone in front of either;
@@ -14,6 +15,7 @@
 //!
 //! Everything is re-exported at the root: tests write `testkit::start_gateway()`.
 
+pub mod assertion;
 pub mod catalog;
 pub mod counting;
 pub mod edge;
@@ -24,6 +26,7 @@ pub mod real_stack;
 pub mod services;
 pub mod stack;
 
+pub use assertion::{AsGateway, buyer, nobody, ops};
 pub use catalog::{Catalog, Upstream};
 pub use counting::CountingStore;
 pub use edge::{
