@@ -40,7 +40,8 @@ pub use idp::{AUDIENCE, ISSUER, Idp, KID, base64url, now_secs, unverified_claims
 pub use mock_settlement::{MockSettlement, Mode, start_mock};
 pub use real_stack::{PRICE_CENTS, RealStack};
 pub use services::{
-    database_url, delete_keys_under, keys_under, redis_cluster_url, redis_connection, redis_url,
-    required_env, scan_under, scratch_prefix, scratch_schema,
+    assert_redis_cluster_up, database_url, delete_keys_under, keys_under, redis_cluster_nodes,
+    redis_cluster_url, redis_connection, redis_url, required_env, scan_under, scratch_prefix,
+    scratch_schema, unlink_keys_under,
 };
 pub use stack::{embedded_config, gateway_config, real_stack_config, start_real_stack};
