@@ -13,16 +13,15 @@ use std::time::{Duration, Instant};
 
 use backend_adapters::redis::RedisStore;
 use backend_adapters::redis::lock::FencedLock;
-use cluster_support::{
-    clean_up_cluster, cluster_nodes, cluster_store_on, cluster_url, keys_per_node,
-};
-use redis_support::{clean_up, fresh_prefix, store_on};
+use cluster_support::{clean_up_cluster, cluster_store_on, keys_per_node};
+use redis_support::store_on;
 use reservation_core::testsuite::{buyer, qty, sku, stock};
 use reservation_core::{IdempotencyKey, ReservationError, ReservationStore, ReserveRequest};
+use testkit::{delete_keys_under, redis_cluster_nodes, redis_cluster_url, scratch_prefix};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_race_sells_exactly_the_stock() {
-    let prefix = fresh_prefix();
+    let prefix = scratch_prefix("cluster");
     concurrency_cases::race_sells_exactly_the_stock(Arc::new(cluster_store_on(&prefix).await))
         .await;
     clean_up_cluster(&prefix);
@@ -30,7 +29,7 @@ async fn cluster_race_sells_exactly_the_stock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_race_with_releases_confirms_and_expiries_balances() {
-    let prefix = fresh_prefix();
+    let prefix = scratch_prefix("cluster");
     let store = Arc::new(cluster_store_on(&prefix).await);
     concurrency_cases::race_with_releases_confirms_and_expiries_balances(store).await;
     clean_up_cluster(&prefix);
@@ -57,7 +56,7 @@ fn skus_on_every_master(n: usize) -> Vec<String> {
 /// nothing left behind in the second SKU.
 #[tokio::test]
 async fn cluster_binding_on_another_master_refuses_a_reused_key() {
-    let prefix = fresh_prefix();
+    let prefix = scratch_prefix("cluster");
     let store = cluster_store_on(&prefix).await;
     for name in ["A", "B"] {
         store
@@ -97,7 +96,7 @@ async fn cluster_binding_on_another_master_refuses_a_reused_key() {
 /// `ReservationStore::ensure_ready` reloads the rest.
 #[tokio::test]
 async fn cluster_script_flush_on_every_master_reloads_the_scripts() {
-    let prefix = fresh_prefix();
+    let prefix = scratch_prefix("cluster");
     let store = cluster_store_on(&prefix).await;
     assert!(
         store
@@ -105,7 +104,7 @@ async fn cluster_script_flush_on_every_master_reloads_the_scripts() {
             .await
             .unwrap_or_else(|e| panic!("{e}"))
     );
-    for node in cluster_nodes() {
+    for node in redis_cluster_nodes() {
         let mut conn = redis::Client::open(node.as_str())
             .and_then(|c| c.get_connection())
             .unwrap_or_else(|e| panic!("{node}: {e}"));
@@ -150,8 +149,8 @@ async fn cluster_script_flush_on_every_master_reloads_the_scripts() {
 /// The fenced lock's two keys share the `{name}` slot, so it works on a cluster unchanged.
 #[tokio::test]
 async fn cluster_fenced_lock_hands_out_growing_tokens() {
-    let prefix = fresh_prefix();
-    let lock = FencedLock::connect(&cluster_url(), &prefix)
+    let prefix = scratch_prefix("cluster");
+    let lock = FencedLock::connect(&redis_cluster_url(), &prefix)
         .await
         .unwrap_or_else(|e| panic!("lock: {e}"));
     let mut last = 0;
@@ -224,11 +223,11 @@ async fn reserve_throughput(store: Arc<RedisStore>, label: &str) -> f64 {
 /// are printed (on this 2-core box the three masters share the cores with the client).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reserve_throughput_one_redis_vs_three_masters() {
-    let single_prefix = fresh_prefix();
+    let single_prefix = scratch_prefix("cluster");
     let single = reserve_throughput(Arc::new(store_on(&single_prefix).await), "1 redis").await;
-    clean_up(&single_prefix).await;
+    delete_keys_under(&single_prefix).await;
 
-    let prefix = fresh_prefix();
+    let prefix = scratch_prefix("cluster");
     let cluster = reserve_throughput(Arc::new(cluster_store_on(&prefix).await), "3 masters").await;
     let spread = keys_per_node(&prefix);
     println!(

@@ -6,19 +6,20 @@ mod redis_support;
 
 use std::sync::Arc;
 
-use redis_support::{clean_up, fresh_prefix, store_on};
+use redis_support::store_on;
+use testkit::{delete_keys_under, scratch_prefix};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn race_sells_exactly_the_stock() {
-    let prefix = fresh_prefix();
+    let prefix = scratch_prefix("race");
     concurrency_cases::race_sells_exactly_the_stock(Arc::new(store_on(&prefix).await)).await;
-    clean_up(&prefix).await;
+    delete_keys_under(&prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn race_with_releases_confirms_and_expiries_balances() {
-    let prefix = fresh_prefix();
+    let prefix = scratch_prefix("race");
     let store = Arc::new(store_on(&prefix).await);
     concurrency_cases::race_with_releases_confirms_and_expiries_balances(store).await;
-    clean_up(&prefix).await;
+    delete_keys_under(&prefix).await;
 }

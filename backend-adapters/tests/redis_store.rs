@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use backend_adapters::redis::{RedisStore, RedisStoreConfig};
 use redis::AsyncCommands;
-use redis_support::{clean_up, fresh_prefix, keys_under, raw_connection, store_on};
+use redis_support::store_on;
 use reservation_core::testsuite::{buyer, product, request};
 use reservation_core::{ReservationError, ReservationStore};
+use testkit::{delete_keys_under, keys_under, redis_connection, scratch_prefix};
 
 /// CRC16/XMODEM, the checksum Redis Cluster maps keys to slots with (spec: `CLUSTER KEYSLOT`
 /// is not available on this non-cluster server, so the slot is computed here).
@@ -54,7 +55,7 @@ fn key_slot_matches_the_cluster_spec() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_keys_of_a_sku_share_one_hash_slot() {
-    let prefix = fresh_prefix();
+    let prefix = scratch_prefix("store");
     let store = store_on(&prefix).await;
     let sku = product(&store, "SLOT-1", 10).await;
     let a = store
@@ -96,15 +97,15 @@ async fn all_keys_of_a_sku_share_one_hash_slot() {
             "unexpected key outside the SKU's slot: {key}"
         );
     }
-    clean_up(&prefix).await;
+    delete_keys_under(&prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn script_flush_between_calls_reloads_the_scripts() {
-    let prefix = fresh_prefix();
+    let prefix = scratch_prefix("store");
     let store = store_on(&prefix).await;
     let sku = product(&store, "FLUSH", 10).await;
-    let mut conn = raw_connection().await;
+    let mut conn = redis_connection().await;
     let flush = || redis::cmd("SCRIPT").arg("FLUSH").to_owned();
 
     flush()
@@ -163,19 +164,19 @@ async fn script_flush_between_calls_reloads_the_scripts() {
     assert_eq!(store.ensure_scripts_loaded().await, Ok(true));
     assert_eq!(store.scripts_loaded().await, Ok(true));
     assert_eq!(store.ensure_scripts_loaded().await, Ok(false));
-    clean_up(&prefix).await;
+    delete_keys_under(&prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn final_holds_and_idempotency_records_expire_after_the_retention() {
-    let prefix = fresh_prefix();
+    let prefix = scratch_prefix("store");
     let retention = Duration::from_secs(600);
     let config = RedisStoreConfig {
         prefix: prefix.clone(),
         retention,
         ..RedisStoreConfig::default()
     };
-    let store = RedisStore::connect(&redis_support::redis_url(), config)
+    let store = RedisStore::connect(&testkit::redis_url(), config)
         .await
         .unwrap_or_else(|e| panic!("Redis unreachable: {e}"));
     product(&store, "RET", 10).await;
@@ -186,7 +187,7 @@ async fn final_holds_and_idempotency_records_expire_after_the_retention() {
     let hold_key = format!("{prefix}:{{RET}}:hold:{}", r.hold.id);
     let record_key = format!("{prefix}:{{RET}}:idem:5:alice:k1");
     let binding_key = format!("{prefix}:idem:5:alice:k1");
-    let mut conn = raw_connection().await;
+    let mut conn = redis_connection().await;
 
     // While held: the hold has no TTL; its records last the hold's TTL plus the retention.
     let pttl: i64 = conn.pttl(&hold_key).await.unwrap_or_else(|e| panic!("{e}"));
@@ -214,12 +215,12 @@ async fn final_holds_and_idempotency_records_expire_after_the_retention() {
             "{key}: pttl {pttl}"
         );
     }
-    clean_up(&prefix).await;
+    delete_keys_under(&prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_bound_to_another_sku_leaves_no_trace_in_the_second_sku() {
-    let prefix = fresh_prefix();
+    let prefix = scratch_prefix("store");
     let store = store_on(&prefix).await;
     product(&store, "ONE", 10).await;
     let two = product(&store, "TWO", 10).await;
@@ -248,12 +249,12 @@ async fn a_key_bound_to_another_sku_leaves_no_trace_in_the_second_sku() {
         .unwrap_or_else(|e| panic!("replay: {e}"));
     assert!(again.replayed);
     assert_eq!(again.hold.id, first.hold.id);
-    clean_up(&prefix).await;
+    delete_keys_under(&prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_for_an_unknown_sku_does_not_bind_its_key() {
-    let prefix = fresh_prefix();
+    let prefix = scratch_prefix("store");
     let store = store_on(&prefix).await;
     let err = store.reserve(&request("LATER", "alice", 1, "k1")).await;
     assert_eq!(err.unwrap_err(), ReservationError::UnknownSku);
@@ -263,13 +264,13 @@ async fn a_request_for_an_unknown_sku_does_not_bind_its_key() {
         .await
         .unwrap_or_else(|e| panic!("the key must still be free: {e}"));
     assert!(!made.replayed);
-    let mut conn = raw_connection().await;
+    let mut conn = redis_connection().await;
     let binding: String = conn
         .get(format!("{prefix}:idem:5:alice:k1"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(binding, format!("NOW|3|{}", made.hold.id));
-    clean_up(&prefix).await;
+    delete_keys_under(&prefix).await;
 }
 
 #[tokio::test]
@@ -348,11 +349,11 @@ fn prefix_must_not_move_the_hash_tag() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_uncheckable_binding_refuses_and_takes_back_the_hold() {
-    let prefix = fresh_prefix();
+    let prefix = scratch_prefix("store");
     let store = store_on(&prefix).await;
     let sku = product(&store, "BROKEN", 10).await;
     // A key of the wrong type where the binding should be: SET .. GET fails on it.
-    let mut conn = raw_connection().await;
+    let mut conn = redis_connection().await;
     let _: i64 = conn
         .lpush(format!("{prefix}:idem:5:alice:k1"), "junk")
         .await
@@ -376,7 +377,7 @@ async fn an_uncheckable_binding_refuses_and_takes_back_the_hold() {
         .filter(|k| k.contains(":hold:") || k.contains("{BROKEN}:idem:"))
         .collect();
     assert!(holds.is_empty(), "left behind: {holds:?}");
-    clean_up(&prefix).await;
+    delete_keys_under(&prefix).await;
 }
 
 /// The store's binding scripts, run directly to stage the steps of a race.
@@ -396,7 +397,7 @@ async fn new_keys(prefix: &str, before: &[String]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_reserves_leave_no_key_behind() {
     // Failed before refusals deleted their bindings: 200 keys with a PTTL of hold TTL + 24 h.
-    let prefix = fresh_prefix();
+    let prefix = scratch_prefix("store");
     let store = store_on(&prefix).await;
     let sku = reservation_core::testsuite::sku("LIMIT");
     store
@@ -423,7 +424,7 @@ async fn refused_reserves_leave_no_key_behind() {
         assert_eq!(err.unwrap_err(), ReservationError::UnknownSku);
     }
     let left = new_keys(&prefix, &before).await;
-    clean_up(&prefix).await;
+    delete_keys_under(&prefix).await;
     assert!(
         left.is_empty(),
         "{} keys left: {:?}",
@@ -438,13 +439,13 @@ async fn a_hold_made_under_an_equal_binding_of_a_refused_request_keeps_its_bindi
     // and has not deleted it yet; a retry S found it, made the hold; then R deletes "its"
     // binding. S must have made the binding its own, or the key would come loose from its
     // hold (and could then make a second hold for another SKU).
-    let prefix = fresh_prefix();
+    let prefix = scratch_prefix("store");
     let store = store_on(&prefix).await;
     product(&store, "RACE", 10).await;
     product(&store, "OTHER", 10).await;
     let binding_key = format!("{prefix}:idem:5:alice:k1");
     let refused_value = "RACE|1|rsv_00000000000000000000000000000000_RACE";
-    let mut conn = raw_connection().await;
+    let mut conn = redis_connection().await;
     let _: () = conn
         .set(&binding_key, refused_value)
         .await
@@ -489,7 +490,7 @@ async fn a_hold_made_under_an_equal_binding_of_a_refused_request_keeps_its_bindi
     assert_eq!(binding, format!("RACE|2|{}", old.hold.id));
     let err = store.reserve(&request("RACE", "alice", 3, "k2")).await;
     assert_eq!(err.unwrap_err(), ReservationError::IdempotencyMismatch);
-    clean_up(&prefix).await;
+    delete_keys_under(&prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -497,9 +498,9 @@ async fn claiming_a_binding_replaces_only_an_equal_one() {
     // The step after a hold made under another request's equal binding. If the key was bound
     // to another SKU meanwhile (that request was refused, deleted its value, and a request
     // for another SKU bound the key), the claim fails and the store takes the hold back.
-    let prefix = fresh_prefix();
+    let prefix = scratch_prefix("store");
     let key = format!("{prefix}:idem:5:alice:k1");
-    let mut conn = raw_connection().await;
+    let mut conn = redis_connection().await;
     let claim = |value: &'static str| {
         let mut invocation = CLAIM_BINDING.prepare_invoke();
         invocation
@@ -580,14 +581,14 @@ async fn claiming_a_binding_replaces_only_an_equal_one() {
         (dropped, get(&mut conn).await),
         (vec!["ok".to_owned(), "1".to_owned()], None)
     );
-    clean_up(&prefix).await;
+    delete_keys_under(&prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancellation_an_older_release_returned_is_not_returned_again() {
     // Releases before 2026-12 recorded returned ids in one set per SKU; after an upgrade a
     // redelivered cancellation found no marker and went back to stock a second time.
-    let prefix = fresh_prefix();
+    let prefix = scratch_prefix("store");
     let store = store_on(&prefix).await;
     let sku = product(&store, "LEGACY-1", 10).await;
     let made = store
@@ -613,7 +614,7 @@ async fn a_cancellation_an_older_release_returned_is_not_returned_again() {
     store.finish_confirm(&other.id).await.ok();
     // What an older release left after returning this cancellation: the id in the set and
     // the units back on sale.
-    let mut raw = raw_connection().await;
+    let mut raw = redis_connection().await;
     let stock_key = format!("{prefix}:{{{sku}}}:stock");
     let _: () = raw
         .sadd(format!("{prefix}:{{{sku}}}:returned"), hold.id.as_str())
@@ -634,7 +635,7 @@ async fn a_cancellation_an_older_release_returned_is_not_returned_again() {
         .hget(&stock_key, "available")
         .await
         .unwrap_or_else(|e| panic!("hget: {e}"));
-    clean_up(&prefix).await;
+    delete_keys_under(&prefix).await;
     assert!(!returned, "the redelivery was applied again");
     assert_eq!(
         available, 8,

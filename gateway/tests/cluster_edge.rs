@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use backend_adapters::redis::connection::RedisTarget;
 use backend_adapters::redis::stream::StreamPublisher;
 use backend_adapters::redis::{ConnectOptions, RedisConnection, RedisStore, RedisStoreConfig};
 use backend_adapters::sql::outbox::topic;
@@ -22,43 +21,7 @@ use redis::AsyncCommands;
 use reservation_core::{ReservationStore, Sku};
 use serde_json::json;
 use testkit::{Edge, Upstream, header};
-use testkit::{body, product};
-
-fn cluster_url() -> String {
-    std::env::var("REDIS_CLUSTER_URL").unwrap_or_else(|_| {
-        panic!(
-            "REDIS_CLUSTER_URL must name the test cluster (scripts/test.sh sets it to \
-             redis+cluster://127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003)"
-        )
-    })
-}
-
-/// The plain URL of every seed node named by `REDIS_CLUSTER_URL`.
-fn cluster_nodes() -> Vec<String> {
-    let url = cluster_url();
-    match RedisTarget::parse(&url) {
-        Ok(target) if target.cluster => target.nodes,
-        Ok(_) => panic!("REDIS_CLUSTER_URL={url} does not name a cluster (redis+cluster://…)"),
-        Err(e) => panic!("REDIS_CLUSTER_URL={url} is not a redis url: {e}"),
-    }
-}
-
-/// Panics unless every node reports `cluster_state:ok`, naming the command that starts it.
-fn assert_cluster_up() {
-    for node in cluster_nodes() {
-        let info: Result<String, _> = redis::Client::open(node.as_str())
-            .and_then(|c| c.get_connection())
-            .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query(&mut c));
-        match info {
-            Ok(info) if info.contains("cluster_state:ok") => {}
-            Ok(info) => panic!("Redis Cluster node {node} is not healthy:\n{info}"),
-            Err(e) => panic!(
-                "Redis Cluster node {node} is unreachable: {e}. Start the local cluster with \
-                 `scripts/redis-cluster.sh start` (scripts/test.sh does)."
-            ),
-        }
-    }
-}
+use testkit::{assert_redis_cluster_up, body, product, redis_cluster_nodes, redis_cluster_url};
 
 /// Deletes every key under the prefix on every node when dropped (after the gateway).
 struct Cleanup {
@@ -68,22 +31,8 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        use redis::Commands;
         // Blocking I/O in drop is fine in a test; a node that does not answer keeps its keys.
-        let pattern = format!("{}:*", self.prefix);
-        for node in cluster_nodes() {
-            let Ok(mut conn) = redis::Client::open(node.as_str()).and_then(|c| c.get_connection())
-            else {
-                continue;
-            };
-            let keys: Vec<String> = match conn.scan_match(&pattern) {
-                Ok(keys) => keys.filter_map(Result::ok).collect(),
-                Err(_) => continue,
-            };
-            for key in keys {
-                let _: Result<i64, _> = conn.unlink(&key);
-            }
-        }
+        testkit::unlink_keys_under(&redis_cluster_nodes(), &self.prefix);
         if let Some(path) = &self.rules_file {
             let _ = std::fs::remove_file(path);
         }
@@ -92,8 +41,8 @@ impl Drop for Cleanup {
 
 /// The test configuration on the cluster under a fresh `gwcluster-…` prefix.
 fn cluster_config(upstream: SocketAddr) -> (Config, Cleanup) {
-    assert_cluster_up();
-    let mut config = testkit::edge_config(upstream, Some(&cluster_url()));
+    assert_redis_cluster_up();
+    let mut config = testkit::edge_config(upstream, Some(&redis_cluster_url()));
     let prefix = format!("gwcluster-{}", uuid::Uuid::new_v4().simple());
     config.events_stream = format!("{prefix}:events");
     config.redis_key_prefix = prefix.clone();
@@ -112,7 +61,7 @@ async fn start_on_cluster(config: Config) -> Edge {
         Ok(shared) => shared,
         Err(error) => panic!(
             "the gateway did not start on {}: {error} ({error:?})",
-            cluster_url()
+            redis_cluster_url()
         ),
     };
     testkit::start_edge_shared(config, shared).await
@@ -126,9 +75,9 @@ async fn store_of(edge: &Edge) -> RedisStore {
         prefix: edge.config.redis_key_prefix.clone(),
         ..RedisStoreConfig::default()
     };
-    RedisStore::connect(&cluster_url(), config)
+    RedisStore::connect(&redis_cluster_url(), config)
         .await
-        .unwrap_or_else(|e| panic!("the cluster at {}: {e}", cluster_url()))
+        .unwrap_or_else(|e| panic!("the cluster at {}: {e}", redis_cluster_url()))
 }
 
 /// Panics if the edge's Redis was marked down: every failed cache or limiter call does that
@@ -144,9 +93,9 @@ fn assert_edge_redis_up(edge: &Edge) {
 
 /// Our own connection to the cluster, to look at the keys the gateway wrote.
 async fn cluster_connection() -> RedisConnection {
-    RedisConnection::connect(&cluster_url(), &ConnectOptions::default())
+    RedisConnection::connect(&redis_cluster_url(), &ConnectOptions::default())
         .await
-        .unwrap_or_else(|e| panic!("cluster at {}: {e}", cluster_url()))
+        .unwrap_or_else(|e| panic!("cluster at {}: {e}", redis_cluster_url()))
 }
 
 async fn key_slot(conn: &mut RedisConnection, key: &str) -> i64 {
@@ -262,7 +211,7 @@ async fn product_reads_are_cached_and_invalidated_on_the_cluster() {
     // The reader may not have found the stream's end yet when the first event is appended
     // (it would then start after it), so the event is appended again until it is seen: an
     // invalidation is idempotent.
-    let publisher = StreamPublisher::connect(&cluster_url(), &stream, 1_000)
+    let publisher = StreamPublisher::connect(&redis_cluster_url(), &stream, 1_000)
         .await
         .unwrap();
     let event = json!({"sku": "HOT"}).to_string();

@@ -7,15 +7,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{
-    AsGateway, TestApp, buyer, nobody, ops, scalar, start_postgres, start_with, test_config,
-};
+use common::{TestApp, scalar, start_postgres, start_with, test_config};
 use reservation_core::{
     AbortTo, BuyerId, IdempotencyKey, InMemoryStore, Qty, ReservationId, ReservationStore,
     ReserveRequest, Sku,
 };
 use serde_json::Value;
 use settlement::CommitMode;
+use testkit::{AsGateway, buyer, nobody, ops};
 
 async fn body(response: reqwest::Response) -> anyhow::Result<(u16, Value)> {
     let status = response.status().as_u16();
@@ -94,7 +93,7 @@ async fn sell_out(app: &Arc<TestApp>, requests: usize, stock: i64) -> anyhow::Re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thousand_concurrent_settlements_on_stock_600_sell_exactly_600() -> anyhow::Result<()> {
-    let mut config = test_config(&common::postgres_url().await?);
+    let mut config = test_config(&testkit::scratch_schema("settle").await);
     // 1,000 token checks at once in a debug build on a shared machine can starve the batch
     // worker for seconds; this test is about oversell, not about the deadline (db_limits.rs).
     config.group_commit.deadline_ms = 0;
@@ -111,7 +110,7 @@ async fn thousand_concurrent_settlements_on_stock_600_sell_exactly_600() -> anyh
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_transaction_per_order_mode_never_oversells_either() -> anyhow::Result<()> {
-    let url = common::postgres_url().await?;
+    let url = testkit::scratch_schema("settle").await;
     let mut config = test_config(&url);
     config.commit_mode = CommitMode::PerOrder;
     // Hundreds of transactions queue for the one hot row here, longer than the production
@@ -323,7 +322,7 @@ async fn embedded_sqlite_settles_and_returns_cancelled_stock_in_process() -> any
             order["order_id"].as_str().unwrap_or_default()
         )))
         .header("if-match", "\"1\"")
-        .send_as(&app.gateway, common::buyer("erin"))
+        .send_as(&app.gateway, testkit::buyer("erin"))
         .await?;
     assert_eq!(cancel.status(), 200);
     let mut snapshot = store.snapshot(&sku).await?;

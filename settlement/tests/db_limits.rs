@@ -80,7 +80,7 @@ impl Answer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_outbox_lock_fails_confirms_after_the_lock_timeout() -> anyhow::Result<()> {
     // The shipped limits (lock_timeout 2 s), as production runs them.
-    let app = start(test_config(&common::postgres_url().await?)).await?;
+    let app = start(test_config(&testkit::scratch_schema("dblimits").await)).await?;
     app.put_product("HELD", 10).await?;
     let (_, token) = app.token("HELD", "alice", 1)?;
     let holder = hold_outbox_lock(&app).await?;
@@ -100,7 +100,7 @@ async fn a_held_outbox_lock_fails_confirms_after_the_lock_timeout() -> anyhow::R
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_session_limits_the_group_commit_deadline_answers() -> anyhow::Result<()> {
-    let mut config = test_config(&common::postgres_url().await?);
+    let mut config = test_config(&testkit::scratch_schema("dblimits").await);
     config.db_limits = SessionLimits::OFF;
     config.group_commit.deadline_ms = 700;
     let app = start(config).await?;
@@ -123,7 +123,7 @@ async fn without_session_limits_the_group_commit_deadline_answers() -> anyhow::R
 /// each alone and waiting out the lock timeout once per request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_busy_batch_fails_all_its_confirms_at_once() -> anyhow::Result<()> {
-    let mut config = test_config(&common::postgres_url().await?);
+    let mut config = test_config(&testkit::scratch_schema("dblimits").await);
     config.db_limits.lock_timeout_ms = 500;
     config.group_commit.max_wait_us = 50_000; // gather them into one or two batches
     let app = start(config).await?;

@@ -9,9 +9,10 @@ use std::time::Duration;
 use backend_adapters::redis::lock::FencedLock;
 use backend_adapters::sql::orders::{self, StatusOutcome};
 use backend_adapters::sql::{Db, OrderStatus, SettleOutcome, SettleRequest, settle_batch};
-use common::{AsGateway, buyer, ops, redis_prefix, redis_url, start_with, test_config};
+use common::{start_with, test_config};
 use reservation_core::{BuyerId, InMemoryStore, Qty, ReservationId, Sku};
 use std::sync::Arc;
+use testkit::{AsGateway, buyer, delete_keys_under, ops, redis_url, scratch_prefix};
 
 async fn one_order(db: &Db) -> anyhow::Result<String> {
     let sku = Sku::parse("LCK")?;
@@ -33,9 +34,9 @@ async fn one_order(db: &Db) -> anyhow::Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_holders_late_write_is_rejected_and_the_newer_one_stands() -> anyhow::Result<()> {
-    let prefix = redis_prefix();
+    let prefix = scratch_prefix("fence");
     let app = start_with(
-        test_config(&common::postgres_url().await?),
+        test_config(&testkit::scratch_schema("fence").await),
         Arc::new(InMemoryStore::new()),
     )
     .await?;
@@ -83,8 +84,8 @@ async fn a_paused_holders_late_write_is_rejected_and_the_newer_one_stands() -> a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ops_status_route_runs_under_the_redis_lock() -> anyhow::Result<()> {
-    let prefix = redis_prefix();
-    let mut config = test_config(&common::postgres_url().await?);
+    let prefix = scratch_prefix("fence");
+    let mut config = test_config(&testkit::scratch_schema("fence").await);
     config.redis_url = Some(redis_url());
     config.redis_key_prefix = prefix.clone();
     config.outbox.stream = format!("{prefix}:events");
@@ -129,8 +130,8 @@ async fn ops_status_route_runs_under_the_redis_lock() -> anyhow::Result<()> {
 /// is taken with the order's fence as a floor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_stay_ahead_of_sql_after_redis_lost_the_counter() -> anyhow::Result<()> {
-    let prefix = redis_prefix();
-    let mut config = test_config(&common::postgres_url().await?);
+    let prefix = scratch_prefix("fence");
+    let mut config = test_config(&testkit::scratch_schema("fence").await);
     config.redis_url = Some(redis_url());
     config.redis_key_prefix = prefix.clone();
     config.outbox.stream = format!("{prefix}:events");
@@ -143,7 +144,7 @@ async fn tokens_stay_ahead_of_sql_after_redis_lost_the_counter() -> anyhow::Resu
     let shipped = orders::set_status_fenced(&db, &order_id, OrderStatus::Shipped, 41, "ops");
     assert!(matches!(shipped.await?, StatusOutcome::Changed(_)));
     // Redis loses this test's keys (the order lock's counter never existed here either).
-    common::wipe_redis_prefix(&prefix).await?;
+    delete_keys_under(&prefix).await;
     let fresh = lock
         .try_acquire("probe-counter", "p", Duration::from_secs(1))
         .await?;

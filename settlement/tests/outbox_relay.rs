@@ -10,11 +10,11 @@ use std::time::Duration;
 use backend_adapters::redis::stream::{ConsumerGroup, StreamPublisher};
 use backend_adapters::sql::Db;
 use backend_adapters::sql::outbox::{self, NewEvent};
-use common::{redis_prefix, redis_url};
 use settlement::relay::{OutboxSink, StreamSink, relay_once};
+use testkit::{redis_url, scratch_prefix};
 
 async fn database() -> anyhow::Result<Db> {
-    let db = Db::connect(&common::postgres_url().await?, 4).await?;
+    let db = Db::connect(&testkit::scratch_schema("outbox").await, 4).await?;
     db.migrate().await?;
     Ok(db)
 }
@@ -34,7 +34,7 @@ async fn append(db: &Db, from: i64, to: i64) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_reaches_the_group_exactly_once_across_a_relay_restart() -> anyhow::Result<()> {
     let db = database().await?;
-    let stream = format!("{}:events", redis_prefix());
+    let stream = format!("{}:events", scratch_prefix("outbox"));
     let group = ConsumerGroup::connect(&redis_url(), &stream, "gateway", "reader-1").await?;
     group.ensure().await?;
     append(&db, 1, 25).await?;
@@ -94,7 +94,7 @@ async fn every_event_reaches_the_group_exactly_once_across_a_relay_restart() -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_below_the_streams_last_id_are_appended_not_dropped() -> anyhow::Result<()> {
     let db = database().await?;
-    let stream = format!("{}:events", redis_prefix());
+    let stream = format!("{}:events", scratch_prefix("outbox"));
     let group = ConsumerGroup::connect(&redis_url(), &stream, "gateway", "reader").await?;
     group.ensure().await?;
     // Another deployment's entry, far ahead of this fresh outbox.
@@ -140,7 +140,7 @@ async fn events_below_the_streams_last_id_are_appended_not_dropped() -> anyhow::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_consumers_entries_are_claimed_by_another() -> anyhow::Result<()> {
-    let stream = format!("{}:events", redis_prefix());
+    let stream = format!("{}:events", scratch_prefix("outbox"));
     let publisher = StreamPublisher::connect(&redis_url(), &stream, 10_000).await?;
     let dead = ConsumerGroup::connect(&redis_url(), &stream, "gateway", "dead").await?;
     let alive = ConsumerGroup::connect(&redis_url(), &stream, "gateway", "alive").await?;
@@ -181,9 +181,9 @@ async fn a_dead_consumers_entries_are_claimed_by_another() -> anyhow::Result<()>
 /// `product.updated` reach the configured stream without anyone calling the relay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_running_service_relays_its_events_to_the_stream() -> anyhow::Result<()> {
-    let prefix = redis_prefix();
+    let prefix = scratch_prefix("outbox");
     let stream = format!("{prefix}:events");
-    let mut config = common::test_config(&common::postgres_url().await?);
+    let mut config = common::test_config(&testkit::scratch_schema("outbox").await);
     config.redis_url = Some(redis_url());
     config.redis_key_prefix = prefix.clone();
     config.outbox.stream = stream.clone();

@@ -9,25 +9,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backend_adapters::redis::{RedisStore, RedisStoreConfig};
-use common::{
-    AsGateway, SlowStore, TestApp, buyer, nobody, ops, redis_prefix, redis_url, start_with,
-    test_config,
-};
+use common::{SlowStore, TestApp, start_with, test_config};
 use reservation_core::{BuyerId, IdempotencyKey, Qty, ReserveRequest, Sku, StockSnapshot};
 use serde_json::{Value, json};
+use testkit::{AsGateway, buyer, nobody, ops, redis_url, scratch_prefix};
 
 /// The service on a fresh schema with the Redis store behind a [`SlowStore`].
 async fn start() -> anyhow::Result<(TestApp, Arc<SlowStore>)> {
     let redis = RedisStore::connect(
         &redis_url(),
         RedisStoreConfig {
-            prefix: redis_prefix(),
+            prefix: scratch_prefix("edits"),
             ..RedisStoreConfig::default()
         },
     )
     .await?;
     let slow = Arc::new(SlowStore::new(Arc::new(redis)));
-    let db_url = common::postgres_url().await?;
+    let db_url = testkit::scratch_schema("edits").await;
     let app = start_with(test_config(&db_url), slow.clone()).await?;
     Ok((app, slow))
 }

@@ -10,14 +10,13 @@ use std::time::Duration;
 
 use backend_adapters::redis::{RedisStore, RedisStoreConfig};
 use backend_adapters::sql::Db;
-use common::{
-    AsGateway, TestApp, redis_prefix, redis_url, start_with, test_config, wipe_redis_prefix,
-};
+use common::{TestApp, start_with, test_config};
 use reservation_core::{
     BuyerId, Hold, HoldState, IdempotencyKey, Qty, ReservationClaims, ReservationStore,
     ReserveRequest, Sku,
 };
 use settlement::maintenance::{ReconcileOptions, reconcile, sweep};
+use testkit::{AsGateway, delete_keys_under, ops, redis_url, scratch_prefix};
 
 /// The Redis reservation store under this test's own key prefix.
 async fn store_under(prefix: &str) -> anyhow::Result<RedisStore> {
@@ -68,9 +67,9 @@ struct Rec {
 }
 
 async fn rec() -> anyhow::Result<Rec> {
-    let prefix = redis_prefix();
+    let prefix = scratch_prefix("reconcile");
     let store = store_under(&prefix).await?;
-    let db_url = common::postgres_url().await?;
+    let db_url = testkit::scratch_schema("reconcile").await;
     let app = start_with(test_config(&db_url), Arc::new(store.clone())).await?;
     app.put_product("REC", 10).await?;
     let redis = redis::Client::open(redis_url())?
@@ -90,9 +89,9 @@ async fn rec() -> anyhow::Result<Rec> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_resolves_confirming_and_repairs_counters_after_redis_lost_data()
 -> anyhow::Result<()> {
-    let prefix = redis_prefix();
+    let prefix = scratch_prefix("reconcile");
     let store = store_under(&prefix).await?;
-    let db_url = common::postgres_url().await?;
+    let db_url = testkit::scratch_schema("reconcile").await;
     let app = start_with(test_config(&db_url), Arc::new(store.clone())).await?;
     app.put_product("REC", 50).await?;
     let sku = Sku::parse("REC")?;
@@ -125,7 +124,7 @@ async fn reconcile_resolves_confirming_and_repairs_counters_after_redis_lost_dat
     assert_eq!((snap.sold, snap.available, snap.confirming), (9, 41, 0));
 
     // Redis loses every key of this test.
-    assert!(wipe_redis_prefix(&prefix).await? > 0);
+    assert!(delete_keys_under(&prefix).await > 0);
     let report = reconcile(&db, &store, None, resolve).await?;
     assert!(!report.ok);
     assert!(report.skus[0].store.is_none(), "{report:?}");
@@ -153,10 +152,10 @@ async fn reconcile_resolves_confirming_and_repairs_counters_after_redis_lost_dat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sweep_returns_due_holds_to_stock() -> anyhow::Result<()> {
-    let prefix = redis_prefix();
+    let prefix = scratch_prefix("reconcile");
     let store = store_under(&prefix).await?;
     let app = start_with(
-        test_config(&common::postgres_url().await?),
+        test_config(&testkit::scratch_schema("reconcile").await),
         Arc::new(store.clone()),
     )
     .await?;
@@ -176,9 +175,9 @@ async fn sweep_returns_due_holds_to_stock() -> anyhow::Result<()> {
 /// without anyone calling the sweeper.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_running_service_sweeps_under_its_leader_lease() -> anyhow::Result<()> {
-    let prefix = redis_prefix();
+    let prefix = scratch_prefix("reconcile");
     let store = store_under(&prefix).await?;
-    let mut config = test_config(&common::postgres_url().await?);
+    let mut config = test_config(&testkit::scratch_schema("reconcile").await);
     config.redis_url = Some(redis_url());
     config.redis_key_prefix = prefix.clone();
     config.outbox.stream = format!("{prefix}:events");
@@ -213,8 +212,8 @@ async fn a_cancel_before_the_gateway_finished_its_confirm_returns_the_units() ->
     use settlement::relay::relay_once;
     use settlement::{Metrics, OutboxSink, StoreEffects};
 
-    let store = store_under(&redis_prefix()).await?;
-    let db_url = common::postgres_url().await?;
+    let store = store_under(&scratch_prefix("reconcile")).await?;
+    let db_url = testkit::scratch_schema("reconcile").await;
     let app = start_with(test_config(&db_url), Arc::new(store.clone())).await?;
     app.put_product("REC", 10).await?;
     let sku = Sku::parse("REC")?;
@@ -266,9 +265,9 @@ async fn a_repair_never_undersells_nor_returns_a_cancellation_twice() -> anyhow:
     use settlement::relay::relay_once;
     use settlement::{Metrics, OutboxSink, StoreEffects};
 
-    let prefix = redis_prefix();
+    let prefix = scratch_prefix("reconcile");
     let store = store_under(&prefix).await?;
-    let db_url = common::postgres_url().await?;
+    let db_url = testkit::scratch_schema("reconcile").await;
     let app = start_with(test_config(&db_url), Arc::new(store.clone())).await?;
     app.put_product("REC", 10).await?;
     let sku = Sku::parse("REC")?;
@@ -452,7 +451,7 @@ async fn a_repair_racing_a_finish_or_a_return_keeps_the_counters_exact() -> anyh
     let report = reconcile(&db, &store, None, check).await?;
     assert!(report.ok, "{report:?}");
     app.running.shutdown().await;
-    wipe_redis_prefix(&prefix).await?;
+    delete_keys_under(&prefix).await;
     Ok(())
 }
 
@@ -466,7 +465,7 @@ async fn edit(app: &TestApp, total: i64, limit: i64, state: &str) -> anyhow::Res
             "name": "REC tee", "price_cents": 1999, "total_stock": total,
             "per_buyer_limit": limit, "max_per_order": 10, "sale_state": state
         }))
-        .send_as(&app.gateway, common::ops("olga"))
+        .send_as(&app.gateway, ops("olga"))
         .await?;
     anyhow::ensure!(response.status() == 200, "edit: {}", response.status());
     Ok(())
@@ -558,7 +557,7 @@ async fn an_ops_edit_during_a_repair_stands() -> anyhow::Result<()> {
         (40, 2, SaleState::OnSale)
     );
     app.running.shutdown().await;
-    wipe_redis_prefix(&prefix).await?;
+    delete_keys_under(&prefix).await;
     Ok(())
 }
 
@@ -622,7 +621,7 @@ async fn a_repair_waits_for_an_edit_between_its_store_write_and_its_commit() -> 
         (1, SaleState::Paused),
         "{snap:?}"
     );
-    wipe_redis_prefix(&prefix).await?;
+    delete_keys_under(&prefix).await;
     Ok(())
 }
 
@@ -634,7 +633,7 @@ async fn a_repair_waits_for_an_edit_between_its_store_write_and_its_commit() -> 
 async fn a_replica_that_does_not_lead_reports_lag_and_clears_stale_drift() -> anyhow::Result<()> {
     use backend_adapters::redis::lock::FencedLock;
 
-    let prefix = redis_prefix();
+    let prefix = scratch_prefix("reconcile");
     let store = store_under(&prefix).await?;
     // Another replica holds both leases for the whole test.
     let other = FencedLock::connect(&redis_url(), &prefix).await?;
@@ -644,7 +643,7 @@ async fn a_replica_that_does_not_lead_reports_lag_and_clears_stale_drift() -> an
             .await?;
         anyhow::ensure!(held.is_some(), "could not take {lease}");
     }
-    let mut config = test_config(&common::postgres_url().await?);
+    let mut config = test_config(&testkit::scratch_schema("reconcile").await);
     config.redis_url = Some(redis_url());
     config.redis_key_prefix = prefix.clone();
     config.outbox.stream = format!("{prefix}:events");

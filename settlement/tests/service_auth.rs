@@ -10,7 +10,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{AsGateway, TestApp, buyer, nobody, ops, start_with, test_config};
+use common::{TestApp, start_with, test_config};
 use reqwest::Method;
 use reservation_core::assertion::{
     ASSERTION_HEADER, AssertionClaims, AssertionSigner, Bound, GATEWAY_ISSUER, Identity, body_hash,
@@ -20,6 +20,7 @@ use reservation_core::{
     ReserveRequest, Sku, TokenSigner,
 };
 use serde_json::{Value, json};
+use testkit::{AsGateway, buyer, delete_keys_under, nobody, ops, redis_url, scratch_prefix};
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -102,7 +103,7 @@ struct World {
 }
 
 async fn world() -> anyhow::Result<World> {
-    let url = common::postgres_url().await?;
+    let url = testkit::scratch_schema("svcauth").await;
     world_with(test_config(&url)).await
 }
 
@@ -500,13 +501,13 @@ async fn a_captured_write_assertion_is_good_once() -> anyhow::Result<()> {
 /// every settlement replica refuses a replay, not only the one that served the original.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_captured_write_assertion_is_good_once_across_replicas() -> anyhow::Result<()> {
-    let mut config = test_config(&common::postgres_url().await?);
-    let prefix = common::redis_prefix();
-    config.redis_url = Some(common::redis_url());
+    let mut config = test_config(&testkit::scratch_schema("svcauth").await);
+    let prefix = scratch_prefix("svcauth");
+    config.redis_url = Some(redis_url());
     config.redis_key_prefix = prefix.clone();
     let w = world_with(config).await?;
     replays_are_refused(&w).await?;
-    let mut redis = redis::Client::open(common::redis_url())?
+    let mut redis = redis::Client::open(redis_url())?
         .get_multiplexed_async_connection()
         .await?;
     let used: Vec<String> = redis::cmd("KEYS")
@@ -514,7 +515,7 @@ async fn a_captured_write_assertion_is_good_once_across_replicas() -> anyhow::Re
         .query_async(&mut redis)
         .await?;
     assert!(!used.is_empty(), "no used assertion in Redis");
-    common::wipe_redis_prefix(&prefix).await?;
+    delete_keys_under(&prefix).await;
     Ok(())
 }
 

@@ -9,15 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use stockgate::config::Config;
-use testkit::{Idp, body, post_order, post_reservation, put_product};
-
-struct Stack {
-    all: Option<stockgate::all_in_one::AllInOne>,
-    idp: Idp,
-    http: reqwest::Client,
-    base: String,
-    data_dir: std::path::PathBuf,
-}
+use testkit::{RealStack, body};
 
 #[derive(Clone, Copy)]
 enum Backend {
@@ -26,44 +18,40 @@ enum Backend {
 }
 
 /// The stack on `backend`, `adjust`ed, with products LIST (10 units, 3 per buyer) and OTHER.
-async fn stack(backend: Backend, label: &str, adjust: impl FnOnce(&mut Config)) -> Stack {
-    let mut config = match backend {
-        Backend::Redis => {
-            let prefix = format!("sgtest:holds-{label}-{}", uuid::Uuid::new_v4().simple());
-            testkit::real_stack_config(label, &prefix).await.0
-        }
+async fn stack(backend: Backend, label: &str, adjust: impl FnOnce(&mut Config)) -> RealStack {
+    let stack = match backend {
+        Backend::Redis => RealStack::start(label, adjust).await,
         // No Redis or database URL: the in-memory store and an SQLite file in the data dir.
         Backend::Memory => {
-            let mut config = testkit::embedded_config();
-            config.gateway.limits.header_read_timeout_ms = 10_000;
-            config
+            RealStack::start_embedded(|config| {
+                config.gateway.limits.header_read_timeout_ms = 10_000;
+                adjust(config);
+            })
+            .await
         }
     };
-    adjust(&mut config);
-    let data_dir = config.gateway.data_dir.clone();
-    let (all, idp) = testkit::start_real_stack(config).await;
-    let http = reqwest::Client::new();
-    let base = format!("http://{}", all.public_addr());
-    let ops = idp.ops_token("olga");
     for sku in ["LIST", "OTHER"] {
         let product = json!({"name": format!("{sku} tee"), "price_cents": 1500,
             "total_stock": 10, "per_buyer_limit": 3, "sale_state": "on_sale"});
-        let (status, answer) = put_product(&http, &base, &ops, sku, &product).await;
+        let (status, answer) = stack.put_product(sku, &product).await;
         assert_eq!(status, 201, "{answer}");
     }
-    Stack {
-        all: Some(all),
-        idp,
-        http,
-        base,
-        data_dir,
-    }
+    stack
 }
 
-impl Stack {
-    async fn reserve(&self, buyer: &str, key: &str, sku: &str) -> Value {
+/// What these tests do through the stack: one unit held, listed, confirmed or released.
+trait Holds {
+    async fn hold_one(&self, buyer: &str, key: &str, sku: &str) -> Value;
+    async fn list_raw(&self, token: Option<&str>, query: &str) -> reqwest::Response;
+    async fn list(&self, buyer: &str, sku: &str) -> Vec<Value>;
+    async fn confirm_listed(&self, buyer: &str, reservation_token: &Value) -> (u16, Value);
+    async fn release(&self, buyer: &str, hold: &Value);
+}
+
+impl Holds for RealStack {
+    async fn hold_one(&self, buyer: &str, key: &str, sku: &str) -> Value {
         let token = self.idp.token(buyer);
-        let (status, hold) = post_reservation(&self.http, &self.base, &token, key, sku, 1).await;
+        let (status, hold) = self.reserve(&token, key, sku, 1).await;
         assert_eq!(status, 201, "{hold}");
         hold
     }
@@ -95,10 +83,10 @@ impl Stack {
         list["holds"].as_array().unwrap().clone()
     }
 
-    async fn confirm(&self, buyer: &str, reservation_token: &Value) -> (u16, Value) {
+    async fn confirm_listed(&self, buyer: &str, reservation_token: &Value) -> (u16, Value) {
         let token = self.idp.token(buyer);
         let reservation_token = reservation_token.as_str().unwrap();
-        post_order(&self.http, &self.base, &token, "c1", reservation_token).await
+        self.confirm(&token, "c1", reservation_token).await
     }
 
     async fn release(&self, buyer: &str, hold: &Value) {
@@ -111,13 +99,6 @@ impl Stack {
             .await
             .unwrap();
         assert_eq!(response.status(), 204);
-    }
-
-    async fn shutdown(mut self) {
-        if let Some(all) = self.all.take() {
-            all.shutdown().await;
-        }
-        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
 
@@ -132,13 +113,13 @@ fn ids(holds: &[Value]) -> Vec<&str> {
 /// one; each with the fields of the reserve's answer, and a token that confirms.
 async fn own_open_holds_and_a_token_that_confirms(backend: Backend, label: &str) {
     let stack = stack(backend, label, |_| {}).await;
-    let kept = stack.reserve("alice", "k1", "LIST").await;
-    let released = stack.reserve("alice", "k2", "LIST").await;
-    let confirmed = stack.reserve("alice", "k3", "LIST").await;
-    let bobs = stack.reserve("bob", "k1", "LIST").await;
-    stack.reserve("alice", "k4", "OTHER").await;
+    let kept = stack.hold_one("alice", "k1", "LIST").await;
+    let released = stack.hold_one("alice", "k2", "LIST").await;
+    let confirmed = stack.hold_one("alice", "k3", "LIST").await;
+    let bobs = stack.hold_one("bob", "k1", "LIST").await;
+    stack.hold_one("alice", "k4", "OTHER").await;
     stack.release("alice", &released).await;
-    let (status, order) = stack.confirm("alice", &confirmed["token"]).await;
+    let (status, order) = stack.confirm_listed("alice", &confirmed["token"]).await;
     assert_eq!(status, 201, "{order}");
 
     let listed = stack.list("alice", "LIST").await;
@@ -152,7 +133,7 @@ async fn own_open_holds_and_a_token_that_confirms(backend: Backend, label: &str)
     assert_eq!(stack.list("carol", "LIST").await, Vec::<Value>::new());
 
     // The listed token confirms (what a reloaded page does), and the hold leaves the list.
-    let (status, order) = stack.confirm("alice", &hold["token"]).await;
+    let (status, order) = stack.confirm_listed("alice", &hold["token"]).await;
     assert_eq!(status, 201, "{order}");
     assert_eq!(order["reservation_id"], kept["reservation_id"]);
     assert_eq!(stack.list("alice", "LIST").await, Vec::<Value>::new());
@@ -166,7 +147,7 @@ async fn expired_holds_are_not_listed(backend: Backend, label: &str) {
         config.gateway.reservations.hold_ttl_secs = 1;
     })
     .await;
-    let hold = stack.reserve("alice", "k1", "LIST").await;
+    let hold = stack.hold_one("alice", "k1", "LIST").await;
     assert_eq!(
         ids(&stack.list("alice", "LIST").await),
         ids(std::slice::from_ref(&hold))

@@ -6,34 +6,26 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use stockgate::all_in_one::AllInOne;
+use testkit::{AsGateway, RealStack, ops};
 
-/// Creates `HOT` (no `if_match`) or changes the version `if_match` names.
-async fn put_price(
-    all: &AllInOne,
-    http: &reqwest::Client,
-    settlement: &str,
-    price_cents: i64,
-    if_match: Option<&str>,
-) {
-    let mut request = http.put(format!("{settlement}/api/v1/admin/products/HOT"));
+/// Creates `HOT` (no `if_match`) or changes the version `if_match` names, at the settlement.
+async fn put_price(stack: &RealStack, price_cents: i64, if_match: Option<&str>) {
+    let settlement = format!("http://{}", stack.all().settlement.addr);
+    let mut request = stack
+        .http
+        .put(format!("{settlement}/api/v1/admin/products/HOT"));
     if let Some(tag) = if_match {
         request = request.header("if-match", tag);
     }
     // As a gateway sends it (this one's key: settlement serves nobody else).
-    let mut request = request
+    let response = request
         .json(
             &json!({"name": "Hot", "price_cents": price_cents, "total_stock": 10,
                       "per_buyer_limit": 2, "sale_state": "on_sale"}),
         )
-        .build()
+        .send_as(&stack.shared().assertions, ops("olga"))
+        .await
         .unwrap();
-    let olga = reservation_core::assertion::Identity {
-        sub: Some("olga".into()),
-        roles: vec!["ops".into()],
-    };
-    gateway::service_auth::sign_request(&all.shared.assertions, &mut request, &olga).unwrap();
-    let response = http.execute(request).await.unwrap();
     assert!(
         response.status().is_success(),
         "{:?}",
@@ -49,34 +41,19 @@ async fn price(http: &reqwest::Client, url: &str) -> (i64, String) {
     (product["price_cents"].as_i64().unwrap(), status)
 }
 
-/// The real stack on PostgreSQL and Redis under a private prefix, with `HOT` created at 1999
-/// and its creation event passed: (the stack, its data dir, the settlement's and the
-/// gateway's base URLs).
-async fn start_stack() -> (AllInOne, std::path::PathBuf, String, String) {
-    start_stack_under(&format!("gwcache-{}", uuid::Uuid::new_v4().simple())).await
-}
-
-/// [`start_stack`] under `prefix` (the events stream is `<prefix>:events`).
-async fn start_stack_under(prefix: &str) -> (AllInOne, std::path::PathBuf, String, String) {
-    let (mut config, _) = testkit::real_stack_config("gwcache", prefix).await;
-    config.settlement.outbox.stream = format!("{prefix}:events");
-    // Long enough that expiry cannot be what makes the change visible.
-    config.gateway.cache.ttl_secs = 300;
-    let data_dir = config.gateway.data_dir.clone();
-    let (all, _idp) = testkit::start_real_stack(config).await;
-    let settlement = format!("http://{}", all.settlement.addr);
-    let base = format!("http://{}", all.public_addr());
-    put_price(&all, &reqwest::Client::new(), &settlement, 1999, None).await;
+/// The real stack on PostgreSQL and Redis under a private prefix (the events stream is
+/// `<prefix>:events`), with `HOT` created at 1999 and its creation event passed.
+async fn start_stack() -> RealStack {
+    let stack = RealStack::start("gwcache", |config| {
+        config.settlement.outbox.stream = format!("{}:events", config.gateway.redis_key_prefix);
+        // Long enough that expiry cannot be what makes the change visible.
+        config.gateway.cache.ttl_secs = 300;
+    })
+    .await;
+    put_price(&stack, 1999, None).await;
     // Let the creation event pass before warming the cache.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    (all, data_dir, settlement, base)
-}
-
-async fn stop_stack(all: AllInOne, data_dir: std::path::PathBuf) {
-    let gateway = all.gateway;
-    let _ = tokio::task::spawn_blocking(move || gateway.shutdown()).await;
-    all.settlement.shutdown().await;
-    let _ = std::fs::remove_dir_all(data_dir);
+    stack
 }
 
 /// Polls `url` until it shows `price_cents`, for at most 3 s; returns how long that took.
@@ -97,62 +74,60 @@ async fn wait_for_price(http: &reqwest::Client, url: &str, price_cents: i64) -> 
 /// no group (before the fix: `<prefix>-gateway-<pod>`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_follows_the_stream_without_leaving_a_consumer_group() {
-    let prefix = format!("gwcache-{}", uuid::Uuid::new_v4().simple());
-    let (all, data_dir, settlement, base) = start_stack_under(&prefix).await;
-    let http = reqwest::Client::new();
-    let product_url = format!("{base}/api/v1/products/HOT");
-    assert_eq!(price(&http, &product_url).await.0, 1999);
-    put_price(&all, &http, &settlement, 2599, Some("\"1\"")).await;
-    wait_for_price(&http, &product_url, 2599).await;
+    let stack = start_stack().await;
+    let http = &stack.http;
+    let product_url = stack.url("/api/v1/products/HOT");
+    assert_eq!(price(http, &product_url).await.0, 1999);
+    put_price(&stack, 2599, Some("\"1\"")).await;
+    wait_for_price(http, &product_url, 2599).await;
 
-    let stream = format!("{prefix}:events");
-    let client = redis::Client::open(testkit::redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let stream = &stack.config.settlement.outbox.stream;
     let groups: Vec<redis::Value> = redis::cmd("XINFO")
         .arg("GROUPS")
-        .arg(&stream)
-        .query_async(&mut conn)
+        .arg(stream)
+        .query_async(&mut stack.redis())
         .await
         .unwrap();
     assert!(
         groups.is_empty(),
         "consumer groups left on {stream}: {groups:?}"
     );
-    stop_stack(all, data_dir).await;
+    stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_price_update_reaches_the_cache_through_the_outbox_within_a_second() {
-    let (all, data_dir, settlement, base) = start_stack().await;
-    let http = reqwest::Client::new();
-    let product_url = format!("{base}/api/v1/products/HOT");
-    assert_eq!(price(&http, &product_url).await.0, 1999);
-    let (cached, status) = price(&http, &product_url).await;
+    let stack = start_stack().await;
+    let http = &stack.http;
+    let product_url = stack.url("/api/v1/products/HOT");
+    assert_eq!(price(http, &product_url).await.0, 1999);
+    let (cached, status) = price(http, &product_url).await;
     assert_eq!(cached, 1999);
     assert!(status.contains("hit"), "{status}");
 
-    put_price(&all, &http, &settlement, 2499, Some("\"1\"")).await;
-    let took = wait_for_price(&http, &product_url, 2499).await;
+    put_price(&stack, 2499, Some("\"1\"")).await;
+    let took = wait_for_price(http, &product_url, 2499).await;
     assert!(took < Duration::from_secs(1), "visible after {took:?}");
-    assert!(all.shared.metrics.cache_count("hit") >= 1);
-    stop_stack(all, data_dir).await;
+    assert!(stack.metrics().cache_count("hit") >= 1);
+    stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_update_event_drops_a_copy_first_fetched_percent_encoded() {
-    let (all, data_dir, settlement, base) = start_stack().await;
-    let http = reqwest::Client::new();
+    let stack = start_stack().await;
+    let http = &stack.http;
     // First fetched as `%48OT`; `/HOT` and `H%4FT` read the same copy.
-    let encoded = format!("{base}/api/v1/products/%48OT");
-    assert_eq!(price(&http, &encoded).await.0, 1999);
+    let encoded = stack.url("/api/v1/products/%48OT");
+    assert_eq!(price(http, &encoded).await.0, 1999);
     for spelling in ["HOT", "H%4FT"] {
-        let (cached, status) = price(&http, &format!("{base}/api/v1/products/{spelling}")).await;
+        let (cached, status) =
+            price(http, &stack.url(&format!("/api/v1/products/{spelling}"))).await;
         assert_eq!(cached, 1999);
         assert!(status.contains("hit"), "{spelling}: {status}");
     }
     // The event names `HOT`; the copy fetched as `%48OT` is that key.
-    put_price(&all, &http, &settlement, 2499, Some("\"1\"")).await;
-    let took = wait_for_price(&http, &encoded, 2499).await;
+    put_price(&stack, 2499, Some("\"1\"")).await;
+    let took = wait_for_price(http, &encoded, 2499).await;
     assert!(took < Duration::from_secs(1), "visible after {took:?}");
-    stop_stack(all, data_dir).await;
+    stack.shutdown().await;
 }

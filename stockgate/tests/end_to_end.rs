@@ -6,94 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backend_adapters::sql::Db;
-use reservation_core::Sku;
-use serde_json::{Value, json};
-use stockgate::all_in_one::AllInOne;
-use stockgate::config::Config;
-use testkit::{Idp, body};
-
-struct World {
-    all: Option<AllInOne>,
-    base: String,
-    http: reqwest::Client,
-    idp: Idp,
-    database_url: String,
-    data_dir: std::path::PathBuf,
-}
-
-impl World {
-    async fn start(adjust: impl FnOnce(&mut Config)) -> World {
-        let prefix = format!("gwtest-{}", uuid::Uuid::new_v4().simple());
-        let (mut config, database_url) = testkit::real_stack_config("gw", &prefix).await;
-        adjust(&mut config);
-        let data_dir = config.gateway.data_dir.clone();
-        let (all, idp) = testkit::start_real_stack(config).await;
-        World {
-            base: format!("http://{}", all.public_addr()),
-            all: Some(all),
-            http: reqwest::Client::new(),
-            idp,
-            database_url,
-            data_dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn put_product(&self, sku: &str, total_stock: i64, limit: i64) {
-        let product = json!({"name": sku, "price_cents": 1999, "total_stock": total_stock,
-                             "per_buyer_limit": limit, "sale_state": "on_sale"});
-        let ops = self.idp.ops_token("olga");
-        let (status, product) =
-            testkit::put_product(&self.http, &self.base, &ops, sku, &product).await;
-        assert!(status == 200 || status == 201, "{product}");
-    }
-
-    async fn reserve(&self, token: &str, key: &str, sku: &str, qty: u32) -> (u16, Value) {
-        testkit::post_reservation(&self.http, &self.base, token, key, sku, qty).await
-    }
-
-    async fn confirm(&self, token: &str, reservation_token: &str) -> (u16, Value) {
-        let key = uuid::Uuid::new_v4().to_string();
-        testkit::post_order(&self.http, &self.base, token, &key, reservation_token).await
-    }
-
-    async fn stock(&self, sku: &str) -> reservation_core::StockSnapshot {
-        let all = self.all.as_ref().unwrap();
-        all.shared
-            .store
-            .snapshot(&Sku::parse(sku).unwrap())
-            .await
-            .unwrap()
-    }
-
-    async fn sql_orders(&self, sku: &str) -> i64 {
-        let db = Db::connect(&self.database_url, 1).await.unwrap();
-        let count: i64 = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM orders WHERE sku = '{sku}' AND status <> 'cancelled'"
-        )))
-        .fetch_one(db.pool())
-        .await
-        .unwrap();
-        db.close().await;
-        count
-    }
-
-    async fn shutdown(mut self) {
-        if let Some(all) = self.all.take() {
-            all.shutdown().await;
-        }
-        let _ = std::fs::remove_dir_all(&self.data_dir);
-    }
-}
+use serde_json::json;
+use testkit::{RealStack, body, fresh_key};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reserve_confirm_order_with_replays_on_redis_and_postgres() {
-    let world = World::start(|_| {}).await;
-    world.put_product("HOT", 10, 3).await;
+    let world = RealStack::start("gw", |_| {}).await;
+    world.add_product("HOT", 10, 3).await;
     let alice = world.idp.token("alice");
 
     let (status, products) = body(
@@ -114,14 +33,14 @@ async fn reserve_confirm_order_with_replays_on_redis_and_postgres() {
     assert_eq!((status, &replay), (200, &created));
 
     let token = created["token"].as_str().unwrap();
-    let (status, order) = world.confirm(&alice, token).await;
+    let (status, order) = world.confirm(&alice, &fresh_key(), token).await;
     assert_eq!(status, 201, "{order}");
     assert_eq!(order["reservation_id"], created["reservation_id"]);
     assert_eq!(
         (order["qty"].as_u64(), order["status"].as_str()),
         (Some(2), Some("confirmed"))
     );
-    let (status, again) = world.confirm(&alice, token).await;
+    let (status, again) = world.confirm(&alice, &fresh_key(), token).await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["order_id"], order["order_id"]);
 
@@ -162,21 +81,21 @@ async fn reserve_confirm_order_with_replays_on_redis_and_postgres() {
         ),
         (8, 0, 0, 2)
     );
-    assert_eq!(world.sql_orders("HOT").await, 1);
+    assert_eq!(world.orders_of_sku("HOT").await, 1);
     world.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_release_and_foreign_tokens() {
-    let world = World::start(|c| c.gateway.reservations.hold_ttl_secs = 1).await;
-    world.put_product("HOT", 10, 5).await;
+    let world = RealStack::start("gw", |c| c.gateway.reservations.hold_ttl_secs = 1).await;
+    world.add_product("HOT", 10, 5).await;
     let (alice, mallory) = (world.idp.token("alice"), world.idp.token("mallory"));
 
     // Expired hold, then confirm: 410 and the units are back.
     let (_, short) = world.reserve(&alice, "k-exp", "HOT", 2).await;
     tokio::time::sleep(Duration::from_millis(2_100)).await;
     let (status, problem) = world
-        .confirm(&alice, short["token"].as_str().unwrap())
+        .confirm(&alice, &fresh_key(), short["token"].as_str().unwrap())
         .await;
     assert_eq!(
         (status, problem["code"].as_str()),
@@ -189,7 +108,7 @@ async fn expiry_release_and_foreign_tokens() {
     let (_, held) = world.reserve(&alice, "k-held", "HOT", 1).await;
     let before = world.stock("HOT").await;
     let (status, _) = world
-        .confirm(&mallory, held["token"].as_str().unwrap())
+        .confirm(&mallory, &fresh_key(), held["token"].as_str().unwrap())
         .await;
     assert_eq!(status, 403);
     assert_eq!(world.stock("HOT").await, before);
@@ -205,14 +124,15 @@ async fn expiry_release_and_foreign_tokens() {
         .unwrap();
     assert_eq!(response.status(), 204);
     assert_eq!(world.stock("HOT").await.available, 10);
-    assert_eq!(world.sql_orders("HOT").await, 0);
+    assert_eq!(world.orders_of_sku("HOT").await, 0);
     world.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_buyers_on_fifty_units_make_exactly_fifty_orders() {
-    let world = Arc::new(World::start(|c| c.gateway.reservations.hold_ttl_secs = 60).await);
-    world.put_product("DROP", 50, 1).await;
+    let world =
+        Arc::new(RealStack::start("gw", |c| c.gateway.reservations.hold_ttl_secs = 60).await);
+    world.add_product("DROP", 50, 1).await;
     let mut tasks = Vec::new();
     for i in 0..200 {
         let world = world.clone();
@@ -224,7 +144,7 @@ async fn two_hundred_buyers_on_fifty_units_make_exactly_fifty_orders() {
                 return 0;
             }
             let (status, order) = world
-                .confirm(&token, reservation["token"].as_str().unwrap())
+                .confirm(&token, &fresh_key(), reservation["token"].as_str().unwrap())
                 .await;
             assert_eq!(status, 201, "{order}");
             1
@@ -235,7 +155,7 @@ async fn two_hundred_buyers_on_fifty_units_make_exactly_fifty_orders() {
         orders += task.await.unwrap();
     }
     assert_eq!(orders, 50);
-    assert_eq!(world.sql_orders("DROP").await, 50);
+    assert_eq!(world.orders_of_sku("DROP").await, 50);
     let snapshot = world.stock("DROP").await;
     assert_eq!(
         (
@@ -258,8 +178,8 @@ async fn two_hundred_buyers_on_fifty_units_make_exactly_fifty_orders() {
 /// editor saw a stale copy) — drops the cached page, so the next read is SQL's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ops_edits_through_the_gateway_need_the_version_and_drop_cached_pages() {
-    let world = World::start(|c| c.gateway.cache.ttl_secs = 300).await;
-    world.put_product("EDIT", 10, 3).await;
+    let world = RealStack::start("gw", |c| c.gateway.cache.ttl_secs = 300).await;
+    world.add_product("EDIT", 10, 3).await;
     let ops = world.idp.ops_token("olga");
     let page = || async {
         let response = world

@@ -11,59 +11,47 @@
 
 use std::time::Duration;
 
-use reservation_core::Sku;
 use serde_json::{Value, json};
-use testkit::{body, post_order, post_reservation, put_product};
+use testkit::{RealStack, body, post_order};
 
 const BUYERS: usize = 20;
 
-struct Sale {
-    all: stockgate::all_in_one::AllInOne,
-    idp: testkit::Idp,
-    http: reqwest::Client,
-    base: String,
-    db: backend_adapters::sql::Db,
-}
-
 /// The real stack with the reconciler every 20 ms and the given grace, a 100 ms group-commit
 /// wait, and product LATE (100 units, 1 per buyer).
-async fn sale(label: &str, grace_ms: u64) -> Sale {
-    let prefix = format!("late-{label}-{}", uuid::Uuid::new_v4().simple());
-    let (mut config, database_url) = testkit::real_stack_config(label, &prefix).await;
-    let maintenance = &mut config.settlement.maintenance;
-    maintenance.enabled = true;
-    maintenance.reconcile_interval_ms = 20;
-    maintenance.sweep_interval_ms = 20;
-    maintenance.confirming_grace_ms = grace_ms;
-    config.settlement.group_commit.max_wait_us = 100_000;
-    let (all, idp) = testkit::start_real_stack(config).await;
-    let http = reqwest::Client::new();
-    let base = format!("http://{}", all.public_addr());
+async fn sale(label: &str, grace_ms: u64) -> RealStack {
+    let sale = RealStack::start(label, |config| {
+        let maintenance = &mut config.settlement.maintenance;
+        maintenance.enabled = true;
+        maintenance.reconcile_interval_ms = 20;
+        maintenance.sweep_interval_ms = 20;
+        maintenance.confirming_grace_ms = grace_ms;
+        config.settlement.group_commit.max_wait_us = 100_000;
+    })
+    .await;
     let product = json!({"name": "Late tee", "price_cents": 1500, "total_stock": 100,
         "per_buyer_limit": 1, "sale_state": "on_sale"});
-    let (status, _) = put_product(&http, &base, &idp.ops_token("olga"), "LATE", &product).await;
+    let (status, _) = sale.put_product("LATE", &product).await;
     assert!(status == 201 || status == 200, "product: {status}");
-    let db = backend_adapters::sql::Db::connect(&database_url, 2)
-        .await
-        .unwrap();
-    Sale {
-        all,
-        idp,
-        http,
-        base,
-        db,
-    }
+    sale
 }
 
-impl Sale {
+/// The sale's buyers, all at once, and what each of them sees.
+trait Sale {
+    async fn reserve_all(&self) -> Vec<(String, Value)>;
+    async fn confirm_all(&self, holds: &[(String, Value)]) -> Vec<u16>;
+    async fn hold_state(&self, buyer: &str, hold: &Value) -> String;
+    async fn sql_sold(&self) -> i64;
+    async fn let_maintenance_run(&self);
+}
+
+impl Sale for RealStack {
     /// Every buyer reserves one unit; returns (buyer, reservation) in order.
     async fn reserve_all(&self) -> Vec<(String, Value)> {
         let mut holds = Vec::new();
         for i in 0..BUYERS {
             let buyer = format!("slow{i}");
             let token = self.idp.token(&buyer);
-            let (status, hold) =
-                post_reservation(&self.http, &self.base, &token, "r1", "LATE", 1).await;
+            let (status, hold) = self.reserve(&token, "r1", "LATE", 1).await;
             assert_eq!(status, 201, "{hold}");
             holds.push((buyer, hold));
         }
@@ -107,14 +95,6 @@ impl Sale {
         view["state"].as_str().unwrap().to_owned()
     }
 
-    async fn sql_orders(&self, reservation_id: &str) -> i64 {
-        sqlx::query_scalar("SELECT CAST(COUNT(*) AS BIGINT) FROM orders WHERE reservation_id = $1")
-            .bind(reservation_id)
-            .fetch_one(self.db.pool())
-            .await
-            .unwrap()
-    }
-
     async fn sql_sold(&self) -> i64 {
         sqlx::query_scalar("SELECT sold FROM products WHERE sku = 'LATE'")
             .fetch_one(self.db.pool())
@@ -125,15 +105,6 @@ impl Sale {
     /// Lets the reconciler run many times over whatever is left `confirming`.
     async fn let_maintenance_run(&self) {
         tokio::time::sleep(Duration::from_millis(400)).await;
-    }
-
-    async fn counters(&self) -> reservation_core::StockSnapshot {
-        self.all
-            .shared
-            .store
-            .snapshot(&Sku::parse("LATE").unwrap())
-            .await
-            .unwrap()
     }
 }
 
@@ -153,20 +124,19 @@ async fn confirms_made_after_the_grace_are_never_undone_by_the_reconciler() {
     for (buyer, hold) in &holds {
         assert_eq!(sale.hold_state(buyer, hold).await, "confirmed", "{buyer}");
     }
-    let snap = sale.counters().await;
+    let snap = sale.stock("LATE").await;
     assert_eq!((snap.sold, snap.available, snap.confirming), (20, 80, 0));
     assert_eq!(sale.sql_sold().await, 20);
     // The limit of 1 holds: nobody buys a second unit.
     for (buyer, _) in holds.iter().take(3) {
         let token = sale.idp.token(buyer);
-        let (status, problem) =
-            post_reservation(&sale.http, &sale.base, &token, "r2", "LATE", 1).await;
+        let (status, problem) = sale.reserve(&token, "r2", "LATE", 1).await;
         assert_eq!(
             (status, problem["code"].as_str()),
             (422, Some("purchase_limit"))
         );
     }
-    sale.all.shutdown().await;
+    sale.shutdown().await;
 }
 
 /// With no grace at all every confirm races the reconciler; SQL decides each one, and the
@@ -182,7 +152,7 @@ async fn a_reconciler_without_grace_never_releases_a_committed_confirm() {
     for ((buyer, hold), status) in holds.iter().zip(&answers) {
         let id = hold["reservation_id"].as_str().unwrap();
         let state = sale.hold_state(buyer, hold).await;
-        let orders = sale.sql_orders(id).await;
+        let orders = sale.orders_of_reservation(id).await;
         match status {
             201 => {
                 created += 1;
@@ -193,10 +163,10 @@ async fn a_reconciler_without_grace_never_releases_a_committed_confirm() {
             other => panic!("{buyer}: confirm answered {other}"),
         }
     }
-    let snap = sale.counters().await;
+    let snap = sale.stock("LATE").await;
     assert_eq!(snap.sold as i64, created);
     assert_eq!(sale.sql_sold().await, created);
     assert_eq!((snap.confirming, snap.held), (0, 0));
     assert!(snap.is_balanced(), "{snap:?}");
-    sale.all.shutdown().await;
+    sale.shutdown().await;
 }

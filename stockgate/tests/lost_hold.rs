@@ -11,69 +11,53 @@
 
 use serde_json::{Value, json};
 use sqlx::Row;
-use testkit::{post_order, post_reservation, put_product};
+use testkit::RealStack;
 
-struct Stack {
-    all: stockgate::all_in_one::AllInOne,
-    idp: testkit::Idp,
-    http: reqwest::Client,
-    base: String,
-    prefix: String,
-    db: backend_adapters::sql::Db,
-}
-
-async fn stack(label: &str) -> Stack {
+async fn stack(label: &str) -> RealStack {
     stack_with(label, |_| {}).await
 }
 
-async fn stack_with(label: &str, adjust: impl FnOnce(&mut stockgate::config::Config)) -> Stack {
-    let prefix = format!("sgtest:lost-{label}-{}", uuid::Uuid::new_v4().simple());
-    let (mut config, database_url) = testkit::real_stack_config(label, &prefix).await;
-    adjust(&mut config);
-    let (all, idp) = testkit::start_real_stack(config).await;
-    let http = reqwest::Client::new();
-    let base = format!("http://{}", all.public_addr());
+/// The real stack, `adjust`ed, with product LOST (10 units, 2 per buyer).
+async fn stack_with(label: &str, adjust: impl FnOnce(&mut stockgate::config::Config)) -> RealStack {
+    let stack = RealStack::start(label, adjust).await;
     let product = json!({"name": "Lost tee", "price_cents": 1500, "total_stock": 10,
         "per_buyer_limit": 2, "sale_state": "on_sale"});
-    let (status, _) = put_product(&http, &base, &idp.ops_token("olga"), "LOST", &product).await;
+    let (status, _) = stack.put_product("LOST", &product).await;
     assert!(status == 201 || status == 200, "product: {status}");
-    let db = backend_adapters::sql::Db::connect(&database_url, 2)
-        .await
-        .unwrap();
-    Stack {
-        all,
-        idp,
-        http,
-        base,
-        prefix,
-        db,
-    }
+    stack
 }
 
-impl Stack {
-    async fn reserve(&self, buyer: &str) -> Value {
+/// A buyer's one hold of LOST, its confirm, its loss, and what SQL and settlement say of it.
+trait LostHold {
+    async fn hold_lost(&self, buyer: &str) -> Value;
+    async fn confirm_hold(&self, buyer: &str, hold: &Value) -> (u16, Value);
+    async fn lose_hold(&self, hold: &Value);
+    fn settle_calls(&self) -> u64;
+    async fn orders_of(&self, hold: &Value) -> i64;
+    async fn fate(&self, hold: &Value) -> Option<(String, String)>;
+}
+
+impl LostHold for RealStack {
+    async fn hold_lost(&self, buyer: &str) -> Value {
         let token = self.idp.token(buyer);
-        let (status, hold) =
-            post_reservation(&self.http, &self.base, &token, "k1", "LOST", 1).await;
+        let (status, hold) = self.reserve(&token, "k1", "LOST", 1).await;
         assert_eq!(status, 201, "{hold}");
         hold
     }
 
-    async fn confirm(&self, buyer: &str, hold: &Value) -> (u16, Value) {
+    async fn confirm_hold(&self, buyer: &str, hold: &Value) -> (u16, Value) {
         let token = self.idp.token(buyer);
         let reservation_token = hold["token"].as_str().unwrap();
-        post_order(&self.http, &self.base, &token, "c1", reservation_token).await
+        self.confirm(&token, "c1", reservation_token).await
     }
 
     /// What a failover to a replica that missed the hold leaves: no hold record.
     async fn lose_hold(&self, hold: &Value) {
         let rid = hold["reservation_id"].as_str().unwrap();
-        let key = format!("{}:{{LOST}}:hold:{rid}", self.prefix);
-        let client = redis::Client::open(testkit::redis_url()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let key = self.sku_key("LOST", &format!("hold:{rid}"));
         let deleted: u64 = redis::cmd("DEL")
             .arg(&key)
-            .query_async(&mut conn)
+            .query_async(&mut self.redis())
             .await
             .unwrap();
         assert_eq!(deleted, 1, "hold key {key}");
@@ -82,7 +66,7 @@ impl Stack {
     /// Requests settlement's `POST /internal/settlements` has answered, whatever the outcome
     /// (the fate route is not one of them).
     fn settle_calls(&self) -> u64 {
-        let settlements = &self.all.settlement.metrics.settlements;
+        let settlements = &self.all().settlement.metrics.settlements;
         [
             "created",
             "existing",
@@ -100,12 +84,8 @@ impl Stack {
     }
 
     async fn orders_of(&self, hold: &Value) -> i64 {
-        sqlx::query("SELECT COUNT(*) AS n FROM orders WHERE reservation_id = $1")
-            .bind(hold["reservation_id"].as_str().unwrap())
-            .fetch_one(self.db.pool())
+        self.orders_of_reservation(hold["reservation_id"].as_str().unwrap())
             .await
-            .unwrap()
-            .get("n")
     }
 
     async fn fate(&self, hold: &Value) -> Option<(String, String)> {
@@ -122,13 +102,13 @@ impl Stack {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_confirm_whose_hold_was_lost_after_its_commit_gets_the_order() {
     let s = stack("lostordered").await;
-    let hold = s.reserve("ann").await;
-    let (status, first) = s.confirm("ann", &hold).await;
+    let hold = s.hold_lost("ann").await;
+    let (status, first) = s.confirm_hold("ann", &hold).await;
     assert_eq!(status, 201, "{first}");
     s.lose_hold(&hold).await;
 
     // The retry of a confirm whose answer was lost: the order, as a replay answers it.
-    let (status, again) = s.confirm("ann", &hold).await;
+    let (status, again) = s.confirm_hold("ann", &hold).await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["order_id"], first["order_id"]);
     assert_eq!(again["reservation_id"], hold["reservation_id"]);
@@ -138,33 +118,29 @@ async fn a_confirm_whose_hold_was_lost_after_its_commit_gets_the_order() {
     );
 
     // Someone else's token is still refused before anything is decided.
-    let (status, foreign) = s.confirm("bob", &hold).await;
+    let (status, foreign) = s.confirm_hold("bob", &hold).await;
     assert_eq!(status, 403, "{foreign}");
+    s.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_confirm_whose_hold_was_lost_before_any_commit_is_410_and_released_in_sql() {
     let s = stack("lostreleased").await;
-    let hold = s.reserve("cat").await;
+    let hold = s.hold_lost("cat").await;
     s.lose_hold(&hold).await;
 
-    let (status, gone) = s.confirm("cat", &hold).await;
+    let (status, gone) = s.confirm_hold("cat", &hold).await;
     assert_eq!(status, 410, "{gone}");
     assert_eq!(gone["code"], "reservation_expired", "{gone}");
     assert_eq!(
         s.fate(&hold).await,
         Some(("released".into(), "lost_hold".into()))
     );
-    let orders: i64 = sqlx::query("SELECT COUNT(*) AS n FROM orders WHERE reservation_id = $1")
-        .bind(hold["reservation_id"].as_str().unwrap())
-        .fetch_one(s.db.pool())
-        .await
-        .unwrap()
-        .get("n");
-    assert_eq!(orders, 0);
+    assert_eq!(s.orders_of(&hold).await, 0);
     // Asked again: the same answer, nothing changes.
-    let (status, _) = s.confirm("cat", &hold).await;
+    let (status, _) = s.confirm_hold("cat", &hold).await;
     assert_eq!(status, 410);
+    s.shutdown().await;
 }
 
 /// Issue 13: a confirm whose reservation token has expired and whose hold is gone from the
@@ -176,9 +152,9 @@ async fn a_confirm_whose_hold_was_lost_before_any_commit_is_410_and_released_in_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_confirm_whose_hold_is_gone_is_410_and_never_settles() {
     let s = stack_with("lostexpired", |c| c.gateway.reservations.hold_ttl_secs = 1).await;
-    let gone = s.reserve("dan").await;
-    let ordered = s.reserve("eve").await;
-    let (status, first) = s.confirm("eve", &ordered).await;
+    let gone = s.hold_lost("dan").await;
+    let ordered = s.hold_lost("eve").await;
+    let (status, first) = s.confirm_hold("eve", &ordered).await;
     assert_eq!(status, 201, "{first}");
     let settles_before = s.settle_calls();
     // Past the hold's expiry and the reservation token's leeway; then the holds are gone.
@@ -221,7 +197,7 @@ async fn an_expired_confirm_whose_hold_is_gone_is_410_and_never_settles() {
     );
 
     // The same path finds the order an earlier try placed: 200, as a replay.
-    let (status, again) = s.confirm("eve", &ordered).await;
+    let (status, again) = s.confirm_hold("eve", &ordered).await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["order_id"], first["order_id"]);
     assert_eq!(s.orders_of(&ordered).await, 1);
@@ -230,4 +206,5 @@ async fn an_expired_confirm_whose_hold_is_gone_is_410_and_never_settles() {
         settles_before,
         "no settle request was sent"
     );
+    s.shutdown().await;
 }

@@ -10,16 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use stockgate::all_in_one::AllInOne;
-use testkit::body;
-
-fn header(response: &reqwest::Response, name: &str) -> String {
-    response
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
-}
+use testkit::{body, header};
 
 /// Polls `/admin/health` until `dependency` is `up` (at most 10 s); returns the report.
 async fn wait_for(http: &reqwest::Client, admin: &str, dependency: &str, up: bool) -> Value {

@@ -12,23 +12,18 @@
 //! schema, so the tests run in parallel with every other.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use backend_adapters::redis::lock::FencedLock;
+use backend_adapters::sql::OrderStatus;
 use backend_adapters::sql::orders::{self, StatusOutcome};
-use backend_adapters::sql::{Db, OrderStatus};
 use gateway::cache::entry::Entry;
 use gateway::cache::now_ms;
 use gateway::edge::respond::rfc3339_ms;
 use redis::AsyncCommands;
-use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
 use settlement::views::rfc3339;
-use stockgate::all_in_one::AllInOne;
-use stockgate::config::Config;
-use testkit::header;
-use testkit::{Idp, body};
+use testkit::{RealStack, body, header};
 
 /// How long the store keeps a final hold and its idempotency record (the store's default).
 const RETENTION_MS: i64 = 24 * 3600 * 1000;
@@ -62,66 +57,57 @@ period_secs = 60
 burst = 5
 "#;
 
-/// The whole stack of one test, and the test's own views into Redis and PostgreSQL.
-struct Stack {
-    all: Option<AllInOne>,
-    config: Config,
-    base: String,
-    http: reqwest::Client,
-    idp: Idp,
-    /// Prefix of the gateway's Redis keys: reservation store, cache (`:cache:`), limits (`:rl:`).
-    prefix: String,
-    /// Prefix of the settlement's Redis keys: the fenced locks (`:lock:`).
-    settlement_prefix: String,
-    /// The outbox's Redis stream.
-    stream: String,
-    redis: MultiplexedConnection,
-    db: Db,
-    rules_file: PathBuf,
-}
-
-impl Stack {
-    async fn start() -> Stack {
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let prefix = format!("sgtest:{id}");
-        let (mut config, database_url) = testkit::real_stack_config("scen", &prefix).await;
-        let rules_file = std::env::temp_dir().join(format!("stockgate-scen-rules-{id}.toml"));
+/// The whole stack of one test: the rate limits above in a rules file in its data dir, a short
+/// status-lock lease and a minute of cache freshness.
+async fn start() -> RealStack {
+    RealStack::start("scen", |config| {
+        let rules_file = config.gateway.data_dir.join("rules.toml");
+        std::fs::create_dir_all(&config.gateway.data_dir).unwrap();
         std::fs::write(&rules_file, RULES).unwrap();
         config.settlement.status_lock_lease_ms = STATUS_LOCK_LEASE_MS;
         config.gateway.cache.replica_id = Some("scen".into());
         // Fresh for a minute (the default is 5 s): a loaded machine cannot turn a hit into a
         // stale answer halfway through a scenario.
         config.gateway.cache.ttl_secs = 60;
-        config.gateway.ratelimit.rules_file = Some(rules_file.clone());
-        let (all, idp) = testkit::start_real_stack(config.clone()).await;
-        let redis = redis::Client::open(testkit::redis_url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis at REDIS_URL");
-        Stack {
-            base: format!("http://{}", all.public_addr()),
-            all: Some(all),
-            http: reqwest::Client::new(),
-            idp,
-            settlement_prefix: config.settlement.redis_key_prefix.clone(),
-            stream: config.settlement.outbox.stream.clone(),
-            prefix,
-            redis,
-            db: Db::connect(&database_url, 2).await.unwrap(),
-            rules_file,
-            config,
-        }
-    }
+        config.gateway.ratelimit.rules_file = Some(rules_file);
+    })
+    .await
+}
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
+/// `sku` as ops write it in these scenarios: a sneaker on sale.
+fn sneaker(sku: &str, price_cents: i64, total_stock: i64, limit: i64) -> Value {
+    json!({"name": format!("{sku} sneaker"), "price_cents": price_cents,
+           "total_stock": total_stock, "per_buyer_limit": limit, "sale_state": "on_sale"})
+}
 
-    fn all(&self) -> &AllInOne {
-        self.all.as_ref().unwrap()
-    }
+/// The scenarios' own requests, and their views into Redis, PostgreSQL and the stream.
+trait Scenario {
+    async fn replica(&self, replica: &str) -> testkit::Edge;
+    async fn new_product(&self, sku: &str, price_cents: i64, total_stock: i64, limit: i64);
+    async fn change_product(
+        &self,
+        sku: &str,
+        version: i64,
+        price_cents: i64,
+        total_stock: i64,
+        limit: i64,
+    );
+    async fn set_status(&self, token: &str, order_id: &str, to: &str) -> reqwest::Response;
+    async fn stock_view(&self, sku: &str) -> Value;
+    async fn hash(&self, key: &str) -> BTreeMap<String, String>;
+    async fn string(&self, key: &str) -> Option<String>;
+    async fn exists(&self, key: &str) -> bool;
+    async fn counters(&self, sku: &str, limit: &str) -> (i64, i64, i64, i64, i64);
+    async fn stream_entries(&self) -> Vec<(String, i64, String, Value)>;
+    async fn product_row(&self, sku: &str) -> (String, String, i64, i64, i64, i64, i64);
+    async fn order_rows(&self) -> Vec<Value>;
+    async fn history(&self, order_id: &str) -> Vec<(Option<String>, String, String, Option<i64>)>;
+    async fn outbox_rows(&self) -> Vec<(i64, String, Value, bool)>;
+    async fn relayed(&self, events: usize) -> Vec<(i64, String, Value, bool)>;
+    async fn invalidations_handled(&self, edge: &gateway::edge::EdgeState);
+}
 
+impl Scenario for RealStack {
     /// A second gateway replica in front of the same settlement and Redis: its own process
     /// memory tier and its own reader of the events stream, the shared Redis
     /// tier and store.
@@ -148,20 +134,15 @@ impl Stack {
 
     // ---- HTTP, as the storefront sends it ----
 
-    async fn get(&self, path: &str) -> reqwest::Response {
-        self.http.get(self.url(path)).send().await.unwrap()
-    }
-
     /// `PUT /api/v1/admin/products/{sku}` as ops: a new product.
-    async fn put_product(&self, sku: &str, price_cents: i64, total_stock: i64, limit: i64) {
-        let (status, product) = self
-            .upsert(sku, price_cents, total_stock, limit, None)
-            .await;
+    async fn new_product(&self, sku: &str, price_cents: i64, total_stock: i64, limit: i64) {
+        let product = sneaker(sku, price_cents, total_stock, limit);
+        let (status, product) = self.put_product(sku, &product).await;
         assert_eq!(status, 201, "{product}");
     }
 
     /// `PUT /api/v1/admin/products/{sku}` as ops: a change of the product at `version`.
-    async fn put_product_update(
+    async fn change_product(
         &self,
         sku: &str,
         version: i64,
@@ -170,33 +151,9 @@ impl Stack {
         limit: i64,
     ) {
         let tag = format!("\"{version}\"");
-        let (status, product) = self
-            .upsert(sku, price_cents, total_stock, limit, Some(&tag))
-            .await;
+        let product = sneaker(sku, price_cents, total_stock, limit);
+        let (status, product) = self.edit_product(sku, &product, &tag).await;
         assert_eq!(status, 200, "{product}");
-    }
-
-    async fn upsert(
-        &self,
-        sku: &str,
-        price_cents: i64,
-        total_stock: i64,
-        limit: i64,
-        if_match: Option<&str>,
-    ) -> (u16, Value) {
-        let product = json!({"name": format!("{sku} sneaker"), "price_cents": price_cents,
-                             "total_stock": total_stock, "per_buyer_limit": limit,
-                             "sale_state": "on_sale"});
-        let ops = self.idp.ops_token("olga");
-        testkit::put_product_if_match(&self.http, &self.base, &ops, sku, &product, if_match).await
-    }
-
-    async fn reserve(&self, token: &str, key: &str, sku: &str, qty: u32) -> (u16, Value) {
-        testkit::post_reservation(&self.http, &self.base, token, key, sku, qty).await
-    }
-
-    async fn confirm(&self, token: &str, key: &str, reservation_token: &str) -> (u16, Value) {
-        testkit::post_order(&self.http, &self.base, token, key, reservation_token).await
     }
 
     /// `POST /api/v1/admin/orders/{id}/status` with `token`: the response itself, for its headers.
@@ -218,25 +175,16 @@ impl Stack {
 
     // ---- Redis, read directly ----
 
-    fn sku_key(&self, sku: &str, rest: &str) -> String {
-        format!("{}:{{{sku}}}:{rest}", self.prefix)
-    }
-
     async fn hash(&self, key: &str) -> BTreeMap<String, String> {
-        self.redis.clone().hgetall(key).await.unwrap()
+        self.redis().hgetall(key).await.unwrap()
     }
 
     async fn string(&self, key: &str) -> Option<String> {
-        self.redis.clone().get(key).await.unwrap()
+        self.redis().get(key).await.unwrap()
     }
 
     async fn exists(&self, key: &str) -> bool {
-        self.redis.clone().exists(key).await.unwrap()
-    }
-
-    /// Milliseconds to live; -1 without an expiry, -2 when the key is gone.
-    async fn pttl(&self, key: &str) -> i64 {
-        self.redis.clone().pttl(key).await.unwrap()
+        self.redis().exists(key).await.unwrap()
     }
 
     /// The stock hash of `sku` as `(total, available, held, confirming, sold)`, checking the
@@ -265,8 +213,11 @@ impl Stack {
 
     /// Every entry of the outbox stream: `(entry id, outbox id field, topic, payload)`.
     async fn stream_entries(&self) -> Vec<(String, i64, String, Value)> {
-        let reply: redis::streams::StreamRangeReply =
-            self.redis.clone().xrange_all(&self.stream).await.unwrap();
+        let reply: redis::streams::StreamRangeReply = self
+            .redis()
+            .xrange_all(&self.config.settlement.outbox.stream)
+            .await
+            .unwrap();
         reply
             .ids
             .iter()
@@ -409,30 +360,6 @@ impl Stack {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-
-    /// Stops everything and removes the test's Redis keys and rules file. (The scratch schema
-    /// is dropped by the test command, as for every test.)
-    async fn shutdown(mut self) {
-        if let Some(all) = self.all.take() {
-            all.shutdown().await;
-        }
-        let mut keys = Vec::new();
-        let mut conn = self.redis.clone();
-        let mut scan = conn
-            .scan_match::<_, String>(format!("{}*", self.prefix))
-            .await
-            .unwrap();
-        while let Some(key) = scan.next_item().await {
-            keys.push(key.unwrap());
-        }
-        drop(scan);
-        for key in keys {
-            let _: i64 = self.redis.del(&key).await.unwrap();
-        }
-        self.db.close().await;
-        let _ = std::fs::remove_file(&self.rules_file);
-        let _ = std::fs::remove_dir_all(&self.config.gateway.data_dir);
-    }
 }
 
 /// The problem `code` of an error body.
@@ -445,8 +372,8 @@ fn code(problem: &Value) -> &str {
 /// hit that never leaves the gateway; a revalidation with the ETag is a 304.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_1_product_view_cache_miss_then_hit() {
-    let stack = Stack::start().await;
-    stack.put_product("HOT", 19_999, 10, 2).await;
+    let stack = start().await;
+    stack.new_product("HOT", 19_999, 10, 2).await;
     // The product's creation event must be relayed and handled first, or its invalidation
     // could drop the copy this scenario is about to store.
     let outbox = stack.relayed(1).await;
@@ -494,7 +421,7 @@ async fn scenario_1_product_view_cache_miss_then_hit() {
     );
 
     // Redis: the shared copy, its validator and its lifetime (fresh + the longer stale window).
-    let raw: Vec<u8> = stack.redis.clone().get(&entry_key).await.unwrap();
+    let raw: Vec<u8> = stack.redis().get(&entry_key).await.unwrap();
     let entry = Entry::decode(&raw).expect("a cache entry the gateway wrote");
     assert_eq!(entry.body, miss_body);
     assert_eq!(entry.etag, etag);
@@ -557,14 +484,7 @@ async fn scenario_1_product_view_cache_miss_then_hit() {
         (1, 1),
         "one fetch from the settlement, one answer from the cache"
     );
-    let again = Entry::decode(
-        &stack
-            .redis
-            .clone()
-            .get::<_, Vec<u8>>(&entry_key)
-            .await
-            .unwrap(),
-    );
+    let again = Entry::decode(&stack.redis().get::<_, Vec<u8>>(&entry_key).await.unwrap());
     assert_eq!(
         again,
         Some(entry.clone()),
@@ -611,7 +531,7 @@ async fn scenario_1_product_view_cache_miss_then_hit() {
     // 5. Ops change the price through the first replica: it drops its copies (memory and
     // Redis) before it answers; the outbox event tells the other replica, whose memory still
     // holds the old copy.
-    stack.put_product_update("HOT", 1, 17_999, 10, 2).await;
+    stack.change_product("HOT", 1, 17_999, 10, 2).await;
     assert!(
         !stack.exists(&entry_key).await,
         "dropped by the gateway that proxied the change"
@@ -661,8 +581,8 @@ async fn scenario_1_product_view_cache_miss_then_hit() {
 /// Redis counters (never cached), which move with every hold; SQL only learns of sales.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_2_stock_view_counters() {
-    let stack = Stack::start().await;
-    stack.put_product("DROP", 4_999, 3, 2).await;
+    let stack = start().await;
+    stack.new_product("DROP", 4_999, 3, 2).await;
     let stock_key = stack.sku_key("DROP", "stock");
 
     // Fresh product: every unit available.
@@ -683,8 +603,7 @@ async fn scenario_2_stock_view_counters() {
     assert_eq!(stack.counters("DROP", "2").await, (3, 3, 0, 0, 0));
     assert_eq!(stack.pttl(&stock_key).await, -1, "counters never expire");
     let skus: Vec<String> = stack
-        .redis
-        .clone()
+        .redis()
         .smembers(format!("{}:skus", stack.prefix))
         .await
         .unwrap();
@@ -752,8 +671,8 @@ async fn scenario_2_stock_view_counters() {
 /// the relay publishes `order.created` on the stream. Retries of both steps are replays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_3_order_reserve_confirm_sql_order_outbox_event() {
-    let stack = Stack::start().await;
-    stack.put_product("HOT", 19_999, 10, 3).await;
+    let stack = start().await;
+    stack.new_product("HOT", 19_999, 10, 3).await;
     stack.relayed(1).await;
     let alice = stack.idp.token("alice");
 
@@ -810,8 +729,7 @@ async fn scenario_3_order_reserve_confirm_sql_order_outbox_event() {
         BTreeMap::from([("alice".into(), "2".into())])
     );
     let due: Option<i64> = stack
-        .redis
-        .clone()
+        .redis()
         .zscore(stack.sku_key("HOT", "expiry"), &rid)
         .await
         .unwrap();
@@ -896,8 +814,7 @@ async fn scenario_3_order_reserve_confirm_sql_order_outbox_event() {
         "renewed: {idem_ttl}"
     );
     let due: Option<i64> = stack
-        .redis
-        .clone()
+        .redis()
         .zscore(stack.sku_key("HOT", "expiry"), &rid)
         .await
         .unwrap();
@@ -945,8 +862,8 @@ async fn scenario_3_order_reserve_confirm_sql_order_outbox_event() {
 /// its old fence, and a held lock makes a change wait, then answer 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_4_order_status_change_under_the_fenced_lock() {
-    let stack = Stack::start().await;
-    stack.put_product("HOT", 19_999, 10, 3).await;
+    let stack = start().await;
+    stack.new_product("HOT", 19_999, 10, 3).await;
     let alice = stack.idp.token("alice");
     let (_, held) = stack.reserve(&alice, "order-1", "HOT", 1).await;
     let (status, order) = stack
@@ -957,7 +874,10 @@ async fn scenario_4_order_status_change_under_the_fenced_lock() {
     stack.relayed(2).await;
     let ops = stack.idp.ops_token("olga");
     let lock_name = format!("order:{order_id}");
-    let lock_key = format!("{}:lock:{{{lock_name}}}", stack.settlement_prefix);
+    let lock_key = format!(
+        "{}:lock:{{{lock_name}}}",
+        stack.config.settlement.redis_key_prefix
+    );
     let fence_key = format!("{lock_key}:fence");
     let status_of = |row: &Value| {
         (
@@ -1016,9 +936,12 @@ async fn scenario_4_order_status_change_under_the_fenced_lock() {
 
     // 2. A paused holder: an ops tool takes the lock (fence 2) and stalls past its lease. The
     // change through the gateway waits for the lease to lapse, then wins with fence 3.
-    let lock = FencedLock::connect(&testkit::redis_url(), &stack.settlement_prefix)
-        .await
-        .unwrap();
+    let lock = FencedLock::connect(
+        &testkit::redis_url(),
+        &stack.config.settlement.redis_key_prefix,
+    )
+    .await
+    .unwrap();
     let paused = lock
         .try_acquire(&lock_name, "paused-ops-tool", Duration::from_millis(300))
         .await

@@ -9,16 +9,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use stockgate::all_in_one;
-use testkit::body;
-
-fn header(response: &reqwest::Response, name: &str) -> String {
-    response
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
-}
+use testkit::{body, header};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn assets_carry_type_tag_cache_policy_and_answer_304() {

@@ -73,6 +73,11 @@ pub async fn post_order(
     body(response).await
 }
 
+/// A fresh idempotency key: a request under it replays no earlier one.
+pub fn fresh_key() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
 /// Reads a JSON body, asserting `x-request-id` and, when the status is an error, the
 /// problem+json shape.
 pub async fn body(response: reqwest::Response) -> (u16, Value) {

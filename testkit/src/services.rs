@@ -5,6 +5,7 @@
 //!
 //! Tests share the services, never data: each takes a scratch key prefix or schema of its own.
 
+use backend_adapters::redis::connection::RedisTarget;
 use redis::aio::MultiplexedConnection;
 
 /// `REDIS_URL`, else the local Redis.
@@ -30,6 +31,35 @@ pub fn redis_cluster_url() -> String {
              (scripts/test.sh does both)"
         )
     })
+}
+
+/// The plain URL of every seed node [`redis_cluster_url`] names (every master, for the local
+/// cluster).
+pub fn redis_cluster_nodes() -> Vec<String> {
+    let url = redis_cluster_url();
+    match RedisTarget::parse(&url) {
+        Ok(target) if target.cluster => target.nodes,
+        Ok(_) => panic!("REDIS_CLUSTER_URL={url} does not name a cluster (redis+cluster://…)"),
+        Err(e) => panic!("REDIS_CLUSTER_URL={url} is not a redis url: {e}"),
+    }
+}
+
+/// Panics unless every node of [`redis_cluster_nodes`] answers `CLUSTER INFO` with
+/// `cluster_state:ok`, naming the command that starts the local cluster.
+pub fn assert_redis_cluster_up() {
+    for node in redis_cluster_nodes() {
+        let info: Result<String, _> = redis::Client::open(node.as_str())
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query(&mut c));
+        match info {
+            Ok(info) if info.contains("cluster_state:ok") => {}
+            Ok(info) => panic!("Redis Cluster node {node} is not healthy:\n{info}"),
+            Err(e) => panic!(
+                "Redis Cluster node {node} is unreachable: {e}. Start the local cluster with \
+                 `scripts/redis-cluster.sh start` (scripts/test.sh does) or set REDIS_CLUSTER_URL."
+            ),
+        }
+    }
 }
 
 /// The value of `variable`, which the test cannot run without.
@@ -77,7 +107,11 @@ pub async fn redis_connection() -> MultiplexedConnection {
 
 /// Every key under `prefix` on the Redis at [`redis_url`], sorted.
 pub async fn keys_under(prefix: &str) -> Vec<String> {
-    let mut conn = redis_connection().await;
+    scan_under(&mut redis_connection().await, prefix).await
+}
+
+/// Every key under `prefix` that `conn` sees, sorted.
+pub async fn scan_under(conn: &mut MultiplexedConnection, prefix: &str) -> Vec<String> {
     let mut keys = Vec::new();
     let mut cursor: u64 = 0;
     loop {
@@ -87,7 +121,7 @@ pub async fn keys_under(prefix: &str) -> Vec<String> {
             .arg(format!("{prefix}:*"))
             .arg("COUNT")
             .arg(1000)
-            .query_async(&mut conn)
+            .query_async(conn)
             .await
             .unwrap_or_else(|e| panic!("SCAN failed: {e}"));
         keys.extend(batch);
@@ -114,4 +148,28 @@ pub async fn delete_keys_under(prefix: &str) -> usize {
             .unwrap_or_else(|e| panic!("DEL failed: {e}"));
     }
     deleted
+}
+
+/// Deletes every key under `prefix` on each of `nodes` (plain Redis URLs: one server, or every
+/// master of a cluster), blocking — for `Drop`, which cannot wait. One key per UNLINK, so that
+/// keys of different cluster slots never meet in one command. A node that does not answer
+/// keeps its keys: clean-up never fails a test.
+pub fn unlink_keys_under(nodes: &[String], prefix: &str) {
+    use redis::Commands;
+    let pattern = format!("{prefix}:*");
+    for node in nodes {
+        let Ok(mut conn) = redis::Client::open(node.as_str()).and_then(|c| c.get_connection())
+        else {
+            continue;
+        };
+        let keys: Vec<String> = match conn.scan_match(&pattern) {
+            Ok(iter) => iter.filter_map(Result::ok).collect(),
+            Err(_) => continue,
+        };
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.unlink(key).ignore();
+        }
+        let _ = pipe.exec(&mut conn);
+    }
 }

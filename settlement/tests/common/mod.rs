@@ -1,8 +1,9 @@
-//! Shared set-up of the settlement integration tests: a fresh PostgreSQL schema (or SQLite
-//! file) and a fresh Redis key prefix per test, the service started in-process on
-//! `127.0.0.1:0`, and reservation tokens signed by a test key. Every request goes as the
-//! gateway sends it: signed with the test gateway's assertion key ([`AsGateway::send_as`]).
-//! A missing PostgreSQL or Redis fails the test: nothing here skips.
+//! Shared set-up of the settlement integration tests: the service started in-process on
+//! `127.0.0.1:0` on a fresh PostgreSQL schema (`testkit::scratch_schema`) or SQLite file, and
+//! reservation tokens signed by a test key. Every request goes as the gateway sends it:
+//! signed with the test gateway's assertion key (`testkit::AsGateway::send_as`). Service URLs
+//! and scratch Redis prefixes are testkit's: a missing PostgreSQL or Redis fails the test,
+//! nothing here skips.
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
@@ -14,9 +15,7 @@ pub use slow_store::SlowStore;
 use std::sync::Arc;
 
 use backend_adapters::sql::Db;
-use reservation_core::assertion::{
-    ASSERTION_HEADER, AssertionSigner, AssertionVerifier, Bound, Identity,
-};
+use reservation_core::assertion::{AssertionSigner, AssertionVerifier};
 use reservation_core::token::RESERVATION_AUDIENCE;
 use reservation_core::{
     BuyerId, InMemoryStore, Qty, ReservationClaims, ReservationId, ReservationStore, Sku,
@@ -24,56 +23,11 @@ use reservation_core::{
 };
 use serde_json::{Value, json};
 use settlement::{RunningSettlement, SettlementConfig, SettlementDeps};
-
-pub fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into())
-}
-
-pub fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// A unique Redis key prefix for one test: tests share the server, never keys.
-pub fn redis_prefix() -> String {
-    format!("sgtest:{}", uuid::Uuid::new_v4().simple())
-}
-
-/// A URL whose connections all use a fresh, empty schema.
-pub async fn postgres_url() -> anyhow::Result<String> {
-    Ok(backend_adapters::sql::scratch_schema_url(&database_url(), "settle").await?)
-}
+use testkit::AsGateway;
 
 pub fn sqlite_url() -> String {
     let path = std::env::temp_dir().join(format!("sg-{}.db", uuid::Uuid::new_v4().simple()));
     format!("sqlite://{}?mode=rwc", path.display())
-}
-
-/// Deletes every key under `prefix` (what "Redis lost its data" means for one test, without
-/// a FLUSHALL that would wipe the keys of tests running beside it).
-pub async fn wipe_redis_prefix(prefix: &str) -> anyhow::Result<usize> {
-    let client = redis::Client::open(redis_url())?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    let mut cursor: u64 = 0;
-    let mut deleted = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}:*"))
-            .arg("COUNT")
-            .arg(500)
-            .query_async(&mut conn)
-            .await?;
-        if !keys.is_empty() {
-            let n: usize = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await?;
-            deleted += n;
-        }
-        if next == 0 {
-            return Ok(deleted);
-        }
-        cursor = next;
-    }
 }
 
 /// One running service plus what a test needs to talk to it.
@@ -88,84 +42,6 @@ pub struct TestApp {
     pub gateway_key: TokenSigner,
     pub store: Arc<dyn ReservationStore>,
     pub http: reqwest::Client,
-}
-
-/// A buyer as the gateway asserts them.
-pub fn buyer(sub: &str) -> Identity {
-    Identity {
-        sub: Some(sub.to_owned()),
-        roles: vec![],
-    }
-}
-
-/// An operator as the gateway asserts them.
-pub fn ops(sub: &str) -> Identity {
-    Identity {
-        sub: Some(sub.to_owned()),
-        roles: vec!["ops".to_owned()],
-    }
-}
-
-/// The gateway's own requests (catalog reads): no buyer.
-pub fn nobody() -> Identity {
-    Identity::default()
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Sends a request as the gateway does: with an assertion for `who` over its method, path
-/// with query and body, signed by `gateway`.
-pub trait AsGateway {
-    fn send_as(
-        self,
-        gateway: &AssertionSigner,
-        who: Identity,
-    ) -> impl std::future::Future<Output = anyhow::Result<reqwest::Response>>;
-}
-
-impl AsGateway for reqwest::RequestBuilder {
-    async fn send_as(
-        self,
-        gateway: &AssertionSigner,
-        who: Identity,
-    ) -> anyhow::Result<reqwest::Response> {
-        let (client, request) = self.build_split();
-        let mut request = request?;
-        let assertion = assertion_for(&request, gateway, &who, now_secs())?;
-        request
-            .headers_mut()
-            .insert(ASSERTION_HEADER, assertion.parse()?);
-        Ok(client.execute(request).await?)
-    }
-}
-
-/// The assertion `gateway` would sign for `request` at `now`.
-pub fn assertion_for(
-    request: &reqwest::Request,
-    gateway: &AssertionSigner,
-    who: &Identity,
-    now: u64,
-) -> anyhow::Result<String> {
-    let url = request.url();
-    let target = match url.query() {
-        Some(query) => format!("{}?{query}", url.path()),
-        None => url.path().to_owned(),
-    };
-    let body = request
-        .body()
-        .and_then(|b| b.as_bytes())
-        .unwrap_or_default();
-    let if_match = request
-        .headers()
-        .get(reqwest::header::IF_MATCH)
-        .and_then(|v| v.to_str().ok());
-    let bound = Bound::new(request.method().as_str(), &target, body).with_if_match(if_match);
-    Ok(gateway.sign(&bound, who, now)?)
 }
 
 /// A config for tests: the given database, no periodic maintenance (tests call it), a fast
@@ -221,7 +97,7 @@ pub async fn start_with(
 
 /// The service on a fresh PostgreSQL schema with the in-memory store.
 pub async fn start_postgres() -> anyhow::Result<TestApp> {
-    let url = postgres_url().await?;
+    let url = testkit::scratch_schema("settle").await;
     start_with(test_config(&url), Arc::new(InMemoryStore::new())).await
 }
 
@@ -239,7 +115,7 @@ impl TestApp {
                 "name": format!("{sku} tee"), "price_cents": 1999, "total_stock": total_stock,
                 "per_buyer_limit": 1000, "max_per_order": 10, "sale_state": "on_sale"
             }))
-            .send_as(&self.gateway, ops("olga"))
+            .send_as(&self.gateway, testkit::ops("olga"))
             .await?;
         anyhow::ensure!(
             response.status().is_success(),
@@ -252,7 +128,7 @@ impl TestApp {
     /// A signed reservation token for a new reservation id.
     pub fn token(&self, sku: &str, buyer: &str, qty: u32) -> anyhow::Result<(String, String)> {
         let sku = Sku::parse(sku)?;
-        let now = jsonwebtoken_now();
+        let now = testkit::now_secs();
         let claims = ReservationClaims {
             rid: ReservationId::generate(&sku),
             sub: BuyerId::parse(buyer)?,
@@ -271,7 +147,7 @@ impl TestApp {
             .post(self.url("/internal/settlements"))
             .header("x-request-id", "req-test")
             .json(&json!({ "reservation_token": token }))
-            .send_as(&self.gateway, self::buyer(buyer))
+            .send_as(&self.gateway, testkit::buyer(buyer))
             .await
     }
 
@@ -279,13 +155,6 @@ impl TestApp {
     pub async fn db(&self) -> anyhow::Result<Db> {
         Ok(Db::connect(&self.db_url, 2).await?)
     }
-}
-
-fn jsonwebtoken_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 pub async fn scalar(db: &Db, sql: &'static str) -> anyhow::Result<i64> {

@@ -3,7 +3,8 @@
 
 use serde_json::json;
 
-use crate::world::{Expected, World, refused};
+use crate::world::{self, Abuse, Expected, refused};
+use testkit::fresh_key;
 
 const BAD_REQUEST: Expected = (400, "invalid_request");
 
@@ -134,9 +135,9 @@ fn bad_reserve_bodies() -> Vec<(String, String, Expected)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_reservation_bodies_are_refused_and_change_nothing() {
-    let world = World::start(|_| {}).await;
-    world.put_product("HOT", 10, 3).await;
-    world.put_product("BIG", 10, 100).await;
+    let world = world::start(|_| {}).await;
+    world.add_product("HOT", 10, 3).await;
+    world.add_product("BIG", 10, 100).await;
     let alice = world.idp.token("alice");
     // A live hold and an order, so "nothing changed" covers existing data too.
     world.order(&alice, "HOT", 1).await;
@@ -156,8 +157,8 @@ async fn bad_reservation_bodies_are_refused_and_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_idempotency_keys_and_confirm_bodies_are_refused() {
-    let world = World::start(|_| {}).await;
-    world.put_product("HOT", 10, 3).await;
+    let world = world::start(|_| {}).await;
+    world.add_product("HOT", 10, 3).await;
     let alice = world.idp.token("alice");
     let (_, token) = world.hold(&alice, "HOT", 1).await;
     let reserve = json!({"sku": "HOT", "qty": 1});
@@ -214,7 +215,7 @@ async fn bad_idempotency_keys_and_confirm_bodies_are_refused() {
         refused(&world, &format!("confirm: {name}"), request, BAD_REQUEST).await;
     }
     // The hold is intact after all that: a plain confirm still makes the one order.
-    let (status, order) = world.confirm(&alice, &token).await;
+    let (status, order) = world.confirm(&alice, &fresh_key(), &token).await;
     assert_eq!(status, 201, "{order}");
     world.shutdown().await;
 }

@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use crate::world::{World, refused};
-use testkit::body;
+use crate::world::{self, Abuse, refused};
+use testkit::{RealStack, body};
 
 /// Requests of each flood.
 const FLOOD: usize = 200;
@@ -36,7 +36,7 @@ fn forged(token: &str) -> String {
     format!("{signed}.{}", "A".repeat(signature.len()))
 }
 
-fn reserve(world: &World, token: &str, client: &str) -> reqwest::RequestBuilder {
+fn reserve(world: &RealStack, token: &str, client: &str) -> reqwest::RequestBuilder {
     world
         .http
         .post(world.url("/api/v1/reservations"))
@@ -48,13 +48,13 @@ fn reserve(world: &World, token: &str, client: &str) -> reqwest::RequestBuilder 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_forged_tokens_is_refused_before_their_signatures_are_checked() {
-    let world = World::start(|config| {
+    let world = world::start(|config| {
         config.gateway.ratelimit.rules_file = Some(shipped_rules());
         // The test client stands for the load balancer in front of the gateway.
         config.gateway.client_ip.trusted_proxies = vec!["127.0.0.1/32".into()];
     })
     .await;
-    world.put_product("HOT", 10, 3).await;
+    world.add_product("HOT", 10, 3).await;
     let alice = world.idp.token("alice");
     let forged = forged(&alice);
     let before = world.state().await;
@@ -107,7 +107,7 @@ async fn a_flood_of_forged_tokens_is_refused_before_their_signatures_are_checked
 
 /// Reads `/api/v1/stock/HOT` `FLOOD` times with the `x-forwarded-for` of `spoof(i)`; the
 /// statuses counted, and the most the shipped rule admits over the time it took.
-async fn stock_flood(world: &World, spoof: impl Fn(usize) -> String) -> (usize, usize, f64) {
+async fn stock_flood(world: &RealStack, spoof: impl Fn(usize) -> String) -> (usize, usize, f64) {
     let started = Instant::now();
     let (mut admitted, mut limited) = (0, 0);
     for i in 0..FLOOD {
@@ -132,8 +132,8 @@ async fn stock_flood(world: &World, spoof: impl Fn(usize) -> String) -> (usize, 
 async fn made_up_forwarded_addresses_from_a_direct_client_buy_no_budget() {
     // The default: no proxy trusted, the TCP peer is the client.
     let world =
-        World::start(|config| config.gateway.ratelimit.rules_file = Some(shipped_rules())).await;
-    world.put_product("HOT", 10, 3).await;
+        world::start(|config| config.gateway.ratelimit.rules_file = Some(shipped_rules())).await;
+    world.add_product("HOT", 10, 3).await;
     let before = world.state().await;
     let (admitted, limited, most) =
         stock_flood(&world, |i| format!("198.51.{}.{}", i / 200, i % 200)).await;
@@ -149,12 +149,12 @@ async fn made_up_forwarded_addresses_from_a_direct_client_buy_no_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn addresses_prepended_behind_a_trusted_proxy_buy_no_budget() {
-    let world = World::start(|config| {
+    let world = world::start(|config| {
         config.gateway.ratelimit.rules_file = Some(shipped_rules());
         config.gateway.client_ip.trusted_proxies = vec!["127.0.0.1/32".into(), "10.0.0.0/8".into()];
     })
     .await;
-    world.put_product("HOT", 10, 3).await;
+    world.add_product("HOT", 10, 3).await;
     let before = world.state().await;
     // The client writes a fresh address each time; the ingress (10.0.0.7) appends the real
     // one it saw, and the load balancer (the peer) forwards it.

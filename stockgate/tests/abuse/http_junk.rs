@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::world::World;
+use crate::world::{self, Abuse};
 
 /// What a junk request must get.
 #[derive(Debug, Clone, Copy)]
@@ -296,8 +296,8 @@ async fn run(addr: &str, junk: Junk) -> RawAnswer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_junk_on_the_real_stack_changes_nothing() {
-    let world = World::start(|_| {}).await;
-    world.put_product("HOT", 10, 3).await;
+    let world = world::start(|_| {}).await;
+    world.add_product("HOT", 10, 3).await;
     let alice = world.idp.token("alice");
     world.order(&alice, "HOT", 1).await;
     world.hold(&alice, "HOT", 1).await;
@@ -338,8 +338,8 @@ async fn http_junk_never_reaches_the_store_or_the_upstream() {
 /// the chunked body (a smuggled request that would release alice's hold) never run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_smuggled_behind_content_length_and_chunked_never_runs() {
-    let world = World::start(|_| {}).await;
-    world.put_product("HOT", 10, 3).await;
+    let world = world::start(|_| {}).await;
+    world.add_product("HOT", 10, 3).await;
     let alice = world.idp.token("alice");
     let (hold_id, _) = world.hold(&alice, "HOT", 1).await;
     let smuggled = format!(

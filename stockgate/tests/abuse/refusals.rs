@@ -6,15 +6,15 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use crate::world::{World, refused};
+use crate::world::{self, Abuse, refused};
 
 /// Reserves with fresh keys sent by a buyer already at its per-buyer limit.
 const REFUSED_RESERVES: usize = 1_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_buyer_at_its_limit_sending_1000_refused_reserves_leaves_no_key() {
-    let world = World::start(|_| {}).await;
-    world.put_product("HOT", 100, 1).await;
+    let world = world::start(|_| {}).await;
+    world.add_product("HOT", 100, 1).await;
     let alice = world.idp.token("alice");
     world.hold(&alice, "HOT", 1).await;
     let before = world.keys_with_pttl().await;
@@ -52,10 +52,10 @@ async fn a_buyer_at_its_limit_sending_1000_refused_reserves_leaves_no_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refusal_the_store_decides_leaves_nothing() {
-    let world = World::start(|_| {}).await;
-    world.put_product("HOT", 10, 3).await;
-    world.put_product("ONE", 1, 1).await;
-    world.put_product("FEW", 2, 5).await;
+    let world = world::start(|_| {}).await;
+    world.add_product("HOT", 10, 3).await;
+    world.add_product("ONE", 1, 1).await;
+    world.add_product("FEW", 2, 5).await;
     let ops = world.idp.ops_token("olga");
     let paused = json!({"name": "PAUSED", "price_cents": 100, "total_stock": 5,
                         "per_buyer_limit": 5, "sale_state": "paused"});

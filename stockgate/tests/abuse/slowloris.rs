@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::world::World;
+use crate::world::{self, Abuse};
+use testkit::RealStack;
 
 const SLOW_HEADER_CONNECTIONS: usize = 200;
 const SLOW_BODY_CONNECTIONS: usize = 100;
@@ -51,7 +52,7 @@ async fn slow_client(addr: String, prefix: String, trickle: Vec<u8>) -> bool {
 
 /// Normal traffic for `for_how_long`: stock reads and reservation replays, one at a time.
 /// Returns each request's latency; panics on any failed request.
-async fn normal_client(world: &World, token: &str, for_how_long: Duration) -> Vec<Duration> {
+async fn normal_client(world: &RealStack, token: &str, for_how_long: Duration) -> Vec<Duration> {
     let started = Instant::now();
     let mut latencies = Vec::new();
     let mut i = 0u64;
@@ -101,12 +102,12 @@ fn summary(latencies: &mut [Duration]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slowloris_is_cut_off_while_normal_traffic_is_served() {
-    let world = World::start(|c| {
+    let world = world::start(|c| {
         c.gateway.limits.header_read_timeout_ms = 2_000;
         c.gateway.limits.body_read_timeout_ms = 2_000;
     })
     .await;
-    world.put_product("HOT", 10, 3).await;
+    world.add_product("HOT", 10, 3).await;
     let alice = world.idp.token("alice");
     let mallory = world.idp.token("mallory");
     let ops = world.idp.ops_token("mallory");

@@ -7,8 +7,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reservation_core::{ReservationClaims, ReservationId, Sku, TokenSigner};
 use serde_json::{Value, json};
 
-use crate::world::{PRICE_CENTS, World, refused};
-use testkit::body;
+use crate::world::{self, Abuse, PRICE_CENTS, refused};
+use testkit::{RealStack, body, fresh_key};
 
 const BAD_TOKEN: (u16, &str) = (401, "invalid_reservation_token");
 
@@ -19,7 +19,11 @@ fn with_payload(token: &str, claims: &impl serde::Serialize) -> String {
     format!("{}.{payload}.{}", parts[0], parts[2])
 }
 
-fn confirm_request(world: &World, buyer: &str, reservation_token: &str) -> reqwest::RequestBuilder {
+fn confirm_request(
+    world: &RealStack,
+    buyer: &str,
+    reservation_token: &str,
+) -> reqwest::RequestBuilder {
     world
         .http
         .post(world.url("/api/v1/orders"))
@@ -30,9 +34,9 @@ fn confirm_request(world: &World, buyer: &str, reservation_token: &str) -> reqwe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_and_forged_reservation_tokens_are_refused() {
-    let world = World::start(|_| {}).await;
-    world.put_product("HOT", 10, 3).await;
-    world.put_product("BIG", 10, 100).await;
+    let world = world::start(|_| {}).await;
+    world.add_product("HOT", 10, 3).await;
+    world.add_product("BIG", 10, 100).await;
     let (alice, bob) = (world.idp.token("alice"), world.idp.token("bob"));
     let (_, token) = world.hold(&alice, "HOT", 1).await;
     let (other_id, _) = world.hold(&alice, "HOT", 1).await;
@@ -181,22 +185,22 @@ async fn tampered_and_forged_reservation_tokens_are_refused() {
         .await;
     }
     // The untouched token still works: none of the above used up the hold.
-    let (status, order) = world.confirm(&alice, &token).await;
+    let (status, order) = world.confirm(&alice, &fresh_key(), &token).await;
     assert_eq!(status, 201, "{order}");
     world.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_reservation_token_gives_the_same_one_order() {
-    let world = World::start(|_| {}).await;
-    world.put_product("HOT", 10, 3).await;
+    let world = world::start(|_| {}).await;
+    world.add_product("HOT", 10, 3).await;
     let alice = world.idp.token("alice");
     let (id, token) = world.hold(&alice, "HOT", 2).await;
-    let (status, order) = world.confirm(&alice, &token).await;
+    let (status, order) = world.confirm(&alice, &fresh_key(), &token).await;
     assert_eq!(status, 201, "{order}");
     let settled = world.state().await;
     for _ in 0..5 {
-        let (status, again) = world.confirm(&alice, &token).await;
+        let (status, again) = world.confirm(&alice, &fresh_key(), &token).await;
         assert_eq!(
             (status, &again["order_id"]),
             (200, &order["order_id"]),
@@ -230,7 +234,7 @@ async fn a_replayed_reservation_token_gives_the_same_one_order() {
 
 /// `n` confirms of one token, all in flight at once.
 async fn concurrent_confirms(
-    world: &World,
+    world: &RealStack,
     buyer: &str,
     token: &str,
     n: usize,
@@ -245,8 +249,8 @@ async fn concurrent_confirms(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_buyers_ids_and_ops_routes_are_refused() {
-    let world = World::start(|_| {}).await;
-    world.put_product("HOT", 10, 3).await;
+    let world = world::start(|_| {}).await;
+    world.add_product("HOT", 10, 3).await;
     let (alice, bob) = (world.idp.token("alice"), world.idp.token("bob"));
     let order = world.order(&alice, "HOT", 1).await;
     let order_id = order["order_id"].as_str().unwrap().to_owned();
@@ -370,8 +374,8 @@ async fn another_buyers_ids_and_ops_routes_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_sent_prices_and_statuses_on_a_cancel_are_ignored() {
-    let world = World::start(|_| {}).await;
-    world.put_product("HOT", 10, 3).await;
+    let world = world::start(|_| {}).await;
+    world.add_product("HOT", 10, 3).await;
     let alice = world.idp.token("alice");
     let order = world.order(&alice, "HOT", 2).await;
     assert_eq!(order["unit_price"], json!(PRICE_CENTS), "{order}");
