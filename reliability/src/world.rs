@@ -15,7 +15,21 @@ use anyhow::{Context, bail, ensure};
 
 /// A free loopback port (the OS picks it; a race with another process is unlikely enough).
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(free_ports::<1>()?[0])
+}
+
+/// `N` distinct free loopback ports: all held open until each is picked, so the OS cannot
+/// hand out one twice (one at a time it may: a closed port is free again at once, and a
+/// gateway given the same port for two listeners refuses to start).
+pub fn free_ports<const N: usize>() -> anyhow::Result<[u16; N]> {
+    let listeners = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut ports = [0; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr()?.port();
+    }
+    Ok(ports)
 }
 
 /// Waits until something accepts connections on `port`.
@@ -452,8 +466,12 @@ impl Stockgate {
             bin.display()
         );
         let key_prefix = format!("chaos-{}", uuid::Uuid::new_v4().simple());
-        let (gateway_port, admin_port, settlement_port, settlement_admin_port) =
-            (free_port()?, free_port()?, free_port()?, free_port()?);
+        let [
+            gateway_port,
+            admin_port,
+            settlement_port,
+            settlement_admin_port,
+        ] = free_ports()?;
         let config = dir.join("stockgate.toml");
         std::fs::write(
             &config,
