@@ -21,9 +21,10 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::token::{MAX_LEEWAY_SECS, MAX_TOKEN_LEN, TokenError, TokenSigner};
+use crate::wire::codes;
 
-/// The request header that carries the assertion.
-pub const ASSERTION_HEADER: &str = "x-stockgate-assertion";
+/// The request header that carries the assertion ([`crate::wire::headers::ASSERTION`]).
+pub const ASSERTION_HEADER: &str = crate::wire::headers::ASSERTION;
 /// `aud` of every assertion: no other JWT (a buyer's, a reservation token) is taken for one.
 pub const SETTLEMENT_AUDIENCE: &str = "stockgate:settlement";
 /// `iss` of every assertion.
@@ -126,11 +127,11 @@ pub enum AssertionError {
 impl AssertionError {
     pub fn code(&self) -> &'static str {
         match self {
-            AssertionError::Missing => "service_auth_missing",
-            AssertionError::Invalid => "service_auth_invalid",
-            AssertionError::Expired => "service_auth_expired",
-            AssertionError::Mismatch => "service_auth_mismatch",
-            AssertionError::Replayed => "service_auth_replayed",
+            AssertionError::Missing => codes::SERVICE_AUTH_MISSING,
+            AssertionError::Invalid => codes::SERVICE_AUTH_INVALID,
+            AssertionError::Expired => codes::SERVICE_AUTH_EXPIRED,
+            AssertionError::Mismatch => codes::SERVICE_AUTH_MISMATCH,
+            AssertionError::Replayed => codes::SERVICE_AUTH_REPLAYED,
         }
     }
 }

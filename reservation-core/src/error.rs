@@ -4,6 +4,7 @@
 use thiserror::Error;
 
 use crate::types::HoldState;
+use crate::wire::codes;
 
 /// Why a reservation operation did not happen. None of these changed any state.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -54,15 +55,17 @@ impl ReservationError {
     pub fn status_and_code(&self) -> (u16, &'static str) {
         match self {
             ReservationError::InvalidInput { .. } => (400, "invalid_request"),
-            ReservationError::UnknownSku => (404, "unknown_sku"),
+            ReservationError::UnknownSku => (404, codes::UNKNOWN_SKU),
             ReservationError::SalePaused => (423, "sale_paused"),
             ReservationError::SoldOut => (409, "sold_out"),
             ReservationError::InsufficientStock { .. } => (409, "insufficient_stock"),
-            ReservationError::PurchaseLimit { .. } => (422, "purchase_limit"),
+            ReservationError::PurchaseLimit { .. } => (422, codes::PURCHASE_LIMIT),
             ReservationError::IdempotencyMismatch => (422, "idempotency_mismatch"),
             ReservationError::NotFound => (404, "reservation_not_found"),
-            ReservationError::NotOwner => (403, "not_owner"),
-            ReservationError::Expired | ReservationError::Released => (410, "reservation_expired"),
+            ReservationError::NotOwner => (403, codes::NOT_OWNER),
+            ReservationError::Expired | ReservationError::Released => {
+                (410, codes::RESERVATION_EXPIRED)
+            }
             ReservationError::InvalidState { .. } => (409, "invalid_state"),
             ReservationError::StockBelowCommitted { .. } => (409, "stock_below_committed"),
             ReservationError::RepairSuperseded => (409, "repair_superseded"),

@@ -75,9 +75,9 @@ impl TokenError {
     /// expired too: it carries the hold's expiry).
     pub fn status_and_code(&self) -> (u16, &'static str) {
         match self {
-            TokenError::Expired => (410, "reservation_expired"),
+            TokenError::Expired => (410, crate::wire::codes::RESERVATION_EXPIRED),
             TokenError::InvalidKey(_) => (500, "token_key_error"),
-            _ => (401, "invalid_reservation_token"),
+            _ => (401, crate::wire::codes::INVALID_RESERVATION_TOKEN),
         }
     }
 }
