@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use prometheus::IntGaugeVec;
+use reservation_core::wire::paths;
 use serde::Serialize;
 
 use crate::edge::EdgeState;
@@ -141,7 +142,11 @@ async fn check(state: &EdgeState, http: &reqwest::Client, settlement_base: &str)
     );
     // Settlement's `/readyz` (on its admin listener) pings its database: the one SQL check
     // the gateway can make.
-    let database = match http.get(format!("{settlement_base}/readyz")).send().await {
+    let database = match http
+        .get(format!("{settlement_base}{}", paths::READYZ))
+        .send()
+        .await
+    {
         Ok(response) if response.status().is_success() => up("settlement reaches it"),
         Ok(_) => down("settlement cannot reach it"),
         Err(_) => down("unknown: settlement unreachable"),

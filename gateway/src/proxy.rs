@@ -14,6 +14,7 @@ use pingora::lb::{LoadBalancer, health_check::HttpHealthCheck};
 use pingora::prelude::HttpPeer;
 use pingora::protocols::Digest;
 use pingora::services::background::{GenBackgroundService, background_service};
+use reservation_core::wire::paths;
 
 use crate::config::{UpstreamConfig, ms};
 
@@ -46,7 +47,8 @@ impl Upstream {
         let mut lb = LoadBalancer::<RoundRobin>::try_from_iter([host_port])
             .map_err(|e| format!("upstream {host_port}: {e}"))?;
         let mut check = HttpHealthCheck::new(host_port, false);
-        let mut req = RequestHeader::build("GET", b"/healthz", None).map_err(|e| e.to_string())?;
+        let mut req = RequestHeader::build("GET", paths::HEALTHZ.as_bytes(), None)
+            .map_err(|e| e.to_string())?;
         req.insert_header("host", host_port)
             .map_err(|e| e.to_string())?;
         check.req = req;

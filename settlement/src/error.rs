@@ -27,13 +27,14 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use backend_adapters::sql::SqlError;
+use reservation_core::wire::{PROBLEM_CONTENT_TYPE, Problem};
 use reservation_core::{ReservationError, TokenError};
-use serde::Serialize;
 use thiserror::Error;
 
 use crate::config::ConfigError;
 
-/// A problem answer. The request-id middleware adds `request_id` to its body.
+/// A problem answer, rendered by the wire's [`Problem`]. The request-id middleware adds
+/// `request_id` to its body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -44,29 +45,10 @@ pub struct ApiError {
     pub etag_version: Option<i64>,
 }
 
-/// The problem body as serialized (kept in the response's extensions until the middleware
-/// knows the request id).
-#[derive(Clone, Debug, Serialize)]
-pub(crate) struct Problem {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub title: String,
-    pub status: u16,
-    pub detail: String,
-    pub code: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
-}
-
 impl ApiError {
     pub fn new(status: u16, code: &'static str, detail: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            code,
-            detail: detail.into(),
-            retry_after_secs: (status == 503 || status == 429).then_some(1),
-            etag_version: None,
-        }
+        // The wire's rule decides `Retry-After` (429 and 503), as on the gateway.
+        Problem::new(status, code, detail).into()
     }
 
     /// A 412 `stale_version`: the resource is at `current` (sent as its `ETag`).
@@ -78,7 +60,7 @@ impl ApiError {
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
-        Self::new(400, "invalid_request", detail)
+        Problem::bad_request(detail).into()
     }
 
     pub fn reservation(e: &ReservationError) -> Self {
@@ -91,18 +73,27 @@ impl ApiError {
         Self::new(status, code, e.to_string())
     }
 
+    /// The body's part of the answer: kept in the response's extensions until the
+    /// request-id middleware knows the id.
     pub(crate) fn problem(&self) -> Problem {
         Problem {
-            kind: format!("https://stockgate.dev/problems/{}", self.code),
-            title: self
-                .status
-                .canonical_reason()
-                .unwrap_or("error")
-                .to_lowercase(),
             status: self.status.as_u16(),
-            detail: self.detail.clone(),
             code: self.code,
-            request_id: None,
+            detail: self.detail.clone(),
+            retry_after: self.retry_after_secs,
+        }
+    }
+}
+
+impl From<Problem> for ApiError {
+    fn from(problem: Problem) -> Self {
+        ApiError {
+            status: StatusCode::from_u16(problem.status)
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            code: problem.code,
+            detail: problem.detail,
+            retry_after_secs: problem.retry_after,
+            etag_version: None,
         }
     }
 }
@@ -129,12 +120,15 @@ impl From<ReservationError> for ApiError {
 }
 
 /// Renders a problem body (with the request id once known).
-pub(crate) fn problem_response(status: StatusCode, problem: &Problem) -> Response {
-    let body = serde_json::to_vec(problem).unwrap_or_default();
-    let mut response = (status, body).into_response();
+pub(crate) fn problem_response(
+    status: StatusCode,
+    problem: &Problem,
+    request_id: Option<&str>,
+) -> Response {
+    let mut response = (status, problem.to_json(request_id)).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
+        HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
     );
     response
 }
@@ -142,7 +136,7 @@ pub(crate) fn problem_response(status: StatusCode, problem: &Problem) -> Respons
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = self.problem();
-        let mut response = problem_response(self.status, &problem);
+        let mut response = problem_response(self.status, &problem, None);
         if let Some(secs) = self.retry_after_secs {
             response
                 .headers_mut()

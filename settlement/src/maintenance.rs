@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use backend_adapters::sql::fates::{self, Fate};
 use backend_adapters::sql::{Db, Product, SqlError, now_ms, outbox, products};
+use reservation_core::wire::rfc3339_ms;
 use reservation_core::{
     AbortTo, ProductStock, RepairTicket, ReservationError, ReservationStore, Sku, SoldUnits,
     StockSnapshot,
@@ -31,7 +32,6 @@ use tokio::sync::watch;
 use crate::config::MaintenanceConfig;
 use crate::leader::Leader;
 use crate::metrics::Metrics;
-use crate::views::rfc3339;
 
 #[derive(Debug, Error)]
 pub enum MaintenanceError {
@@ -165,7 +165,7 @@ pub async fn reconcile(
         skus.push(report);
     }
     Ok(ReconcileReport {
-        generated_at: rfc3339(now_ms()),
+        generated_at: rfc3339_ms(now_ms()),
         ok: skus.iter().all(|s| s.ok),
         skus,
     })

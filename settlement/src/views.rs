@@ -3,6 +3,7 @@
 
 use backend_adapters::sql::{Order, Product, ProductUpsert};
 use reservation_core::SaleState;
+use reservation_core::wire::rfc3339_ms;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
@@ -34,8 +35,8 @@ impl From<&Order> for OrderView {
             total: o.total_cents,
             status: o.status.as_str().to_owned(),
             version: o.version,
-            created_at: rfc3339(o.created_at_ms),
-            updated_at: rfc3339(o.updated_at_ms),
+            created_at: rfc3339_ms(o.created_at_ms),
+            updated_at: rfc3339_ms(o.updated_at_ms),
         }
     }
 }
@@ -67,7 +68,7 @@ impl From<&Product> for ProductView {
             max_per_order: p.max_per_order,
             sale_state: p.sale_state,
             version: p.version,
-            updated_at: rfc3339(p.updated_at_ms),
+            updated_at: rfc3339_ms(p.updated_at_ms),
         }
     }
 }
@@ -124,39 +125,15 @@ impl ProductInput {
     }
 }
 
-/// Epoch milliseconds as RFC 3339 UTC with millisecond precision (civil-from-days, Howard
-/// Hinnant's algorithm; no calendar crate needed for UTC).
-pub fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let tod = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        tod / 3600,
-        tod % 3600 / 60,
-        tod % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn rfc3339_formats_known_instants() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(rfc3339(1_795_503_600_000), "2026-11-24T07:00:00.000Z");
+        assert_eq!(rfc3339_ms(0i64), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(951_782_400_123i64), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339_ms(1_795_503_600_000i64), "2026-11-24T07:00:00.000Z");
     }
 
     #[test]

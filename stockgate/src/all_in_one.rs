@@ -18,6 +18,7 @@ use settlement::{RunningSettlement, SettlementDeps};
 use thiserror::Error;
 
 use reservation_core::assertion::{AssertionSigner, Identity};
+use reservation_core::wire::paths;
 
 use gateway::app::{self, Gateway, Shared};
 use gateway::auth::KeySet;
@@ -186,7 +187,7 @@ pub async fn seed_demo_products(
         }
     };
     let listed: serde_json::Value = send(
-        http.get(format!("{base}/api/v1/products")),
+        http.get(format!("{base}{}", paths::PRODUCTS)),
         Identity::default(),
     )
     .await?
@@ -204,7 +205,7 @@ pub async fn seed_demo_products(
     };
     for (sku, name, price_cents, total_stock, limit) in DEMO_PRODUCTS {
         let edit = http
-            .put(format!("{base}/api/v1/admin/products/{sku}"))
+            .put(format!("{base}{}{sku}", paths::ADMIN_PRODUCTS_PREFIX))
             .json(&json!({
                 "name": name, "price_cents": price_cents, "total_stock": total_stock,
                 "per_buyer_limit": limit, "sale_state": "on_sale",

@@ -19,10 +19,9 @@ use backend_adapters::sql::OrderStatus;
 use backend_adapters::sql::orders::{self, StatusOutcome};
 use gateway::cache::entry::Entry;
 use gateway::cache::now_ms;
-use gateway::edge::respond::rfc3339_ms;
 use redis::AsyncCommands;
+use reservation_core::wire::rfc3339_ms;
 use serde_json::{Value, json};
-use settlement::views::rfc3339;
 use testkit::{RealStack, body, header};
 
 /// How long the store keeps a final hold and its idempotency record (the store's default).
@@ -417,7 +416,7 @@ async fn scenario_1_product_view_cache_miss_then_hit() {
         product,
         json!({"sku": "HOT", "name": "HOT sneaker", "price_cents": 19_999, "total_stock": 10,
                "sold": 0, "per_buyer_limit": 2, "max_per_order": 2, "sale_state": "on_sale",
-               "version": 1, "updated_at": rfc3339(updated_at_ms)})
+               "version": 1, "updated_at": rfc3339_ms(updated_at_ms)})
     );
 
     // Redis: the shared copy, its validator and its lifetime (fresh + the longer stale window).
@@ -702,7 +701,7 @@ async fn scenario_3_order_reserve_confirm_sql_order_outbox_event() {
     assert_eq!(
         created,
         json!({"reservation_id": rid, "token": token, "sku": "HOT", "qty": 2,
-               "expires_at": rfc3339_ms(expires as u64)})
+               "expires_at": rfc3339_ms(expires)})
     );
     // The token is the gateway's signature over the hold.
     let claims = stack.all().shared.verifier().verify(&token).unwrap();
@@ -796,7 +795,7 @@ async fn scenario_3_order_reserve_confirm_sql_order_outbox_event() {
         order,
         json!({"order_id": order_id, "reservation_id": rid, "user_sub": "alice", "sku": "HOT",
                "qty": 2, "unit_price": 19_999, "total": 39_998, "status": "confirmed",
-               "version": 1, "created_at": rfc3339(at), "updated_at": rfc3339(at)})
+               "version": 1, "created_at": rfc3339_ms(at), "updated_at": rfc3339_ms(at)})
     );
     assert_eq!(stack.product_row("HOT").await.4, 2, "SQL sold the units");
     assert_eq!(

@@ -27,6 +27,7 @@ use bytes::Bytes;
 
 use reservation_core::Sku;
 use reservation_core::assertion::{AssertionSigner, Identity};
+use reservation_core::wire::{PROBLEM_CONTENT_TYPE, headers, paths};
 
 use crate::config::{CacheConfig, ms};
 use crate::edge::respond::Reply;
@@ -39,7 +40,7 @@ use entry::{Entry, Freshness};
 use local::{LocalTier, SingleFlight};
 
 /// The catalog list path; every product change also drops its copy.
-pub const LIST_PATH: &str = "/api/v1/products";
+pub const LIST_PATH: &str = paths::PRODUCTS;
 
 /// The cache key of a catalog read at `path` (the query string already left out), which is
 /// also the path fetched upstream, so an answer always matches its key: `LIST_PATH`, or
@@ -349,7 +350,7 @@ impl ProductCache {
         let mut request = self
             .http
             .get(format!("{}{path}", self.upstream_base))
-            .header("x-request-id", request_id)
+            .header(headers::REQUEST_ID, request_id)
             .build()
             .map_err(|e| (e.to_string(), None))?;
         crate::service_auth::sign_request(&self.assertions, &mut request, &Identity::default())
@@ -401,7 +402,7 @@ impl ProductCache {
         };
         let mut reply = Reply::raw_json(status, body);
         reply.content_type = if content_type.contains("problem") {
-            "application/problem+json"
+            PROBLEM_CONTENT_TYPE
         } else {
             "application/json"
         };
@@ -432,7 +433,7 @@ impl ProductCache {
             Reply::raw_json(200, entry.body.clone())
         };
         reply = reply
-            .header("etag", entry.etag.clone())
+            .header(headers::ETAG, entry.etag.clone())
             .header("age", entry.age_secs(now).to_string())
             .header("cache-status", format!("stockgate; {status_detail}"))
             .header(

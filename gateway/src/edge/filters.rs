@@ -20,10 +20,13 @@ use pingora::{Error, ErrorSource, ErrorType};
 
 use super::respond::{REQUEST_ID, Reply};
 use super::routes::{self, Route};
-use super::{Edge, EdgeLimits, RequestCtx, USER_ROLES, USER_SUB, has_body, request_id_of};
+use super::{Edge, EdgeLimits, RequestCtx, has_body, request_id_of};
 use crate::problem::Problem;
 use crate::ratelimit::{Checkpoint, Facts};
-use reservation_core::assertion::{ASSERTION_HEADER, Bound};
+use reservation_core::assertion::Bound;
+// Identity headers an older settlement trusted: settlement now reads the identity from the
+// gateway's assertion only; the edge still strips them so no client's reach anywhere.
+use reservation_core::wire::headers::{ASSERTION as ASSERTION_HEADER, USER_ROLES, USER_SUB};
 
 /// The largest body proxied to settlement. It is read whole before the upstream request
 /// starts (the assertion covers its hash) and Pingora sends it on from its retry buffer,

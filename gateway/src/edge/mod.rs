@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use pingora::proxy::Session;
 use reservation_core::assertion::AssertionSigner;
+use reservation_core::wire::headers;
 use reservation_core::{ReservationStore, TokenSigner, TokenVerifier};
 
 use crate::auth::{BuyerAuth, Identity, OPS_ROLE};
@@ -39,11 +40,6 @@ use respond::{REQUEST_ID, Reply};
 use routes::{Access, Matched, Route};
 use settle::SettlementClient;
 use sold_out::SoldOutMemory;
-
-/// Identity headers an older settlement trusted. Settlement now reads the identity from the
-/// gateway's assertion only; the edge still strips these so no client's reach anywhere.
-const USER_SUB: &str = "x-user-sub";
-const USER_ROLES: &str = "x-user-roles";
 
 /// The limits the edge enforces per request.
 #[derive(Debug, Clone)]
@@ -246,7 +242,7 @@ impl Edge {
                 Some(cache) => {
                     // The query string plays no part: see `cache::catalog_key`.
                     let path = session.req_header().uri.path();
-                    let if_none_match = respond::header_str(session, "if-none-match");
+                    let if_none_match = respond::header_str(session, headers::IF_NONE_MATCH);
                     cache.serve(path, if_none_match, &ctx.request_id).await
                 }
                 None => Reply::problem(&Problem::not_found(), &ctx.request_id),
@@ -254,7 +250,7 @@ impl Edge {
             Route::Web => match &state.site {
                 Some(site) => {
                     let request = session.req_header();
-                    let if_none_match = respond::header_str(session, "if-none-match");
+                    let if_none_match = respond::header_str(session, headers::IF_NONE_MATCH);
                     site.serve(
                         &request.method,
                         request.uri.path(),

@@ -13,6 +13,7 @@
 
 use pingora::proxy::Session;
 use reservation_core::assertion::Identity;
+use reservation_core::wire::codes;
 use reservation_core::{
     AbortTo, BuyerId, HoldState, ReservationClaims, ReservationError, TokenError,
 };
@@ -225,12 +226,14 @@ async fn lost_hold(
             Ok(Reply::raw_json(200, order))
         }
         // SQL has no order and now never will: say so, whatever ended the hold (it expired,
-        // was released, or the store lost it).
+        // was released, or the store lost it). Fate's one 410 is
+        // `codes::RESERVATION_RELEASED` and its one 403 `codes::NOT_OWNER`; both are decided
+        // on the status alone, as they always have been.
         Settled::Refused { status: 410, .. } => Err((
             "expired",
             Problem::new(
                 410,
-                "reservation_expired",
+                codes::RESERVATION_EXPIRED,
                 "the reservation expired or its hold is gone, and no order was placed for it",
             ),
         )),
@@ -265,47 +268,53 @@ async fn lost_hold(
 /// may still be on its way to SQL: the reconciler decides those.
 fn refusal(status: u16, code: &str) -> (Option<AbortTo>, &'static str, Problem) {
     match (status, code) {
-        (410, "reservation_released") => (
+        (410, codes::RESERVATION_RELEASED) => (
             Some(AbortTo::Released),
             "expired",
             ReservationError::Released.into(),
         ),
-        (422, "purchase_limit") => (
+        (422, codes::PURCHASE_LIMIT) => (
             Some(AbortTo::Released),
             "purchase_limit",
             Problem::new(
                 422,
-                "purchase_limit",
+                codes::PURCHASE_LIMIT,
                 "the order would exceed this buyer's purchase limit",
             ),
         ),
-        (422, "total_out_of_range") => (
+        (422, codes::TOTAL_OUT_OF_RANGE) => (
             Some(AbortTo::Released),
             "rejected",
             Problem::new(
                 422,
-                "total_out_of_range",
+                codes::TOTAL_OUT_OF_RANGE,
                 "price times quantity is beyond what an order can hold",
             ),
         ),
-        // SQL has no unit left for it: the store drifted; give the units back.
+        // SQL has no unit left for it (settle's one 409, `codes::OVERSELL_PREVENTED`): the
+        // store drifted; give the units back. This arm and the next three decide on the
+        // status alone, as they always have: a code of that status the table does not name
+        // would otherwise be handled differently (docs/internal-api.md).
         (409, _) => (
             Some(AbortTo::Released),
             "sold_out",
             Problem::new(409, "sold_out", "sold out: the order could not be settled"),
         ),
+        // `codes::UNKNOWN_SKU`; also a 404 `not_found` (a settlement without this route).
         (404, _) => (
             Some(AbortTo::Released),
             "unknown_sku",
             ReservationError::UnknownSku.into(),
         ),
+        // `codes::RESERVATION_EXPIRED`: no order exists for the expired token.
         (410, _) => (None, "expired", ReservationError::Expired.into()),
+        // `codes::INVALID_RESERVATION_TOKEN`; also `unauthenticated` (no buyer asserted).
         (401, _) => (
             None,
             "invalid_token",
             Problem::new(
                 401,
-                "invalid_reservation_token",
+                codes::INVALID_RESERVATION_TOKEN,
                 "settlement refused the reservation token",
             ),
         ),

@@ -119,7 +119,7 @@ pub(super) fn buyer_of(ctx: &RequestCtx) -> Result<BuyerId, Problem> {
 
 /// The `Idempotency-Key` header, required on every POST the edge answers.
 pub(super) fn idempotency_key(session: &Session) -> Result<IdempotencyKey, Problem> {
-    let raw = respond::header_str(session, "idempotency-key")
+    let raw = respond::header_str(session, reservation_core::wire::headers::IDEMPOTENCY_KEY)
         .ok_or_else(Problem::missing_idempotency_key)?;
     IdempotencyKey::parse(raw).map_err(Problem::from)
 }

@@ -4,13 +4,16 @@
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
+use reservation_core::wire::{self, PROBLEM_CONTENT_TYPE};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::EdgeLimits;
 use crate::problem::Problem;
 
-pub const REQUEST_ID: &str = "x-request-id";
+pub use reservation_core::wire::headers::REQUEST_ID;
+/// The edge's JSON bodies write their times with the wire's formatter.
+pub use reservation_core::wire::rfc3339_ms;
 
 /// One answer of the edge, before it is written.
 #[derive(Debug)]
@@ -64,12 +67,12 @@ impl Reply {
     pub fn problem(problem: &Problem, request_id: &str) -> Reply {
         let mut headers = Vec::new();
         if let Some(secs) = problem.retry_after {
-            headers.push(("retry-after", secs.to_string()));
+            headers.push((wire::headers::RETRY_AFTER, secs.to_string()));
         }
         Reply {
             status: problem.status,
-            content_type: "application/problem+json",
-            body: problem.to_json(request_id).into(),
+            content_type: PROBLEM_CONTENT_TYPE,
+            body: problem.to_json(Some(request_id)).into(),
             headers,
             close: false,
         }
@@ -189,42 +192,14 @@ pub fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
         .and_then(|v| v.to_str().ok())
 }
 
-/// Milliseconds since the epoch as RFC 3339 UTC (`2026-11-24T07:00:00.123Z`).
-pub fn rfc3339_ms(epoch_ms: u64) -> String {
-    let secs = epoch_ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days as i64);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        epoch_ms % 1000
-    )
-}
-
-/// Days since 1970-01-01 to a (year, month, day) date (H. Hinnant's civil_from_days).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn formats_rfc3339() {
-        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_ms(1_795_935_600_123), "2026-11-29T07:00:00.123Z");
-        assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(0u64), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_795_935_600_123u64), "2026-11-29T07:00:00.123Z");
+        assert_eq!(rfc3339_ms(951_782_400_000u64), "2000-02-29T00:00:00.000Z");
     }
 }

@@ -4,6 +4,7 @@
 
 use http::Method;
 use reservation_core::Sku;
+use reservation_core::wire::paths;
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,7 +136,7 @@ fn matched(route: Route, param: Option<&str>) -> Matched {
 pub fn classify(method: &Method, path: &str) -> Matched {
     let get = method == Method::GET || method == Method::HEAD;
     match path {
-        "/healthz" => {
+        paths::HEALTHZ => {
             return matched(
                 if get {
                     Route::Healthz
@@ -145,7 +146,7 @@ pub fn classify(method: &Method, path: &str) -> Matched {
                 None,
             );
         }
-        "/readyz" => {
+        paths::READYZ => {
             return matched(
                 if get {
                     Route::Readyz
@@ -161,7 +162,7 @@ pub fn classify(method: &Method, path: &str) -> Matched {
         _ if crate::web::is_page_path(path) => return matched(Route::Web, None),
         _ => {}
     }
-    let Some(rest) = path.strip_prefix("/api/v1/") else {
+    let Some(rest) = path.strip_prefix(paths::API_PREFIX) else {
         return matched(Route::NotFound, None);
     };
     let parts: Vec<&str> = rest.split('/').collect();
@@ -206,10 +207,10 @@ pub fn classify(method: &Method, path: &str) -> Matched {
 /// `product.updated` event).
 /// The SKU is the canonical one settlement acts on ([`path_sku`]), so `H%4FT` drops `HOT`.
 pub fn product_change(method: &Method, path: &str) -> Option<Sku> {
-    let rest = path.strip_prefix("/api/v1/admin/products/")?;
+    let rest = path.strip_prefix(paths::ADMIN_PRODUCTS_PREFIX)?;
     let sku = match rest.split_once('/') {
         None if method == Method::PUT => rest,
-        Some((sku, "restock")) if method == Method::POST => sku,
+        Some((sku, paths::RESTOCK_SEGMENT)) if method == Method::POST => sku,
         _ => return None,
     };
     path_sku(sku)

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use reservation_core::assertion::{AssertionSigner, Identity};
+use reservation_core::wire::{codes, headers, paths};
 use serde::Deserialize;
 
 use crate::conn_age::RenewingClient;
@@ -41,9 +42,6 @@ pub struct SettlementClient {
     base: String,
 }
 
-const SETTLE_PATH: &str = "/internal/settlements";
-const FATE_PATH: &str = "/internal/settlements/fate";
-
 impl SettlementClient {
     /// `host_port` is the upstream's `host:port`; `timeout` bounds the whole call; no
     /// connection is used once it is `max_age` old.
@@ -72,14 +70,16 @@ impl SettlementClient {
 
     /// Sends the reservation token with the request id, asserted for `buyer`.
     pub async fn settle(&self, token: &str, request_id: &str, buyer: &Identity) -> Settled {
-        self.post(SETTLE_PATH, token, request_id, buyer).await
+        self.post(paths::SETTLEMENTS, token, request_id, buyer)
+            .await
     }
 
     /// Asks settlement to decide the fate of a reservation whose hold the store no longer has
     /// (`POST /internal/settlements/fate`): `Committed { created: false }` with the order, or
     /// `Refused { 410, "reservation_released" }` once SQL claimed it released.
     pub async fn decide_fate(&self, token: &str, request_id: &str, buyer: &Identity) -> Settled {
-        self.post(FATE_PATH, token, request_id, buyer).await
+        self.post(paths::SETTLEMENT_FATE, token, request_id, buyer)
+            .await
     }
 
     async fn post(&self, path: &str, token: &str, request_id: &str, buyer: &Identity) -> Settled {
@@ -87,7 +87,7 @@ impl SettlementClient {
         let http = self.http.get();
         let built = http
             .post(format!("{}{path}", self.base))
-            .header("x-request-id", request_id)
+            .header(headers::REQUEST_ID, request_id)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)
             .build()
@@ -143,7 +143,7 @@ impl SettlementClient {
                 // Settlement did not take this gateway for the gateway (a key it does not
                 // publish: a rotation done in the wrong order). It refused before any handler
                 // ran, so nothing was committed; the buyer may retry once the keys agree.
-                if status == 401 && code.starts_with("service_auth_") {
+                if status == 401 && code.starts_with(codes::SERVICE_AUTH_PREFIX) {
                     tracing::error!(%code, "settlement refused the gateway's service assertion: check settlement_auth keys");
                     return Settled::Unavailable {
                         reason: format!("settlement refused the service assertion ({code})"),

@@ -11,6 +11,8 @@ use http::{Method, Response};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use reservation_core::wire::{PROBLEM_CONTENT_TYPE, headers, paths};
+
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::problem::Problem;
@@ -73,20 +75,15 @@ fn respond_with_id(
         .status(status)
         .header("content-type", content_type)
         .header("content-length", body.len())
-        .header("x-request-id", request_id)
+        .header(headers::REQUEST_ID, request_id)
         .body(body)
         .unwrap_or_else(|_| Response::new(Vec::new()))
 }
 
 fn problem(problem: Problem) -> Response<Vec<u8>> {
     let request_id = new_request_id();
-    let body = problem.to_json(&request_id);
-    respond_with_id(
-        problem.status,
-        "application/problem+json",
-        body,
-        &request_id,
-    )
+    let body = problem.to_json(Some(&request_id));
+    respond_with_id(problem.status, PROBLEM_CONTENT_TYPE, body, &request_id)
 }
 
 #[async_trait]
@@ -98,13 +95,13 @@ impl ServeHttp for AdminApp {
             // process serves. Here and not on the public listener because this listener has
             // threads of its own: a sale saturating the public one must not fail the probe and
             // restart pods under load.
-            (Method::GET, "/healthz") => {
+            (Method::GET, paths::HEALTHZ) => {
                 respond(200, "application/json", br#"{"status":"ok"}"#.to_vec())
             }
-            (_, "/healthz") => problem(Problem::method_not_allowed()),
+            (_, paths::HEALTHZ) => problem(Problem::method_not_allowed()),
             (Method::GET, "/admin/health") => self.health_report(),
             (_, "/admin/health") => problem(Problem::method_not_allowed()),
-            (Method::GET, "/metrics") => {
+            (Method::GET, paths::METRICS) => {
                 respond(200, "text/plain; version=0.0.4", self.metrics.render())
             }
             (Method::POST, "/admin/reload") => match self.ratelimit.reload() {
@@ -117,7 +114,7 @@ impl ServeHttp for AdminApp {
                 ),
                 Err(error) => problem(Problem::new(422, "invalid_rules", error.to_string())),
             },
-            (_, "/metrics" | "/admin/reload") => problem(Problem::method_not_allowed()),
+            (_, paths::METRICS | "/admin/reload") => problem(Problem::method_not_allowed()),
             _ => problem(Problem::not_found()),
         }
     }

@@ -22,11 +22,12 @@ use axum::routing::{get, post, put};
 use backend_adapters::redis::lock::{FencedLock, LockLease};
 use backend_adapters::sql::Db;
 use reservation_core::assertion::AssertionVerifier;
+use reservation_core::wire::{Problem, headers, paths};
 use reservation_core::{ReservationStore, TokenVerifier};
 use serde::de::DeserializeOwned;
 
 use crate::commit::Committer;
-use crate::error::{ApiError, Problem, problem_response};
+use crate::error::{ApiError, problem_response};
 use crate::metrics::Metrics;
 pub(crate) use service_auth::{Caller, UsedAssertions};
 
@@ -77,20 +78,17 @@ pub(crate) type Shared = State<Arc<AppState>>;
 /// served to whoever reaches the API port.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
-        .route("/internal/settlements", post(settle::settle))
-        .route("/internal/settlements/fate", post(settle::decide_fate))
-        .route("/api/v1/products", get(products::list_products))
-        .route("/api/v1/products/{sku}", get(products::get_product))
-        .route("/api/v1/orders", get(orders::list))
-        .route("/api/v1/orders/{id}", get(orders::get))
-        .route("/api/v1/orders/{id}/cancel", post(orders::cancel))
-        .route("/api/v1/admin/products/{sku}", put(products::put_product))
-        .route(
-            "/api/v1/admin/products/{sku}/restock",
-            post(products::restock),
-        )
-        .route("/api/v1/admin/orders/{id}/status", post(admin::set_status))
-        .route("/api/v1/admin/reconcile", get(admin::reconcile));
+        .route(paths::SETTLEMENTS, post(settle::settle))
+        .route(paths::SETTLEMENT_FATE, post(settle::decide_fate))
+        .route(paths::PRODUCTS, get(products::list_products))
+        .route(paths::PRODUCT, get(products::get_product))
+        .route(paths::ORDERS, get(orders::list))
+        .route(paths::ORDER, get(orders::get))
+        .route(paths::ORDER_CANCEL, post(orders::cancel))
+        .route(paths::ADMIN_PRODUCT, put(products::put_product))
+        .route(paths::ADMIN_PRODUCT_RESTOCK, post(products::restock))
+        .route(paths::ADMIN_ORDER_STATUS, post(admin::set_status))
+        .route(paths::ADMIN_RECONCILE, get(admin::reconcile));
     finish(api, state, Listener::Public)
 }
 
@@ -98,9 +96,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 /// and Prometheus metrics, for kubelet, Prometheus and the gateway's upstream health check.
 pub(crate) fn admin_router(state: Arc<AppState>) -> Router {
     let admin = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics));
+        .route(paths::HEALTHZ, get(healthz))
+        .route(paths::READYZ, get(readyz))
+        .route(paths::METRICS, get(metrics));
     finish(admin, state, Listener::Admin)
 }
 
@@ -116,14 +114,8 @@ enum Listener {
 /// cannot even map which routes exist, inside the request id so its refusals carry one.
 fn finish(routes: Router<Arc<AppState>>, state: Arc<AppState>, listener: Listener) -> Router {
     let routes = routes
-        .fallback(|| async { ApiError::new(404, "not_found", "no such route") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                405,
-                "method_not_allowed",
-                "method not allowed on this route",
-            )
-        });
+        .fallback(|| async { ApiError::from(Problem::not_found()) })
+        .method_not_allowed_fallback(|| async { ApiError::from(Problem::method_not_allowed()) });
     let routes = match listener {
         Listener::Public => routes.layer(middleware::from_fn_with_state(
             state.clone(),
@@ -169,14 +161,13 @@ fn acceptable_request_id(value: &HeaderValue) -> Option<String> {
 async fn request_id(req: Request, next: Next) -> Response {
     let id = req
         .headers()
-        .get("x-request-id")
+        .get(headers::REQUEST_ID)
         .and_then(acceptable_request_id)
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     let mut response = next.run(req).await;
-    if let Some(mut problem) = response.extensions_mut().remove::<Problem>() {
-        problem.request_id = Some(id.clone());
+    if let Some(problem) = response.extensions_mut().remove::<Problem>() {
         let status = response.status();
-        let mut rebuilt = problem_response(status, &problem);
+        let mut rebuilt = problem_response(status, &problem, Some(&id));
         for (name, value) in response.headers() {
             if name != header::CONTENT_LENGTH && name != header::CONTENT_TYPE {
                 rebuilt.headers_mut().insert(name.clone(), value.clone());
@@ -185,7 +176,7 @@ async fn request_id(req: Request, next: Next) -> Response {
         response = rebuilt;
     }
     if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-request-id", value);
+        response.headers_mut().insert(headers::REQUEST_ID, value);
     }
     response
 }

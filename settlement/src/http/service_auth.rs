@@ -21,8 +21,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use backend_adapters::redis::single_use::SingleUseIds;
 use reservation_core::assertion::{
-    ASSERTION_HEADER, ASSERTION_LIFETIME_SECS, AssertionError, Bound, Identity, Verified,
+    ASSERTION_LIFETIME_SECS, AssertionError, Bound, Identity, Verified,
 };
+use reservation_core::wire::{headers, paths};
 
 use super::Shared;
 use crate::error::ApiError;
@@ -49,7 +50,7 @@ pub(crate) async fn require_gateway(State(state): Shared, req: Request, next: Ne
     };
     let assertion = parts
         .headers
-        .get(ASSERTION_HEADER)
+        .get(headers::ASSERTION)
         .map(|v| v.to_str().unwrap_or_default());
     let path = parts
         .uri
@@ -88,7 +89,7 @@ pub(crate) async fn require_gateway(State(state): Shared, req: Request, next: Ne
 
 /// Whether a request's assertion is single-use: a method that writes, outside `/internal/`.
 fn changes_something(method: &Method, path: &str) -> bool {
-    !matches!(*method, Method::GET | Method::HEAD) && !path.starts_with("/internal/")
+    !matches!(*method, Method::GET | Method::HEAD) && !path.starts_with(paths::INTERNAL_PREFIX)
 }
 
 /// The ids of assertions already used, until they expire.

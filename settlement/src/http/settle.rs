@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use backend_adapters::sql::fates::{self, Fate};
 use backend_adapters::sql::{SettleOutcome, SettleRequest, orders};
+use reservation_core::wire::codes;
 use reservation_core::{ReservationClaims, TokenError};
 use serde::Deserialize;
 
@@ -30,10 +31,10 @@ pub(crate) async fn settle(
     let outcome = match &result {
         Ok((StatusCode::CREATED, _)) => "created",
         Ok(_) => "existing",
-        Err(e) if e.code == "oversell_prevented" => "oversell",
-        Err(e) if e.code == "unknown_sku" => "unknown_sku",
-        Err(e) if e.code == "purchase_limit" => "purchase_limit",
-        Err(e) if e.code == "reservation_released" => "released",
+        Err(e) if e.code == codes::OVERSELL_PREVENTED => "oversell",
+        Err(e) if e.code == codes::UNKNOWN_SKU => "unknown_sku",
+        Err(e) if e.code == codes::PURCHASE_LIMIT => "purchase_limit",
+        Err(e) if e.code == codes::RESERVATION_RELEASED => "released",
         Err(e) if e.status.is_client_error() => "rejected",
         Err(e) if e.code == "database_busy" => "busy",
         Err(_) => "error",
@@ -58,7 +59,7 @@ async fn settle_inner(
     if claims.rid.sku() != claims.sku {
         return Err(ApiError::new(
             401,
-            "invalid_reservation_token",
+            codes::INVALID_RESERVATION_TOKEN,
             "the token's sku does not match its reservation",
         ));
     }
@@ -78,24 +79,24 @@ async fn settle_inner(
             tracing::warn!("settlement refused: sql would oversell (redis drifted)");
             Err(ApiError::new(
                 409,
-                "oversell_prevented",
+                codes::OVERSELL_PREVENTED,
                 "no stock left in sql for this reservation",
             ))
         }
-        SettleOutcome::UnknownSku => Err(ApiError::new(404, "unknown_sku", "unknown sku")),
+        SettleOutcome::UnknownSku => Err(ApiError::new(404, codes::UNKNOWN_SKU, "unknown sku")),
         SettleOutcome::PurchaseLimit { limit } => Err(ApiError::new(
             422,
-            "purchase_limit",
+            codes::PURCHASE_LIMIT,
             format!("this buyer's orders for the sku would exceed its limit of {limit}"),
         )),
         SettleOutcome::TotalOutOfRange => Err(ApiError::new(
             422,
-            "total_out_of_range",
+            codes::TOTAL_OUT_OF_RANGE,
             "price times quantity is beyond what an order can hold",
         )),
         SettleOutcome::Released => Err(ApiError::new(
             410,
-            "reservation_released",
+            codes::RESERVATION_RELEASED,
             "this reservation was released and can no longer become an order",
         )),
     }
@@ -107,7 +108,7 @@ fn check_owner(caller: &Caller, claims: &ReservationClaims) -> Result<(), ApiErr
     if super::buyer(caller)? != claims.sub.as_str() {
         return Err(ApiError::new(
             403,
-            "not_owner",
+            codes::NOT_OWNER,
             "this reservation belongs to another buyer",
         ));
     }
@@ -175,12 +176,12 @@ async fn decide_fate_inner(
         }
         Some(_) => Err(ApiError::new(
             403,
-            "not_owner",
+            codes::NOT_OWNER,
             "this reservation belongs to another buyer",
         )),
         None => Err(ApiError::new(
             410,
-            "reservation_released",
+            codes::RESERVATION_RELEASED,
             "this reservation was released and can no longer become an order",
         )),
     }
