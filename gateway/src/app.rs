@@ -26,6 +26,7 @@ use crate::ratelimit::RateLimiter;
 use crate::server::{self, RunningServer, ServerError};
 use crate::service_auth::{self, UnsetKey};
 
+/// Why a gateway could not start; each names the part that failed and keeps its cause.
 #[derive(Debug, Error)]
 pub enum StartError {
     #[error(transparent)]
@@ -36,8 +37,28 @@ pub enum StartError {
     Server(#[from] ServerError),
     #[error("reservation store")]
     Store(#[from] reservation_core::ReservationError),
-    #[error("{0}")]
-    Setup(String),
+    #[error("metrics registry")]
+    Metrics(#[source] prometheus::Error),
+    #[error("edge redis at {url}")]
+    EdgeRedis {
+        url: String,
+        #[source]
+        source: crate::edge_redis::EdgeRedisError,
+    },
+    /// A name of `auth.algorithms` (config validation refuses it first).
+    #[error(transparent)]
+    Algorithm(#[from] crate::auth::AlgorithmError),
+    #[error(transparent)]
+    Upstream(#[from] crate::proxy::UpstreamError),
+    #[error("settlement client")]
+    SettlementClient(#[source] reqwest::Error),
+    #[error("product cache client")]
+    CacheClient(#[source] reqwest::Error),
+    #[error(transparent)]
+    RateLimitRules(#[from] crate::ratelimit::rules::RulesError),
+    /// An entry of `client_ip.trusted_proxies` (config validation refuses it first).
+    #[error(transparent)]
+    TrustedProxies(#[from] crate::client_addr::CidrError),
 }
 
 /// What the gateway shares with an in-process settlement service.
@@ -75,7 +96,7 @@ impl Shared {
             signer: Arc::new(signer),
             assertions: Arc::new(service_auth::signer(config, unset)?),
             verifier,
-            metrics: Arc::new(Metrics::new().map_err(|e| StartError::Setup(e.to_string()))?),
+            metrics: Arc::new(Metrics::new().map_err(StartError::Metrics)?),
             edge_redis: None,
         })
     }
@@ -115,7 +136,10 @@ impl Shared {
         let gauge = self.metrics.redis_degraded.clone();
         let redis = EdgeRedis::connect(config, url, gauge)
             .await
-            .map_err(|e| StartError::Setup(format!("edge redis at {url}: {e}")))?;
+            .map_err(|source| StartError::EdgeRedis {
+                url: url.to_owned(),
+                source,
+            })?;
         self.edge_redis = Some(redis);
         Ok(())
     }
@@ -156,8 +180,7 @@ pub async fn load_keys(config: &Config) -> Result<Arc<KeySet>, StartError> {
         .algorithms
         .iter()
         .map(|name| crate::auth::parse_algorithm(name))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(StartError::Setup)?;
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(KeySet::load_allowing(key_source(config)?, min_refresh, algorithms).await?)
 }
 
@@ -183,11 +206,10 @@ impl Gateway {
         keys: Arc<KeySet>,
         dev_sign_in: DevSignIn,
     ) -> Result<Self, StartError> {
-        let auth = BuyerAuth::new(&config.auth, keys.clone()).map_err(StartError::Setup)?;
+        let auth = BuyerAuth::new(&config.auth, keys.clone())?;
         let verifier = shared.verifier();
         let upstream_addr = config.settlement_host_port();
-        let (upstream, health) =
-            Upstream::new(upstream_addr, &config.upstream).map_err(StartError::Setup)?;
+        let (upstream, health) = Upstream::new(upstream_addr, &config.upstream)?;
         let settlement = SettlementClient::new(
             upstream_addr,
             shared.assertions.clone(),
@@ -196,7 +218,7 @@ impl Gateway {
             Duration::from_secs(config.upstream.pool_idle_timeout_secs),
             Duration::from_secs(config.upstream.max_connection_age_secs),
         )
-        .map_err(StartError::Setup)?;
+        .map_err(StartError::SettlementClient)?;
         let cache = if config.cache.enabled {
             let cache = ProductCache::new(
                 &config.cache,
@@ -207,15 +229,14 @@ impl Gateway {
                 ms(config.upstream.read_timeout_ms),
                 shared.metrics.clone(),
             )
-            .map_err(StartError::Setup)?;
+            .map_err(StartError::CacheClient)?;
             Some(Arc::new(cache))
         } else {
             None
         };
-        let ratelimit = RateLimiter::new(config, shared.edge_redis.clone(), shared.metrics.clone())
-            .map_err(|e| StartError::Setup(e.to_string()))?;
-        let client_addrs =
-            crate::client_addr::ClientAddrs::new(&config.client_ip).map_err(StartError::Setup)?;
+        let ratelimit =
+            RateLimiter::new(config, shared.edge_redis.clone(), shared.metrics.clone())?;
+        let client_addrs = crate::client_addr::ClientAddrs::new(&config.client_ip)?;
         let limits = &config.limits;
         let pod_health = Arc::new(crate::health::Health::new(
             shared.metrics.dependency_up.clone(),

@@ -34,12 +34,13 @@ struct Current {
 }
 
 impl RenewingClient {
-    /// `build` makes the builder of each new client (the same settings every time).
+    /// `build` makes the builder of each new client (the same settings every time); the
+    /// error is reqwest's for the first one (a TLS backend or resolver that cannot start).
     pub fn new(
         build: impl Fn() -> reqwest::ClientBuilder + Send + Sync + 'static,
         max_age: Duration,
-    ) -> Result<Self, String> {
-        let client = build().build().map_err(|e| e.to_string())?;
+    ) -> Result<Self, reqwest::Error> {
+        let client = build().build()?;
         Ok(RenewingClient {
             build: Box::new(build),
             max_age,

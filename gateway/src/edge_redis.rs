@@ -8,9 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use backend_adapters::redis::RedisError;
 use backend_adapters::redis::cache::{RedisCache, edge_connection};
 use backend_adapters::redis::ratelimit::RedisRateLimiter;
 use prometheus::IntGauge;
+use thiserror::Error;
 
 use crate::config::{Config, ms};
 
@@ -50,6 +52,15 @@ impl RedisHealth {
     }
 }
 
+/// Why the edge's Redis could not be set up.
+#[derive(Debug, Error)]
+pub enum EdgeRedisError {
+    #[error("connecting")]
+    Connect(#[source] RedisError),
+    #[error("loading the rate-limit script")]
+    LoadScript(#[source] RedisError),
+}
+
 /// The connections and state of the edge's Redis use; cheap to clone.
 #[derive(Clone)]
 pub struct EdgeRedis {
@@ -65,13 +76,17 @@ impl EdgeRedis {
     /// Connects (one multiplexed connection for cache and limits) and loads the GCRA script.
     /// `url` names one server or a Redis Cluster, plain or TLS, like the store's
     /// (`backend_adapters::redis::connection`): the edge runs on the same deployment.
-    pub async fn connect(config: &Config, url: &str, degraded: IntGauge) -> Result<Self, String> {
+    pub async fn connect(
+        config: &Config,
+        url: &str,
+        degraded: IntGauge,
+    ) -> Result<Self, EdgeRedisError> {
         let timeout = ms(config.degraded.redis_timeout_ms);
         let conn = edge_connection(url, timeout, ms(1_000))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(EdgeRedisError::Connect)?;
         let limiter = RedisRateLimiter::new(conn.clone());
-        limiter.load().await.map_err(|e| e.to_string())?;
+        limiter.load().await.map_err(EdgeRedisError::LoadScript)?;
         Ok(EdgeRedis {
             url: url.to_owned(),
             cache: RedisCache::new(conn, &format!("{}:cache", config.redis_key_prefix)),

@@ -16,7 +16,28 @@ use pingora::protocols::Digest;
 use pingora::services::background::{GenBackgroundService, background_service};
 use reservation_core::wire::paths;
 
+use thiserror::Error;
+
 use crate::config::{UpstreamConfig, ms};
+
+/// Why the settlement upstream could not be set up.
+#[derive(Debug, Error)]
+pub enum UpstreamError {
+    /// `host:port` did not resolve to an address.
+    #[error("upstream {host_port}")]
+    Address {
+        host_port: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The health check's request could not be built (a `host` not valid in a header).
+    #[error("upstream {host_port}: its health check request")]
+    HealthCheck {
+        host_port: String,
+        #[source]
+        source: pingora::BError,
+    },
+}
 
 /// Timeouts copied onto every upstream peer.
 #[derive(Debug, Clone)]
@@ -43,14 +64,22 @@ impl Upstream {
     pub fn new(
         host_port: &str,
         config: &UpstreamConfig,
-    ) -> Result<(Self, HealthCheckService), String> {
-        let mut lb = LoadBalancer::<RoundRobin>::try_from_iter([host_port])
-            .map_err(|e| format!("upstream {host_port}: {e}"))?;
+    ) -> Result<(Self, HealthCheckService), UpstreamError> {
+        let mut lb = LoadBalancer::<RoundRobin>::try_from_iter([host_port]).map_err(|source| {
+            UpstreamError::Address {
+                host_port: host_port.to_owned(),
+                source,
+            }
+        })?;
+        let health_check_error = |source| UpstreamError::HealthCheck {
+            host_port: host_port.to_owned(),
+            source,
+        };
         let mut check = HttpHealthCheck::new(host_port, false);
         let mut req = RequestHeader::build("GET", paths::HEALTHZ.as_bytes(), None)
-            .map_err(|e| e.to_string())?;
+            .map_err(health_check_error)?;
         req.insert_header("host", host_port)
-            .map_err(|e| e.to_string())?;
+            .map_err(health_check_error)?;
         check.req = req;
         check.port_override = Some(config.settlement_admin_port);
         // Connect afresh each time: a pooled connection can hide a dead listener.

@@ -8,14 +8,16 @@
 //! else, for `all-in-one`, a pair that lives only in the process. A settlement with no key
 //! set refuses to start: there is no unauthenticated mode.
 
+use std::error::Error as _;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::JwkSet;
-use reservation_core::TokenSigner;
-use reservation_core::assertion::{
-    ASSERTION_HEADER, AssertionSigner, AssertionVerifier, Bound, Identity,
-};
+use reqwest::header::{HeaderValue, InvalidHeaderValue};
+use reservation_core::assertion::{AssertionSigner, AssertionVerifier, Bound, Identity};
+use reservation_core::wire::headers;
+use reservation_core::{TokenError, TokenSigner};
+use thiserror::Error;
 
 use crate::auth::devkeys::{self, KeyError};
 use crate::config::Config;
@@ -127,17 +129,40 @@ pub fn sign(
     signer.sign(request, identity, now)
 }
 
+/// Why a request the gateway built could not be signed; nothing was sent.
+#[derive(Debug, Error)]
+pub enum SignError {
+    /// Its body is a stream, which could not be hashed before it is sent.
+    #[error("a streamed body cannot be signed")]
+    StreamedBody,
+    #[error("signing the service assertion")]
+    Sign(#[source] TokenError),
+    #[error("the service assertion is not a header value")]
+    HeaderValue(#[source] InvalidHeaderValue),
+}
+
+impl SignError {
+    /// This error and its cause on one line, for the logs that take a reason as text.
+    pub fn with_cause(&self) -> String {
+        match self.source() {
+            Some(cause) => format!("{self}: {cause}"),
+            None => self.to_string(),
+        }
+    }
+}
+
 /// Signs a request the gateway built itself (settle, fate, catalog fills, the demo seed) for
-/// `who`: the assertion over its method, target and body goes in [`ASSERTION_HEADER`].
-/// The body must be in memory (every such request's is): a stream could not be hashed.
+/// `who`: the assertion over its method, target and body goes in
+/// [`headers::ASSERTION`]. The body must be in memory (every such request's is): a stream
+/// could not be hashed.
 pub fn sign_request(
     signer: &AssertionSigner,
     request: &mut reqwest::Request,
     who: &Identity,
-) -> Result<(), String> {
+) -> Result<(), SignError> {
     let body = match request.body() {
         None => &[][..],
-        Some(body) => body.as_bytes().ok_or("a streamed body cannot be signed")?,
+        Some(body) => body.as_bytes().ok_or(SignError::StreamedBody)?,
     };
     let url = request.url();
     let target = match url.query() {
@@ -149,10 +174,9 @@ pub fn sign_request(
         .get(reqwest::header::IF_MATCH)
         .and_then(|v| v.to_str().ok());
     let bound = Bound::new(request.method().as_str(), &target, body).with_if_match(if_match);
-    let assertion =
-        sign(signer, &bound, who).map_err(|e| format!("signing the service assertion: {e}"))?;
-    let value = reqwest::header::HeaderValue::from_str(&assertion).map_err(|e| e.to_string())?;
-    request.headers_mut().insert(ASSERTION_HEADER, value);
+    let assertion = sign(signer, &bound, who).map_err(SignError::Sign)?;
+    let value = HeaderValue::from_str(&assertion).map_err(SignError::HeaderValue)?;
+    request.headers_mut().insert(headers::ASSERTION, value);
     Ok(())
 }
 

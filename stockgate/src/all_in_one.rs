@@ -50,8 +50,8 @@ pub enum StartError {
 /// Why seeding the demo products failed.
 #[derive(Debug, Error)]
 pub enum SeedError {
-    #[error("signing the request's service assertion: {0}")]
-    Sign(String),
+    #[error("signing the request's service assertion")]
+    Sign(#[from] gateway::service_auth::SignError),
     #[error(transparent)]
     Http(#[from] reqwest::Error),
 }
@@ -182,7 +182,7 @@ pub async fn seed_demo_products(
         let http = http.clone();
         async move {
             let mut request = request.build()?;
-            service_auth::sign_request(assertions, &mut request, &who).map_err(SeedError::Sign)?;
+            service_auth::sign_request(assertions, &mut request, &who)?;
             Ok::<_, SeedError>(http.execute(request).await?.error_for_status()?)
         }
     };

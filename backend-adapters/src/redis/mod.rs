@@ -16,5 +16,8 @@ pub mod single_use;
 pub mod store;
 pub mod stream;
 
+/// The error of every Redis call here, for callers that keep it as a cause without using
+/// `redis` themselves.
+pub use ::redis::RedisError;
 pub use connection::{ConnectOptions, RedisConnection};
 pub use store::{RedisStore, RedisStoreConfig};

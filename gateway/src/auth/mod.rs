@@ -86,14 +86,32 @@ impl AuthError {
     }
 }
 
+/// Why a name in the `auth.algorithms` allowlist is refused (config validation puts the text
+/// after the field's name).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum AlgorithmError {
+    #[error("unknown algorithm {name:?}")]
+    Unknown {
+        name: String,
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
+    /// A shared secret cannot be published in a JWKS.
+    #[error("{name} is symmetric; only public-key algorithms are allowed")]
+    Symmetric { name: String },
+}
+
 /// Parses an algorithm name from the config allowlist; symmetric algorithms are refused
 /// because a shared secret cannot be published in a JWKS.
-pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
-    let alg = Algorithm::from_str(name).map_err(|_| format!("unknown algorithm {name:?}"))?;
+pub fn parse_algorithm(name: &str) -> Result<Algorithm, AlgorithmError> {
+    let alg = Algorithm::from_str(name).map_err(|source| AlgorithmError::Unknown {
+        name: name.to_owned(),
+        source,
+    })?;
     if alg.family() == AlgorithmFamily::Hmac {
-        return Err(format!(
-            "{name} is symmetric; only public-key algorithms are allowed"
-        ));
+        return Err(AlgorithmError::Symmetric {
+            name: name.to_owned(),
+        });
     }
     Ok(alg)
 }
@@ -108,7 +126,8 @@ pub struct BuyerAuth {
 }
 
 impl BuyerAuth {
-    pub fn new(config: &AuthConfig, keys: Arc<KeySet>) -> Result<Self, String> {
+    /// Fails only on a name of `auth.algorithms` ([`parse_algorithm`]).
+    pub fn new(config: &AuthConfig, keys: Arc<KeySet>) -> Result<Self, AlgorithmError> {
         let mut allowed = Vec::new();
         for name in &config.algorithms {
             let alg = parse_algorithm(name)?;

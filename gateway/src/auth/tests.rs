@@ -112,6 +112,19 @@ fn symmetric_algorithms_cannot_be_allowed() {
     assert_eq!(parse_algorithm("EdDSA"), Ok(Algorithm::EdDSA));
 }
 
+#[test]
+fn an_unknown_algorithm_is_named_and_keeps_its_cause() {
+    use std::error::Error as _;
+    let unknown = parse_algorithm("XS1").unwrap_err();
+    assert_eq!(unknown.to_string(), "unknown algorithm \"XS1\"");
+    assert!(unknown.source().is_some());
+    let symmetric = parse_algorithm("HS256").unwrap_err();
+    assert_eq!(
+        symmetric.to_string(),
+        "HS256 is symmetric; only public-key algorithms are allowed"
+    );
+}
+
 #[tokio::test]
 async fn an_unknown_kid_rereads_the_jwks_file_for_key_rotation() {
     let dir =

@@ -14,6 +14,7 @@ use backend_adapters::redis::cache::edge_connection;
 use backend_adapters::redis::stream::{StreamEvent, StreamTail};
 use backend_adapters::sql::outbox::topic;
 use serde::Deserialize;
+use thiserror::Error;
 
 use super::ProductCache;
 use crate::edge_redis::EdgeRedis;
@@ -35,17 +36,27 @@ pub fn reader_name(redis_key_prefix: &str, replica_id: Option<&str>) -> String {
     format!("{redis_key_prefix}-gateway-{replica}")
 }
 
-async fn handle(cache: &ProductCache, event: StreamEvent) -> Result<(), String> {
+/// An event this reader cannot act on; it is skipped.
+#[derive(Debug, Error)]
+#[error("malformed product.updated")]
+struct Malformed {
+    event_id: i64,
+    #[source]
+    source: serde_json::Error,
+}
+
+/// Drops the cached pages a `product.updated` event names; other topics are not for the
+/// cache.
+async fn handle(cache: &ProductCache, event: StreamEvent) -> Result<(), Malformed> {
     if event.topic != topic::PRODUCT_UPDATED {
         return Ok(());
     }
-    match serde_json::from_str::<ProductUpdated>(&event.payload) {
-        Ok(updated) => cache.invalidate(&updated.sku).await,
-        // A payload the settlement wrote cannot be malformed; skip rather than block the group.
-        Err(error) => {
-            tracing::error!(event_id = event.event_id, %error, "malformed product.updated")
-        }
-    }
+    let updated =
+        serde_json::from_str::<ProductUpdated>(&event.payload).map_err(|source| Malformed {
+            event_id: event.event_id,
+            source,
+        })?;
+    cache.invalidate(&updated.sku).await;
     Ok(())
 }
 
@@ -82,8 +93,10 @@ pub async fn run(cache: Arc<ProductCache>, redis: EdgeRedis, stream: String, rea
                 Ok(events) => {
                     let read_any = !events.is_empty();
                     for event in events {
-                        if let Err(error) = handle(&cache, event).await {
-                            tracing::warn!(%error, "cache invalidation failed");
+                        // A payload the settlement wrote cannot be malformed; skip it rather
+                        // than stop following the stream.
+                        if let Err(Malformed { event_id, source }) = handle(&cache, event).await {
+                            tracing::error!(event_id, error = %source, "malformed product.updated");
                         }
                     }
                     if read_any {

@@ -122,6 +122,7 @@ pub fn now_ms() -> u64 {
 }
 
 impl ProductCache {
+    /// The error is reqwest's, building the client of the upstream fills.
     pub fn new(
         config: &CacheConfig,
         shared: Option<EdgeRedis>,
@@ -130,12 +131,11 @@ impl ProductCache {
         upstream_host_port: &str,
         read_timeout: Duration,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(read_timeout)
             .tcp_nodelay(true)
-            .build()
-            .map_err(|e| e.to_string())?;
+            .build()?;
         let ttl_ms = config.ttl_secs * 1000;
         Ok(ProductCache {
             ttl_ms,
@@ -354,7 +354,7 @@ impl ProductCache {
             .build()
             .map_err(|e| (e.to_string(), None))?;
         crate::service_auth::sign_request(&self.assertions, &mut request, &Identity::default())
-            .map_err(|e| (e, None))?;
+            .map_err(|e| (e.with_cause(), None))?;
         let response = self
             .http
             .execute(request)

@@ -8,12 +8,14 @@
 //! never believed. A malformed entry stops the walk at the last good hop.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{AddrParseError, IpAddr, Ipv4Addr, Ipv6Addr};
+use std::num::ParseIntError;
 use std::str::FromStr;
 
 use http::HeaderMap;
 use serde::Deserialize;
 use strum::IntoStaticStr;
+use thiserror::Error;
 
 /// `[client_ip]` in the gateway configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -65,34 +67,69 @@ impl Cidr {
     }
 }
 
+/// Why an entry of `trusted_proxies` is not a CIDR; the text names the entry (config
+/// validation puts it after the field's name).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CidrError {
+    #[error("{text:?} is not an IP address or CIDR")]
+    NotAnAddress {
+        text: String,
+        #[source]
+        source: AddrParseError,
+    },
+    /// Not a number (the cause), or past the family's width (no cause).
+    #[error("{text:?} has a prefix length that is not 0-{max}")]
+    PrefixLength {
+        text: String,
+        max: u8,
+        #[source]
+        source: Option<ParseIntError>,
+    },
+    #[error("{text:?} has host bits set (the network is {network}/{prefix_len})")]
+    HostBits {
+        text: String,
+        network: IpAddr,
+        prefix_len: u8,
+    },
+}
+
 impl FromStr for Cidr {
-    type Err = String;
+    type Err = CidrError;
 
     /// `addr/len` or a bare address (one host). Host bits set (`10.1.2.3/8`) are refused:
     /// such an entry is almost always a typo for a narrower or a wider network.
-    fn from_str(text: &str) -> Result<Self, String> {
+    fn from_str(text: &str) -> Result<Self, CidrError> {
         let (addr, len) = match text.split_once('/') {
             Some((addr, len)) => (addr, Some(len)),
             None => (text, None),
         };
-        let network = canonical(
-            addr.parse::<IpAddr>()
-                .map_err(|_| format!("{text:?} is not an IP address or CIDR"))?,
-        );
+        let network =
+            canonical(
+                addr.parse::<IpAddr>()
+                    .map_err(|source| CidrError::NotAnAddress {
+                        text: text.to_owned(),
+                        source,
+                    })?,
+            );
         let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix_len = match len {
+        let prefix_len = match len.map(str::parse::<u8>) {
             None => max,
-            Some(len) => len
-                .parse::<u8>()
-                .ok()
-                .filter(|len| *len <= max)
-                .ok_or_else(|| format!("{text:?} has a prefix length that is not 0-{max}"))?,
+            Some(Ok(len)) if len <= max => len,
+            Some(parsed) => {
+                return Err(CidrError::PrefixLength {
+                    text: text.to_owned(),
+                    max,
+                    source: parsed.err(),
+                });
+            }
         };
         let masked = mask(network, prefix_len);
         if masked != network {
-            return Err(format!(
-                "{text:?} has host bits set (the network is {masked}/{prefix_len})"
-            ));
+            return Err(CidrError::HostBits {
+                text: text.to_owned(),
+                network: masked,
+                prefix_len,
+            });
         }
         Ok(Cidr {
             network,
@@ -137,7 +174,7 @@ pub fn mask(ip: IpAddr, len: u8) -> IpAddr {
 }
 
 /// Parses `trusted_proxies`; the error names the entry and why (config validation uses it).
-pub fn parse_trusted(entries: &[String]) -> Result<Vec<Cidr>, String> {
+pub fn parse_trusted(entries: &[String]) -> Result<Vec<Cidr>, CidrError> {
     entries.iter().map(|e| e.trim().parse()).collect()
 }
 
@@ -150,7 +187,7 @@ pub struct ClientAddrs {
 
 impl ClientAddrs {
     /// From a validated configuration (`Config::validate` parsed the CIDRs already).
-    pub fn new(config: &ClientIpConfig) -> Result<Self, String> {
+    pub fn new(config: &ClientIpConfig) -> Result<Self, CidrError> {
         Ok(ClientAddrs {
             trusted: parse_trusted(&config.trusted_proxies)?,
             header: config.header,

@@ -190,7 +190,7 @@ fn cidrs_are_validated_with_the_reason() {
         ("", "not an IP address or CIDR"),
     ];
     for (text, reason) in cases {
-        let error = text.parse::<Cidr>().unwrap_err();
+        let error = text.parse::<Cidr>().unwrap_err().to_string();
         assert!(error.contains(reason), "{text}: {error}");
     }
 }
@@ -207,4 +207,14 @@ fn masks_keep_the_network_part() {
     let net: Cidr = "0.0.0.0/0".parse().unwrap();
     assert!(net.contains(ip("198.51.100.1")));
     assert!(!net.contains(ip("2001:db8::1")), "families never mix");
+}
+
+#[test]
+fn cidr_errors_keep_the_parse_error_behind_them() {
+    use std::error::Error as _;
+    let cause = |text: &str| text.parse::<Cidr>().unwrap_err().source().is_some();
+    assert!(cause("ten.0.0.0/8"), "the address's parse error");
+    assert!(cause("10.0.0.0/x"), "the length's parse error");
+    assert!(!cause("10.0.0.0/33"), "a number, only too long");
+    assert!(!cause("10.1.2.3/8"), "host bits: nothing failed to parse");
 }

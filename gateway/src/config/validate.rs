@@ -137,7 +137,7 @@ impl Config {
             ));
         }
         crate::client_addr::parse_trusted(&self.client_ip.trusted_proxies)
-            .map_err(|reason| invalid("client_ip.trusted_proxies", reason))?;
+            .map_err(|reason| invalid("client_ip.trusted_proxies", reason.to_string()))?;
         if !(1..=10_000).contains(&self.degraded.redis_timeout_ms) {
             return Err(invalid(
                 "degraded.redis_timeout_ms",
@@ -203,7 +203,7 @@ impl Config {
         }
         for name in &auth.algorithms {
             crate::auth::parse_algorithm(name)
-                .map_err(|reason| invalid("auth.algorithms", reason))?;
+                .map_err(|reason| invalid("auth.algorithms", reason.to_string()))?;
         }
         if auth.leeway_secs > 60 {
             return Err(invalid("auth.leeway_secs", "must be at most 60"));

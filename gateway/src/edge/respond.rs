@@ -8,6 +8,8 @@ use reservation_core::wire::{self, PROBLEM_CONTENT_TYPE};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use thiserror::Error;
+
 use super::EdgeLimits;
 use crate::problem::Problem;
 
@@ -154,14 +156,26 @@ pub async fn read_body(session: &mut Session, limits: &EdgeLimits) -> Result<Byt
         .unwrap_or_else(|_| Err(body_timeout()))
 }
 
+/// Why a request body is not the JSON object a route takes; its text goes into the 400
+/// problem's detail as it is.
+#[derive(Debug, Error)]
+pub enum BodyError {
+    /// Not an object at all (an array, a scalar, nothing).
+    #[error("expected a JSON object")]
+    NotAnObject,
+    /// An object serde refused: the wrong fields or types, or not JSON.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
 /// Parses a request body that must be one JSON object. Serde also fills a struct from a JSON
 /// array of its fields in order (`["HOT", 1]` for `{"sku","qty"}`); the API takes objects
 /// only, so anything that does not start with `{` is refused before serde sees it.
-pub fn json_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+pub fn json_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, BodyError> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err("expected a JSON object".to_owned());
+        return Err(BodyError::NotAnObject);
     }
-    serde_json::from_slice(body).map_err(|e| e.to_string())
+    Ok(serde_json::from_slice(body)?)
 }
 
 /// The answer to a request body that did not arrive in time.
@@ -201,5 +215,15 @@ mod tests {
         assert_eq!(rfc3339_ms(0u64), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_ms(1_795_935_600_123u64), "2026-11-29T07:00:00.123Z");
         assert_eq!(rfc3339_ms(951_782_400_000u64), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn body_errors_read_as_before() {
+        let not_an_object = json_object::<serde_json::Value>(b" [1]").unwrap_err();
+        assert_eq!(not_an_object.to_string(), "expected a JSON object");
+        let serde = serde_json::from_slice::<serde_json::Value>(b"{\"a\":").unwrap_err();
+        let refused = json_object::<serde_json::Value>(b"{\"a\":").unwrap_err();
+        assert_eq!(refused.to_string(), serde.to_string());
+        assert!(matches!(refused, BodyError::Json(_)));
     }
 }

@@ -44,7 +44,8 @@ pub struct SettlementClient {
 
 impl SettlementClient {
     /// `host_port` is the upstream's `host:port`; `timeout` bounds the whole call; no
-    /// connection is used once it is `max_age` old.
+    /// connection is used once it is `max_age` old. The error is reqwest's, building the
+    /// client.
     pub fn new(
         host_port: &str,
         assertions: Arc<AssertionSigner>,
@@ -52,7 +53,7 @@ impl SettlementClient {
         timeout: Duration,
         pool_idle: Duration,
         max_age: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, reqwest::Error> {
         let builder = move || {
             reqwest::Client::builder()
                 .connect_timeout(connect_timeout)
@@ -90,17 +91,21 @@ impl SettlementClient {
             .header(headers::REQUEST_ID, request_id)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)
-            .build()
-            .map_err(|e| e.to_string())
-            .and_then(|mut request| {
-                crate::service_auth::sign_request(&self.assertions, &mut request, buyer)
-                    .map(|()| request)
-            });
+            .build();
         // Nothing was sent yet: a request that could not be built or signed is "not committed".
-        let request = match built {
+        let mut request = match built {
             Ok(request) => request,
-            Err(reason) => return Settled::Unavailable { reason },
+            Err(e) => {
+                return Settled::Unavailable {
+                    reason: e.to_string(),
+                };
+            }
         };
+        if let Err(e) = crate::service_auth::sign_request(&self.assertions, &mut request, buyer) {
+            return Settled::Unavailable {
+                reason: e.with_cause(),
+            };
+        }
         let sent = http.execute(request).await;
         let response = match sent {
             Ok(response) => response,
