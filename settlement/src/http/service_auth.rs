@@ -19,11 +19,14 @@ use axum::http::request::Parts;
 use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use backend_adapters::redis::RedisError;
 use backend_adapters::redis::single_use::SingleUseIds;
 use reservation_core::assertion::{
     ASSERTION_LIFETIME_SECS, AssertionError, Bound, Identity, Verified,
 };
 use reservation_core::wire::{headers, paths};
+
+use thiserror::Error;
 
 use super::Shared;
 use crate::error::ApiError;
@@ -68,9 +71,10 @@ pub(crate) async fn require_gateway(State(state): Shared, req: Request, next: Ne
         match state.used_assertions.first_use(v).await {
             Ok(true) => {}
             Ok(false) => verified = Err(AssertionError::Replayed),
-            Err(reason) => {
-                tracing::warn!(%reason, "cannot check the assertion is unused");
-                return ApiError::new(503, "replay_check_unavailable", reason).into_response();
+            Err(error) => {
+                tracing::warn!(%error, "cannot check the assertion is unused");
+                return ApiError::new(503, "replay_check_unavailable", error.to_string())
+                    .into_response();
             }
         }
     }
@@ -90,6 +94,14 @@ pub(crate) async fn require_gateway(State(state): Shared, req: Request, next: Ne
 /// Whether a request's assertion is single-use: a method that writes, outside `/internal/`.
 fn changes_something(method: &Method, path: &str) -> bool {
     !matches!(*method, Method::GET | Method::HEAD) && !path.starts_with(paths::INTERNAL_PREFIX)
+}
+
+/// Why it cannot be told whether an assertion was used before. Its text is the 503's detail
+/// (`redis: <why>`), so it names the cause itself as well as keeping it.
+#[derive(Debug, Error)]
+enum ReplayCheckError {
+    #[error("redis: {0}")]
+    Redis(#[source] RedisError),
 }
 
 /// The ids of assertions already used, until they expire.
@@ -122,12 +134,12 @@ impl UsedAssertions {
 
     /// `Ok(true)` the first time `verified`'s id is presented; `Err` when that cannot be
     /// told (Redis unreachable: refused rather than served twice).
-    async fn first_use(&self, verified: &Verified) -> Result<bool, String> {
+    async fn first_use(&self, verified: &Verified) -> Result<bool, ReplayCheckError> {
         match self {
             UsedAssertions::Redis(ids) => ids
                 .claim(&verified.id, KEEP_USED)
                 .await
-                .map_err(|e| format!("redis: {e}")),
+                .map_err(ReplayCheckError::Redis),
             UsedAssertions::Local(local) => {
                 let now = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
