@@ -333,7 +333,10 @@ test("a hold that runs out while its confirm is in flight keeps its line until t
   const answered = new Promise((resolve) => (answer = resolve));
   let deliver;
   const delivered = new Promise((resolve) => (deliver = resolve));
+  // Only the confirm (POST) is held back; the page's own GET of "my orders" on the same path
+  // goes straight through (held back too, it raced the end of the test and lost its answer).
   await page.route("**/api/v1/orders", async (route) => {
+    if (route.request().method() !== "POST") return route.continue();
     const response = await route.fetch();
     answer(response.status());
     await delivered;
