@@ -63,14 +63,15 @@ impl ApiError {
         Problem::bad_request(detail).into()
     }
 
+    /// The wire's rendering of a domain error, as the gateway renders it: a backend failure's
+    /// own words (Redis, a script) stay in the logs, not in the client's problem.
     pub fn reservation(e: &ReservationError) -> Self {
-        let (status, code) = e.status_and_code();
-        Self::new(status, code, e.to_string())
+        Problem::from(e.clone()).into()
     }
 
+    /// The same for a token error: a key error's own words stay in the logs.
     pub fn token(e: &TokenError) -> Self {
-        let (status, code) = e.status_and_code();
-        Self::new(status, code, e.to_string())
+        Problem::from(e.clone()).into()
     }
 
     /// The body's part of the answer: kept in the response's extensions until the
@@ -168,4 +169,23 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_and_key_details_stay_in_the_logs() {
+        let backend = ReservationError::backend(true, "NOSCRIPT at 10.0.0.7:6379 (user_script:12)");
+        let answer = ApiError::reservation(&backend);
+        assert_eq!(answer.status.as_u16(), 503);
+        assert!(!answer.detail.contains("10.0.0.7"), "{}", answer.detail);
+        assert!(!answer.detail.contains("user_script"), "{}", answer.detail);
+        let key = TokenError::InvalidKey("pkcs8 parse error at byte 17".into());
+        assert!(!ApiError::token(&key).detail.contains("byte 17"));
+        // A refusal's own words are the client's: they say what to fix.
+        let refusal = ReservationError::SoldOut;
+        assert_eq!(ApiError::reservation(&refusal).detail, refusal.to_string());
+    }
 }

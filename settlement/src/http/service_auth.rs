@@ -73,8 +73,9 @@ pub(crate) async fn require_gateway(State(state): Shared, req: Request, next: Ne
             Ok(false) => verified = Err(AssertionError::Replayed),
             Err(error) => {
                 tracing::warn!(%error, "cannot check the assertion is unused");
-                return ApiError::new(503, "replay_check_unavailable", error.to_string())
-                    .into_response();
+                // The cause (a Redis error) is for the log; the caller learns only to retry.
+                let detail = "cannot check that the request is not a replay; retry later";
+                return ApiError::new(503, "replay_check_unavailable", detail).into_response();
             }
         }
     }
