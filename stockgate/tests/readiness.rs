@@ -35,6 +35,35 @@ async fn wait_for(http: &reqwest::Client, admin: &str, dependency: &str, up: boo
     }
 }
 
+/// Waits (at most 10 s) until the gateway's cache invalidation has handled the last event on
+/// `stream`: a copy stored before the product's creation event arrived would be dropped by it.
+async fn events_handled(edge: &gateway::edge::EdgeState, stream: &str) {
+    let cache = edge.cache.as_ref().expect("the cache is on");
+    let mut redis = testkit::redis_connection().await;
+    let started = Instant::now();
+    loop {
+        let last: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+            .arg(stream)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        let last = last.into_iter().next().map(|(id, _)| id);
+        if last.is_some() && cache.stream_position() == last {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the gateway did not handle {stream} up to {last:?} (it is at {:?})",
+            cache.stream_position()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_settlement_stopped_the_pod_stays_ready_serves_stale_and_keeps_holds() {
     let prefix = format!("sgtest:ready-{}", uuid::Uuid::new_v4().simple());
@@ -62,8 +91,12 @@ async fn with_settlement_stopped_the_pod_stays_ready_serves_stale_and_keeps_hold
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
+    // The creation event drops HOT's copies: warm the cache only after it passed, or the copy
+    // the stale answer below needs may be gone (seen: 503 instead of the stale copy).
+    events_handled(&all.edge, &config.settlement.events_stream()).await;
     let product = format!("{base}/api/v1/products/HOT");
     assert_eq!(http.get(&product).send().await.unwrap().status(), 200);
+    let warmed = Instant::now();
     let (status, hold) = body(
         http.post(format!("{base}/api/v1/reservations"))
             .bearer_auth(&alice)
@@ -128,7 +161,9 @@ async fn with_settlement_stopped_the_pod_stays_ready_serves_stale_and_keeps_hold
         let (status, ready) = body(http.get(format!("{base}/readyz")).send().await.unwrap()).await;
         assert_eq!((status, ready["status"].as_str()), (200, Some("ready")));
     }
-    // The catalog comes from the stale copy.
+    // The catalog comes from the stale copy (past its 1 s freshness however fast the
+    // monitor saw settlement go: a fresh copy would answer as a plain hit).
+    tokio::time::sleep(Duration::from_millis(1_200).saturating_sub(warmed.elapsed())).await;
     let stale = http.get(&product).send().await.unwrap();
     assert_eq!(stale.status(), 200);
     assert!(
