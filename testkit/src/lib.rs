@@ -10,6 +10,7 @@
 //! - [`edge`]: the gateway alone in front of either;
 //! - [`stack`]: test configurations, and the real stack (gateway and settlement on Redis and
 //!   PostgreSQL) in one process; [`real_stack`]: that stack with the test's views into it;
+//! - [`tls`]: a throwaway certificate authority and the server certificates it issues;
 //! - [`http`]: requests as the storefront sends them, and answers read with the problem+json
 //!   shape checked.
 //!
@@ -25,6 +26,7 @@ pub mod mock_settlement;
 pub mod real_stack;
 pub mod services;
 pub mod stack;
+pub mod tls;
 
 pub use assertion::{AsGateway, buyer, nobody, ops};
 pub use catalog::{Catalog, Upstream};
