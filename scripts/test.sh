@@ -86,6 +86,12 @@ log "k6 smoke (loadtests/smoke)"
 cargo build --quiet --bin stockgate
 loadtests/smoke "${CARGO_TARGET_DIR:-target}/debug/stockgate"
 
+# --- API conformance ----------------------------------------------------------------------
+# schemathesis checks the live API (embedded default, buyer and ops tokens) against
+# openapi.yaml: every status, header and request rule the spec states, stateful phase included.
+log "API conformance (schemathesis)"
+scripts/api-conformance.sh "${CARGO_TARGET_DIR:-target}/debug/stockgate"
+
 # --- browser tests ------------------------------------------------------------------------
 # The storefront and ops console in Debian's headless chromium (Playwright, web/tests) against
 # `stockgate all-in-one` on Redis and PostgreSQL. Installs chromium and web/node_modules if missing.

@@ -180,14 +180,15 @@ async fn routing_errors_are_problems_and_admin_serves_metrics() {
     let gw = testkit::start_gateway().await;
     let (status, problem) = body(gw.http.get(gw.url("/nope")).send().await.unwrap()).await;
     assert_eq!((status, problem["code"].as_str()), (404, Some("not_found")));
-    let (status, _) = body(
-        gw.http
-            .put(gw.url("/api/v1/reservations"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    // A 405 names the methods the path takes (RFC 9110 §15.5.6).
+    let put = gw
+        .http
+        .put(gw.url("/api/v1/reservations"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(testkit::header(&put, "allow"), "GET, HEAD, POST");
+    let (status, _) = body(put).await;
     assert_eq!(status, 405);
     let (status, _) = body(
         gw.http
@@ -230,7 +231,9 @@ async fn the_admin_listener_answers_liveness() {
     let url = format!("{}/healthz", gw.admin);
     let (status, answer) = body(gw.http.get(&url).send().await.unwrap()).await;
     assert_eq!((status, answer["status"].as_str()), (200, Some("ok")));
-    let (status, problem) = body(gw.http.post(&url).send().await.unwrap()).await;
+    let post = gw.http.post(&url).send().await.unwrap();
+    assert_eq!(testkit::header(&post, "allow"), "GET");
+    let (status, problem) = body(post).await;
     assert_eq!(
         (status, problem["code"].as_str()),
         (405, Some("method_not_allowed"))

@@ -119,7 +119,9 @@ pub struct BuyerId(String);
 
 impl BuyerId {
     pub fn parse(raw: &str) -> Result<Self, ReservationError> {
-        if raw.is_empty() || raw.len() > MAX_SUB_LEN {
+        // Characters, not bytes: the limit openapi.yaml states (`maxLength`, which counts
+        // characters) for the dev sign-in's `buyer` and any identity provider's `sub`.
+        if raw.is_empty() || raw.chars().count() > MAX_SUB_LEN {
             return Err(invalid("sub", "must be 1 to 128 characters"));
         }
         if raw.chars().any(|c| c.is_control()) {
@@ -540,6 +542,20 @@ mod tests {
         assert_eq!(SaleState::OnSale.as_str(), "on_sale");
         assert_eq!(HoldState::parse("Held"), None);
         assert_eq!(SaleState::parse("onsale"), None);
+    }
+
+    #[test]
+    fn a_buyer_id_is_up_to_128_characters_of_any_script() {
+        // 128 characters of three bytes each: the limit counts characters (before: bytes,
+        // so a name openapi.yaml allows was refused).
+        let korean = "가".repeat(MAX_SUB_LEN);
+        assert!(BuyerId::parse(&korean).is_ok());
+        assert!(BuyerId::parse(&format!("{korean}가")).is_err());
+        assert!(BuyerId::parse("").is_err());
+        assert!(
+            BuyerId::parse("a\u{97}b").is_err(),
+            "C1 controls are control characters"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use backend_adapters::sql::{Order, Product, ProductUpsert};
 use reservation_core::SaleState;
-use reservation_core::wire::rfc3339_ms;
+use reservation_core::wire::{optional_whole_number, rfc3339_ms, whole_number};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
@@ -78,13 +78,20 @@ impl From<&Product> for ProductView {
 #[serde(deny_unknown_fields)]
 pub struct ProductInput {
     pub name: String,
+    #[serde(deserialize_with = "whole_number")]
     pub price_cents: i64,
+    #[serde(deserialize_with = "whole_number")]
     pub total_stock: i64,
+    #[serde(deserialize_with = "whole_number")]
     pub per_buyer_limit: i64,
     /// Defaults to `per_buyer_limit`.
+    #[serde(default, deserialize_with = "optional_whole_number")]
     pub max_per_order: Option<i64>,
     pub sale_state: SaleState,
 }
+
+/// The most units one order (one reservation) may hold: `Qty`'s limit.
+const MAX_PER_ORDER: i64 = reservation_core::Qty::MAX as i64;
 
 /// The highest unit price (10^12 minor units): with at most 10^6 units per order, every order
 /// total fits in 64 bits (settlement still refuses one that would not, `total_out_of_range`).
@@ -104,14 +111,21 @@ impl ProductInput {
             return Err(bad("price_cents", "must be between 0 and 1000000000000"));
         }
         if !(0..=Self::MAX_TOTAL_STOCK).contains(&self.total_stock) {
-            return Err(bad("total_stock", "must be at least 0"));
+            return Err(bad(
+                "total_stock",
+                "must be between 0 and 2305843009213693951",
+            ));
         }
         let limit_range = 1..=i64::from(u32::MAX);
         if !limit_range.contains(&self.per_buyer_limit) {
-            return Err(bad("per_buyer_limit", "must be at least 1"));
+            return Err(bad("per_buyer_limit", "must be between 1 and 4294967295"));
         }
-        let max_per_order = self.max_per_order.unwrap_or(self.per_buyer_limit);
-        if !(1..=1_000_000).contains(&max_per_order) {
+        // Absent: the buyer's whole limit in one order, as far as one order may go (before,
+        // a limit above 10^6 with no max_per_order was refused as if max_per_order were bad).
+        let max_per_order = self
+            .max_per_order
+            .unwrap_or(self.per_buyer_limit.min(MAX_PER_ORDER));
+        if !(1..=MAX_PER_ORDER).contains(&max_per_order) {
             return Err(bad("max_per_order", "must be between 1 and 1000000"));
         }
         Ok(ProductUpsert {
@@ -161,5 +175,10 @@ mod tests {
         assert!(detail(input(|p| p.total_stock = -1)).starts_with("total_stock"));
         assert!(detail(input(|p| p.per_buyer_limit = 0)).starts_with("per_buyer_limit"));
         assert!(detail(input(|p| p.max_per_order = Some(0))).starts_with("max_per_order"));
+        // A limit above what one order may hold, with no max_per_order: one order takes at
+        // most 10^6 units; before, this valid input was refused naming max_per_order.
+        let big_limit = input(|p| p.per_buyer_limit = 5_000_000);
+        assert_eq!(big_limit.map(|u| u.max_per_order), Ok(MAX_PER_ORDER));
+        assert!(detail(input(|p| p.per_buyer_limit = 1 << 32)).starts_with("per_buyer_limit"));
     }
 }

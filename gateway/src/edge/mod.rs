@@ -236,7 +236,11 @@ impl Edge {
             Route::Stock => reservations::stock(state, ctx, matched).await,
             Route::OrderConfirm => orders::confirm(state, session, ctx).await,
             Route::MethodNotAllowed => {
-                Reply::problem(&Problem::method_not_allowed(), &ctx.request_id)
+                let reply = Reply::problem(&Problem::method_not_allowed(), &ctx.request_id);
+                match matched.allow {
+                    Some(allow) => reply.header("allow", allow),
+                    None => reply,
+                }
             }
             Route::Products => match &state.cache {
                 Some(cache) => {

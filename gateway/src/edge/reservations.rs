@@ -22,6 +22,7 @@ use crate::problem::Problem;
 #[serde(deny_unknown_fields)]
 struct ReserveBody {
     sku: String,
+    #[serde(deserialize_with = "reservation_core::wire::whole_number")]
     qty: u32,
 }
 

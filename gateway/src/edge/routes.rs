@@ -123,39 +123,38 @@ pub struct Matched {
     pub route: Route,
     /// `{id}` of a reservation or `{sku}` of the stock route.
     pub param: Option<String>,
+    /// For [`Route::MethodNotAllowed`]: the methods the path takes, the `Allow` header a 405
+    /// must carry (RFC 9110 §15.5.6).
+    pub allow: Option<&'static str>,
 }
 
 fn matched(route: Route, param: Option<&str>) -> Matched {
     Matched {
         route,
         param: param.map(str::to_owned),
+        allow: None,
     }
 }
+
+/// A known path asked with a method it does not take; `allow` lists those it does.
+fn not_allowed(allow: &'static str) -> Matched {
+    Matched {
+        route: Route::MethodNotAllowed,
+        param: None,
+        allow: Some(allow),
+    }
+}
+
+/// The `Allow` value of the paths that take GET (and so HEAD) only.
+const GET_ONLY: &str = "GET, HEAD";
 
 /// Maps a method and path (without query) to its route.
 pub fn classify(method: &Method, path: &str) -> Matched {
     let get = method == Method::GET || method == Method::HEAD;
     match path {
-        paths::HEALTHZ => {
-            return matched(
-                if get {
-                    Route::Healthz
-                } else {
-                    Route::MethodNotAllowed
-                },
-                None,
-            );
-        }
-        paths::READYZ => {
-            return matched(
-                if get {
-                    Route::Readyz
-                } else {
-                    Route::MethodNotAllowed
-                },
-                None,
-            );
-        }
+        paths::HEALTHZ if get => return matched(Route::Healthz, None),
+        paths::READYZ if get => return matched(Route::Readyz, None),
+        paths::HEALTHZ | paths::READYZ => return not_allowed(GET_ONLY),
         // Any method: the handler answers 404 while the feature is off, else 405 for a wrong
         // method, so a disabled endpoint looks the same whatever is sent to it.
         "/dev/token" => return matched(Route::DevToken, None),
@@ -170,30 +169,32 @@ pub fn classify(method: &Method, path: &str) -> Matched {
         ["reservations"] if method == Method::POST => matched(Route::ReservationCreate, None),
         // The SKU comes in the query string (see `reservations::list_query`).
         ["reservations"] if get => matched(Route::ReservationList, None),
-        ["reservations"] => matched(Route::MethodNotAllowed, None),
+        ["reservations"] => not_allowed("GET, HEAD, POST"),
         ["reservations", id] if !id.is_empty() => match *method {
             Method::GET => matched(Route::ReservationGet, Some(id)),
             Method::DELETE => matched(Route::ReservationRelease, Some(id)),
-            _ => matched(Route::MethodNotAllowed, None),
+            _ => not_allowed("GET, DELETE"),
         },
         ["stock", sku] if !sku.is_empty() => {
             if get {
                 matched(Route::Stock, Some(sku))
             } else {
-                matched(Route::MethodNotAllowed, None)
+                not_allowed(GET_ONLY)
             }
         }
         ["orders"] if method == Method::POST => matched(Route::OrderConfirm, None),
+        // The list is settlement's, the confirm the gateway's: neither alone knows both.
+        ["orders"] if !get => not_allowed("GET, HEAD, POST"),
         ["products"] | ["products", _] => {
             if get {
                 matched(Route::Products, None)
             } else {
-                matched(Route::MethodNotAllowed, None)
+                not_allowed(GET_ONLY)
             }
         }
         // Answered by the gateway itself, so classified before the proxied admin routes.
         ["admin", "edge"] if get => matched(Route::EdgeStats, None),
-        ["admin", "edge"] => matched(Route::MethodNotAllowed, None),
+        ["admin", "edge"] => not_allowed(GET_ONLY),
         ["admin", ..] => matched(Route::Admin, None),
         // Everything else under /api/v1 is the settlement's: orders list/get/cancel and any
         // buyer route it adds. It needs a buyer; settlement answers 404 for unknown paths.
@@ -290,10 +291,28 @@ mod tests {
             classify(&Method::POST, "/api/v1/orders").route,
             Route::OrderConfirm
         );
+        let put = classify(&Method::PUT, "/api/v1/reservations");
         assert_eq!(
-            classify(&Method::PUT, "/api/v1/reservations").route,
-            Route::MethodNotAllowed
+            (put.route, put.allow),
+            (Route::MethodNotAllowed, Some("GET, HEAD, POST"))
         );
+        let options = classify(&Method::OPTIONS, "/api/v1/orders");
+        assert_eq!(options.allow, Some("GET, HEAD, POST"));
+        let patch = classify(&Method::PATCH, "/api/v1/reservations/rsv_1");
+        assert_eq!(patch.allow, Some("GET, DELETE"));
+        for path in [
+            "/healthz",
+            "/readyz",
+            "/api/v1/stock/HOT",
+            "/api/v1/products",
+        ] {
+            let post = classify(&Method::POST, path);
+            assert_eq!(
+                (post.route, post.allow),
+                (Route::MethodNotAllowed, Some("GET, HEAD")),
+                "{path}"
+            );
+        }
         let list = classify(&Method::GET, "/api/v1/reservations").route;
         assert_eq!(
             (list, list.access()),

@@ -80,6 +80,15 @@ fn respond_with_id(
         .unwrap_or_else(|_| Response::new(Vec::new()))
 }
 
+/// 405 with the `Allow` header RFC 9110 §15.5.6 requires.
+fn method_not_allowed(allow: &'static str) -> Response<Vec<u8>> {
+    let mut response = problem(Problem::method_not_allowed());
+    response
+        .headers_mut()
+        .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+    response
+}
+
 fn problem(problem: Problem) -> Response<Vec<u8>> {
     let request_id = new_request_id();
     let body = problem.to_json(Some(&request_id));
@@ -98,9 +107,7 @@ impl ServeHttp for AdminApp {
             (Method::GET, paths::HEALTHZ) => {
                 respond(200, "application/json", br#"{"status":"ok"}"#.to_vec())
             }
-            (_, paths::HEALTHZ) => problem(Problem::method_not_allowed()),
             (Method::GET, "/admin/health") => self.health_report(),
-            (_, "/admin/health") => problem(Problem::method_not_allowed()),
             (Method::GET, paths::METRICS) => {
                 respond(200, "text/plain; version=0.0.4", self.metrics.render())
             }
@@ -114,7 +121,8 @@ impl ServeHttp for AdminApp {
                 ),
                 Err(error) => problem(Problem::new(422, "invalid_rules", error.to_string())),
             },
-            (_, paths::METRICS | "/admin/reload") => problem(Problem::method_not_allowed()),
+            (_, paths::HEALTHZ | "/admin/health" | paths::METRICS) => method_not_allowed("GET"),
+            (_, "/admin/reload") => method_not_allowed("POST"),
             _ => problem(Problem::not_found()),
         }
     }

@@ -2,12 +2,15 @@
 //! spell the same way, taken from here by both. Header names ([`headers`]), the paths of the
 //! internal API and of the public routes both route ([`paths`]), the problem codes the gateway
 //! acts on when settlement answers ([`codes`]), the problem+json body every error of either
-//! side is ([`Problem`]), and the RFC 3339 timestamps of their JSON bodies ([`rfc3339_ms`]).
+//! side is ([`Problem`]), the RFC 3339 timestamps of their JSON bodies ([`rfc3339_ms`]) and
+//! the whole numbers of request bodies ([`whole_number`]).
 //! See docs/internal-api.md.
 
+mod number;
 mod problem;
 mod time;
 
+pub use number::{optional_whole_number, whole_number};
 pub use problem::{DEFAULT_RETRY_AFTER_SECS, PROBLEM_CONTENT_TYPE, Problem, problem_type, title};
 pub use time::rfc3339_ms;
 

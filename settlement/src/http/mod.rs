@@ -240,7 +240,10 @@ pub(crate) fn etag(version: i64) -> String {
     format!("\"{version}\"")
 }
 
-/// The versions an `If-Match` / `If-None-Match` lists; `Some(None)` for `*`.
+/// The versions an `If-Match` / `If-None-Match` lists; `Some(None)` for `*`. Each entry is an
+/// entity tag as RFC 9110 §8.8.3 writes one, `"3"` or weak `W/"3"`, whose text is a version
+/// (at most 18 digits: an i64); anything else (`3` unquoted, `"+3"`, `"abc"`) is `None`,
+/// answered 400, as openapi.yaml's `IfMatchVersions` pattern says.
 pub(crate) fn listed_versions(value: &str) -> Option<Option<Vec<i64>>> {
     if value.trim() == "*" {
         return Some(None);
@@ -250,7 +253,10 @@ pub(crate) fn listed_versions(value: &str) -> Option<Option<Vec<i64>>> {
         .map(|tag| {
             let tag = tag.trim();
             let tag = tag.strip_prefix("W/").unwrap_or(tag);
-            tag.trim_matches('"').parse::<i64>().ok()
+            let digits = tag.strip_prefix('"')?.strip_suffix('"')?;
+            let is_version =
+                (1..=18).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
+            is_version.then(|| digits.parse::<i64>().ok()).flatten()
         })
         .collect::<Option<Vec<_>>>()
         .map(Some)
@@ -324,6 +330,11 @@ mod tests {
         assert_eq!(listed_versions("W/\"3\", \"4\""), Some(Some(vec![3, 4])));
         assert_eq!(listed_versions("*"), Some(None));
         assert_eq!(listed_versions("\"abc\""), None);
+        // Entity tags only: an unquoted number, a sign, an empty tag or a half-quoted one is
+        // no version (before, `3` and `"+3"` passed as version 3).
+        for refused in ["3", "\"+3\"", "\"-3\"", "\"\"", "\"3", "W/3", "\"3\", 4"] {
+            assert_eq!(listed_versions(refused), None, "{refused}");
+        }
     }
 
     #[test]
