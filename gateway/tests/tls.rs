@@ -633,4 +633,9 @@ fn a_key_that_is_not_the_certificates_is_refused_at_load() {
     drop(dir);
     let dir = CertDir::new(&a);
     assert!(gateway::server::load_pair(&dir.cert(), &dir.key()).is_ok());
+    // One PEM holding the key and the chain (a Key Vault certificate read as a secret) serves
+    // as both files.
+    let bundle = dir.root.join("bundle.pem");
+    std::fs::write(&bundle, format!("{}{}", a.key_pem, a.cert_pem)).unwrap();
+    assert!(gateway::server::load_pair(&bundle, &bundle).is_ok());
 }
