@@ -639,3 +639,47 @@ fn a_key_that_is_not_the_certificates_is_refused_at_load() {
     std::fs::write(&bundle, format!("{}{}", a.key_pem, a.cert_pem)).unwrap();
     assert!(gateway::server::load_pair(&bundle, &bundle).is_ok());
 }
+
+/// Whether the server closes the connection within `wait` (frames it sends meanwhile, such
+/// as its SETTINGS or a GOAWAY, are read and dropped).
+async fn closed_within(stream: &mut TlsStream<TcpStream>, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_trickling_http2_connections_are_closed_after_the_idle_timeout() {
+    let ca = TestCa::new("stockgate tls test CA");
+    let dir = CertDir::new(&ca.issue(&["localhost"]));
+    let gw = testkit::start_gateway_with(|c| {
+        serve_tls(c, &dir);
+        c.limits.idle_timeout_secs = 1;
+    })
+    .await;
+    let addr = gw.server.as_ref().and_then(|s| s.tls_addr).unwrap();
+
+    // A connection that never opens a stream.
+    let mut idle = connect(addr, &ca.ca_pem(), &[b"h2"]).await;
+    idle.write_all(PREFACE).await.unwrap();
+    idle.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
+    let started = Instant::now();
+    assert!(closed_within(&mut idle, Duration::from_secs(4)).await, "idle connection kept");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+
+    // A header block that never ends (HEADERS without END_HEADERS, no CONTINUATION): no
+    // stream is accepted, so the connection counts as idle.
+    let mut trickle = connect(addr, &ca.ca_pem(), &[b"h2"]).await;
+    trickle.write_all(PREFACE).await.unwrap();
+    trickle.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
+    let block = get_request("/api/v1/stock/HOT");
+    trickle.write_all(&frame(HEADERS, 0x1, 1, &block)).await.unwrap();
+    assert!(closed_within(&mut trickle, Duration::from_secs(4)).await, "trickling connection kept");
+}
