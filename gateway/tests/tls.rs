@@ -671,15 +671,27 @@ async fn idle_and_trickling_http2_connections_are_closed_after_the_idle_timeout(
     idle.write_all(PREFACE).await.unwrap();
     idle.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
     let started = Instant::now();
-    assert!(closed_within(&mut idle, Duration::from_secs(4)).await, "idle connection kept");
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(4)).await,
+        "idle connection kept"
+    );
     assert!(started.elapsed() >= Duration::from_millis(900));
 
     // A header block that never ends (HEADERS without END_HEADERS, no CONTINUATION): no
     // stream is accepted, so the connection counts as idle.
     let mut trickle = connect(addr, &ca.ca_pem(), &[b"h2"]).await;
     trickle.write_all(PREFACE).await.unwrap();
-    trickle.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
+    trickle
+        .write_all(&frame(SETTINGS, 0, 0, &[]))
+        .await
+        .unwrap();
     let block = get_request("/api/v1/stock/HOT");
-    trickle.write_all(&frame(HEADERS, 0x1, 1, &block)).await.unwrap();
-    assert!(closed_within(&mut trickle, Duration::from_secs(4)).await, "trickling connection kept");
+    trickle
+        .write_all(&frame(HEADERS, 0x1, 1, &block))
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut trickle, Duration::from_secs(4)).await,
+        "trickling connection kept"
+    );
 }
