@@ -1,10 +1,11 @@
 //! Assembling and running the Pingora server: the public listeners (the [`Edge`] wrapped in a
 //! total header-read deadline; cleartext HTTP/1.1 and, with `[server.tls]`, HTTPS with HTTP/2
-//! by ALPN, both serving the same application with the same limits), the admin listener (`/healthz`, `/admin/health`, `/metrics`,
-//! `/admin/reload`), the upstream health check and the drain watch (`/readyz` 503 once a
-//! graceful shutdown begins). [`run_forever`] serves until SIGTERM (graceful drain, then exit);
-//! [`start_background`] runs the same server on its own thread and hands back its addresses,
-//! which is how tests and `all-in-one` start a gateway on `127.0.0.1:0`.
+//! by ALPN, one application with the same limits behind both), the admin listener
+//! (`/healthz`, `/admin/health`, `/metrics`, `/admin/reload`), the upstream health check, the
+//! certificate watch and the drain watch (`/readyz` 503 once a graceful shutdown begins).
+//! [`run_forever`] serves until SIGTERM (graceful drain, then exit); [`start_background`] runs
+//! the same server on its own thread and hands back its addresses, which is how tests and
+//! `all-in-one` start a gateway on `127.0.0.1:0`.
 
 mod admin;
 mod deadline;
