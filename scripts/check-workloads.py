@@ -29,6 +29,8 @@ For every build:
      else is denied), and every rule that admits its API port (`http`, 8081, or all ports)
      admits only gateway pods of the same namespace: no namespace selector, no ipBlock, no
      rule without `from`.
+  6. HTTPS only from outside: a LoadBalancer or NodePort Service of the gateway exposes only
+     its TLS listener (`server.tls.listen`): bearer tokens never cross the internet in clear.
 Exits non-zero listing every failure.
 """
 
@@ -63,7 +65,8 @@ SECRETS = {
 }
 # Per build additions. Local only: the dev identity key (committed, worthless elsewhere), so
 # `kubectl exec deploy/stockgate-gateway -- stockgate token` mints buyer tokens.
-EXTRA = {"local": {"stockgate-gateway": {"dev-idp-key.pem"}}}
+# AKS only: the gateway's TLS certificate and key (one PEM), its public listener there.
+EXTRA = {"local": {"stockgate-gateway": {"dev-idp-key.pem"}}, "aks": {"stockgate-gateway": {"tls.pem"}}}
 # The configuration fields that name a key file the workload reads (unset fields are skipped).
 KEY_FILES = {
     "stockgate-gateway": [
@@ -72,6 +75,8 @@ KEY_FILES = {
         "reservations.public_jwks_file",
         "auth.dev_signing_key",
         "settlement_auth.signing_key_file",
+        "server.tls.cert_file",
+        "server.tls.key_file",
     ],
     "stockgate-settlement": ["reservations.public_jwks_file", "settlement_auth.gateway_jwks_file"],
     "stockgate-migrate": [],
@@ -83,6 +88,8 @@ ENV_FILES = {
     "STOCKGATE_RESERVATION_JWKS_FILE": "reservations.public_jwks_file",
     "STOCKGATE_ASSERTION_KEY_FILE": "settlement_auth.signing_key_file",
     "STOCKGATE_GATEWAY_JWKS_FILE": "settlement_auth.gateway_jwks_file",
+    "STOCKGATE_TLS_CERT_FILE": "server.tls.cert_file",
+    "STOCKGATE_TLS_KEY_FILE": "server.tls.key_file",
 }
 # Key Vault object behind each file name (the SecretProviderClass aliases the object to the
 # file); names not listed are the object's own name.
@@ -92,6 +99,7 @@ VAULT_OBJECT = {
     "idp-jwks.json": "idp-jwks",
     "gateway-assertion-key.pem": "gateway-assertion-key",
     "gateway-assertion-jwks.json": "gateway-assertion-jwks",
+    "tls.pem": "gateway-tls",
 }
 # Each workload's probes: (probe, path or None when not checked) and its admin and public
 # listeners' config fields. A stockgate Deployment missing here is reported.
@@ -459,6 +467,34 @@ def check_client_addresses(build):
                     )
 
 
+# --- 6. HTTPS only from outside ---------------------------------------------------------
+
+
+def check_https_only(build):
+    pods = [(where, pod) for workload, where, pod in build.pods() if workload == GATEWAY and where.startswith("Deployment ")]
+    for service in (o for o in build.objects if o["kind"] == "Service"):
+        spec = service.get("spec", {})
+        if spec.get("selector", {}).get("app.kubernetes.io/name") != GATEWAY:
+            continue
+        if spec.get("type", "ClusterIP") not in ("LoadBalancer", "NodePort"):
+            continue
+        for where, pod in pods:
+            for container in pod.get("containers", []):
+                config = pod_config(build, pod, container)
+                if config is None:
+                    continue  # reported by the liveness check
+                tls = listen_port(config, "server.tls.listen")
+                for port in spec.get("ports", []):
+                    target = container_port(container, port.get("targetPort", port.get("port")))
+                    if tls is None or target != tls:
+                        build.fail(
+                            f"Service {service['metadata']['name']} ({spec.get('type')}) exposes port "
+                            f"{port.get('port')} → {port.get('targetPort')}, which is not the gateway's TLS "
+                            f"listener (server.tls.listen{'' if tls is None else f', port {tls}'}): "
+                            "bearer tokens would cross the network in clear"
+                        )
+
+
 # --- 5. settlement's ingress ------------------------------------------------------------
 
 SETTLEMENT = "stockgate-settlement"
@@ -504,6 +540,7 @@ def check(name, objects):
     check_liveness(build)
     check_client_addresses(build)
     check_settlement_ingress(build)
+    check_https_only(build)
     return build
 
 
@@ -610,6 +647,11 @@ def gateway_service_nodeport(objects):
     service["spec"]["type"] = "NodePort"
 
 
+def gateway_service_cleartext_port(objects):
+    service = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == GATEWAY)
+    service["spec"]["ports"].append({"name": "http", "port": 80, "targetPort": "http"})
+
+
 def trust_everyone(objects):
     container = pod_of(objects, "Deployment", GATEWAY)["containers"][0]
     container.setdefault("env", []).append({"name": "STOCKGATE_TRUSTED_PROXIES", "value": "10.0.0.0/8, ::/0"})
@@ -696,6 +738,7 @@ MISTAKES = {
         (liveness_on_public_port, "hits the public listener"),
         (settlement_liveness_on_public_port, "livenessProbe hits the public listener (settlement.listen_addr"),
         (gateway_service_policy_cluster, "is a LoadBalancer with externalTrafficPolicy Cluster"),
+        (gateway_service_cleartext_port, "exposes port 80 → http, which is not the gateway's TLS listener"),
         (trust_everyone, "has ::/0, which trusts every address"),
     ],
 }
@@ -736,7 +779,7 @@ def main(args):
             print(
                 f"{name}: HPA targets set no replicas; {pods} pod specs see only their secrets; "
                 "liveness (and settlement's readiness) on the admin listeners; gateway Services keep client addresses; "
-                "settlement's API admits gateway pods only"
+                "settlement's API admits gateway pods only; gateway Services reachable from outside serve HTTPS only"
             )
     for error in errors:
         print(error, file=sys.stderr)

@@ -22,6 +22,8 @@ command -v psql >/dev/null || need_pkgs+=(postgresql-client)
 command -v cmake >/dev/null || need_pkgs+=(cmake)   # pingora's zlib-ng build
 command -v cc >/dev/null || need_pkgs+=(build-essential)
 command -v openssl >/dev/null || need_pkgs+=(openssl)   # the tls_* tests make a test CA
+command -v curl >/dev/null || need_pkgs+=(curl)         # gateway/tests/tls.rs: curl --http2
+command -v h2load >/dev/null || need_pkgs+=(nghttp2-client)   # gateway/tests/tls.rs: h2load
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"

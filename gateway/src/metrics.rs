@@ -74,6 +74,10 @@ pub struct Metrics {
     /// `{rule, decision}`; the rate limiter resolves its handles once per rules load.
     pub ratelimit_decisions: IntCounterVec,
     pub config_reload_errors: IntCounter,
+    /// Certificate pairs of the HTTPS listener taken up while running, and changed pairs
+    /// refused (the previous pair stayed).
+    pub tls_cert_reloads: IntCounter,
+    pub tls_cert_reload_errors: IntCounter,
     /// 1 while Redis is unreachable (degraded mode).
     pub redis_degraded: IntGauge,
     /// `{dependency}`: 1 while the dependency monitor sees it up (`crate::health`).
@@ -137,6 +141,14 @@ impl Metrics {
             "stockgate_config_reload_errors_total",
             "rate-limit rule reloads refused (the last good rules stayed)",
         )?;
+        let tls_cert_reloads = counter(
+            "stockgate_tls_cert_reloads_total",
+            "renewed certificate and key pairs the HTTPS listener took up while running",
+        )?;
+        let tls_cert_reload_errors = counter(
+            "stockgate_tls_cert_reload_errors_total",
+            "changed certificate or key files refused or unreadable (the previous pair stayed)",
+        )?;
         let redis_degraded = IntGauge::new(
             "stockgate_redis_degraded",
             "1 while Redis is unreachable and the gateway runs degraded",
@@ -179,6 +191,8 @@ impl Metrics {
         for c in [
             &cache_invalidations,
             &config_reload_errors,
+            &tls_cert_reloads,
+            &tls_cert_reload_errors,
             &store_errors,
             &upstream_connect_errors,
             &upstream_timeouts,
@@ -215,6 +229,8 @@ impl Metrics {
             cache_invalidations,
             ratelimit_decisions,
             config_reload_errors,
+            tls_cert_reloads,
+            tls_cert_reload_errors,
             redis_degraded,
             dependency_up,
             registry,

@@ -229,6 +229,11 @@ pub fn check(config: &Config, file: Option<&std::path::Path>) -> Result<String> 
     if edge.settlement_auth.gateway_jwks_file.is_some() {
         gateway::service_auth::published_verifier(edge)?;
     }
+    if let Some(tls) = edge.server.tls.listener() {
+        gateway::server::install_crypto_provider();
+        gateway::server::load_pair(tls.cert_file, tls.key_file)
+            .context("config field `server.tls.cert_file` / `server.tls.key_file`")?;
+    }
     let rules = match &edge.ratelimit.rules_file {
         Some(path) => {
             let rules = gateway::ratelimit::rules::load(path).with_context(|| {
@@ -261,6 +266,9 @@ fn run_gateway(config: &Config) -> Result<()> {
         gateway.into_server(config)
     })?;
     println!("stockgate gateway on http://{}", prepared.public_addr);
+    if let Some(addr) = prepared.tls_addr {
+        println!("stockgate gateway on https://{addr} (HTTP/2 and HTTP/1.1)");
+    }
     println!("admin (metrics) on http://{}", prepared.admin_addr);
     // Blocks until SIGTERM (graceful drain) or SIGINT; the background runtime lives until then.
     gateway::server::run_forever(prepared);
@@ -298,6 +306,9 @@ async fn run_all_in_one(config: Config) -> Result<()> {
     println!("  buyer token for alice (valid 24h; mint more with `stockgate token --sub bob`):");
     println!("{token}");
     println!("  storefront: {base}/   ops console: {base}/ops");
+    if let Some(addr) = all.gateway.tls_addr {
+        println!("  https: https://{addr} (HTTP/2 and HTTP/1.1)");
+    }
     let listen = all.public_addr().to_string();
     if let Some(warning) = gateway::edge::dev_token::warning(all.dev_sign_in, &listen) {
         println!("  {warning}");

@@ -245,3 +245,34 @@ fn an_unreadable_file_is_reported_once() {
     assert!(!ok);
     assert_eq!(message.matches("Is a directory").count(), 1, "{message}");
 }
+
+#[test]
+fn check_reads_the_tls_certificate_and_key() {
+    let ca = testkit::tls::TestCa::new("check CA");
+    let (good, other) = (ca.issue(&["localhost"]), ca.issue(&["localhost"]));
+    let dir = std::env::temp_dir().join(format!("check-tls-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = good.write(&dir, "good");
+    let (_, other_key) = other.write(&dir, "other");
+    let config = |key: &Path| {
+        scratch_file(
+            "stockgate.toml",
+            &format!(
+                "[server.tls]\nlisten = \"127.0.0.1:8443\"\ncert_file = {:?}\nkey_file = {:?}\n",
+                cert.display().to_string(),
+                key.display().to_string()
+            ),
+        )
+    };
+    let path = config(&key);
+    let (ok, out) = stockgate(&["--config", path.to_str().unwrap(), "check"]);
+    assert!(ok, "{out}");
+    let path = config(&other_key);
+    let (ok, message) = stockgate(&["--config", path.to_str().unwrap(), "check"]);
+    assert!(!ok, "a key that is not the certificate's passed the check");
+    assert!(
+        message.contains("server.tls.cert_file") && message.contains("does not belong"),
+        "{message}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

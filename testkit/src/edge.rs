@@ -174,6 +174,8 @@ impl TestGateway {
 pub struct Edge {
     server: Option<RunningServer>,
     pub base: String,
+    /// The HTTPS listener, when the configuration has `[server.tls]`.
+    pub tls_addr: Option<SocketAddr>,
     pub admin: String,
     pub http: reqwest::Client,
     pub idp: Idp,
@@ -228,6 +230,7 @@ pub async fn start_edge_shared(config: Config, shared: Shared) -> Edge {
     let server = tokio::task::block_in_place(|| gateway.start_background(&config)).unwrap();
     Edge {
         base: format!("http://{}", server.public_addr),
+        tls_addr: server.tls_addr,
         admin: format!("http://{}", server.admin_addr),
         server: Some(server),
         http: reqwest::Client::new(),

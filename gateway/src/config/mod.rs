@@ -70,6 +70,10 @@ pub struct ServerConfig {
     pub grace_period_secs: u64,
     /// After the grace period: how long runtimes get to finish before they are dropped.
     pub shutdown_timeout_secs: u64,
+    /// The HTTPS listener beside `listen` (off unless `server.tls.listen` is set).
+    pub tls: TlsConfig,
+    /// HTTP/2 limits of the HTTPS listener.
+    pub http2: Http2Config,
 }
 
 /// Protection of the public listener.
@@ -335,6 +339,8 @@ impl Default for ServerConfig {
             threads: 2,
             grace_period_secs: 10,
             shutdown_timeout_secs: 5,
+            tls: TlsConfig::default(),
+            http2: Http2Config::default(),
         }
     }
 }
@@ -422,7 +428,10 @@ pub fn ms(value: u64) -> Duration {
     Duration::from_millis(value)
 }
 
+mod tls;
 mod validate;
+
+pub use tls::{Http2Config, TlsConfig, TlsListener};
 
 /// Whether `POST /dev/token` is served, and why. Decided by the process that composes the
 /// gateway: only `stockgate all-in-one` with nothing configured can be the embedded default.

@@ -9,6 +9,8 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         parse_addr("server.listen", &self.server.listen)?;
         parse_addr("server.admin_listen", &self.server.admin_listen)?;
+        self.server.tls.validate()?;
+        self.server.http2.validate()?;
         parse_addr("upstream.settlement_addr", self.settlement_host_port())?;
         if self.server.threads == 0 || self.server.threads > 256 {
             return Err(invalid("server.threads", "must be between 1 and 256"));
@@ -220,7 +222,7 @@ impl Config {
     }
 }
 
-fn parse_addr(field: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+pub(super) fn parse_addr(field: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
     value.parse().map_err(|_| {
         invalid(
             field,

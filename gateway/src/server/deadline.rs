@@ -8,6 +8,13 @@
 //! idle timeout plus the header deadline. Pingora gives every new connection a keep-alive
 //! setting too, so reuse is recognised by a marker the edge persists in the connection's user
 //! context ([`connection_seen`]), which Pingora carries to the next request.
+//!
+//! On HTTP/2 Pingora starts one session per stream, and only once the stream's whole header
+//! block is in, so each stream meets the deadline at once and counts as new (no connection
+//! context reaches a stream). What a trickling or idle HTTP/2 connection can hold is bounded
+//! instead by the connection's idle timeout (no stream in flight for
+//! `limits.idle_timeout_secs` closes it, a header block still arriving included) and by the
+//! codec's header-list limit (`super::tls::header_list_limit`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,12 +1,15 @@
-//! Assembling and running the Pingora server: the public listener (the [`Edge`] wrapped in a
-//! total header-read deadline), the admin listener (`/healthz`, `/admin/health`, `/metrics`,
-//! `/admin/reload`), the upstream health check and the drain watch (`/readyz` 503 once a
-//! graceful shutdown begins). [`run_forever`] serves until SIGTERM (graceful drain, then exit);
-//! [`start_background`] runs the same server on its own thread and hands back its addresses,
-//! which is how tests and `all-in-one` start a gateway on `127.0.0.1:0`.
+//! Assembling and running the Pingora server: the public listeners (the [`Edge`] wrapped in a
+//! total header-read deadline; cleartext HTTP/1.1 and, with `[server.tls]`, HTTPS with HTTP/2
+//! by ALPN, one application with the same limits behind both), the admin listener
+//! (`/healthz`, `/admin/health`, `/metrics`, `/admin/reload`), the upstream health check, the
+//! certificate watch and the drain watch (`/readyz` 503 once a graceful shutdown begins).
+//! [`run_forever`] serves until SIGTERM (graceful drain, then exit); [`start_background`] runs
+//! the same server on its own thread and hands back its addresses, which is how tests and
+//! `all-in-one` start a gateway on `127.0.0.1:0`.
 
 mod admin;
 mod deadline;
+mod tls;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -27,6 +30,7 @@ use crate::config::{Config, ms};
 use crate::edge::{Edge, EdgeState};
 use crate::proxy::HealthCheckService;
 pub use deadline::{connection_seen, mark_headers_read};
+pub use tls::{CertError, header_list_limit, install_crypto_provider, load_pair};
 
 /// Requests one client connection may send before it is closed (frees per-connection memory).
 const KEEPALIVE_REQUEST_LIMIT: u32 = 10_000;
@@ -43,12 +47,16 @@ pub enum ServerError {
     NotListening(SocketAddr),
     #[error("cannot start the server thread: {0}")]
     Thread(std::io::Error),
+    #[error("server.tls: {0}")]
+    Tls(#[from] CertError),
 }
 
 /// A configured server, not yet running.
 pub struct Prepared {
     server: Server,
     pub public_addr: SocketAddr,
+    /// The HTTPS listener, when `[server.tls]` configures one.
+    pub tls_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
 }
 
@@ -96,7 +104,11 @@ pub fn prepare(
     let mut proxy = pingora::proxy::http_proxy(&server.configuration, Edge { state });
     let mut options = HttpServerOptions::default();
     options.keepalive_request_limit = Some(KEEPALIVE_REQUEST_LIMIT);
+    // HTTP/2's keep-alive: a connection with no stream in flight for this long is closed, a
+    // header block still arriving included (an HTTP/2 slowloris).
+    options.h2_idle_timeout = Some(Duration::from_secs(config.limits.idle_timeout_secs));
     proxy.server_options = Some(options);
+    proxy.h2_options = Some(tls::h2_options(&config.server.http2, &config.limits));
     let app = deadline::HeaderDeadline::new(
         proxy,
         ms(config.limits.header_read_timeout_ms),
@@ -104,6 +116,23 @@ pub fn prepare(
     );
     let mut public = Service::new("stockgate edge".to_owned(), app);
     public.add_tcp(&public_addr.to_string());
+    let mut cert_watch = None;
+    let tls_addr = match config.server.tls.listener() {
+        Some(listener) => {
+            let addr = resolve("server.tls.listen", listener.listen)?;
+            tls::install_crypto_provider();
+            let watch = tls::CertWatch::load(
+                listener.cert_file,
+                listener.key_file,
+                ms(config.server.tls.reload_interval_ms),
+                metrics.clone(),
+            )?;
+            public.add_tls_with_settings(&addr.to_string(), None, tls::settings(watch.resolver())?);
+            cert_watch = Some(background_service("tls certificate watch", watch));
+            Some(addr)
+        }
+        None => None,
+    };
 
     let mut admin = Service::new(
         "stockgate admin".to_owned(),
@@ -120,9 +149,13 @@ pub fn prepare(
     server.add_service(admin);
     server.add_service(health);
     server.add_service(drain);
+    if let Some(watch) = cert_watch {
+        server.add_service(watch);
+    }
     Ok(Prepared {
         server,
         public_addr,
+        tls_addr,
         admin_addr,
     })
 }
@@ -130,13 +163,19 @@ pub fn prepare(
 /// Serves on the calling thread until SIGTERM (graceful: listeners close, in-flight requests
 /// drain for `server.grace_period_secs`) or SIGINT (fast).
 pub fn run_forever(prepared: Prepared) {
-    tracing::info!(public = %prepared.public_addr, admin = %prepared.admin_addr, "gateway listening");
+    tracing::info!(
+        public = %prepared.public_addr,
+        tls = ?prepared.tls_addr,
+        admin = %prepared.admin_addr,
+        "gateway listening"
+    );
     prepared.server.run(RunArgs::default());
 }
 
 /// A server running on its own thread; dropping it shuts it down gracefully.
 pub struct RunningServer {
     pub public_addr: SocketAddr,
+    pub tls_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -157,9 +196,10 @@ impl ShutdownSignalWatch for StopSignal {
     }
 }
 
-/// Starts the server on a new thread and waits until both listeners accept connections.
+/// Starts the server on a new thread and waits until every listener accepts connections.
 pub fn start_background(prepared: Prepared) -> Result<RunningServer, ServerError> {
-    let (public_addr, admin_addr) = (prepared.public_addr, prepared.admin_addr);
+    let (public_addr, tls_addr, admin_addr) =
+        (prepared.public_addr, prepared.tls_addr, prepared.admin_addr);
     let (stop, stopped) = oneshot::channel();
     let server = prepared.server;
     let thread = std::thread::Builder::new()
@@ -172,11 +212,15 @@ pub fn start_background(prepared: Prepared) -> Result<RunningServer, ServerError
         .map_err(ServerError::Thread)?;
     let running = RunningServer {
         public_addr,
+        tls_addr,
         admin_addr,
         stop: Some(stop),
         thread: Some(thread),
     };
     wait_listening(public_addr)?;
+    if let Some(addr) = tls_addr {
+        wait_listening(addr)?;
+    }
     wait_listening(admin_addr)?;
     Ok(running)
 }

@@ -28,6 +28,8 @@ impl Config {
             && edge.settlement_auth.gateway_jwks_file.is_none()
             && is_loopback(&edge.server.listen)
             && is_loopback(&edge.server.admin_listen)
+            // An HTTPS listener reachable from elsewhere is a deployment, not the local demo.
+            && edge.server.tls.listen.as_deref().is_none_or(is_loopback)
     }
 
     /// Whether a process serves `POST /dev/token`. `all_in_one`: it is `stockgate
@@ -91,6 +93,16 @@ mod tests {
                 "{production:?}"
             );
         }
+        // An HTTPS listener: on loopback still the local demo, elsewhere a deployment.
+        let cert = ("STOCKGATE_TLS_CERT_FILE", "/tls/tls.crt");
+        let key = ("STOCKGATE_TLS_KEY_FILE", "/tls/tls.key");
+        let local = ("STOCKGATE_TLS_LISTEN", "127.0.0.1:8443");
+        assert_eq!(
+            all_in_one_with(&[local, cert, key]),
+            DevSignIn::EmbeddedDefault
+        );
+        let public = ("STOCKGATE_TLS_LISTEN", "0.0.0.0:8443");
+        assert_eq!(all_in_one_with(&[public, cert, key]), DevSignIn::Off);
         // A configuration file decides for itself, off unless it says `dev_token = true`.
         let file = Config {
             file: Some("stockgate.toml".into()),

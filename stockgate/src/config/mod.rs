@@ -82,6 +82,10 @@ const ENV_OVERRIDES: &[&str] = &[
     // Client addresses: the proxies whose forwarding header is believed, comma separated
     // CIDRs (`gateway::client_addr`); validated with the file's.
     "STOCKGATE_TRUSTED_PROXIES",
+    // The HTTPS listener (`[server.tls]`): its address, certificate chain and key files.
+    "STOCKGATE_TLS_LISTEN",
+    "STOCKGATE_TLS_CERT_FILE",
+    "STOCKGATE_TLS_KEY_FILE",
 ];
 
 impl Config {
@@ -192,6 +196,9 @@ impl Config {
                         .map(str::to_owned)
                         .collect()
                 }
+                "STOCKGATE_TLS_LISTEN" => edge.server.tls.listen = Some(value),
+                "STOCKGATE_TLS_CERT_FILE" => edge.server.tls.cert_file = Some(value.into()),
+                "STOCKGATE_TLS_KEY_FILE" => edge.server.tls.key_file = Some(value.into()),
                 _ => {}
             }
         }
