@@ -342,6 +342,19 @@ fn get_request(path: &str) -> Vec<u8> {
     block
 }
 
+/// The HTTP/2 connection preface and the SETTINGS exchange, as a client opens a connection.
+async fn h2_handshake(stream: &mut TlsStream<TcpStream>) {
+    stream.write_all(PREFACE).await.unwrap();
+    stream.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
+    read_until(stream, SETTINGS, 0)
+        .await
+        .expect("server settings");
+    stream
+        .write_all(&frame(SETTINGS, ACK, 0, &[]))
+        .await
+        .unwrap();
+}
+
 /// Reads frames until `want` arrives or the connection ends: `(type, flags, payload)` of it.
 async fn read_until(stream: &mut TlsStream<TcpStream>, want: u8, flags: u8) -> Option<Vec<u8>> {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -377,15 +390,7 @@ async fn rapid_reset_gets_goaway_enhance_your_calm() {
     assert_eq!(plain.status(), 200);
     let mut stream = connect(addr, &ca.ca_pem(), &[b"h2"]).await;
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    stream.write_all(PREFACE).await.unwrap();
-    stream.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
-    read_until(&mut stream, SETTINGS, 0)
-        .await
-        .expect("server settings");
-    stream
-        .write_all(&frame(SETTINGS, ACK, 0, &[]))
-        .await
-        .unwrap();
+    h2_handshake(&mut stream).await;
 
     // CVE-2023-44487: open a stream and cancel it at once, many times, in one burst.
     let request = get_request("/api/v1/stock/HOT");
@@ -488,15 +493,7 @@ async fn a_header_block_far_past_the_limit_in_continuation_frames_gets_goaway() 
     .await;
     let addr = gw.server.as_ref().and_then(|s| s.tls_addr).unwrap();
     let mut stream = connect(addr, &ca.ca_pem(), &[b"h2"]).await;
-    stream.write_all(PREFACE).await.unwrap();
-    stream.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
-    read_until(&mut stream, SETTINGS, 0)
-        .await
-        .expect("server settings");
-    stream
-        .write_all(&frame(SETTINGS, ACK, 0, &[]))
-        .await
-        .unwrap();
+    h2_handshake(&mut stream).await;
 
     // One request whose block is four times the announced header-list limit, sent as
     // HEADERS and CONTINUATION frames of the default 16 KiB frame size.
