@@ -241,12 +241,18 @@ impl Gateway {
         let pod_health = Arc::new(crate::health::Health::new(
             shared.metrics.dependency_up.clone(),
         ));
+        let in_flight = crate::in_flight::InFlight::new(
+            limits.max_in_flight_per_client,
+            limits.max_in_flight,
+            shared.metrics.in_flight.clone(),
+        );
         let state = EdgeState {
             limits: EdgeLimits {
                 max_body_bytes: limits.max_body_bytes,
                 max_header_count: limits.max_header_count,
                 max_header_bytes: limits.max_header_bytes,
                 body_read_timeout: ms(limits.body_read_timeout_ms),
+                write_timeout: ms(limits.write_timeout_ms),
                 idle_timeout_secs: limits.idle_timeout_secs,
             },
             hold_ttl_ms: config.reservations.hold_ttl_secs * 1000,
@@ -263,6 +269,7 @@ impl Gateway {
             cache,
             ratelimit: Arc::new(ratelimit),
             client_addrs,
+            in_flight,
             edge_redis: shared.edge_redis,
             site: config.web.storefront.then(crate::web::Site::new),
             dev_tokens: crate::edge::dev_token::DevTokens::new(config, dev_sign_in),

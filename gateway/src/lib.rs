@@ -22,6 +22,7 @@ pub mod conn_age;
 pub mod edge;
 pub mod edge_redis;
 pub mod health;
+pub mod in_flight;
 pub mod metrics;
 pub mod problem;
 pub mod proxy;

@@ -78,6 +78,19 @@ async fn too_many_headers_get_431() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookies_sent_as_many_fields_count_as_one_header() {
+    // HTTP/2 clients may split the Cookie header into one field per cookie (RFC 9113
+    // §8.2.3): a browser with 100 cookies is not sending 100 headers.
+    let gw = testkit::start_gateway().await;
+    let mut request = gw.http.get(gw.url("/api/v1/stock/HOT"));
+    for i in 0..100 {
+        request = request.header("cookie", format!("c{i}=1"));
+    }
+    let (status, answer) = body(request.send().await.unwrap()).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_headers_are_cut_off_at_the_total_deadline() {
     let gw = testkit::start_gateway().await;
     let addr = gw.base.trim_start_matches("http://").to_owned();

@@ -310,6 +310,7 @@ async fn connect(addr: SocketAddr, ca_pem: &str, alpn: &[&[u8]]) -> TlsStream<Tc
 
 // HTTP/2 frames (RFC 9113 §4.1, §6), written by hand so the test controls their timing.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
@@ -317,7 +318,10 @@ const GOAWAY: u8 = 0x7;
 const CONTINUATION: u8 = 0x9;
 const END_STREAM_AND_HEADERS: u8 = 0x1 | 0x4;
 const ACK: u8 = 0x1;
+const END_STREAM: u8 = 0x1;
 const CANCEL: u32 = 0x8;
+/// SETTINGS_INITIAL_WINDOW_SIZE = 0: the client takes no response body until it says so.
+const NO_WINDOW: [u8; 6] = [0x0, 0x4, 0, 0, 0, 0];
 const ENHANCE_YOUR_CALM: u32 = 0xb;
 const COMPRESSION_ERROR: u32 = 0x9;
 
@@ -342,10 +346,14 @@ fn get_request(path: &str) -> Vec<u8> {
     block
 }
 
-/// The HTTP/2 connection preface and the SETTINGS exchange, as a client opens a connection.
-async fn h2_handshake(stream: &mut TlsStream<TcpStream>) {
+/// The HTTP/2 connection preface and the SETTINGS exchange, as a client opens a connection;
+/// `settings` are the client's (6 bytes each: identifier, value).
+async fn h2_handshake(stream: &mut TlsStream<TcpStream>, settings: &[u8]) {
     stream.write_all(PREFACE).await.unwrap();
-    stream.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
+    stream
+        .write_all(&frame(SETTINGS, 0, 0, settings))
+        .await
+        .unwrap();
     read_until(stream, SETTINGS, 0)
         .await
         .expect("server settings");
@@ -390,7 +398,7 @@ async fn rapid_reset_gets_goaway_enhance_your_calm() {
     assert_eq!(plain.status(), 200);
     let mut stream = connect(addr, &ca.ca_pem(), &[b"h2"]).await;
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    h2_handshake(&mut stream).await;
+    h2_handshake(&mut stream, &[]).await;
 
     // CVE-2023-44487: open a stream and cancel it at once, many times, in one burst.
     let request = get_request("/api/v1/stock/HOT");
@@ -416,6 +424,78 @@ async fn rapid_reset_gets_goaway_enhance_your_calm() {
         (1..100).contains(&stock_requests),
         "{stock_requests} requests served"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_at_the_write_timeout() {
+    let (gw, _dir, ca, addr) = tls_gateway_with(|c| c.limits.write_timeout_ms = 300).await;
+    let mut stream = connect(addr, &std::fs::read_to_string(ca).unwrap(), &[b"h2"]).await;
+    // A client that opens no flow-control window never takes the answer's body: without a
+    // write deadline the stream, and its place among the requests in flight, stays forever.
+    h2_handshake(&mut stream, &NO_WINDOW).await;
+    let started = Instant::now();
+    let request = get_request("/api/v1/stock/HOT");
+    stream
+        .write_all(&frame(HEADERS, END_STREAM_AND_HEADERS, 1, &request))
+        .await
+        .unwrap();
+    read_until(&mut stream, HEADERS, 0)
+        .await
+        .expect("the answer's headers");
+    // Pingora gives up the body at the deadline and ends the stream (an empty DATA frame
+    // with END_STREAM): the client sees a cut-off answer, the gateway has its place back.
+    assert!(
+        read_until(&mut stream, DATA, END_STREAM).await.is_some(),
+        "the stalled stream is ended"
+    );
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+    assert!(gw.metrics_show("stockgate_in_flight_requests 0").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_with_too_many_requests_open_is_refused_on_every_protocol() {
+    let (gw, _dir, ca, addr) = tls_gateway_with(|c| c.limits.max_in_flight_per_client = 3).await;
+    // Three HTTP/2 streams whose answers the client does not take (no window): open until
+    // the write deadline (10 s), as a slow reader or a slow upstream keeps them.
+    let mut stream = connect(addr, &std::fs::read_to_string(ca).unwrap(), &[b"h2"]).await;
+    h2_handshake(&mut stream, &NO_WINDOW).await;
+    let request = get_request("/api/v1/stock/HOT");
+    for id in [1, 3, 5] {
+        let headers = frame(HEADERS, END_STREAM_AND_HEADERS, id, &request);
+        stream.write_all(&headers).await.unwrap();
+    }
+    assert!(gw.metrics_show("stockgate_in_flight_requests 3").await);
+
+    // The same client address on another connection and protocol is over its cap ...
+    let refused = gw
+        .http
+        .get(gw.url("/api/v1/stock/HOT"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    let problem: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(problem["code"], "too_many_in_flight");
+    // ... another client is not.
+    let other = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let served = other.get(gw.url("/api/v1/stock/HOT")).send().await.unwrap();
+    assert_eq!(served.status(), 200);
+
+    // The client's streams end when its connection does; then it is served again.
+    drop(stream);
+    assert!(gw.metrics_show("stockgate_in_flight_requests 0").await);
+    let again = gw
+        .http
+        .get(gw.url("/api/v1/stock/HOT"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -493,7 +573,7 @@ async fn a_header_block_far_past_the_limit_in_continuation_frames_gets_goaway() 
     .await;
     let addr = gw.server.as_ref().and_then(|s| s.tls_addr).unwrap();
     let mut stream = connect(addr, &ca.ca_pem(), &[b"h2"]).await;
-    h2_handshake(&mut stream).await;
+    h2_handshake(&mut stream, &[]).await;
 
     // One request whose block is four times the announced header-list limit, sent as
     // HEADERS and CONTINUATION frames of the default 16 KiB frame size.

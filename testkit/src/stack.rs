@@ -32,6 +32,9 @@ pub fn gateway_config(settlement: SocketAddr) -> gateway::config::Config {
     // Room for the 64 KiB token case to reach the authentication check.
     config.limits.max_header_bytes = 128 * 1024;
     config.limits.header_read_timeout_ms = 700;
+    // Every test client is one loopback address: the per-client cap is tested on its own
+    // (gateway/tests/protection.rs), elsewhere a test's hundreds of concurrent buyers are many.
+    config.limits.max_in_flight_per_client = 100_000;
     config.upstream.settlement_addr = settlement.to_string();
     // The mock settlements serve `/healthz` on their one port; the real one on its admin port.
     config.upstream.settlement_admin_port = settlement.port();

@@ -93,6 +93,14 @@ pub struct LimitsConfig {
     pub body_read_timeout_ms: u64,
     /// How long an idle keep-alive client connection stays open.
     pub idle_timeout_secs: u64,
+    /// Deadline for each write of an answer to the client: a client that stops reading
+    /// (a full TCP window or HTTP/2 flow-control window) is cut off after it.
+    pub write_timeout_ms: u64,
+    /// Most requests one client address has open at once, over all its connections and
+    /// HTTP/2 streams (429 `too_many_in_flight` above; `crate::in_flight`).
+    pub max_in_flight_per_client: u32,
+    /// Most requests the gateway serves at once (503 `overloaded` above).
+    pub max_in_flight: usize,
 }
 
 /// Buyer identity: JWTs from an identity provider.
@@ -354,6 +362,9 @@ impl Default for LimitsConfig {
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 10_000,
             idle_timeout_secs: 60,
+            write_timeout_ms: 10_000,
+            max_in_flight_per_client: 128,
+            max_in_flight: 10_000,
         }
     }
 }

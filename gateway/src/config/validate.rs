@@ -42,6 +42,12 @@ impl Config {
             self.limits.body_read_timeout_ms,
         )?;
         positive("limits.idle_timeout_secs", self.limits.idle_timeout_secs)?;
+        positive("limits.write_timeout_ms", self.limits.write_timeout_ms)?;
+        positive(
+            "limits.max_in_flight_per_client",
+            u64::from(self.limits.max_in_flight_per_client),
+        )?;
+        positive("limits.max_in_flight", self.limits.max_in_flight as u64)?;
         self.validate_auth()?;
         self.validate_cache_and_limits()?;
         self.validate_web()?;

@@ -48,7 +48,7 @@ impl ProxyHttp for Edge {
             upstream_body: None,
             body_seen: 0,
             retries: 0,
-            in_flight: false,
+            in_flight: None,
             upstream_too_old: false,
         }
     }
@@ -61,10 +61,10 @@ impl ProxyHttp for Edge {
         crate::server::mark_headers_read();
         ctx.started = Instant::now();
         ctx.request_id = request_id_of(session);
-        ctx.in_flight = true;
-        self.state.metrics.in_flight.inc();
         session.set_keepalive(Some(self.state.limits.idle_timeout_secs));
         session.set_read_timeout(Some(self.state.limits.body_read_timeout));
+        // Pingora's read timeout does nothing on HTTP/2; the write timeout works on both.
+        session.set_write_timeout(Some(self.state.limits.write_timeout));
         Ok(())
     }
 
@@ -97,6 +97,14 @@ impl ProxyHttp for Edge {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         ctx.client_ip = (self.state.client_addrs).client_ip(peer, &session.req_header().headers);
+        match self.state.in_flight.enter(ctx.client_ip) {
+            Ok(place) => ctx.in_flight = Some(place),
+            Err(problem) => {
+                self.refuse(session, ctx, Reply::problem(&problem, &ctx.request_id))
+                    .await;
+                return Ok(true);
+            }
+        }
         // Before the token is looked at: a client over its budget of refused tokens, then
         // the `before_auth` rules, so a flood costs no signature check.
         let early = match self.state.ratelimit.failures_blocked(&facts(session, ctx)) {
@@ -317,10 +325,7 @@ impl ProxyHttp for Edge {
             error = e.map(|e| e.to_string()),
             "request"
         );
-        if ctx.in_flight {
-            self.state.metrics.in_flight.dec();
-            ctx.in_flight = false;
-        }
+        ctx.in_flight = None;
     }
 }
 

@@ -48,6 +48,7 @@ pub struct EdgeLimits {
     pub max_header_count: usize,
     pub max_header_bytes: usize,
     pub body_read_timeout: Duration,
+    pub write_timeout: Duration,
     pub idle_timeout_secs: u64,
 }
 
@@ -71,6 +72,8 @@ pub struct EdgeState {
     pub ratelimit: Arc<RateLimiter>,
     /// Who the client of a request is (`[client_ip]`): the rate limits' `ip`.
     pub client_addrs: crate::client_addr::ClientAddrs,
+    /// The requests open per client and in all (`limits.max_in_flight*`).
+    pub in_flight: Arc<crate::in_flight::InFlight>,
     /// The edge's Redis (cache, limits, health), when `redis_url` is set.
     pub edge_redis: Option<EdgeRedis>,
     /// The storefront and ops console, when served (`web.storefront`, `all-in-one`).
@@ -104,7 +107,8 @@ pub struct RequestCtx {
     /// Body bytes passed to the upstream so far (the cap applies to streamed bodies too).
     body_seen: usize,
     retries: usize,
-    in_flight: bool,
+    /// This request's place among those being served; dropped when the request ends.
+    in_flight: Option<crate::in_flight::InFlightGuard>,
     /// The upstream connection this request uses is `upstream.max_connection_age_secs` old:
     /// the request asks to close it after the answer (`crate::conn_age`).
     upstream_too_old: bool,
@@ -146,7 +150,10 @@ impl Edge {
         }
         let limits = &self.state.limits;
         let headers = &session.req_header().headers;
-        if headers.len() > limits.max_header_count {
+        // An HTTP/2 client may send each cookie as a field of its own (RFC 9113 §8.2.3); the
+        // cookies are one header however they arrive.
+        let cookie_fields = headers.get_all(http::header::COOKIE).iter().count();
+        if headers.len() - cookie_fields.saturating_sub(1) > limits.max_header_count {
             return Some(Problem::headers_too_large(format!(
                 "more than {} request headers",
                 limits.max_header_count
