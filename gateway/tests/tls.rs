@@ -427,6 +427,50 @@ async fn rapid_reset_gets_goaway_enhance_your_calm() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_without_a_request_is_closed_at_the_header_deadline() {
+    let (_gw, _dir, ca, addr) = tls_gateway_with(|c| c.limits.header_read_timeout_ms = 500).await;
+    let ca = std::fs::read_to_string(ca).unwrap();
+    // ALPN h2 and then silence: Pingora's HTTP/2 handshake waits for the preface forever.
+    let mut silent = connect(addr, &ca, &[b"h2"]).await;
+    // Half of the preface, then silence.
+    let mut halfway = connect(addr, &ca, &[b"h2"]).await;
+    halfway.write_all(&PREFACE[..10]).await.unwrap();
+    // The whole handshake, but no stream.
+    let mut idle = connect(addr, &ca, &[b"h2"]).await;
+    h2_handshake(&mut idle, &[]).await;
+    for (what, stream) in [
+        ("silent", &mut silent),
+        ("halfway", &mut halfway),
+        ("no stream", &mut idle),
+    ] {
+        assert!(
+            closed_within(stream, Duration::from_secs(5)).await,
+            "{what}: still open after 5 s"
+        );
+    }
+    // A connection that sends its request in time is served, and stays open past the
+    // deadline for the next one (the idle timeout applies from then on).
+    let mut served = connect(addr, &ca, &[b"h2"]).await;
+    h2_handshake(&mut served, &[]).await;
+    let request = get_request("/api/v1/stock/HOT");
+    served
+        .write_all(&frame(HEADERS, END_STREAM_AND_HEADERS, 1, &request))
+        .await
+        .unwrap();
+    read_until(&mut served, DATA, END_STREAM)
+        .await
+        .expect("the first answer");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    served
+        .write_all(&frame(HEADERS, END_STREAM_AND_HEADERS, 3, &request))
+        .await
+        .unwrap();
+    read_until(&mut served, DATA, END_STREAM)
+        .await
+        .expect("the second answer, after the deadline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_cut_off_at_the_write_timeout() {
     let (gw, _dir, ca, addr) = tls_gateway_with(|c| c.limits.write_timeout_ms = 300).await;
     let mut stream = connect(addr, &std::fs::read_to_string(ca).unwrap(), &[b"h2"]).await;
@@ -739,6 +783,8 @@ async fn idle_and_trickling_http2_connections_are_closed_after_the_idle_timeout(
     let gw = testkit::start_gateway_with(|c| {
         serve_tls(c, &dir);
         c.limits.idle_timeout_secs = 1;
+        // Past the idle timeout: the first-request deadline is tested on its own above.
+        c.limits.header_read_timeout_ms = 10_000;
     })
     .await;
     let addr = gw.server.as_ref().and_then(|s| s.tls_addr).unwrap();

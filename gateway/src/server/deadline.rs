@@ -11,19 +11,26 @@
 //!
 //! On HTTP/2 Pingora starts one session per stream, and only once the stream's whole header
 //! block is in, so each stream meets the deadline at once and counts as new (no connection
-//! context reaches a stream). What a trickling or idle HTTP/2 connection can hold is bounded
-//! instead by the connection's idle timeout (no stream in flight for
-//! `limits.idle_timeout_secs` closes it, a header block still arriving included) and by the
-//! codec's header-list limit (`super::tls::header_list_limit`).
+//! context reaches a stream). Before its first stream a connection is bounded by
+//! [`FirstRequestDeadline`]: the preface, the SETTINGS and the first request's headers must
+//! arrive within the header deadline (Pingora's HTTP/2 handshake waits for the preface
+//! forever, and its idle timeout starts only after it). After that, what a trickling or idle
+//! HTTP/2 connection can hold is bounded by the connection's idle timeout (no stream in
+//! flight for `limits.idle_timeout_secs` closes it, a header block still arriving included)
+//! and by the codec's header-list limit (`super::tls::header_list_limit`).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::http::v2::server::H2Options;
+use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
+use pingora::protocols::{ALPN, SocketDigest, Stream};
 use pingora::server::ShutdownWatch;
 
 tokio::task_local! {
@@ -84,6 +91,10 @@ where
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
+        let socket = session.digest().and_then(|d| d.socket_digest.clone());
+        if let Some(key) = socket.and_then(|s| connection_key(&s)) {
+            first_request_arrived(key);
+        }
         let budget = if is_reused(&mut session) {
             self.idle + self.deadline
         } else {
@@ -120,5 +131,98 @@ where
 
     async fn http_cleanup(&self) {
         self.inner.http_cleanup().await
+    }
+}
+
+/// A connection while it is open: its two addresses.
+type ConnectionKey = (SocketAddr, SocketAddr);
+
+/// HTTP/2 connections still waiting for their first request, and the flag their first
+/// stream's session sets. Pingora runs each stream's session on a task of its own, so the
+/// connection and its first stream meet here, by address.
+static AWAITING_FIRST_REQUEST: LazyLock<Mutex<HashMap<ConnectionKey, Arc<AtomicBool>>>> =
+    LazyLock::new(Default::default);
+
+fn awaiting() -> std::sync::MutexGuard<'static, HashMap<ConnectionKey, Arc<AtomicBool>>> {
+    // Plain flags: a map left by a panicking holder is still right.
+    AWAITING_FIRST_REQUEST
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+fn connection_key(socket: &SocketDigest) -> Option<ConnectionKey> {
+    let inet = |addr: Option<&PeerAddr>| addr.and_then(|a| a.as_inet()).copied();
+    Some((inet(socket.peer_addr())?, inet(socket.local_addr())?))
+}
+
+fn first_request_arrived(key: ConnectionKey) {
+    // Only the first stream finds an entry; later ones look up an empty slot.
+    if let Some(flag) = awaiting().remove(&key) {
+        flag.store(true, Ordering::Release);
+    }
+}
+
+/// Closes an HTTP/2 connection (TLS with ALPN `h2`) that has not sent its first request's
+/// headers within `deadline` of the TLS handshake: one that never sends the preface, stops
+/// halfway through it, or opens no stream. HTTP/1.1 connections pass straight through to
+/// [`HeaderDeadline`], which bounds them already.
+pub struct FirstRequestDeadline<A> {
+    inner: Arc<A>,
+    deadline: Duration,
+}
+
+impl<A> FirstRequestDeadline<A> {
+    pub fn new(inner: A, deadline: Duration) -> Self {
+        FirstRequestDeadline {
+            inner: Arc::new(inner),
+            deadline,
+        }
+    }
+}
+
+#[async_trait]
+impl<A> ServerApp for FirstRequestDeadline<A>
+where
+    A: ServerApp + Send + Sync + 'static,
+{
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let is_h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
+        let key = stream.get_socket_digest().and_then(|s| connection_key(&s));
+        let (true, Some(key)) = (is_h2, key) else {
+            return self.inner.process_new(stream, shutdown).await;
+        };
+        let arrived = Arc::new(AtomicBool::new(false));
+        awaiting().insert(key, arrived.clone());
+        let inner = self.inner.process_new(stream, shutdown);
+        tokio::pin!(inner);
+        let result = tokio::select! {
+            result = &mut inner => result,
+            _ = tokio::time::sleep(self.deadline) => {
+                if arrived.load(Ordering::Acquire) {
+                    inner.await
+                } else {
+                    tracing::debug!(deadline = ?self.deadline, "no HTTP/2 request in time, closing");
+                    None
+                }
+            }
+        };
+        // Still there when no stream came; an entry of a later connection with the same
+        // addresses is that connection's own.
+        let mut awaiting = awaiting();
+        if awaiting
+            .get(&key)
+            .is_some_and(|flag| Arc::ptr_eq(flag, &arrived))
+        {
+            awaiting.remove(&key);
+        }
+        result
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await
     }
 }

@@ -114,6 +114,7 @@ pub fn prepare(
         ms(config.limits.header_read_timeout_ms),
         Duration::from_secs(config.limits.idle_timeout_secs),
     );
+    let app = deadline::FirstRequestDeadline::new(app, ms(config.limits.header_read_timeout_ms));
     let mut public = Service::new("stockgate edge".to_owned(), app);
     public.add_tcp(&public_addr.to_string());
     let mut cert_watch = None;
