@@ -244,6 +244,7 @@ impl Gateway {
         let in_flight = crate::in_flight::InFlight::new(
             limits.max_in_flight_per_client,
             limits.max_in_flight,
+            config.ratelimit.ipv6_prefix_len,
             shared.metrics.in_flight.clone(),
         );
         let state = EdgeState {

@@ -4,7 +4,7 @@
 //! HTTP/2 one client can keep `max_concurrent_streams` requests open on each of many
 //! connections, each waiting on a slow upstream or reading its answer slowly, and so hold
 //! memory and upstream connections that other buyers need. A request is admitted only while
-//! its client has fewer than `limits.max_in_flight_per_client` open (429 `too_many_in_flight`
+//! its client (its address; an IPv6 client its /64, as for the rate limits) has fewer than `limits.max_in_flight_per_client` open (429 `too_many_in_flight`
 //! above) and the gateway fewer than `limits.max_in_flight` (503 `overloaded` above); the
 //! [`InFlightGuard`] it holds gives its place back when the request ends, however it ends.
 
@@ -14,11 +14,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prometheus::IntGauge;
+
+use crate::client_addr::client_network;
 use reservation_core::wire::Problem;
 
 /// The open requests of every client and of the gateway.
 pub struct InFlight {
     per_client_max: u32,
+    /// An IPv6 client is its network of this many bits, as for the rate limits
+    /// (`ratelimit.ipv6_prefix_len`): one subscriber may send from any address of its /64.
+    ipv6_prefix_len: u8,
     total_max: usize,
     total: AtomicUsize,
     /// Only clients with a request open have an entry: the map is as large as the number
@@ -35,9 +40,15 @@ pub struct InFlightGuard {
 }
 
 impl InFlight {
-    pub fn new(per_client_max: u32, total_max: usize, gauge: IntGauge) -> Arc<Self> {
+    pub fn new(
+        per_client_max: u32,
+        total_max: usize,
+        ipv6_prefix_len: u8,
+        gauge: IntGauge,
+    ) -> Arc<Self> {
         Arc::new(InFlight {
             per_client_max,
+            ipv6_prefix_len,
             total_max,
             total: AtomicUsize::new(0),
             per_client: Mutex::new(HashMap::new()),
@@ -47,6 +58,7 @@ impl InFlight {
 
     /// Admits a request of `client` (unknown: counted in the total only), or says why not.
     pub fn enter(self: &Arc<Self>, client: Option<IpAddr>) -> Result<InFlightGuard, Problem> {
+        let client = client.map(|ip| client_network(ip, self.ipv6_prefix_len));
         if self.total.fetch_add(1, Ordering::AcqRel) >= self.total_max {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return Err(Problem::new(
@@ -115,7 +127,7 @@ mod tests {
     }
 
     fn gate(per_client: u32, total: usize) -> Arc<InFlight> {
-        InFlight::new(per_client, total, IntGauge::new("g", "g").unwrap())
+        InFlight::new(per_client, total, 64, IntGauge::new("g", "g").unwrap())
     }
 
     #[test]
@@ -129,6 +141,20 @@ mod tests {
         let _other = gate.enter(ip(2)).unwrap();
         drop(first);
         assert!(gate.enter(ip(1)).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_network_and_ipv4_mapped_is_ipv4() {
+        let gate = gate(2, 100);
+        let v6 = |text: &str| Some(text.parse::<IpAddr>().unwrap());
+        let _a = gate.enter(v6("2001:db8:1:2::1")).unwrap();
+        let _b = gate.enter(v6("2001:db8:1:2:ffff::9")).unwrap();
+        let refused = gate.enter(v6("2001:db8:1:2:dead:beef::1")).err().unwrap();
+        assert_eq!(refused.code, "too_many_in_flight", "same /64");
+        assert!(gate.enter(v6("2001:db8:1:3::1")).is_ok(), "another /64");
+        let _c = gate.enter(ip(7)).unwrap();
+        let _d = gate.enter(v6("::ffff:10.0.0.7")).unwrap();
+        assert!(gate.enter(ip(7)).is_err(), "::ffff:10.0.0.7 is 10.0.0.7");
     }
 
     #[test]

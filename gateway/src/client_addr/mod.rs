@@ -153,6 +153,16 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The client a limit counts: an IPv4 client is its address; an IPv6 client its network of
+/// `ipv6_prefix_len` bits, since one subscriber is handed a whole /64 (or more) and can send
+/// from any address in it.
+pub fn client_network(ip: IpAddr, ipv6_prefix_len: u8) -> IpAddr {
+    match canonical(ip) {
+        v6 @ IpAddr::V6(_) => mask(v6, ipv6_prefix_len),
+        v4 => v4,
+    }
+}
+
 fn mask_v4(ip: Ipv4Addr, len: u8) -> Ipv4Addr {
     let bits = u32::from(ip);
     let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);

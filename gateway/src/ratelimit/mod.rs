@@ -453,15 +453,11 @@ fn key_of(
     Some(key)
 }
 
-/// An IPv4 client is its address; an IPv6 client its network of `ipv6_prefix_len` bits, since
-/// one subscriber is handed a whole /64 (or more) and can send from any address in it.
+/// The key of a client ([`crate::client_addr::client_network`]): `192.0.2.1`, `2001:db8::/64`.
 fn ip_key(ip: IpAddr, ipv6_prefix_len: u8) -> String {
-    match crate::client_addr::canonical(ip) {
+    match crate::client_addr::client_network(ip, ipv6_prefix_len) {
         IpAddr::V4(v4) => v4.to_string(),
-        v6 => format!(
-            "{}/{ipv6_prefix_len}",
-            crate::client_addr::mask(v6, ipv6_prefix_len)
-        ),
+        v6 => format!("{v6}/{ipv6_prefix_len}"),
     }
 }
 
