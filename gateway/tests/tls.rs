@@ -711,6 +711,15 @@ async fn a_renewed_certificate_is_served_without_a_restart_and_a_bad_one_is_not(
     dir.publish(&other.cert_pem, &other.key_pem);
     assert!(wait_served(addr, &ca_pem, &leaf_der(&other)).await);
     assert!(gw.metrics_show("stockgate_tls_cert_reloads_total 2").await);
+
+    // An expired pair (a writer that put back an old version): refused, the current stays.
+    let expired = ca.issue_expired(&["localhost"]);
+    dir.publish(&expired.cert_pem, &expired.key_pem);
+    assert!(
+        gw.metrics_show("stockgate_tls_cert_reload_errors_total 2")
+            .await
+    );
+    assert_eq!(served_leaf(addr, &ca_pem).await, leaf_der(&other));
 }
 
 #[test]
@@ -752,6 +761,24 @@ fn a_key_that_is_not_the_certificates_is_refused_at_load() {
         .to_string();
     assert!(error.contains("no PEM certificate"), "{error}");
     drop(dir);
+    let expired = CertDir::new(&ca.issue_expired(&["localhost"]));
+    let error = gateway::server::load_pair(&expired.cert(), &expired.key())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("not now"), "{error}");
+    drop(expired);
+    let garbage = CertDir::new(&ServerCert {
+        cert_pem: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into(),
+        key_pem: a.key_pem.clone(),
+    });
+    let error = gateway::server::load_pair(&garbage.cert(), &garbage.key())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("cannot be used"),
+        "a garbage certificate is not a key mismatch: {error}"
+    );
+    drop(garbage);
     let dir = CertDir::new(&a);
     assert!(gateway::server::load_pair(&dir.cert(), &dir.key()).is_ok());
     // One PEM holding the key and the chain (a Key Vault certificate read as a secret) serves

@@ -39,8 +39,25 @@ impl TestCa {
     /// A certificate for the given DNS names and IP addresses (`"localhost"`, `"127.0.0.1"`),
     /// with a fresh key each call (a renewal in a test is a second call).
     pub fn issue(&self, names: &[&str]) -> ServerCert {
+        self.issue_with(names, |_| {})
+    }
+
+    /// A certificate that expired on 2020-02-01 (valid for January 2020 only).
+    pub fn issue_expired(&self, names: &[&str]) -> ServerCert {
+        self.issue_with(names, |params| {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2020, 2, 1);
+        })
+    }
+
+    fn issue_with(
+        &self,
+        names: &[&str],
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> ServerCert {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(names).expect("server certificate parameters");
+        adjust(&mut params);
         params
             .distinguished_name
             .push(DnType::CommonName, "stockgate test server");

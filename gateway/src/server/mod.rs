@@ -47,8 +47,16 @@ pub enum ServerError {
     NotListening(SocketAddr),
     #[error("cannot start the server thread: {0}")]
     Thread(std::io::Error),
+    /// The message includes the cause's (not a `source` too: printed as a chain it would
+    /// show twice).
     #[error("server.tls: {0}")]
-    Tls(#[from] CertError),
+    Tls(CertError),
+}
+
+impl From<CertError> for ServerError {
+    fn from(error: CertError) -> Self {
+        ServerError::Tls(error)
+    }
 }
 
 /// A configured server, not yet running.

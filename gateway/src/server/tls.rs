@@ -6,8 +6,9 @@
 //! paths stay, their content changes, and a modification time may even go back. So the
 //! [`CertWatch`] compares the files' content with the pair it last saw, not their times. A
 //! changed pair that does not load (unreadable, no certificate, a key that does not belong to
-//! the leaf — as when a writer has replaced one file and not yet the other) is logged and
-//! counted, and the pair being served stays until a good one arrives.
+//! the leaf — as when a writer has replaced one file and not yet the other —, a leaf outside
+//! its validity period) is logged and counted, and the pair being served stays until a good
+//! one arrives. At start-up and in `stockgate check` the same pair is an error.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -42,11 +43,17 @@ pub enum CertError {
     Pem { path: PathBuf, reason: String },
     #[error("{} holds no usable private key: {reason}", path.display())]
     Key { path: PathBuf, reason: String },
-    #[error("the key in {} does not belong to the certificate in {}: {reason}", key.display(), cert.display())]
-    Mismatch {
-        cert: PathBuf,
-        key: PathBuf,
-        reason: String,
+    #[error("the key in {} does not belong to the certificate in {}", key.display(), cert.display())]
+    Mismatch { cert: PathBuf, key: PathBuf },
+    #[error("the certificate in {} cannot be used: {reason}", path.display())]
+    Certificate { path: PathBuf, reason: String },
+    /// Outside its validity period: a browser refuses it, so it is not served (a renewal
+    /// that wrote an old certificate keeps the current one).
+    #[error("the certificate in {} is valid from {not_before} to {not_after}, not now", path.display())]
+    NotValidNow {
+        path: PathBuf,
+        not_before: String,
+        not_after: String,
     },
     #[error("cannot set up the TLS listener: {0}")]
     Listener(String),
@@ -94,11 +101,27 @@ fn parse_pair(
         path: key_path.to_owned(),
         reason: e.to_string(),
     })?;
+    let unusable = |reason: String| CertError::Certificate {
+        path: cert_path.to_owned(),
+        reason,
+    };
+    let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0])
+        .map_err(|e| unusable(format!("the leaf is not X.509: {e}")))?;
+    let validity = leaf.validity();
+    if !validity.is_valid() {
+        return Err(CertError::NotValidNow {
+            path: cert_path.to_owned(),
+            not_before: validity.not_before.to_string(),
+            not_after: validity.not_after.to_string(),
+        });
+    }
     CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider()).map_err(|e| {
-        CertError::Mismatch {
-            cert: cert_path.to_owned(),
-            key: key_path.to_owned(),
-            reason: e.to_string(),
+        match e {
+            rustls::Error::InconsistentKeys(_) => CertError::Mismatch {
+                cert: cert_path.to_owned(),
+                key: key_path.to_owned(),
+            },
+            other => unusable(other.to_string()),
         }
     })
 }
