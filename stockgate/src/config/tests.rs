@@ -101,7 +101,7 @@ fn each_rule_names_its_field() {
             "[auth]\njwks_file = \"a\"\njwks_url = \"http://b\"\n",
             "auth.jwks_url",
         ),
-        ("[auth]\njwks_url = \"https://idp\"\n", "auth.jwks_url"),
+        ("[auth]\njwks_url = \"http://idp\"\n", "auth.jwks_url"),
         ("[auth]\nissuer = \"\"\n", "auth.issuer"),
         ("[auth]\naudience = \"\"\n", "auth.audience"),
         ("[auth]\nalgorithms = [\"HS256\"]\n", "auth.algorithms"),
