@@ -205,7 +205,7 @@ fn is_loopback(url: &Url) -> bool {
 }
 
 /// An error and its causes, `: `-separated.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
     while let Some(inner) = cause {
