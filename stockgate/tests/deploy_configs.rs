@@ -36,7 +36,10 @@ fn every_deploy_config_and_example_parses_and_validates() {
         ("deploy/config/stockgate.toml", None),
         ("deploy/k8s/base/stockgate.toml", None),
         ("deploy/k8s/overlays/local/stockgate.toml", None),
-        ("deploy/k8s/overlays/aks/stockgate.toml", Some("auth.issuer")),
+        (
+            "deploy/k8s/overlays/aks/stockgate.toml",
+            Some("auth.issuer"),
+        ),
         ("config/stockgate.toml", None),
         ("config/entra-id.toml", Some("auth.issuer")),
     ] {
