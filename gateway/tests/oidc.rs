@@ -164,6 +164,41 @@ async fn wrong_audience_issuer_or_missing_claims_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tenants_each_vouch_only_for_their_own_tokens() {
+    // Two providers (tenants), both publishing a key named "entra-key-1": the gateway keeps
+    // both, tries each, and a key found by one issuer's discovery verifies only that issuer's
+    // tokens.
+    let a = OidcProvider::start().await;
+    let b = OidcProvider::start().await;
+    assert_eq!(a.signing_key().kid, b.signing_key().kid);
+    let cas = a.ca_file.with_file_name("both-cas.pem");
+    let pem = [&a.ca_file, &b.ca_file].map(|f| std::fs::read_to_string(f).unwrap());
+    std::fs::write(&cas, pem.concat()).unwrap();
+    let gw = start(&a, |c| {
+        c.auth.issuer = vec![a.issuer.clone(), b.issuer.clone()];
+        c.auth.ca_file = Some(cas.clone());
+    })
+    .await;
+    for (provider, oid) in [
+        (&a, "a1a1a1a1-0000-4000-8000-tenant-a-001"),
+        (&b, "b2b2b2b2-0000-4000-8000-tenant-b-001"),
+    ] {
+        let (status, answer) = get(&gw, "/api/v1/orders", &provider.token(oid, &[])).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(gw.last_asserted().unwrap().sub.as_deref(), Some(oid));
+    }
+    // A's key signing a token that claims B's issuer.
+    let mut forged = a.claims("0f0e0d0c-0b0a-4909-8807-forged000001", &["Stockgate.Ops"]);
+    forged["iss"] = b.issuer.clone().into();
+    let (status, answer) = get(&gw, "/api/v1/orders", &a.signing_key().sign(&forged)).await;
+    assert_eq!(
+        (status, &answer["code"]),
+        (401, &"invalid_token".into()),
+        "{answer}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_required_scope_is_403_insufficient_scope() {
     let provider = OidcProvider::start().await;
     let gw = start(&provider, |c| {

@@ -1,6 +1,7 @@
 //! The identity provider's public keys: a JWKS read from a file, a URL, or the `jwks_uri` an
-//! issuer's OpenID discovery document names ([`super::discovery`]), fetched through the
-//! bounded client of [`super::fetch`]. Several sources (several issuers) make one set; each
+//! issuer's OpenID discovery document names ([`super::discovery`]; the document is re-read with
+//! every refresh, so a moved `jwks_uri` is followed), fetched through the bounded client of
+//! [`super::fetch`]. Several sources (several issuers) make one set; each
 //! source's keys are cached in an [`ArcSwap`] so the hot path reads them without locks.
 //!
 //! Key rotation: every source is re-read periodically, and when a token names an unknown
@@ -167,7 +168,8 @@ pub struct KeySet {
     last_refresh_ms: AtomicU64,
     /// Serializes refreshes (single flight).
     refreshing: tokio::sync::Mutex<()>,
-    fetcher: Fetcher,
+    /// Built only when a source is fetched over the network.
+    fetcher: Option<Fetcher>,
     /// `stockgate_jwks_errors_total{kind}`, once the gateway's metrics exist.
     errors: OnceLock<IntCounterVec>,
 }
@@ -184,7 +186,13 @@ impl KeySet {
         sources: Vec<KeySource>,
         options: KeySetOptions,
     ) -> Result<Arc<Self>, JwksError> {
-        let fetcher = Fetcher::new(options.ca_file.as_deref())?;
+        let networked = sources
+            .iter()
+            .any(|s| matches!(s, KeySource::Url(_) | KeySource::Discovery(_)));
+        let fetcher = match networked {
+            true => Some(Fetcher::new(options.ca_file.as_deref())?),
+            false => None,
+        };
         let set = KeySet {
             sources: sources
                 .into_iter()
@@ -335,6 +343,11 @@ impl KeySet {
     /// Reads one source's usable keys.
     async fn read(&self, source: &KeySource) -> Result<Keys, JwksError> {
         let algorithms = &self.options.algorithms;
+        let fetcher = || {
+            self.fetcher
+                .as_ref()
+                .ok_or_else(|| FetchError::Client("no https client for a networked source".into()))
+        };
         let (name, bytes, issuer) = match source {
             KeySource::Static(set) => return Ok(decode_keys(set, algorithms, None)),
             KeySource::File(path) => {
@@ -347,12 +360,12 @@ impl KeySet {
                 (path.display().to_string(), bytes, None)
             }
             KeySource::Url(url) => {
-                let bytes = self.fetcher.get(url, MAX_JWKS_BYTES).await?;
+                let bytes = fetcher()?.get(url, MAX_JWKS_BYTES).await?;
                 (url.clone(), bytes, None)
             }
             KeySource::Discovery(issuer) => {
-                let url = discovery::jwks_uri(&self.fetcher, issuer).await?;
-                let bytes = self.fetcher.get(&url, MAX_JWKS_BYTES).await?;
+                let url = discovery::jwks_uri(fetcher()?, issuer).await?;
+                let bytes = fetcher()?.get(&url, MAX_JWKS_BYTES).await?;
                 (url, bytes, Some(issuer.as_str()))
             }
         };
