@@ -105,7 +105,6 @@ impl Fetcher {
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
-            .https_only(false)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(TOTAL_TIMEOUT)
             .redirect(reqwest::redirect::Policy::custom(|attempt| {
