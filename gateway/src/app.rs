@@ -13,7 +13,7 @@ use reservation_core::{InMemoryStore, ReservationStore, TokenSigner, TokenVerifi
 use thiserror::Error;
 
 use crate::auth::devkeys::{self, KeyError};
-use crate::auth::{BuyerAuth, KeySet, KeySource};
+use crate::auth::{BuyerAuth, KeySet, KeySetOptions, KeySource};
 use crate::cache::{ProductCache, invalidate};
 use crate::config::{Config, DevSignIn, ms};
 use crate::edge::settle::SettlementClient;
@@ -160,28 +160,43 @@ pub async fn connect_redis(config: &Config, url: &str) -> Result<RedisStore, Sta
     Ok(RedisStore::connect(url, store_config).await?)
 }
 
-/// Where buyer keys come from: the configured JWKS, else the dev JWKS in `data_dir`
-/// (generated on first use, together with the dev identity key `stockgate token` uses).
-pub fn key_source(config: &Config) -> Result<KeySource, StartError> {
-    if let Some(url) = &config.auth.jwks_url {
-        return Ok(KeySource::Url(url.clone()));
+/// Where buyer keys come from: each issuer's discovery document (`auth.discovery`), the
+/// configured JWKS URL or file, else the dev JWKS in `data_dir` (generated on first use,
+/// together with the dev identity key `stockgate token` uses).
+pub fn key_sources(config: &Config) -> Result<Vec<KeySource>, StartError> {
+    let auth = &config.auth;
+    if auth.discovery {
+        return Ok(auth
+            .issuer
+            .iter()
+            .cloned()
+            .map(KeySource::Discovery)
+            .collect());
     }
-    if config.auth.jwks_file.is_none() {
+    if let Some(url) = &auth.jwks_url {
+        return Ok(vec![KeySource::Url(url.clone())]);
+    }
+    if auth.jwks_file.is_none() {
         devkeys::ensure_dev_identity(config)?;
     }
-    Ok(KeySource::File(devkeys::buyer_jwks_file(config)))
+    Ok(vec![KeySource::File(devkeys::buyer_jwks_file(config))])
 }
 
-/// Loads the buyer key set from its configured source.
+/// Loads the buyer key set from its configured sources.
 pub async fn load_keys(config: &Config) -> Result<Arc<KeySet>, StartError> {
-    let min_refresh = Duration::from_secs(config.auth.jwks_min_refresh_secs);
-    let algorithms = config
-        .auth
+    let auth = &config.auth;
+    let algorithms = auth
         .algorithms
         .iter()
         .map(|name| crate::auth::parse_algorithm(name))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(KeySet::load_allowing(key_source(config)?, min_refresh, algorithms).await?)
+    let options = KeySetOptions {
+        min_refresh: Duration::from_secs(auth.jwks_min_refresh_secs),
+        max_stale: Duration::from_secs(auth.max_stale_keys_secs),
+        algorithms,
+        ca_file: auth.ca_file.clone(),
+    };
+    Ok(KeySet::load_all(key_sources(config)?, options).await?)
 }
 
 /// The parts of a gateway that live outside Pingora.
@@ -207,6 +222,7 @@ impl Gateway {
         dev_sign_in: DevSignIn,
     ) -> Result<Self, StartError> {
         let auth = BuyerAuth::new(&config.auth, keys.clone())?;
+        keys.count_errors_in(shared.metrics.jwks_errors.clone());
         let verifier = shared.verifier();
         let upstream_addr = config.settlement_host_port();
         let (upstream, health) = Upstream::new(upstream_addr, &config.upstream)?;

@@ -87,6 +87,8 @@ pub struct Metrics {
     pub upstream_timeouts: IntCounter,
     pub settlement_errors: IntCounter,
     pub auth_failures: IntCounter,
+    /// Identity-provider key refreshes that failed, by `kind` (`crate::auth::jwks::JwksError`).
+    pub jwks_errors: IntCounterVec,
     pub in_flight: IntGauge,
 }
 
@@ -131,6 +133,15 @@ impl Metrics {
                  per-replica share made while Redis was down",
             ),
             &["rule", "decision"],
+        )?;
+        let jwks_errors = IntCounterVec::new(
+            Opts::new(
+                "stockgate_jwks_errors_total",
+                "identity-provider key refreshes that failed (the last good keys stayed until \
+                 stale), by kind: request, timeout, redirect, status, too_large, parse, \
+                 discovery_issuer, ...",
+            ),
+            &["kind"],
         )?;
         let counter = |name: &str, help: &str| IntCounter::new(name, help);
         let cache_invalidations = counter(
@@ -186,6 +197,7 @@ impl Metrics {
         registry.register(Box::new(confirms_vec.clone()))?;
         registry.register(Box::new(cache_vec.clone()))?;
         registry.register(Box::new(ratelimit_decisions.clone()))?;
+        registry.register(Box::new(jwks_errors.clone()))?;
         registry.register(Box::new(redis_degraded.clone()))?;
         registry.register(Box::new(dependency_up.clone()))?;
         for c in [
@@ -241,6 +253,7 @@ impl Metrics {
             upstream_timeouts,
             settlement_errors,
             auth_failures,
+            jwks_errors,
             in_flight,
         })
     }

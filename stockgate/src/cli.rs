@@ -209,6 +209,9 @@ pub fn check(config: &Config, file: Option<&std::path::Path>) -> Result<String> 
             .block_on(app::load_keys(edge))
             .context("config field `auth.jwks_file`")?;
     }
+    if let Some(ca_file) = &edge.auth.ca_file {
+        gateway::auth::fetch::Fetcher::new(Some(ca_file)).context("config field `auth.ca_file`")?;
+    }
     match (
         &edge.reservations.signing_key_file,
         &edge.reservations.public_jwks_file,

@@ -195,6 +195,8 @@ fn check_parses_the_key_files_as_the_service_does() {
             format!("[settlement_auth]\ngateway_jwks_file = {}\n", at(&junk)),
             "settlement_auth.gateway_jwks_file",
         ),
+        // The identity provider's extra CA: read and parsed as the https client does.
+        (format!("[auth]\nca_file = {}\n", at(&junk)), "auth.ca_file"),
     ];
     for (text, field) in cases {
         let path = scratch_file("stockgate.toml", &text);

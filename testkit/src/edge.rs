@@ -66,6 +66,35 @@ pub async fn start_gateway_with(adjust: impl FnOnce(&mut Config)) -> TestGateway
     let mut config = gateway_config(addr);
     adjust(&mut config);
     config.validate().unwrap();
+    let idp = Idp::new();
+    let keys = KeySet::load(KeySource::Static(idp.jwks()), Duration::from_secs(10))
+        .await
+        .unwrap();
+    start_keyed(mock, config, idp, keys).await
+}
+
+/// [`start_gateway_with`] trusting the keys its adjusted configuration names (not the test
+/// [`Idp`]'s), loaded as `stockgate gateway` loads them (`gateway::app::load_keys`), with
+/// their periodic refresh running. `Err`: the gateway would not start.
+pub async fn start_gateway_with_keys(
+    adjust: impl FnOnce(&mut Config),
+) -> Result<TestGateway, gateway::app::StartError> {
+    let (mock, addr) = start_mock().await;
+    let mut config = gateway_config(addr);
+    adjust(&mut config);
+    config.validate().unwrap();
+    let keys = gateway::app::load_keys(&config).await?;
+    let every = Duration::from_secs(config.auth.jwks_refresh_secs);
+    tokio::spawn(keys.clone().refresh_periodically(every));
+    Ok(start_keyed(mock, config, Idp::new(), keys).await)
+}
+
+async fn start_keyed(
+    mock: Arc<MockSettlement>,
+    config: Config,
+    idp: Idp,
+    keys: Arc<KeySet>,
+) -> TestGateway {
     let store = Arc::new(InMemoryStore::new());
     store
         .configure_product(&Sku::parse("HOT").unwrap(), &product(5, 3))
@@ -73,10 +102,6 @@ pub async fn start_gateway_with(adjust: impl FnOnce(&mut Config)) -> TestGateway
         .unwrap();
     store
         .configure_product(&Sku::parse("TINY").unwrap(), &product(1, 1))
-        .await
-        .unwrap();
-    let idp = Idp::new();
-    let keys = KeySet::load(KeySource::Static(idp.jwks()), Duration::from_secs(10))
         .await
         .unwrap();
     let counting = Arc::new(CountingStore::new(store.clone()));

@@ -10,7 +10,8 @@
 //! - [`edge`]: the gateway alone in front of either;
 //! - [`stack`]: test configurations, and the real stack (gateway and settlement on Redis and
 //!   PostgreSQL) in one process; [`real_stack`]: that stack with the test's views into it;
-//! - [`tls`]: a throwaway certificate authority and the server certificates it issues;
+//! - [`tls`]: a throwaway certificate authority and the server certificates it issues, and
+//!   [`oidc`]: a local OpenID Connect provider shaped like Entra ID, served over HTTPS with it;
 //! - [`http`]: requests as the storefront sends them, and answers read with the problem+json
 //!   shape checked.
 //!
@@ -23,6 +24,7 @@ pub mod edge;
 pub mod http;
 pub mod idp;
 pub mod mock_settlement;
+pub mod oidc;
 pub mod real_stack;
 pub mod services;
 pub mod stack;
@@ -33,13 +35,14 @@ pub use catalog::{Catalog, Upstream};
 pub use counting::CountingStore;
 pub use edge::{
     Edge, TestGateway, edge_config, product, start_edge, start_edge_shared, start_gateway,
-    start_gateway_with,
+    start_gateway_with, start_gateway_with_keys,
 };
 pub use http::{
     body, fresh_key, header, post_order, post_reservation, put_product, put_product_if_match,
 };
 pub use idp::{AUDIENCE, ISSUER, Idp, KID, base64url, now_secs, unverified_claims};
 pub use mock_settlement::{MockSettlement, Mode, start_mock};
+pub use oidc::{Misbehaviour, OidcProvider};
 pub use real_stack::{PRICE_CENTS, RealStack};
 pub use services::{
     assert_redis_cluster_up, database_url, delete_keys_under, keys_under, redis_cluster_nodes,

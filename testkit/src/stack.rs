@@ -27,8 +27,8 @@ pub fn gateway_config(settlement: SocketAddr) -> gateway::config::Config {
     config.server.threads = 1;
     config.server.grace_period_secs = 0;
     config.server.shutdown_timeout_secs = 1;
-    config.auth.issuer = ISSUER.into();
-    config.auth.audience = AUDIENCE.into();
+    config.auth.issuer = vec![ISSUER.into()];
+    config.auth.audience = vec![AUDIENCE.into()];
     // Room for the 64 KiB token case to reach the authentication check.
     config.limits.max_header_bytes = 128 * 1024;
     config.limits.header_read_timeout_ms = 700;

@@ -232,8 +232,10 @@ pub fn mint_dev_token(
     let claims = BuyerClaims {
         sub: sub.to_owned(),
         roles: roles.to_vec(),
-        iss: config.auth.issuer.clone(),
-        aud: config.auth.audience.clone(),
+        // The dev identity is trusted only with nothing else configured: the first (the
+        // default) issuer and audience.
+        iss: config.auth.issuer.first().cloned().unwrap_or_default(),
+        aud: config.auth.audience.first().cloned().unwrap_or_default(),
         iat: now,
         nbf: now,
         exp: now + ttl.as_secs(),

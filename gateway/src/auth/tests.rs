@@ -160,3 +160,40 @@ async fn an_unknown_kid_rereads_the_jwks_file_for_key_rotation() {
     assert!(auth.verify(&token).await.is_ok());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_set_read_without_keys_withdraws_them() {
+    let dir =
+        std::env::temp_dir().join(format!("stockgate-jwks-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("jwks.json");
+    let signer = TokenSigner::generate("k1");
+    let set = JwkSet {
+        keys: vec![signer.public_jwk()],
+    };
+    std::fs::write(&path, serde_json::to_string(&set).unwrap()).unwrap();
+    let keys = KeySet::load(KeySource::File(path.clone()), Duration::ZERO)
+        .await
+        .unwrap();
+    let auth = BuyerAuth::new(&AuthConfig::default(), keys).unwrap();
+    let key = EncodingKey::from_ed_pem(signer.to_pkcs8_pem().as_bytes()).unwrap();
+    let token_for = |sub: &str| {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some("k1".into());
+        let claims = BuyerClaims {
+            sub: sub.into(),
+            ..claims(&[])
+        };
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    };
+    assert!(auth.verify(&token_for("alice")).await.is_ok());
+
+    // The provider withdrew every key: a valid JSON set with none, unlike a broken file.
+    std::fs::write(&path, r#"{"keys": []}"#).unwrap();
+    auth.key_set().refresh_now().await;
+    assert_eq!(
+        auth.verify(&token_for("bob")).await,
+        Err(AuthError::UnknownKey)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

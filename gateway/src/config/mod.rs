@@ -4,6 +4,7 @@
 //! overrides and the `[settlement]` table are read by the `stockgate` crate
 //! (`stockgate/src/config/mod.rs`); `config/stockgate.toml` documents every option.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -103,22 +104,49 @@ pub struct LimitsConfig {
     pub max_in_flight: usize,
 }
 
-/// Buyer identity: JWTs from an identity provider.
+/// Buyer identity: JWTs from an identity provider. The keys come from one of: OpenID Connect
+/// discovery of each `issuer` (`discovery = true`), a JWKS URL, a JWKS file, or (none set)
+/// the dev JWKS in `data_dir`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// A JWKS file with the identity provider's public keys.
     pub jwks_file: Option<PathBuf>,
-    /// A JWKS URL (plain `http://`; put TLS termination in front for remote providers).
+    /// A JWKS URL: `https://`, or `http://` on a loopback host only (tests, local use).
     pub jwks_url: Option<String>,
+    /// OpenID Connect discovery: each `issuer` is a URL whose
+    /// `{issuer}/.well-known/openid-configuration` names the JWKS (`jwks_uri`) to fetch.
+    pub discovery: bool,
+    /// An extra CA certificate (PEM) trusted next to the system roots for `https://` fetches
+    /// (a private identity provider, tests).
+    pub ca_file: Option<PathBuf>,
     /// How often the key set is re-read; an unknown `kid` also triggers a re-read, at most
     /// once per `jwks_min_refresh_secs`.
     pub jwks_refresh_secs: u64,
     pub jwks_min_refresh_secs: u64,
-    /// Required `iss` claim.
-    pub issuer: String,
-    /// Required `aud` claim.
-    pub audience: String,
+    /// Keys whose source has not been read successfully for this long stop verifying (the
+    /// provider may have withdrawn them meanwhile). At least twice `jwks_refresh_secs`.
+    pub max_stale_keys_secs: u64,
+    /// Accepted `iss` claims: one string or a list.
+    #[serde(deserialize_with = "one_or_many")]
+    pub issuer: Vec<String>,
+    /// Accepted `aud` claims (a token must name one of them): one string or a list.
+    #[serde(deserialize_with = "one_or_many")]
+    pub audience: Vec<String>,
+    /// The claim that names the buyer (the buyer id): `sub` by default; Entra ID's stable
+    /// user id is `oid`.
+    pub subject_claim: String,
+    /// The claim holding the caller's roles, an array of strings.
+    pub roles_claim: String,
+    /// Identity-provider role value → stockgate role (`"Stockgate.Ops" = "ops"`). When set,
+    /// only mapped roles count; unset, role values are taken as they are.
+    pub roles_map: BTreeMap<String, String>,
+    /// Scopes every token must grant (`scp` or `scope`, space separated); a token without
+    /// one of them is answered 403 `insufficient_scope`.
+    pub required_scopes: Vec<String>,
+    /// Several issuers name their users in one shared namespace, so the same subject from
+    /// two of them is the same buyer. Without it several issuers need `subject_claim = "oid"`.
+    pub shared_subjects_across_issuers: bool,
     /// Signature algorithms accepted; only asymmetric ones (`EdDSA`, `RS256`, `ES256`, ...).
     pub algorithms: Vec<String>,
     /// Clock skew allowed on `exp` and `nbf`, at most 60 s.
@@ -126,6 +154,27 @@ pub struct AuthConfig {
     /// The dev identity key `stockgate token` signs with (generated on first use when absent).
     /// Local use only: production tokens come from the real identity provider.
     pub dev_signing_key: Option<PathBuf>,
+}
+
+impl AuthConfig {
+    /// Whether a real identity provider is configured (else the dev identity is trusted).
+    pub fn has_identity_provider(&self) -> bool {
+        self.discovery || self.jwks_file.is_some() || self.jwks_url.is_some()
+    }
+}
+
+/// A TOML string or array of strings, as a list.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a string or an array of strings")]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(one) => vec![one],
+        OneOrMany::Many(many) => many,
+    })
 }
 
 /// The edge's reservation handling.
@@ -374,10 +423,18 @@ impl Default for AuthConfig {
         AuthConfig {
             jwks_file: None,
             jwks_url: None,
+            discovery: false,
+            ca_file: None,
             jwks_refresh_secs: 300,
             jwks_min_refresh_secs: 10,
-            issuer: "stockgate-dev".into(),
-            audience: "stockgate".into(),
+            max_stale_keys_secs: 24 * 3600,
+            issuer: vec!["stockgate-dev".into()],
+            audience: vec!["stockgate".into()],
+            subject_claim: "sub".into(),
+            roles_claim: "roles".into(),
+            roles_map: BTreeMap::new(),
+            required_scopes: Vec::new(),
+            shared_subjects_across_issuers: false,
             algorithms: vec!["EdDSA".into(), "RS256".into(), "ES256".into()],
             leeway_secs: 5,
             dev_signing_key: None,

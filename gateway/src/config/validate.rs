@@ -165,12 +165,11 @@ impl Config {
         let web = &self.web;
         // A dev token is signed with the dev identity key, which the gateway trusts only when
         // no identity provider is configured: with one, the endpoint would mint dead tokens.
-        if web.dev_token == Some(true)
-            && (self.auth.jwks_file.is_some() || self.auth.jwks_url.is_some())
-        {
+        if web.dev_token == Some(true) && self.auth.has_identity_provider() {
             return Err(invalid(
                 "web.dev_token",
-                "needs the dev identity: leave auth.jwks_file and auth.jwks_url unset",
+                "needs the dev identity: leave auth.jwks_file, auth.jwks_url and \
+                 auth.discovery unset",
             ));
         }
         if !(60..=30 * 86_400).contains(&web.dev_token_ttl_secs) {
@@ -184,24 +183,108 @@ impl Config {
 
     fn validate_auth(&self) -> Result<(), ConfigError> {
         let auth = &self.auth;
-        if auth.jwks_file.is_some() && auth.jwks_url.is_some() {
+        no_placeholder("auth.issuer", &auth.issuer)?;
+        no_placeholder("auth.audience", &auth.audience)?;
+        no_placeholder("auth.jwks_url", auth.jwks_url.iter())?;
+        no_placeholder(
+            "auth.jwks_file",
+            auth.jwks_file.iter().map(|p| p.to_string_lossy()),
+        )?;
+        no_placeholder(
+            "auth.ca_file",
+            auth.ca_file.iter().map(|p| p.to_string_lossy()),
+        )?;
+        no_placeholder("auth.subject_claim", [&auth.subject_claim])?;
+        no_placeholder("auth.roles_claim", [&auth.roles_claim])?;
+        no_placeholder(
+            "auth.roles_map",
+            auth.roles_map.iter().flat_map(|(k, v)| [k, v]),
+        )?;
+        no_placeholder("auth.required_scopes", &auth.required_scopes)?;
+        let sources = [
+            auth.jwks_file.is_some(),
+            auth.jwks_url.is_some(),
+            auth.discovery,
+        ];
+        if sources.into_iter().filter(|set| *set).count() > 1 {
             return Err(invalid(
-                "auth.jwks_url",
-                "cannot be set together with auth.jwks_file",
+                if auth.discovery {
+                    "auth.discovery"
+                } else {
+                    "auth.jwks_url"
+                },
+                "names a second key source: set one of auth.jwks_file, auth.jwks_url, \
+                 auth.discovery",
             ));
         }
-        if auth
-            .jwks_url
-            .as_ref()
-            .is_some_and(|url| !url.starts_with("http://"))
-        {
-            return Err(invalid("auth.jwks_url", "must start with http://"));
+        if let Some(url) = &auth.jwks_url {
+            crate::auth::fetch::check_url(url).map_err(|e| {
+                invalid(
+                    "auth.jwks_url",
+                    format!("must be https:// (or http:// to a loopback host): {e}"),
+                )
+            })?;
         }
-        if auth.issuer.is_empty() {
+        if auth.issuer.is_empty() || auth.issuer.iter().any(String::is_empty) {
             return Err(invalid("auth.issuer", "must not be empty"));
         }
-        if auth.audience.is_empty() {
+        if auth.audience.is_empty() || auth.audience.iter().any(String::is_empty) {
             return Err(invalid("auth.audience", "must not be empty"));
+        }
+        if auth.discovery {
+            for issuer in &auth.issuer {
+                crate::auth::fetch::check_url(issuer).map_err(|e| {
+                    invalid(
+                        "auth.issuer",
+                        format!("must be https:// URLs with auth.discovery: {e}"),
+                    )
+                })?;
+            }
+        }
+        // Buyer ids key holds, limits and orders: two issuers must not both mean their own
+        // user by the same `sub`.
+        if auth.issuer.len() > 1
+            && auth.subject_claim != "oid"
+            && !auth.shared_subjects_across_issuers
+        {
+            return Err(invalid(
+                "auth.issuer",
+                format!(
+                    "lists several issuers, whose {:?} claims may name different buyers alike: \
+                     set auth.subject_claim = \"oid\" (Entra ID) or, if they share one user \
+                     directory, auth.shared_subjects_across_issuers = true",
+                    auth.subject_claim
+                ),
+            ));
+        }
+        if auth.subject_claim.is_empty() {
+            return Err(invalid("auth.subject_claim", "must not be empty"));
+        }
+        if auth.roles_claim.is_empty() {
+            return Err(invalid("auth.roles_claim", "must not be empty"));
+        }
+        for (from, to) in &auth.roles_map {
+            if from.is_empty()
+                || to.is_empty()
+                || !to.bytes().all(|b| b.is_ascii_graphic() && b != b',')
+            {
+                return Err(invalid(
+                    "auth.roles_map",
+                    format!(
+                        "{from:?} = {to:?}: both must be non-empty, the stockgate role without spaces or commas"
+                    ),
+                ));
+            }
+        }
+        if auth
+            .required_scopes
+            .iter()
+            .any(|s| s.is_empty() || s.contains(' '))
+        {
+            return Err(invalid(
+                "auth.required_scopes",
+                "must be non-empty scope names without spaces",
+            ));
         }
         if auth.algorithms.is_empty() {
             return Err(invalid(
@@ -224,8 +307,33 @@ impl Config {
                 "must be at least 1: it bounds the re-fetches unknown kids can cause",
             ));
         }
+        // One failed refresh must not already make the keys stale.
+        if auth.max_stale_keys_secs < auth.jwks_refresh_secs.saturating_mul(2) {
+            return Err(invalid(
+                "auth.max_stale_keys_secs",
+                "must be at least twice auth.jwks_refresh_secs",
+            ));
+        }
         Ok(())
     }
+}
+
+/// Refuses a value still holding an example's placeholder (`<tenant-id>`): the example config
+/// would otherwise start and refuse every buyer with a puzzling `invalid_token`.
+fn no_placeholder<S: AsRef<str>>(
+    field: &'static str,
+    values: impl IntoIterator<Item = S>,
+) -> Result<(), ConfigError> {
+    for value in values {
+        let value = value.as_ref();
+        if value.contains(['<', '>']) {
+            return Err(invalid(
+                field,
+                format!("holds the placeholder {value:?}: replace it with your own value"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn parse_addr(field: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {

@@ -20,8 +20,7 @@ impl Config {
         self.file.is_none()
             && edge.redis_url.is_none()
             && self.database_url.is_none()
-            && edge.auth.jwks_file.is_none()
-            && edge.auth.jwks_url.is_none()
+            && !edge.auth.has_identity_provider()
             && edge.reservations.signing_key_file.is_none()
             && edge.reservations.public_jwks_file.is_none()
             && edge.settlement_auth.signing_key_file.is_none()
@@ -78,7 +77,7 @@ mod tests {
             ("STOCKGATE_LISTEN", "10.0.0.5:8080"),
             ("STOCKGATE_ADMIN_LISTEN", "0.0.0.0:9090"),
             ("STOCKGATE_JWKS_FILE", "/keys/idp.json"),
-            ("STOCKGATE_JWKS_URL", "http://idp/jwks.json"),
+            ("STOCKGATE_JWKS_URL", "https://idp/jwks.json"),
             ("STOCKGATE_RESERVATION_KEY_FILE", "/keys/rsv.pem"),
             ("STOCKGATE_RESERVATION_JWKS_FILE", "/keys/rsv.json"),
             ("STOCKGATE_ASSERTION_KEY_FILE", "/keys/gw.pem"),

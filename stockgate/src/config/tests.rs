@@ -101,7 +101,7 @@ fn each_rule_names_its_field() {
             "[auth]\njwks_file = \"a\"\njwks_url = \"http://b\"\n",
             "auth.jwks_url",
         ),
-        ("[auth]\njwks_url = \"https://idp\"\n", "auth.jwks_url"),
+        ("[auth]\njwks_url = \"http://idp\"\n", "auth.jwks_url"),
         ("[auth]\nissuer = \"\"\n", "auth.issuer"),
         ("[auth]\naudience = \"\"\n", "auth.audience"),
         ("[auth]\nalgorithms = [\"HS256\"]\n", "auth.algorithms"),
@@ -197,7 +197,7 @@ fn environment_overrides_urls_and_paths() {
     let env: HashMap<&str, &str> = [
         ("STOCKGATE_REDIS_URL", "redis://10.0.0.1:6379"),
         ("STOCKGATE_SETTLEMENT_ADDR", "http://10.0.0.2:8081/"),
-        ("STOCKGATE_JWKS_URL", "http://idp/jwks.json"),
+        ("STOCKGATE_JWKS_URL", "https://idp/jwks.json"),
         ("STOCKGATE_LISTEN", ""),
         ("STOCKGATE_RESERVATION_KEY_FILE", "/keys/rsv-2.pem"),
         ("STOCKGATE_RESERVATION_KEY_ID", "rsv-2"),
@@ -226,7 +226,7 @@ fn environment_overrides_urls_and_paths() {
     assert_eq!(config.gateway.settlement_host_port(), "10.0.0.2:8081");
     assert_eq!(
         config.gateway.auth.jwks_url.as_deref(),
-        Some("http://idp/jwks.json")
+        Some("https://idp/jwks.json")
     );
     assert_eq!(
         config.gateway.server.listen, "127.0.0.1:8080",
