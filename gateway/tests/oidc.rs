@@ -199,6 +199,40 @@ async fn two_tenants_each_vouch_only_for_their_own_tokens() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_publishing_the_same_key_each_sign_in() {
+    // Entra ID publishes one key set in every tenant: the gateway holds the same key twice,
+    // once per issuer, and tenant B's tokens must not stop at tenant A's copy.
+    let a = OidcProvider::start().await;
+    let b = OidcProvider::start().await;
+    b.use_key(a.signing_key());
+    let cas = a.ca_file.with_file_name("both-cas.pem");
+    let pem = [&a.ca_file, &b.ca_file].map(|f| std::fs::read_to_string(f).unwrap());
+    std::fs::write(&cas, pem.concat()).unwrap();
+    let gw = start(&a, |c| {
+        c.auth.issuer = vec![a.issuer.clone(), b.issuer.clone()];
+        c.auth.ca_file = Some(cas.clone());
+    })
+    .await;
+    for (provider, oid) in [
+        (&a, "a1a1a1a1-0000-4000-8000-tenant-a-002"),
+        (&b, "b2b2b2b2-0000-4000-8000-tenant-b-002"),
+    ] {
+        let (status, answer) = get(&gw, "/api/v1/orders", &provider.token(oid, &[])).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(gw.last_asserted().unwrap().sub.as_deref(), Some(oid));
+    }
+    // The shared key signing a token of an issuer that is not configured.
+    let mut foreign = a.claims("0f0e0d0c-0b0a-4909-8807-foreign00001", &[]);
+    foreign["iss"] = "https://login.microsoftonline.com/another-tenant/v2.0".into();
+    let (status, answer) = get(&gw, "/api/v1/orders", &a.signing_key().sign(&foreign)).await;
+    assert_eq!(
+        (status, &answer["code"]),
+        (401, &"invalid_token".into()),
+        "{answer}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_required_scope_is_403_insufficient_scope() {
     let provider = OidcProvider::start().await;
     let gw = start(&provider, |c| {

@@ -171,6 +171,12 @@ impl OidcProvider {
         key
     }
 
+    /// Signs with and publishes `key` from now on: Entra ID publishes the same keys in every
+    /// tenant's key set.
+    pub fn use_key(&self, key: SigningKey) {
+        *self.published.current.lock().unwrap() = key;
+    }
+
     pub fn misbehave(&self, misbehaviour: Misbehaviour) {
         *self.published.misbehaviour.lock().unwrap() = misbehaviour;
     }

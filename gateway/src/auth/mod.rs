@@ -221,13 +221,17 @@ impl BuyerAuth {
             MissingKey::Unknown => AuthError::UnknownKey,
             MissingKey::Stale => AuthError::KeysUnavailable,
         })?;
-        // Two issuers may publish the same `kid`: the first key that verifies decides.
+        // Two issuers may publish the same `kid`, even the same key (Entra ID publishes one
+        // key set in every tenant): the first key that verifies the token for its own issuer
+        // decides. A key of another issuer is passed over, not the end of the search.
         let mut outcome = Err(AuthError::UnknownKey);
         for key in &candidates {
             outcome = verify_with(token, header.alg, key, validation);
             if !matches!(
                 outcome,
-                Err(AuthError::BadSignature | AuthError::AlgorithmNotAllowed)
+                Err(AuthError::BadSignature
+                    | AuthError::AlgorithmNotAllowed
+                    | AuthError::WrongIssuerOrAudience)
             ) {
                 break;
             }

@@ -378,9 +378,17 @@ impl Edge {
         Ok(())
     }
 
-    /// Answers a refusal; a body the edge has not read closes the connection after it.
+    /// Answers a refusal. On HTTP/1.1 a body the edge has not read closes the connection after
+    /// it. On HTTP/2 the body is read and dropped first (at most `limits.max_body_bytes`, within
+    /// the body deadline): an answer before the client's END_STREAM ends in RST_STREAM, which
+    /// some clients (curl 7.88) report as a failed request instead of showing the refusal.
     async fn refuse(&self, session: &mut Session, ctx: &RequestCtx, mut reply: Reply) {
-        if has_body(session) {
+        if session.is_http2() {
+            if !session.is_body_done() {
+                // Too large or too slow: the answer goes out anyway, then the reset.
+                let _ = super::respond::read_body(session, &self.state.limits).await;
+            }
+        } else if has_body(session) {
             reply = reply.closing();
         }
         self.answer(session, ctx, reply).await;
