@@ -46,7 +46,8 @@ import yaml
 #   gateway     redis-url (store, cache, limits), reservation-key.pem (signs reservation
 #               tokens), reservation-jwks.json (verifies them at the confirm: the signing key
 #               and, during a rotation, the previous one; it must publish the signing key or
-#               the gateway does not start), idp-jwks.json (buyers' JWTs)
+#               the gateway does not start), locally idp-jwks.json (buyers' JWTs; on AKS the
+#               keys come from Entra ID by OpenID discovery, no Secret)
 #   settlement  redis-url, database-url, reservation-jwks.json (verifies reservation tokens);
 #               `stockgate reconcile` run in its pod needs the same two URLs
 #   migrate     database-url
@@ -58,15 +59,18 @@ import yaml
 # gateway-assertion-jwks.json (settlement_auth.gateway_jwks_file); neither gets the other's.
 SECRETS = {
     "stockgate-gateway": {
-        "redis-url", "reservation-key.pem", "reservation-jwks.json", "idp-jwks.json", "gateway-assertion-key.pem",
+        "redis-url", "reservation-key.pem", "reservation-jwks.json", "gateway-assertion-key.pem",
     },
     "stockgate-settlement": {"redis-url", "database-url", "reservation-jwks.json", "gateway-assertion-jwks.json"},
     "stockgate-migrate": {"database-url"},
 }
 # Per build additions. Local only: the dev identity key (committed, worthless elsewhere), so
-# `kubectl exec deploy/stockgate-gateway -- stockgate token` mints buyer tokens.
+# `kubectl exec deploy/stockgate-gateway -- stockgate token` mints buyer tokens, and its JWKS.
 # AKS only: the gateway's TLS certificate and key (one PEM), its public listener there.
-EXTRA = {"local": {"stockgate-gateway": {"dev-idp-key.pem"}}, "aks": {"stockgate-gateway": {"tls.pem"}}}
+EXTRA = {
+    "local": {"stockgate-gateway": {"dev-idp-key.pem", "idp-jwks.json"}},
+    "aks": {"stockgate-gateway": {"tls.pem"}},
+}
 # The configuration fields that name a key file the workload reads (unset fields are skipped).
 KEY_FILES = {
     "stockgate-gateway": [

@@ -223,3 +223,28 @@ async fn the_buyers_credentials_are_not_proxied() {
     }
     assert!(gw.mock.last_header("x-stockgate-assertion").is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_authorization_headers_are_refused_whichever_comes_first() {
+    let gw = testkit::start_gateway().await;
+    let good = format!("Bearer {}", gw.idp.token("alice"));
+    for (first, second) in [
+        (good.as_str(), "Bearer junk"),
+        ("Bearer junk", good.as_str()),
+    ] {
+        let response = gw
+            .http
+            .get(gw.url("/api/v1/orders"))
+            .header("authorization", first)
+            .header("authorization", second)
+            .send()
+            .await
+            .unwrap();
+        let (status, problem) = body(response).await;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (401, Some("invalid_token")),
+            "{problem}"
+        );
+    }
+}

@@ -27,7 +27,8 @@ use crate::config::AuthConfig;
 pub use jwks::{KeySet, KeySetOptions, KeySource, MissingKey};
 
 /// Buyer tokens longer than this are refused before any parsing (a 64 KiB token costs nothing).
-pub const MAX_BUYER_TOKEN_LEN: usize = 8 * 1024;
+/// Room for an Entra ID token with its `groups` claim (up to 200 group ids, about 10 KiB).
+pub const MAX_BUYER_TOKEN_LEN: usize = 16 * 1024;
 /// The role that opens the ops routes (`/api/v1/admin/*`).
 pub const OPS_ROLE: &str = "ops";
 
@@ -189,12 +190,12 @@ impl BuyerAuth {
             return Err(AuthError::Malformed);
         }
         let value = std::str::from_utf8(raw).map_err(|_| AuthError::Malformed)?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or(AuthError::Missing)?
-            .trim();
-        self.verify(token).await
+        // The scheme is case-insensitive (RFC 9110 §11.1), followed by spaces or tabs.
+        let (scheme, token) = value.split_once([' ', '\t']).ok_or(AuthError::Missing)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(AuthError::Missing);
+        }
+        self.verify(token.trim_matches([' ', '\t'])).await
     }
 
     /// Verifies one token: allowlisted algorithm, known `kid` of the same key family, then
@@ -332,9 +333,13 @@ fn verify_with(
     {
         return Err(AuthError::WrongIssuerOrAudience);
     }
+    // A NumericDate may have a fraction (RFC 7519 §2); jsonwebtoken checked it already.
     let exp = claims
         .get("exp")
-        .and_then(Value::as_u64)
+        .and_then(|exp| {
+            exp.as_u64()
+                .or_else(|| exp.as_f64().filter(|e| *e >= 0.0).map(|e| e as u64))
+        })
         .ok_or(AuthError::Malformed)?;
     Ok((claims, exp))
 }

@@ -197,3 +197,43 @@ async fn a_set_read_without_keys_withdraws_them() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive_and_other_schemes_carry_no_token() {
+    let fx = fixture().await;
+    let token = sign(&fx, &claims(&[]));
+    for header in [
+        format!("Bearer {token}"),
+        format!("BEARER {token}"),
+        format!("bEaReR\t{token}"),
+        format!("Bearer   {token}  "),
+    ] {
+        let identity = fx.auth.authenticate(Some(header.as_bytes())).await;
+        assert_eq!(identity.unwrap().sub, "alice", "{header:?}");
+    }
+    for header in [
+        format!("Basic {token}"),
+        format!("Bearer{token}"),
+        "Bearer".into(),
+    ] {
+        let refused = fx.auth.authenticate(Some(header.as_bytes())).await;
+        assert!(
+            matches!(refused, Err(AuthError::Missing)),
+            "{header:?}: {refused:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_exp_with_a_fraction_is_a_numeric_date() {
+    let fx = fixture().await;
+    let now = jsonwebtoken::get_current_timestamp();
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some("k1".into());
+    let claims = serde_json::json!({
+        "sub": "alice", "iss": "stockgate-dev", "aud": "stockgate",
+        "exp": now as f64 + 60.5, "nbf": now,
+    });
+    let token = jsonwebtoken::encode(&header, &claims, &fx.key).unwrap();
+    assert_eq!(fx.auth.verify(&token).await.unwrap().sub, "alice");
+}

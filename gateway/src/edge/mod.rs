@@ -184,9 +184,13 @@ impl Edge {
         if access == Access::Anyone {
             return Ok(None);
         }
-        let authorization = session
-            .req_header()
-            .headers
+        let headers = &session.req_header().headers;
+        // Two Authorization headers: which one counts would depend on who reads them.
+        if headers.get_all(http::header::AUTHORIZATION).iter().count() > 1 {
+            self.state.metrics.auth_failures.inc();
+            return Err(Problem::from(crate::auth::AuthError::Malformed));
+        }
+        let authorization = headers
             .get(http::header::AUTHORIZATION)
             .map(|v| v.as_bytes());
         let identity = self
