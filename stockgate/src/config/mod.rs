@@ -53,8 +53,8 @@ pub struct Config {
     /// fields ([`Config::settlement_config`]).
     pub settlement: SettlementConfig,
     /// An environment override whose value does not parse as its field's type (the
-    /// variable, the value), reported by [`Config::validate`].
-    pub invalid_env: Option<(&'static str, String)>,
+    /// variable, the value, what it must be), reported by [`Config::validate`].
+    pub invalid_env: Option<(&'static str, String, &'static str)>,
 }
 
 /// The environment variables that override file values (URLs, paths and secrets).
@@ -69,6 +69,12 @@ const ENV_OVERRIDES: &[&str] = &[
     "STOCKGATE_SETTLEMENT_ADMIN_LISTEN",
     "STOCKGATE_JWKS_FILE",
     "STOCKGATE_JWKS_URL",
+    // The identity provider (`[auth]`): issuers and audiences comma separated, and
+    // `STOCKGATE_AUTH_DISCOVERY` `true`/`1` or `false`/`0` (anything else is an error: a typo
+    // must not leave the gateway on another key source).
+    "STOCKGATE_AUTH_ISSUER",
+    "STOCKGATE_AUTH_AUDIENCE",
+    "STOCKGATE_AUTH_DISCOVERY",
     "STOCKGATE_RESERVATION_KEY_FILE",
     "STOCKGATE_RESERVATION_KEY_ID",
     "STOCKGATE_RESERVATION_JWKS_FILE",
@@ -87,6 +93,16 @@ const ENV_OVERRIDES: &[&str] = &[
     "STOCKGATE_TLS_CERT_FILE",
     "STOCKGATE_TLS_KEY_FILE",
 ];
+
+/// `a, b,` → `["a", "b"]`.
+fn comma_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
 
 impl Config {
     /// Reads and parses a TOML file (without environment overrides or validation).
@@ -169,7 +185,13 @@ impl Config {
                 "STOCKGATE_SETTLEMENT_ADMIN_LISTEN" => match value.parse() {
                     Ok(addr) => self.settlement.admin_listen_addr = addr,
                     // Reported by `validate`, which names the variable.
-                    Err(_) => self.invalid_env = Some(("STOCKGATE_SETTLEMENT_ADMIN_LISTEN", value)),
+                    Err(_) => {
+                        self.invalid_env = Some((
+                            "STOCKGATE_SETTLEMENT_ADMIN_LISTEN",
+                            value,
+                            "a host:port address",
+                        ))
+                    }
                 },
                 "STOCKGATE_JWKS_FILE" => edge.auth.jwks_file = Some(value.into()),
                 "STOCKGATE_JWKS_URL" => edge.auth.jwks_url = Some(value),
@@ -188,14 +210,17 @@ impl Config {
                     edge.settlement_auth.gateway_jwks_file = Some(value.into())
                 }
                 "STOCKGATE_DEV_TOKEN" => edge.web.dev_token = Some(value == "1"),
-                "STOCKGATE_TRUSTED_PROXIES" => {
-                    edge.client_ip.trusted_proxies = value
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned)
-                        .collect()
-                }
+                "STOCKGATE_AUTH_ISSUER" => edge.auth.issuer = comma_list(&value),
+                "STOCKGATE_AUTH_AUDIENCE" => edge.auth.audience = comma_list(&value),
+                "STOCKGATE_AUTH_DISCOVERY" => match value.as_str() {
+                    "1" | "true" => edge.auth.discovery = true,
+                    "0" | "false" => edge.auth.discovery = false,
+                    _ => {
+                        self.invalid_env =
+                            Some(("STOCKGATE_AUTH_DISCOVERY", value, "true, 1, false or 0"))
+                    }
+                },
+                "STOCKGATE_TRUSTED_PROXIES" => edge.client_ip.trusted_proxies = comma_list(&value),
                 "STOCKGATE_TLS_LISTEN" => edge.server.tls.listen = Some(value),
                 "STOCKGATE_TLS_CERT_FILE" => edge.server.tls.cert_file = Some(value.into()),
                 "STOCKGATE_TLS_KEY_FILE" => edge.server.tls.key_file = Some(value.into()),
@@ -206,11 +231,8 @@ impl Config {
 
     /// Checks every rule a file cannot express; the error names the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Some((variable, value)) = &self.invalid_env {
-            return Err(invalid(
-                variable,
-                format!("= {value:?} is not a host:port address"),
-            ));
+        if let Some((variable, value, expected)) = &self.invalid_env {
+            return Err(invalid(variable, format!("= {value:?} is not {expected}")));
         }
         self.gateway.validate()?;
         if self

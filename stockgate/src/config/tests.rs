@@ -322,3 +322,28 @@ fn settlement_admin_listener_comes_from_the_environment_and_is_validated() {
     );
     assert!(message.contains("admin_listen_addr"), "{message}");
 }
+
+#[test]
+fn the_identity_provider_comes_from_the_environment_and_a_typo_is_an_error() {
+    let mut config = Config::default();
+    let env = |name: &str| match name {
+        "STOCKGATE_AUTH_ISSUER" => Some(
+            "https://login.microsoftonline.com/t1/v2.0, https://login.microsoftonline.com/t2/v2.0"
+                .into(),
+        ),
+        "STOCKGATE_AUTH_AUDIENCE" => Some("api://stockgate".into()),
+        "STOCKGATE_AUTH_DISCOVERY" => Some("true".into()),
+        _ => None,
+    };
+    config.apply_env(env);
+    let auth = &config.gateway.auth;
+    assert!(auth.discovery);
+    assert_eq!(auth.issuer.len(), 2);
+    assert_eq!(auth.audience, ["api://stockgate"]);
+
+    let mut config = Config::default();
+    config.apply_env(|name| (name == "STOCKGATE_AUTH_DISCOVERY").then(|| "yes".into()));
+    let message = config.validate().unwrap_err().to_string();
+    assert!(message.contains("STOCKGATE_AUTH_DISCOVERY"), "{message}");
+    assert!(message.contains("true, 1, false or 0"), "{message}");
+}
