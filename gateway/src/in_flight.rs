@@ -59,20 +59,12 @@ impl InFlight {
     /// Admits a request of `client` (unknown: counted in the total only), or says why not.
     pub fn enter(self: &Arc<Self>, client: Option<IpAddr>) -> Result<InFlightGuard, Problem> {
         let client = client.map(|ip| client_network(ip, self.ipv6_prefix_len));
-        if self.total.fetch_add(1, Ordering::AcqRel) >= self.total_max {
-            self.total.fetch_sub(1, Ordering::AcqRel);
-            return Err(Problem::new(
-                503,
-                "overloaded",
-                "the gateway is serving as many requests as it takes; retry",
-            ));
-        }
+        // The client's own cap first: a client refused at its cap never takes a place in the
+        // total, even for a moment, so it cannot push other clients into 503s.
         if let Some(ip) = client {
             let mut per_client = self.lock();
             let open = per_client.entry(ip).or_insert(0);
             if *open >= self.per_client_max {
-                drop(per_client);
-                self.total.fetch_sub(1, Ordering::AcqRel);
                 return Err(Problem::new(
                     429,
                     "too_many_in_flight",
@@ -83,6 +75,17 @@ impl InFlight {
                 ));
             }
             *open += 1;
+        }
+        if self.total.fetch_add(1, Ordering::AcqRel) >= self.total_max {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            if let Some(ip) = client {
+                self.leave(ip);
+            }
+            return Err(Problem::new(
+                503,
+                "overloaded",
+                "the gateway is serving as many requests as it takes; retry",
+            ));
         }
         self.gauge.inc();
         Ok(InFlightGuard {
@@ -96,6 +99,17 @@ impl InFlight {
         self.total.load(Ordering::Acquire)
     }
 
+    /// Gives back one of `ip`'s places; the entry goes with its last one.
+    fn leave(&self, ip: IpAddr) {
+        let mut per_client = self.lock();
+        if let Some(open) = per_client.get_mut(&ip) {
+            *open -= 1;
+            if *open == 0 {
+                per_client.remove(&ip);
+            }
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, u32>> {
         // The map holds plain counters: one left by a panicking holder is still right.
         self.per_client.lock().unwrap_or_else(|e| e.into_inner())
@@ -105,13 +119,7 @@ impl InFlight {
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
         if let Some(ip) = self.client {
-            let mut per_client = self.owner.lock();
-            if let Some(open) = per_client.get_mut(&ip) {
-                *open -= 1;
-                if *open == 0 {
-                    per_client.remove(&ip);
-                }
-            }
+            self.owner.leave(ip);
         }
         self.owner.total.fetch_sub(1, Ordering::AcqRel);
         self.owner.gauge.dec();
@@ -166,6 +174,11 @@ mod tests {
         assert_eq!((refused.status, refused.code), (503, "overloaded"));
         assert!(refused.retry_after.is_some());
         assert_eq!(gate.total(), 2, "a refusal leaves no place taken");
+        assert_eq!(
+            gate.lock().get(&ip(2).unwrap()),
+            None,
+            "nor a client's place"
+        );
     }
 
     #[test]

@@ -78,6 +78,8 @@ pub struct Metrics {
     /// refused (the previous pair stayed).
     pub tls_cert_reloads: IntCounter,
     pub tls_cert_reload_errors: IntCounter,
+    /// The served certificate's notAfter, Unix seconds (0 without a TLS listener).
+    pub tls_cert_not_after: IntGauge,
     /// 1 while Redis is unreachable (degraded mode).
     pub redis_degraded: IntGauge,
     /// `{dependency}`: 1 while the dependency monitor sees it up (`crate::health`).
@@ -190,6 +192,10 @@ impl Metrics {
             "requests refused by buyer authentication",
         )?;
         let in_flight = IntGauge::new("stockgate_in_flight_requests", "requests being served")?;
+        let tls_cert_not_after = IntGauge::new(
+            "stockgate_tls_cert_not_after_seconds",
+            "when the certificate the HTTPS listener serves expires (Unix time)",
+        )?;
 
         registry.register(Box::new(requests_vec.clone()))?;
         registry.register(Box::new(latency_vec.clone()))?;
@@ -214,6 +220,7 @@ impl Metrics {
             registry.register(Box::new(c.clone()))?;
         }
         registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(tls_cert_not_after.clone()))?;
 
         let mut requests = Vec::with_capacity(Route::ALL.len());
         let mut latency = Vec::with_capacity(Route::ALL.len());
@@ -243,6 +250,7 @@ impl Metrics {
             config_reload_errors,
             tls_cert_reloads,
             tls_cert_reload_errors,
+            tls_cert_not_after,
             redis_degraded,
             dependency_up,
             registry,

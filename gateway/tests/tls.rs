@@ -319,6 +319,7 @@ const CONTINUATION: u8 = 0x9;
 const END_STREAM_AND_HEADERS: u8 = 0x1 | 0x4;
 const ACK: u8 = 0x1;
 const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
 const CANCEL: u32 = 0x8;
 /// SETTINGS_INITIAL_WINDOW_SIZE = 0: the client takes no response body until it says so.
 const NO_WINDOW: [u8; 6] = [0x0, 0x4, 0, 0, 0, 0];
@@ -361,6 +362,29 @@ async fn h2_handshake(stream: &mut TlsStream<TcpStream>, settings: &[u8]) {
         .write_all(&frame(SETTINGS, ACK, 0, &[]))
         .await
         .unwrap();
+}
+
+/// Reads frames until the response HEADERS of every stream in `ids` arrived (true) or 5 s pass.
+async fn headers_of(stream: &mut TlsStream<TcpStream>, ids: &[u32]) -> bool {
+    let mut waiting: std::collections::HashSet<u32> = ids.iter().copied().collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut head = [0u8; 9];
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read_exact(&mut head)).await {
+            Ok(Ok(_)) => {}
+            _ => return false,
+        }
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        if stream.read_exact(&mut payload).await.is_err() {
+            return false;
+        }
+        let stream_id = u32::from_be_bytes([head[5] & 0x7f, head[6], head[7], head[8]]);
+        if head[3] == HEADERS && waiting.remove(&stream_id) && waiting.is_empty() {
+            return true;
+        }
+    }
 }
 
 /// Reads frames until `want` arrives or the connection ends: `(type, flags, payload)` of it.
@@ -510,6 +534,23 @@ async fn a_client_with_too_many_requests_open_is_refused_on_every_protocol() {
         stream.write_all(&headers).await.unwrap();
     }
     assert!(gw.metrics_show("stockgate_in_flight_requests 3").await);
+
+    // More streams on the same connection, each still "sending its body" (no END_STREAM):
+    // each is refused at once, not held while the gateway waits for a body it will drop.
+    let started = Instant::now();
+    for id in [7, 9, 11, 13] {
+        let headers = frame(HEADERS, END_HEADERS, id, &request);
+        stream.write_all(&headers).await.unwrap();
+    }
+    assert!(
+        headers_of(&mut stream, &[7, 9, 11, 13]).await,
+        "streams answered"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
 
     // The same client address on another connection and protocol is over its cap ...
     let refused = gw
@@ -720,6 +761,21 @@ async fn a_renewed_certificate_is_served_without_a_restart_and_a_bad_one_is_not(
             .await
     );
     assert_eq!(served_leaf(addr, &ca_pem).await, leaf_der(&other));
+    // The served certificate's expiry is exported (rcgen's default notAfter is 4096-01-01).
+    assert!(
+        gw.metrics_show("stockgate_tls_cert_not_after_seconds 67090118400")
+            .await
+    );
+
+    // A pre-staged pair (notBefore in 2100) is refused at every look, not once: it is served
+    // as soon as it is valid. Two more looks count two more errors.
+    let early = ca.issue_not_yet_valid(&["localhost"]);
+    dir.publish(&early.cert_pem, &early.key_pem);
+    assert!(
+        gw.metrics_show("stockgate_tls_cert_reload_errors_total 4")
+            .await
+    );
+    assert_eq!(served_leaf(addr, &ca_pem).await, leaf_der(&other));
 }
 
 #[test]
@@ -765,8 +821,14 @@ fn a_key_that_is_not_the_certificates_is_refused_at_load() {
     let error = gateway::server::load_pair(&expired.cert(), &expired.key())
         .unwrap_err()
         .to_string();
-    assert!(error.contains("not now"), "{error}");
+    assert!(error.contains("expired on"), "{error}");
     drop(expired);
+    let early = CertDir::new(&ca.issue_not_yet_valid(&["localhost"]));
+    let error = gateway::server::load_pair(&early.cert(), &early.key())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("valid from"), "{error}");
+    drop(early);
     let garbage = CertDir::new(&ServerCert {
         cert_pem: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into(),
         key_pem: a.key_pem.clone(),

@@ -50,6 +50,14 @@ impl TestCa {
         })
     }
 
+    /// A certificate valid from 2100 on (a pre-staged renewal).
+    pub fn issue_not_yet_valid(&self, names: &[&str]) -> ServerCert {
+        self.issue_with(names, |params| {
+            params.not_before = rcgen::date_time_ymd(2100, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2101, 1, 1);
+        })
+    }
+
     fn issue_with(
         &self,
         names: &[&str],

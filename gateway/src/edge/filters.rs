@@ -33,6 +33,11 @@ use reservation_core::wire::headers::{ASSERTION as ASSERTION_HEADER, USER_ROLES,
 /// which holds 64 KiB; the proxied bodies are small JSON (product edits, status changes).
 pub const MAX_PROXIED_BODY_BYTES: usize = 64 * 1024;
 
+/// How much of a refused HTTP/2 request's body is read and dropped before the answer, and for
+/// how long at most ([`Edge::refuse`]); a larger or slower body gets the answer and a reset.
+const DISCARDED_BODY_BYTES: usize = 16 * 1024;
+const DISCARD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[async_trait]
 impl ProxyHttp for Edge {
     type CTX = RequestCtx;
@@ -379,14 +384,15 @@ impl Edge {
     }
 
     /// Answers a refusal. On HTTP/1.1 a body the edge has not read closes the connection after
-    /// it. On HTTP/2 the body is read and dropped first (at most `limits.max_body_bytes`, within
-    /// the body deadline): an answer before the client's END_STREAM ends in RST_STREAM, which
-    /// some clients (curl 7.88) report as a failed request instead of showing the refusal.
+    /// it. On HTTP/2 an answer before the client's END_STREAM ends in RST_STREAM(NO_ERROR),
+    /// which RFC 9113 §8.1 allows but some clients (curl 7.88) report as a failed request: a
+    /// request that holds an in-flight place has a small body read and dropped first. One
+    /// refused for its in-flight count holds no place and is answered at once: draining it
+    /// would let a client keep any number of refused streams open.
     async fn refuse(&self, session: &mut Session, ctx: &RequestCtx, mut reply: Reply) {
         if session.is_http2() {
-            if !session.is_body_done() {
-                // Too large or too slow: the answer goes out anyway, then the reset.
-                let _ = super::respond::read_body(session, &self.state.limits).await;
+            if ctx.in_flight.is_some() && !session.is_body_done() {
+                super::respond::discard_body(session, DISCARDED_BODY_BYTES, DISCARD_DEADLINE).await;
             }
         } else if has_body(session) {
             reply = reply.closing();

@@ -156,6 +156,21 @@ pub async fn read_body(session: &mut Session, limits: &EdgeLimits) -> Result<Byt
         .unwrap_or_else(|_| Err(body_timeout()))
 }
 
+/// Reads and drops a request body until its end, `max_bytes` read, `deadline` passed or an
+/// error, whichever comes first; nothing is kept.
+pub async fn discard_body(session: &mut Session, max_bytes: usize, deadline: std::time::Duration) {
+    let discard = async {
+        let mut read = 0;
+        while read <= max_bytes {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => read += chunk.len(),
+                Ok(None) | Err(_) => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(deadline, discard).await;
+}
+
 /// Why a request body is not the JSON object a route takes; its text goes into the 400
 /// problem's detail as it is.
 #[derive(Debug, Error)]

@@ -91,9 +91,12 @@ where
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        let socket = session.digest().and_then(|d| d.socket_digest.clone());
-        if let Some(key) = socket.and_then(|s| connection_key(&s)) {
-            first_request_arrived(key);
+        // Only an HTTP/2 connection waits for its first stream.
+        if session.is_http2() {
+            let socket = session.digest().and_then(|d| d.socket_digest.clone());
+            if let Some(key) = socket.and_then(|s| connection_key(&s)) {
+                first_request_arrived(key);
+            }
         }
         let budget = if is_reused(&mut session) {
             self.idle + self.deadline
@@ -162,6 +165,26 @@ fn first_request_arrived(key: ConnectionKey) {
     }
 }
 
+/// A connection's entry in [`AWAITING_FIRST_REQUEST`] while it waits.
+struct AwaitingEntry {
+    key: ConnectionKey,
+    arrived: Arc<AtomicBool>,
+}
+
+impl Drop for AwaitingEntry {
+    fn drop(&mut self) {
+        // Still there when no stream came; an entry of a later connection with the same
+        // addresses is that connection's own.
+        let mut awaiting = awaiting();
+        if awaiting
+            .get(&self.key)
+            .is_some_and(|flag| Arc::ptr_eq(flag, &self.arrived))
+        {
+            awaiting.remove(&self.key);
+        }
+    }
+}
+
 /// Closes an HTTP/2 connection (TLS with ALPN `h2`) that has not sent its first request's
 /// headers within `deadline` of the TLS handshake: one that never sends the preface, stops
 /// halfway through it, or opens no stream. HTTP/1.1 connections pass straight through to
@@ -197,9 +220,14 @@ where
         };
         let arrived = Arc::new(AtomicBool::new(false));
         awaiting().insert(key, arrived.clone());
+        // Removes the entry however this future ends (done, dropped at shutdown, a panic).
+        let _entry = AwaitingEntry {
+            key,
+            arrived: arrived.clone(),
+        };
         let inner = self.inner.process_new(stream, shutdown);
         tokio::pin!(inner);
-        let result = tokio::select! {
+        tokio::select! {
             result = &mut inner => result,
             _ = tokio::time::sleep(self.deadline) => {
                 if arrived.load(Ordering::Acquire) {
@@ -209,17 +237,7 @@ where
                     None
                 }
             }
-        };
-        // Still there when no stream came; an entry of a later connection with the same
-        // addresses is that connection's own.
-        let mut awaiting = awaiting();
-        if awaiting
-            .get(&key)
-            .is_some_and(|flag| Arc::ptr_eq(flag, &arrived))
-        {
-            awaiting.remove(&key);
         }
-        result
     }
 
     async fn cleanup(&self) {

@@ -47,14 +47,14 @@ pub enum CertError {
     Mismatch { cert: PathBuf, key: PathBuf },
     #[error("the certificate in {} cannot be used: {reason}", path.display())]
     Certificate { path: PathBuf, reason: String },
-    /// Outside its validity period: a browser refuses it, so it is not served (a renewal
-    /// that wrote an old certificate keeps the current one).
-    #[error("the certificate in {} is valid from {not_before} to {not_after}, not now", path.display())]
-    NotValidNow {
-        path: PathBuf,
-        not_before: String,
-        not_after: String,
-    },
+    /// Past its notAfter: a browser refuses it, so it is not served (a renewal that wrote
+    /// an old certificate keeps the current one).
+    #[error("the certificate in {} expired on {not_after}", path.display())]
+    Expired { path: PathBuf, not_after: String },
+    /// Its notBefore is more than [`CLOCK_SKEW_SECS`] ahead: a pre-staged certificate. The
+    /// watch looks again at every interval and serves it from its notBefore on.
+    #[error("the certificate in {} is valid from {not_before} only", path.display())]
+    NotYetValid { path: PathBuf, not_before: String },
     #[error("cannot set up the TLS listener: {0}")]
     Listener(String),
 }
@@ -80,12 +80,23 @@ fn read(path: &Path) -> Result<Vec<u8>, CertError> {
     })
 }
 
-/// Parses a chain and its key and checks that the key belongs to the leaf.
+/// How far a certificate's notBefore may be ahead of this clock (a CA's clock, or a node's
+/// that is behind): certificates are issued with notBefore = now.
+const CLOCK_SKEW_SECS: i64 = 300;
+
+/// A pair that loads: what the listener serves, and the leaf's notAfter (Unix seconds).
+struct LoadedPair {
+    certified: CertifiedKey,
+    not_after: i64,
+}
+
+/// Parses a chain and its key and checks that the key belongs to the leaf and that the leaf
+/// is valid now.
 fn parse_pair(
     cert_path: &Path,
     key_path: &Path,
     pair: &PairBytes,
-) -> Result<CertifiedKey, CertError> {
+) -> Result<LoadedPair, CertError> {
     let chain = CertificateDer::pem_slice_iter(&pair.cert)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| CertError::Pem {
@@ -108,21 +119,31 @@ fn parse_pair(
     let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0])
         .map_err(|e| unusable(format!("the leaf is not X.509: {e}")))?;
     let validity = leaf.validity();
-    if !validity.is_valid() {
-        return Err(CertError::NotValidNow {
+    let now = x509_parser::time::ASN1Time::now().timestamp();
+    let not_after = validity.not_after.timestamp();
+    if not_after < now {
+        return Err(CertError::Expired {
             path: cert_path.to_owned(),
-            not_before: validity.not_before.to_string(),
             not_after: validity.not_after.to_string(),
         });
     }
-    CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider()).map_err(|e| {
-        match e {
-            rustls::Error::InconsistentKeys(_) => CertError::Mismatch {
-                cert: cert_path.to_owned(),
-                key: key_path.to_owned(),
-            },
-            other => unusable(other.to_string()),
-        }
+    if validity.not_before.timestamp() > now + CLOCK_SKEW_SECS {
+        return Err(CertError::NotYetValid {
+            path: cert_path.to_owned(),
+            not_before: validity.not_before.to_string(),
+        });
+    }
+    let certified = CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider())
+        .map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => CertError::Mismatch {
+            cert: cert_path.to_owned(),
+            key: key_path.to_owned(),
+        },
+        other => unusable(other.to_string()),
+    })?;
+    Ok(LoadedPair {
+        certified,
+        not_after,
     })
 }
 
@@ -132,7 +153,7 @@ pub fn load_pair(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, Cert
         cert: read(cert_path)?,
         key: read(key_path)?,
     };
-    parse_pair(cert_path, key_path, &pair)
+    Ok(parse_pair(cert_path, key_path, &pair)?.certified)
 }
 
 /// Hands every TLS handshake the pair being served now.
@@ -172,10 +193,11 @@ impl CertWatch {
             cert: read(cert_path)?,
             key: read(key_path)?,
         };
-        let certified = parse_pair(cert_path, key_path, &pair)?;
+        let loaded = parse_pair(cert_path, key_path, &pair)?;
+        metrics.tls_cert_not_after.set(loaded.not_after);
         Ok(CertWatch {
             resolver: Arc::new(CertResolver {
-                current: ArcSwap::from_pointee(certified),
+                current: ArcSwap::from_pointee(loaded.certified),
             }),
             cert_path: cert_path.to_owned(),
             key_path: key_path.to_owned(),
@@ -207,10 +229,17 @@ impl CertWatch {
             return;
         }
         match parse_pair(&self.cert_path, &self.key_path, &pair) {
-            Ok(certified) => {
-                self.resolver.current.store(Arc::new(certified));
+            Ok(loaded) => {
+                self.resolver.current.store(Arc::new(loaded.certified));
+                self.metrics.tls_cert_not_after.set(loaded.not_after);
                 self.metrics.tls_cert_reloads.inc();
                 tracing::info!(cert = %self.cert_path.display(), "tls certificate reloaded");
+            }
+            Err(error @ CertError::NotYetValid { .. }) => {
+                // Not `seen`: the same files are looked at again, and served once valid.
+                self.metrics.tls_cert_reload_errors.inc();
+                tracing::warn!(%error, "tls certificate not valid yet, serving the previous pair");
+                return;
             }
             Err(error) => {
                 self.metrics.tls_cert_reload_errors.inc();
