@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/test}"
+# The AMQP 1.0 broker of the outbox relay's broker sink tests (testkit/src/broker.rs).
+export AMQP_URL="${AMQP_URL:-amqp://127.0.0.1:5672}"
 
 log() { printf '\n== %s\n' "$*"; }
 
@@ -24,6 +26,8 @@ command -v cc >/dev/null || need_pkgs+=(build-essential)
 command -v openssl >/dev/null || need_pkgs+=(openssl)   # the tls_* tests make a test CA
 command -v curl >/dev/null || need_pkgs+=(curl)         # gateway/tests/tls.rs: curl --http2
 command -v h2load >/dev/null || need_pkgs+=(nghttp2-client)   # gateway/tests/tls.rs: h2load
+# The AMQP 1.0 broker (its amqp1_0 plugin ships with Debian's package, off until enabled).
+command -v rabbitmqctl >/dev/null || need_pkgs+=(rabbitmq-server)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
@@ -54,6 +58,28 @@ if ! psql "$DATABASE_URL" -qAtc 'select 1' >/dev/null 2>&1; then
   su postgres -c "createdb test" 2>/dev/null || true
 fi
 psql "$DATABASE_URL" -qAtc 'select 1' >/dev/null || { echo "postgres is not reachable at $DATABASE_URL" >&2; exit 1; }
+
+# RabbitMQ: started if it is not running, the AMQP 1.0 plugin enabled (both idempotent). The
+# plugin listens on the AMQP port (5672) beside 0-9-1; a fresh node answers after a few seconds.
+if ! rabbitmqctl -q status >/dev/null 2>&1; then
+  log "starting rabbitmq-server"
+  if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
+    systemctl start rabbitmq-server
+  else
+    # No systemd (containers): the node as a daemon of its own, logging to its usual files.
+    su rabbitmq -s /bin/sh -c "rabbitmq-server -detached" 2>/dev/null || rabbitmq-server -detached
+  fi
+  for _ in $(seq 120); do rabbitmqctl -q status >/dev/null 2>&1 && break; sleep 0.5; done
+fi
+rabbitmqctl -q status >/dev/null || { echo "rabbitmq-server is not running" >&2; exit 1; }
+if ! rabbitmq-plugins -q list -e rabbitmq_amqp1_0 | grep -q rabbitmq_amqp1_0; then
+  log "enabling rabbitmq_amqp1_0"
+  rabbitmq-plugins -q enable rabbitmq_amqp1_0
+fi
+# The broker tests' queues of earlier runs (testkit::broker::scratch_queue).
+rabbitmqctl -q list_queues name | grep '^sgtest-' | while read -r queue; do
+  rabbitmqctl -q delete_queue "$queue" >/dev/null || true
+done
 
 # Tests and benches each make a scratch schema (backend-adapters/src/sql/scratch.rs) and leave
 # it; drop what earlier runs left before this one starts.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use fe2o3_amqp::connection::ConnectionHandle;
 use fe2o3_amqp::link::delivery::Delivery;
 use fe2o3_amqp::session::SessionHandle;
-use fe2o3_amqp::types::messaging::{Body, MessageId};
+use fe2o3_amqp::types::messaging::{Body, MessageId, Source, TerminusDurability};
 use fe2o3_amqp::types::primitives::{SimpleValue, Value};
 use fe2o3_amqp::Receiver;
 
@@ -52,7 +52,12 @@ impl AmqpConsumer {
             let name = format!("stockgate-consumer-{}", uuid::Uuid::new_v4().simple());
             let attach = Receiver::builder()
                 .name(name)
-                .source(self.settings.address.clone())
+                .source(
+                    Source::builder()
+                        .address(self.settings.address.clone())
+                        .durable(TerminusDurability::Configuration)
+                        .build(),
+                )
                 .auto_accept(false)
                 .attach(&mut session);
             match tokio::time::timeout(self.settings.connect_timeout, attach).await {

@@ -15,7 +15,7 @@ use fe2o3_amqp::link::SendError;
 use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::session::SessionHandle;
 use fe2o3_amqp::types::definitions::SenderSettleMode;
-use fe2o3_amqp::types::messaging::Outcome;
+use fe2o3_amqp::types::messaging::{Outcome, Target, TerminusDurability};
 use fe2o3_amqp::{Connection, Sender, Session};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
@@ -263,7 +263,14 @@ async fn open_sender(settings: &AmqpSettings) -> Result<Link, AmqpError> {
     let (mut connection, mut session) = open_session(settings, "outbox").await?;
     let attach = Sender::builder()
         .name(format!("stockgate-outbox-{}", uuid::Uuid::new_v4().simple()))
-        .target(settings.address.clone())
+        // Durable: RabbitMQ declares a `/queue/` target durable only then, so the queue
+        // and its messages outlive a broker restart (Service Bus entities always do).
+        .target(
+            Target::builder()
+                .address(settings.address.clone())
+                .durable(TerminusDurability::Configuration)
+                .build(),
+        )
         // Every message waits for its disposition: the broker settles, never the sender.
         .sender_settle_mode(SenderSettleMode::Unsettled)
         .attach(&mut session);
