@@ -78,7 +78,7 @@ if ! rabbitmq-plugins -q list -e rabbitmq_amqp1_0 | grep -q rabbitmq_amqp1_0; th
 fi
 # The broker tests' queues of earlier runs (testkit::broker::scratch_queue).
 rabbitmqctl -q list_queues name | grep '^sgtest-' | while read -r queue; do
-  rabbitmqctl -q delete_queue "$queue" >/dev/null || true
+  rabbitmqctl -q delete_queue "$queue" </dev/null >/dev/null || true
 done
 
 # Tests and benches each make a scratch schema (backend-adapters/src/sql/scratch.rs) and leave
