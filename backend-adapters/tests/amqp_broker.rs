@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use backend_adapters::amqp::{AmqpError, AmqpPublisher, OutgoingMessage};
-use testkit::broker::{Collector, assert_broker_up, broker_settings, restart_broker, scratch_queue};
+use testkit::broker::{
+    Collector, assert_broker_up, broker_settings, restart_broker, scratch_queue,
+};
 
 fn message(id: u32) -> OutgoingMessage {
     OutgoingMessage {
@@ -34,7 +36,10 @@ async fn messages_arrive_as_sent() {
     let collector = Collector::start(&queue);
     let ids: BTreeSet<String> = (1..=5).map(|i| i.to_string()).collect();
     let received = collector.wait_for(&ids, Duration::from_secs(20)).await;
-    let order: Vec<_> = received.iter().filter_map(|m| m.message_id.clone()).collect();
+    let order: Vec<_> = received
+        .iter()
+        .filter_map(|m| m.message_id.clone())
+        .collect();
     assert_eq!(order, ["1", "2", "3", "4", "5"]);
     let first = &received[0];
     assert_eq!(first.subject.as_deref(), Some("order.created"));
@@ -57,12 +62,24 @@ async fn an_address_the_broker_refuses_is_an_error_not_a_success() {
     )));
     let error = publisher.publish(&[message(1)]).await.unwrap_err();
     assert!(
-        matches!(error, AmqpError::Connect { .. } | AmqpError::NotAccepted { .. } | AmqpError::Send { .. }),
+        matches!(
+            error,
+            AmqpError::Connect { .. } | AmqpError::NotAccepted { .. } | AmqpError::Send { .. }
+        ),
         "{error}"
     );
     // Right after a failure the publisher backs off instead of hammering the broker.
     let again = publisher.publish(&[message(1)]).await.unwrap_err();
-    assert!(matches!(again, AmqpError::Backoff { .. } | AmqpError::Connect { .. } | AmqpError::NotAccepted { .. } | AmqpError::Send { .. }), "{again}");
+    assert!(
+        matches!(
+            again,
+            AmqpError::Backoff { .. }
+                | AmqpError::Connect { .. }
+                | AmqpError::NotAccepted { .. }
+                | AmqpError::Send { .. }
+        ),
+        "{again}"
+    );
 }
 
 #[tokio::test]
@@ -70,7 +87,10 @@ async fn a_broker_restart_loses_nothing_and_the_publisher_reconnects() {
     let queue = scratch_queue("amqp-restart");
     assert_broker_up(&queue).await;
     let publisher = AmqpPublisher::new(broker_settings(&queue));
-    publisher.publish(&(1..=10).map(message).collect::<Vec<_>>()).await.unwrap();
+    publisher
+        .publish(&(1..=10).map(message).collect::<Vec<_>>())
+        .await
+        .unwrap();
 
     restart_broker(&queue).await;
     // The first publish may find the old link dead; the caller retries as the relay does.
@@ -86,6 +106,12 @@ async fn a_broker_restart_loses_nothing_and_the_publisher_reconnects() {
     let collector = Collector::start(&queue);
     let ids: BTreeSet<String> = (1..=20).map(|i| i.to_string()).collect();
     let received = collector.wait_for(&ids, Duration::from_secs(30)).await;
-    let distinct: BTreeSet<_> = received.iter().filter_map(|m| m.message_id.clone()).collect();
-    assert_eq!(distinct, ids, "the durable messages sent before the restart survived it");
+    let distinct: BTreeSet<_> = received
+        .iter()
+        .filter_map(|m| m.message_id.clone())
+        .collect();
+    assert_eq!(
+        distinct, ids,
+        "the durable messages sent before the restart survived it"
+    );
 }

@@ -80,10 +80,13 @@ pub async fn assert_broker_up(address: &str) {
 pub async fn restart_broker(address: &str) -> Duration {
     let started = Instant::now();
     for args in [["stop_app"], ["start_app"]] {
-        let output = tokio::task::spawn_blocking(move || Command::new("rabbitmqctl").args(args).output())
-            .await
-            .unwrap_or_else(|e| panic!("rabbitmqctl task: {e}"))
-            .unwrap_or_else(|e| panic!("rabbitmqctl {args:?} (is rabbitmq-server installed?): {e}"));
+        let output =
+            tokio::task::spawn_blocking(move || Command::new("rabbitmqctl").args(args).output())
+                .await
+                .unwrap_or_else(|e| panic!("rabbitmqctl task: {e}"))
+                .unwrap_or_else(|e| {
+                    panic!("rabbitmqctl {args:?} (is rabbitmq-server installed?): {e}")
+                });
         assert!(
             output.status.success(),
             "rabbitmqctl {args:?}: {}{}",
@@ -157,7 +160,10 @@ impl Collector {
                 .iter()
                 .filter_map(|m| m.message_id.as_deref())
                 .collect();
-            let missing: Vec<&String> = ids.iter().filter(|id| !seen.contains(id.as_str())).collect();
+            let missing: Vec<&String> = ids
+                .iter()
+                .filter(|id| !seen.contains(id.as_str()))
+                .collect();
             if missing.is_empty() {
                 return received;
             }

@@ -6,12 +6,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use fe2o3_amqp::Receiver;
 use fe2o3_amqp::connection::ConnectionHandle;
 use fe2o3_amqp::link::delivery::Delivery;
 use fe2o3_amqp::session::SessionHandle;
 use fe2o3_amqp::types::messaging::{Body, MessageId, Source, TerminusDurability};
 use fe2o3_amqp::types::primitives::{SimpleValue, Value};
-use fe2o3_amqp::Receiver;
 
 use super::publisher::open_session;
 use super::{AmqpError, AmqpSettings};

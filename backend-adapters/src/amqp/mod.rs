@@ -38,10 +38,7 @@ pub enum AmqpError {
     /// The broker settled the message with another outcome than `accepted` (rejected,
     /// released, modified): it is not stored.
     #[error("the broker did not accept message {message_id}: {outcome}")]
-    NotAccepted {
-        message_id: String,
-        outcome: String,
-    },
+    NotAccepted { message_id: String, outcome: String },
     #[error("no answer from the broker within {0:?}")]
     Timeout(Duration),
     #[error("receiving: {0}")]
@@ -179,7 +176,10 @@ mod tests {
     #[test]
     fn urls_parse_with_default_ports() {
         let t = AmqpTarget::parse("amqps://ns.servicebus.windows.net").unwrap();
-        assert_eq!((t.tls, t.host.as_str(), t.port), (true, "ns.servicebus.windows.net", 5671));
+        assert_eq!(
+            (t.tls, t.host.as_str(), t.port),
+            (true, "ns.servicebus.windows.net", 5671)
+        );
         let t = AmqpTarget::parse("amqp://127.0.0.1:5673/").unwrap();
         assert_eq!((t.tls, t.host.as_str(), t.port), (false, "127.0.0.1", 5673));
         let t = AmqpTarget::parse("amqp://[::1]:5672").unwrap();

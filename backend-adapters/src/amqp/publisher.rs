@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use fe2o3_amqp::connection::ConnectionHandle;
-use fe2o3_amqp::link::delivery::DeliveryFut;
 use fe2o3_amqp::link::SendError;
+use fe2o3_amqp::link::delivery::DeliveryFut;
 use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::session::SessionHandle;
 use fe2o3_amqp::types::definitions::SenderSettleMode;
@@ -262,7 +262,10 @@ pub(super) async fn open_session(
 async fn open_sender(settings: &AmqpSettings) -> Result<Link, AmqpError> {
     let (mut connection, mut session) = open_session(settings, "outbox").await?;
     let attach = Sender::builder()
-        .name(format!("stockgate-outbox-{}", uuid::Uuid::new_v4().simple()))
+        .name(format!(
+            "stockgate-outbox-{}",
+            uuid::Uuid::new_v4().simple()
+        ))
         // Durable: RabbitMQ declares a `/queue/` target durable only then, so the queue
         // and its messages outlive a broker restart (Service Bus entities always do).
         .target(
@@ -294,9 +297,7 @@ async fn open_sender(settings: &AmqpSettings) -> Result<Link, AmqpError> {
     }
 }
 
-fn server_name(
-    host: &str,
-) -> Result<tokio_rustls::rustls::pki_types::ServerName<'static>, String> {
+fn server_name(host: &str) -> Result<tokio_rustls::rustls::pki_types::ServerName<'static>, String> {
     tokio_rustls::rustls::pki_types::ServerName::try_from(host.to_owned())
         .map_err(|e| format!("tls: {host:?} is not a host name: {e}"))
 }

@@ -9,6 +9,8 @@
 //! stream; [`StreamSink`] appends to the Redis stream for the gateway (cache invalidation) and
 //! any other consumer group. With Redis both run; in the embedded mode (no Redis) only
 //! `StoreEffects` does, against the in-memory store: the events are applied in process.
+//! [`AmqpSink`] (`[settlement.outbox.amqp]`) publishes to an AMQP 1.0 broker (Azure Service
+//! Bus) next to the stream, or instead of it (`outbox.publish_to_stream = false`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,9 @@ use tokio::sync::watch;
 
 use crate::leader::Leader;
 use crate::metrics::Metrics;
+
+mod amqp;
+pub use amqp::{AmqpSink, message_for};
 
 #[derive(Debug, Error)]
 pub enum RelayError {
