@@ -1,0 +1,248 @@
+//! The outbox relay's AMQP 1.0 sink end to end: the real stack (gateway and settlement on Redis
+//! and PostgreSQL) relays to a real broker (RabbitMQ's amqp1_0 plugin, `testkit::broker`), a
+//! flash sale and ops status changes make events, the broker is restarted while the relay
+//! runs, and a consumer must see every outbox event exactly once after dropping repeats by
+//! `message-id`, each order's events in outbox id order, with the fields the subscribers
+//! filter on. Needs REDIS_URL, DATABASE_URL and AMQP_URL (scripts/test.sh sets them).
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use settlement::config::{AmqpConfig, Secret};
+use testkit::broker::{
+    Collector, amqp_credentials, amqp_url, assert_broker_up, restart_broker, scratch_queue,
+};
+use testkit::{RealStack, body, fresh_key};
+
+const BUYERS: usize = 200;
+const STOCK: i64 = 100;
+
+/// The stack with the AMQP sink on `queue`, next to the Redis stream.
+async fn stack_on(queue: &str) -> RealStack {
+    let (user, key) = amqp_credentials();
+    let address = queue.to_owned();
+    RealStack::start("amqp", move |config| {
+        config.settlement.outbox.amqp = Some(AmqpConfig {
+            url: amqp_url(),
+            address,
+            sas_key_name: user,
+            sas_key: Secret(key),
+            session_per_order: true,
+            connect_timeout_ms: 2_000,
+            send_timeout_ms: 5_000,
+            ..AmqpConfig::default()
+        });
+    })
+    .await
+}
+
+/// One buyer's try: a hold of one unit, then the confirm. The order id when it was created.
+async fn buy(stack: &RealStack, buyer: usize) -> Option<String> {
+    let token = stack.idp.token(&format!("amqp-buyer-{buyer}"));
+    let (status, hold) = stack.reserve(&token, &fresh_key(), "FLASH", 1).await;
+    if status != 201 {
+        assert!(status == 409 || status == 422, "reserve: {status} {hold}");
+        return None;
+    }
+    let reservation = hold["token"].as_str().unwrap_or_default().to_owned();
+    let (status, order) = stack.confirm(&token, &fresh_key(), &reservation).await;
+    assert_eq!(status, 201, "confirm: {order}");
+    order["order_id"].as_str().map(str::to_owned)
+}
+
+async fn set_status(stack: &RealStack, order_id: &str, to: &str) {
+    let ops = stack.idp.ops_token("olga");
+    let response = stack
+        .http
+        .post(stack.url(&format!("/api/v1/admin/orders/{order_id}/status")))
+        .bearer_auth(ops)
+        .json(&json!({ "status": to }))
+        .send()
+        .await
+        .unwrap();
+    let (status, answer) = body(response).await;
+    assert_eq!(status, 200, "{to} {order_id}: {answer}");
+}
+
+/// Every outbox row, once the relay has marked them all published.
+async fn published_outbox(stack: &RealStack, within: Duration) -> Vec<(i64, String, String)> {
+    let started = Instant::now();
+    loop {
+        let rows: Vec<(i64, String, String, Option<i64>)> =
+            sqlx::query_as("SELECT id, topic, payload, published_at_ms FROM outbox ORDER BY id")
+                .fetch_all(stack.db.pool())
+                .await
+                .unwrap();
+        if !rows.is_empty() && rows.iter().all(|r| r.3.is_some()) {
+            return rows.into_iter().map(|(id, t, p, _)| (id, t, p)).collect();
+        }
+        assert!(
+            started.elapsed() < within,
+            "the relay did not publish the outbox within {within:?}: {} of {} rows unpublished",
+            rows.iter().filter(|r| r.3.is_none()).count(),
+            rows.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_event_reaches_the_broker_once_in_order_through_a_broker_restart() {
+    let queue = scratch_queue("outbox");
+    assert_broker_up(&queue).await;
+    let stack = Arc::new(stack_on(&queue).await);
+    let collector = Collector::start(&queue);
+    stack.add_product("FLASH", STOCK, 1).await;
+
+    // The sale, a few buyers at a time so that it is still going when the broker restarts.
+    let sale = {
+        let stack = stack.clone();
+        tokio::spawn(async move {
+            let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let workers: Vec<_> = (0..8)
+                .map(|_| {
+                    let (stack, next) = (stack.clone(), next.clone());
+                    tokio::spawn(async move {
+                        let mut orders = Vec::new();
+                        loop {
+                            let buyer = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            if buyer >= BUYERS {
+                                return orders;
+                            }
+                            orders.extend(buy(&stack, buyer).await);
+                        }
+                    })
+                })
+                .collect();
+            let mut orders = Vec::new();
+            for worker in workers {
+                orders.extend(worker.await.unwrap());
+            }
+            orders
+        })
+    };
+    // A real restart of the RabbitMQ application (stop_app, start_app) once the relay has
+    // published some of the sale: every connection drops, the queue and its durable messages
+    // come back from disk, and the events settled meanwhile wait in the outbox. A restart
+    // rather than `close_all_connections`: it also proves the messages the broker accepted
+    // before it are stored, not only that the relay reconnects. Other broker tests tolerate
+    // it (they restart it themselves), so parallel test binaries are not broken by it.
+    while stack.orders_of_sku("FLASH").await < 20 && !sale.is_finished() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let restart = tokio::spawn(async move {
+        let queue = scratch_queue("outbox-probe");
+        restart_broker(&queue).await
+    });
+    let mut orders = sale.await.unwrap();
+    orders.sort();
+    assert_eq!(
+        orders.len() as i64,
+        STOCK,
+        "one unit per buyer, stock {STOCK}"
+    );
+
+    // Ops move orders along while the broker may still be away: every 5th cancelled (its
+    // units go back to stock through the relay), every 3rd of the rest shipped then delivered.
+    for (i, order_id) in orders.iter().enumerate() {
+        if i % 5 == 0 {
+            set_status(&stack, order_id, "cancelled").await;
+        } else if i % 3 == 0 {
+            set_status(&stack, order_id, "shipped").await;
+            set_status(&stack, order_id, "delivered").await;
+        }
+    }
+    let restarted_in = restart.await.unwrap();
+
+    let outbox = published_outbox(&stack, Duration::from_secs(90)).await;
+    let ids: BTreeSet<String> = outbox.iter().map(|(id, _, _)| id.to_string()).collect();
+    let received = collector.wait_for(&ids, Duration::from_secs(60)).await;
+    // Give repeats still in flight a moment, so that "nothing unknown arrived" is checked on
+    // everything the relay sent.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received = {
+        let later = collector.received();
+        if later.len() > received.len() {
+            later
+        } else {
+            received
+        }
+    };
+
+    // Exactly once after dropping repeats by message-id, and nothing the outbox does not have.
+    let mut seen = HashSet::new();
+    let first: Vec<_> = received
+        .iter()
+        .filter(|m| seen.insert(m.message_id.clone()))
+        .collect();
+    let distinct: BTreeSet<String> = first.iter().filter_map(|m| m.message_id.clone()).collect();
+    assert_eq!(distinct, ids, "the broker got exactly the outbox's events");
+    assert_eq!(first.len(), outbox.len());
+
+    // Each message as the outbox row says; each order's events in outbox id order.
+    let rows: BTreeMap<String, (&String, &String)> = outbox
+        .iter()
+        .map(|(id, topic, payload)| (id.to_string(), (topic, payload)))
+        .collect();
+    let mut last_of_order: BTreeMap<String, i64> = BTreeMap::new();
+    for message in &first {
+        let id = message.message_id.clone().unwrap_or_default();
+        let (topic, payload) = rows[&id];
+        assert_eq!(message.subject.as_deref(), Some(topic.as_str()), "{id}");
+        assert_eq!(message.body, payload.as_bytes(), "{id}");
+        assert_eq!(message.content_type.as_deref(), Some("application/json"));
+        assert!(message.durable, "{id}");
+        let payload: Value = serde_json::from_str(payload).unwrap();
+        assert_eq!(
+            message.properties.get("sku").map(String::as_str),
+            payload["sku"].as_str(),
+            "{id}"
+        );
+        if let Some(order_id) = payload["order_id"].as_str() {
+            assert_eq!(message.properties["order_id"], order_id, "{id}");
+            assert_eq!(message.group_id.as_deref(), Some(order_id), "{id}");
+            let n: i64 = id.parse().unwrap();
+            if let Some(before) = last_of_order.insert(order_id.to_owned(), n) {
+                assert!(
+                    before < n,
+                    "order {order_id}: event {n} arrived after {before}"
+                );
+            }
+        }
+    }
+    let topics: BTreeSet<&str> = outbox.iter().map(|(_, t, _)| t.as_str()).collect();
+    assert_eq!(
+        topics,
+        BTreeSet::from([
+            "order.cancelled",
+            "order.created",
+            "order.status_changed",
+            "product.updated"
+        ])
+    );
+
+    // The relay saw the restart (a failed round, then a new link) and counted what it sent.
+    let metrics = &stack.all().settlement.metrics;
+    let failures: u64 = ["connect", "backoff", "send", "timeout", "not_accepted"]
+        .iter()
+        .map(|r| metrics.outbox_amqp_failures.with_label_values(&[r]).get())
+        .sum();
+    assert!(failures > 0, "the relay never noticed the broker restart");
+    assert!(metrics.outbox_amqp_published.get() >= outbox.len() as u64);
+    assert_eq!(metrics.outbox_amqp_connected.get(), 1);
+    eprintln!(
+        "{} events, {} deliveries ({} repeats), {failures} failed relay rounds, broker restart {:.1} s, {} consumer errors",
+        outbox.len(),
+        received.len(),
+        received.len() - first.len(),
+        restarted_in.as_secs_f64(),
+        collector.errors()
+    );
+    drop(collector);
+    match Arc::try_unwrap(stack) {
+        Ok(stack) => stack.shutdown().await,
+        Err(_) => panic!("the stack is still shared"),
+    }
+}
