@@ -33,9 +33,12 @@ async fn messages_arrive_as_sent() {
     publisher.publish(&batch).await.unwrap();
     assert!(publisher.is_connected());
 
-    let collector = Collector::start(&queue);
+    let collector = collect(&queue);
     let ids: BTreeSet<String> = (1..=5).map(|i| i.to_string()).collect();
-    let received = collector.wait_for(&ids, Duration::from_secs(20)).await;
+    let received = collector
+        .wait_for(&ids, Duration::from_secs(20))
+        .await
+        .unwrap();
     let order: Vec<_> = received
         .iter()
         .filter_map(|m| m.message_id.clone())
@@ -103,9 +106,12 @@ async fn a_broker_restart_loses_nothing_and_the_publisher_reconnects() {
     }
     assert!(publisher.is_connected());
 
-    let collector = Collector::start(&queue);
+    let collector = collect(&queue);
     let ids: BTreeSet<String> = (1..=20).map(|i| i.to_string()).collect();
-    let received = collector.wait_for(&ids, Duration::from_secs(30)).await;
+    let received = collector
+        .wait_for(&ids, Duration::from_secs(30))
+        .await
+        .unwrap();
     let distinct: BTreeSet<_> = received
         .iter()
         .filter_map(|m| m.message_id.clone())
