@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine or this one:
-#   installs what is missing (Redis, PostgreSQL, cmake), starts Redis and PostgreSQL if they
-#   are not running, then runs the format check, clippy with -D warnings, and every test
+#   installs what is missing (Redis, PostgreSQL, RabbitMQ, cmake), starts Redis, PostgreSQL and
+#   RabbitMQ (with its AMQP 1.0 plugin) if they are not running, then runs the format check, clippy with -D warnings, and every test
 #   against the real services.
 # Tests read REDIS_URL and DATABASE_URL; each test uses its own key prefix / schema, so they
 # run in parallel. A test that needs a service fails (never skips) when it is missing.
@@ -59,27 +59,11 @@ if ! psql "$DATABASE_URL" -qAtc 'select 1' >/dev/null 2>&1; then
 fi
 psql "$DATABASE_URL" -qAtc 'select 1' >/dev/null || { echo "postgres is not reachable at $DATABASE_URL" >&2; exit 1; }
 
-# RabbitMQ: started if it is not running, the AMQP 1.0 plugin enabled (both idempotent). The
-# plugin listens on the AMQP port (5672) beside 0-9-1; a fresh node answers after a few seconds.
-if ! rabbitmqctl -q status >/dev/null 2>&1; then
-  log "starting rabbitmq-server"
-  if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
-    systemctl start rabbitmq-server
-  else
-    # No systemd (containers): the node as a daemon of its own, logging to its usual files.
-    su rabbitmq -s /bin/sh -c "rabbitmq-server -detached" 2>/dev/null || rabbitmq-server -detached
-  fi
-  for _ in $(seq 120); do rabbitmqctl -q status >/dev/null 2>&1 && break; sleep 0.5; done
-fi
-rabbitmqctl -q status >/dev/null || { echo "rabbitmq-server is not running" >&2; exit 1; }
-if ! rabbitmq-plugins -q list -e rabbitmq_amqp1_0 | grep -q rabbitmq_amqp1_0; then
-  log "enabling rabbitmq_amqp1_0"
-  rabbitmq-plugins -q enable rabbitmq_amqp1_0
-fi
-# The broker tests' queues of earlier runs (testkit::broker::scratch_queue).
-rabbitmqctl -q list_queues name | grep '^sgtest-' | while read -r queue; do
-  rabbitmqctl -q delete_queue "$queue" </dev/null >/dev/null || true
-done
+# RabbitMQ with its AMQP 1.0 plugin for the broker tests (installed, started, enabled; all
+# idempotent), and the queues earlier runs left deleted.
+log "rabbitmq (AMQP 1.0)"
+scripts/rabbitmq.sh start
+scripts/rabbitmq.sh clean
 
 # Tests and benches each make a scratch schema (backend-adapters/src/sql/scratch.rs) and leave
 # it; drop what earlier runs left before this one starts.
