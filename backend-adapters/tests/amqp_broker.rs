@@ -6,9 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use backend_adapters::amqp::{AmqpError, AmqpPublisher, OutgoingMessage};
-use testkit::broker::{
-    Collector, assert_broker_up, broker_settings, restart_broker, scratch_queue,
-};
+use testkit::broker::{assert_broker_up, broker_settings, collect, restart_broker, scratch_queue};
 
 fn message(id: u32) -> OutgoingMessage {
     OutgoingMessage {

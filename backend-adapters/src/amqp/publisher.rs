@@ -224,6 +224,7 @@ pub(super) async fn open_session(
             .container_id(container_id)
             // Service Bus routes the connection by the namespace host name in `open`.
             .hostname(host)
+            .sasl_hostname(host)
             .sasl_profile(SaslProfile::Plain {
                 username: settings.user.clone(),
                 password: settings.key.clone(),
