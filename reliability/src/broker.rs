@@ -105,35 +105,51 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Restarts the RabbitMQ application of this machine's node (`rabbitmqctl stop_app`, then
-/// `start_app`): every connection drops, durable queues come back from disk with their
+/// Restarts the RabbitMQ application of this machine's node ([`stop_rabbitmq`], then
+/// [`start_rabbitmq`]): every connection drops, durable queues come back from disk with their
 /// messages. Returns once the broker of `settings` takes an AMQP 1.0 link again, and how long
 /// it all took. The node's Erlang VM stays up, so this takes seconds.
 pub async fn restart_rabbitmq(settings: &AmqpSettings) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    for step in ["stop_app", "start_app"] {
-        let output = tokio::task::spawn_blocking(move || {
-            Command::new("rabbitmqctl").arg("-q").arg(step).output()
-        })
-        .await?
-        .with_context(|| format!("rabbitmqctl {step} (is rabbitmq-server installed?)"))?;
-        anyhow::ensure!(
-            output.status.success(),
-            "rabbitmqctl {step}: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+    stop_rabbitmq().await?;
+    start_rabbitmq(settings).await?;
+    Ok(started.elapsed())
+}
+
+/// `rabbitmqctl stop_app`: the node closes every connection and stops serving.
+pub async fn stop_rabbitmq() -> anyhow::Result<()> {
+    rabbitmqctl("stop_app").await
+}
+
+/// `rabbitmqctl start_app`, then waits (up to 60 s) until the broker of `settings` takes an
+/// AMQP 1.0 link again.
+pub async fn start_rabbitmq(settings: &AmqpSettings) -> anyhow::Result<()> {
+    rabbitmqctl("start_app").await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match AmqpPublisher::new(settings.clone()).connect().await {
-            Ok(()) => return Ok(started.elapsed()),
+            Ok(()) => return Ok(()),
             Err(e) if Instant::now() > deadline => {
                 bail!("the broker did not come back within 60 s of start_app: {e}")
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
+}
+
+async fn rabbitmqctl(step: &'static str) -> anyhow::Result<()> {
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("rabbitmqctl").arg("-q").arg(step).output()
+    })
+    .await?
+    .with_context(|| format!("rabbitmqctl {step} (is rabbitmq-server installed?)"))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "rabbitmqctl {step}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
 }
 
 /// What the broker delivered against what the outbox holds.

@@ -82,6 +82,21 @@ pub async fn restart_broker(address: &str) -> Duration {
         .unwrap_or_else(|e| panic!("restarting the broker: {e:#}"))
 }
 
+/// Stops the RabbitMQ application (`rabbitmqctl stop_app`): the broker is down until
+/// [`start_broker`].
+pub async fn stop_broker() {
+    reliability::broker::stop_rabbitmq()
+        .await
+        .unwrap_or_else(|e| panic!("stopping the broker: {e:#}"))
+}
+
+/// Starts the RabbitMQ application again and returns once it takes links to `address`.
+pub async fn start_broker(address: &str) {
+    reliability::broker::start_rabbitmq(&broker_settings(address))
+        .await
+        .unwrap_or_else(|e| panic!("starting the broker: {e:#}"))
+}
+
 /// A [`Collector`] of `address` on the test broker.
 pub fn collect(address: &str) -> Collector {
     Collector::start(broker_settings(address))

@@ -84,8 +84,28 @@ impl AmqpPublisher {
             return Ok(());
         }
         let mut state = self.state.lock().await;
+        let reused = state.link.is_some();
+        match self.send_on_link(&mut state, messages).await {
+            // A link that sat idle may have been closed by the broker meanwhile (Service Bus
+            // detaches idle links; a broker restarted): one fresh connection at once, rather
+            // than a failed relay round.
+            Err(AmqpError::Send { .. }) if reused => {
+                state.retry_at = None;
+                self.send_on_link(&mut state, messages).await
+            }
+            sent => sent,
+        }
+    }
+
+    /// One attempt: connects when there is no link, sends the batch on it; a failure of the
+    /// link drops it.
+    async fn send_on_link(
+        &self,
+        state: &mut State,
+        messages: &[OutgoingMessage],
+    ) -> Result<(), AmqpError> {
         if state.link.is_none() {
-            self.reconnect(&mut state).await?;
+            self.reconnect(state).await?;
         }
         let Some(link) = state.link.as_mut() else {
             return Err(AmqpError::Connect {
@@ -106,7 +126,7 @@ impl AmqpPublisher {
             Err(error @ AmqpError::NotAccepted { .. }) => Err(error),
             Err(error) => {
                 state.last_error = error.to_string();
-                self.drop_link(&mut state);
+                self.drop_link(state);
                 Err(error)
             }
         }
