@@ -5,8 +5,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use backend_adapters::amqp::{AmqpError, AmqpPublisher, OutgoingMessage};
-use testkit::broker::{assert_broker_up, broker_settings, collect, restart_broker, scratch_queue};
+use backend_adapters::amqp::{AmqpError, AmqpPublisher, AmqpSettings, OutgoingMessage};
+use testkit::broker::{
+    assert_broker_up, broker_settings, collect, own_broker, restart_broker, scratch_queue,
+    share_broker,
+};
 
 fn message(id: u32) -> OutgoingMessage {
     OutgoingMessage {
@@ -24,6 +27,7 @@ fn message(id: u32) -> OutgoingMessage {
 
 #[tokio::test]
 async fn messages_arrive_as_sent() {
+    let _broker = share_broker().await;
     let queue = scratch_queue("amqp-fields");
     assert_broker_up(&queue).await;
     let publisher = AmqpPublisher::new(broker_settings(&queue));
@@ -54,6 +58,7 @@ async fn messages_arrive_as_sent() {
 
 #[tokio::test]
 async fn an_address_the_broker_refuses_is_an_error_not_a_success() {
+    let _broker = share_broker().await;
     let queue = scratch_queue("amqp-refused");
     assert_broker_up(&queue).await;
     // An exchange that does not exist: RabbitMQ refuses the link (or the message).
@@ -85,6 +90,7 @@ async fn an_address_the_broker_refuses_is_an_error_not_a_success() {
 
 #[tokio::test]
 async fn a_broker_restart_loses_nothing_and_the_publisher_reconnects() {
+    let _broker = own_broker().await;
     let queue = scratch_queue("amqp-restart");
     assert_broker_up(&queue).await;
     let publisher = AmqpPublisher::new(broker_settings(&queue));
@@ -113,5 +119,37 @@ async fn a_broker_restart_loses_nothing_and_the_publisher_reconnects() {
     assert_eq!(
         distinct, ids,
         "the durable messages sent before the restart survived it"
+    );
+}
+
+/// A queue that refuses every message (a RabbitMQ policy: at most 0 messages, overflow
+/// `reject-publish`): the broker does not accept the transfer — RabbitMQ 3.10's amqp1_0
+/// plugin never settles it at all, a broker that does would answer `rejected` — and
+/// `publish` fails (within the send timeout) instead of returning `Ok`.
+#[tokio::test]
+async fn a_message_the_broker_does_not_accept_is_an_error() {
+    let _broker = share_broker().await;
+    let queue = scratch_queue("amqp-full");
+    let name = queue.trim_start_matches("/queue/").to_owned();
+    let policy = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "set_policy", &name, &format!("^{name}$")])
+        .arg(r#"{"max-length":0,"overflow":"reject-publish"}"#)
+        .args(["--apply-to", "queues"])
+        .output()
+        .expect("rabbitmqctl set_policy (is rabbitmq-server installed?)");
+    assert!(policy.status.success(), "{policy:?}");
+    assert_broker_up(&queue).await;
+    let settings = AmqpSettings {
+        send_timeout: Duration::from_secs(1),
+        ..broker_settings(&queue)
+    };
+    let publisher = AmqpPublisher::new(settings);
+    let error = publisher.publish(&[message(1)]).await.unwrap_err();
+    let _ = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "clear_policy", &name])
+        .output();
+    assert!(
+        matches!(error, AmqpError::NotAccepted { .. } | AmqpError::Timeout(_)),
+        "{error}"
     );
 }

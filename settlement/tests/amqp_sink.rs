@@ -10,7 +10,9 @@ use backend_adapters::amqp::AmqpPublisher;
 use backend_adapters::sql::Db;
 use backend_adapters::sql::outbox::{self, NewEvent, topic};
 use settlement::relay::{AmqpSink, OutboxSink, RelayError, relay_once};
-use testkit::broker::{assert_broker_up, broker_settings, check_delivery, collect, scratch_queue};
+use testkit::broker::{
+    assert_broker_up, broker_settings, check_delivery, collect, scratch_queue, share_broker,
+};
 
 fn sink(address: &str, metrics: &settlement::Metrics) -> Arc<dyn OutboxSink> {
     Arc::new(AmqpSink {
@@ -22,6 +24,7 @@ fn sink(address: &str, metrics: &settlement::Metrics) -> Arc<dyn OutboxSink> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_marked_published_until_the_broker_accepted_it() -> anyhow::Result<()> {
+    let _broker = share_broker().await;
     let queue = scratch_queue("amqp-sink");
     assert_broker_up(&queue).await;
     let db = Db::connect(&testkit::scratch_schema("amqpsink").await, 2).await?;

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use settlement::config::{AmqpConfig, Secret};
 use testkit::broker::{
-    amqp_credentials, amqp_url, assert_broker_up, check_delivery, collect, scratch_queue,
-    start_broker, stop_broker,
+    amqp_credentials, amqp_url, assert_broker_up, check_delivery, collect, own_broker,
+    scratch_queue, start_broker, stop_broker,
 };
 use testkit::{RealStack, body, fresh_key};
 
@@ -91,6 +91,8 @@ async fn published_outbox(stack: &RealStack, within: Duration) -> Vec<(i64, Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_event_reaches_the_broker_once_in_order_through_a_broker_restart() {
+    // It stops the broker: no other broker test runs meanwhile (testkit::broker).
+    let _broker = own_broker().await;
     let queue = scratch_queue("outbox");
     assert_broker_up(&queue).await;
     let stack = Arc::new(stack_on(&queue).await);
@@ -128,8 +130,8 @@ async fn every_event_reaches_the_broker_once_in_order_through_a_broker_restart()
     // has published some of the sale: every connection drops, the queue and its durable
     // messages come back from disk. A restart rather than `close_all_connections`: it also
     // proves the messages the broker accepted before it were stored, not only that the relay
-    // reconnects. The other broker tests tolerate it (they restart it themselves), so
-    // parallel test binaries are not broken by it, only slowed.
+    // reconnects. The exclusive broker lock keeps every other broker test, of this binary or
+    // another, from running meanwhile.
     while stack.orders_of_sku("FLASH").await < 20 && !sale.is_finished() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

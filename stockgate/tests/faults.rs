@@ -186,6 +186,8 @@ async fn redis_fails_over_to_a_replica_that_missed_the_last_writes() {
 /// repeats by message id and in order per order (0 lost), and the sale's invariants held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amqp_broker_restarted_while_the_relay_publishes() {
+    // It restarts the broker: no other broker test runs meanwhile (testkit::broker).
+    let _broker = testkit::broker::own_broker().await;
     let outcome = fault_run(Fault::BrokerRestart, Profile::Flash, 10).await;
     let delivered = outcome.broker.as_ref().expect("a broker world");
     println!("broker: {delivered:?}");

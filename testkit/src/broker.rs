@@ -7,6 +7,11 @@
 //! [`collect`] consumes a queue in the background through every broker restart, and
 //! [`restart_broker`] restarts the RabbitMQ application on this machine (both from
 //! `reliability::broker`, which the fault runs use too).
+//!
+//! A restart would break the tests beside it that are not about restarts (a link refused in
+//! the middle of their setup), in this test binary and in others running at the same time:
+//! every broker test first takes the machine-wide [`BrokerLock`], shared
+//! ([`share_broker`]) or, to stop or restart the broker, exclusive ([`own_broker`]).
 
 use std::time::Duration;
 
@@ -70,12 +75,49 @@ pub async fn assert_broker_up(address: &str) {
     }
 }
 
+/// A file lock on the broker of this machine (`flock` on a file in the temp dir), held until
+/// dropped: shared by tests that only use the broker, exclusive for one that stops it.
+pub struct BrokerLock {
+    _file: std::fs::File,
+}
+
+/// Waits for the broker lock, shared: no test stops the broker while this is held.
+pub async fn share_broker() -> BrokerLock {
+    broker_lock(false).await
+}
+
+/// Waits for the broker lock, exclusive: no other broker test runs while this is held, so the
+/// holder may stop and restart the broker.
+pub async fn own_broker() -> BrokerLock {
+    broker_lock(true).await
+}
+
+async fn broker_lock(exclusive: bool) -> BrokerLock {
+    let path = std::env::temp_dir().join("stockgate-test-broker.lock");
+    let file = tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        if exclusive {
+            file.lock()?;
+        } else {
+            file.lock_shared()?;
+        }
+        Ok::<_, std::io::Error>(file)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("broker lock task: {e}"))
+    .unwrap_or_else(|e| panic!("the broker lock file in the temp dir: {e}"));
+    BrokerLock { _file: file }
+}
+
 /// Restarts the RabbitMQ application of this machine's node (`rabbitmqctl stop_app`, then
 /// `start_app`; [`reliability::broker::restart_rabbitmq`]) and returns once it takes AMQP 1.0
 /// links to `address` again.
 ///
-/// Every test of the broker tolerates a restart (it is what they test), so two test binaries
-/// restarting it at once cost time, not a wrong result.
+/// Hold [`own_broker`] meanwhile.
 pub async fn restart_broker(address: &str) -> Duration {
     restart_rabbitmq(&broker_settings(address))
         .await
@@ -83,7 +125,7 @@ pub async fn restart_broker(address: &str) -> Duration {
 }
 
 /// Stops the RabbitMQ application (`rabbitmqctl stop_app`): the broker is down until
-/// [`start_broker`].
+/// [`start_broker`]. Hold [`own_broker`] meanwhile.
 pub async fn stop_broker() {
     reliability::broker::stop_rabbitmq()
         .await
