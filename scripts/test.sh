@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine or this one:
-#   installs what is missing (Redis, PostgreSQL, cmake), starts Redis and PostgreSQL if they
-#   are not running, then runs the format check, clippy with -D warnings, and every test
+#   installs what is missing (Redis, PostgreSQL, RabbitMQ, cmake), starts Redis, PostgreSQL and
+#   RabbitMQ (with its AMQP 1.0 plugin) if they are not running, then runs the format check, clippy with -D warnings, and every test
 #   against the real services.
 # Tests read REDIS_URL and DATABASE_URL; each test uses its own key prefix / schema, so they
 # run in parallel. A test that needs a service fails (never skips) when it is missing.
@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/test}"
+# The AMQP 1.0 broker of the outbox relay's broker sink tests (testkit/src/broker.rs).
+export AMQP_URL="${AMQP_URL:-amqp://127.0.0.1:5672}"
 
 log() { printf '\n== %s\n' "$*"; }
 
@@ -24,6 +26,8 @@ command -v cc >/dev/null || need_pkgs+=(build-essential)
 command -v openssl >/dev/null || need_pkgs+=(openssl)   # the tls_* tests make a test CA
 command -v curl >/dev/null || need_pkgs+=(curl)         # gateway/tests/tls.rs: curl --http2
 command -v h2load >/dev/null || need_pkgs+=(nghttp2-client)   # gateway/tests/tls.rs: h2load
+# The AMQP 1.0 broker (its amqp1_0 plugin ships with Debian's package, off until enabled).
+command -v rabbitmqctl >/dev/null || need_pkgs+=(rabbitmq-server)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
@@ -54,6 +58,12 @@ if ! psql "$DATABASE_URL" -qAtc 'select 1' >/dev/null 2>&1; then
   su postgres -c "createdb test" 2>/dev/null || true
 fi
 psql "$DATABASE_URL" -qAtc 'select 1' >/dev/null || { echo "postgres is not reachable at $DATABASE_URL" >&2; exit 1; }
+
+# RabbitMQ with its AMQP 1.0 plugin for the broker tests (installed, started, enabled; all
+# idempotent), and the queues earlier runs left deleted.
+log "rabbitmq (AMQP 1.0)"
+scripts/rabbitmq.sh start
+scripts/rabbitmq.sh clean
 
 # Tests and benches each make a scratch schema (backend-adapters/src/sql/scratch.rs) and leave
 # it; drop what earlier runs left before this one starts.

@@ -15,13 +15,16 @@ use serde::Serialize;
 use serde_json::json;
 use strum::{EnumString, IntoStaticStr};
 
+use backend_adapters::amqp::AmqpSettings;
+
+use crate::broker::{Collector, DeliveryReport, check_delivery, restart_rabbitmq};
 use crate::churn::{self, Churn};
 use crate::endpoint::Endpoint;
 use crate::flash_sale::{self, Buyer, FlashSale, Progress};
 use crate::history::{self, Record, now_ms};
 use crate::invariants::{self, Report, Rules, Sources};
 use crate::lock_hold::{self, LockHoldProbe};
-use crate::world::{Postgres, RedisServer, Stockgate, StockgateSettings};
+use crate::world::{AmqpSink, Postgres, RedisServer, Stockgate, StockgateSettings};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -51,10 +54,15 @@ pub enum Fault {
     /// and the services' stable endpoint switched to it. Needs a world started with
     /// [`World::start_failover_ready`].
     RedisFailover,
+    /// The AMQP broker of the relay's broker sink restarted (RabbitMQ `stop_app`, then
+    /// `start_app`): the relay fails its rounds, reconnects, and every outbox event reaches
+    /// the broker's consumer, once after dropping repeats, in order per order. Needs a world
+    /// started with [`World::start_with_broker`].
+    BrokerRestart,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 11] = [
         Fault::None,
         Fault::RedisKill,
         Fault::RedisPause,
@@ -65,6 +73,7 @@ impl Fault {
         Fault::GatewayKill,
         Fault::PgLockHold,
         Fault::RedisFailover,
+        Fault::BrokerRestart,
     ];
 
     pub fn name(self) -> &'static str {
@@ -79,6 +88,7 @@ impl Fault {
             Fault::GatewayKill => "gateway-kill",
             Fault::PgLockHold => "pg-lock-hold",
             Fault::RedisFailover => "redis-failover",
+            Fault::BrokerRestart => "broker-restart",
         }
     }
 
@@ -173,6 +183,15 @@ pub struct World {
     lock_probe: Option<(String, Buyer)>,
     ops_token: String,
     http: reqwest::Client,
+    /// Worlds started with [`World::start_with_broker`]: the relay's broker and the consumer
+    /// of its queue.
+    pub broker: Option<WorldBroker>,
+}
+
+/// The AMQP broker a world's relay publishes to, and what its consumer received.
+pub struct WorldBroker {
+    pub settings: AmqpSettings,
+    pub collector: Collector,
 }
 
 impl World {
@@ -183,7 +202,32 @@ impl World {
         postgres: Postgres,
         settings: &StockgateSettings,
     ) -> anyhow::Result<World> {
-        World::start_inner(stockgate_bin, dir, postgres, settings, false)
+        World::start_inner(stockgate_bin, dir, postgres, settings, false, None)
+    }
+
+    /// [`World::start`] whose outbox relay publishes to the AMQP broker of `broker` too (on a
+    /// queue of its own, `/queue/chaos-<random>`, which replaces `broker.address`), with a
+    /// consumer of that queue, so that `broker-restart` can strike and every run checks what
+    /// the broker delivered. Fails at once when the broker does not answer.
+    pub fn start_with_broker(
+        stockgate_bin: &Path,
+        dir: &Path,
+        postgres: Postgres,
+        settings: &StockgateSettings,
+        mut broker: AmqpSettings,
+    ) -> anyhow::Result<World> {
+        broker.address = format!("/queue/chaos-{}", uuid::Uuid::new_v4().simple());
+        // The link declares the queue (durable) before the relay sends anything to it.
+        let probe = backend_adapters::amqp::AmqpPublisher::new(broker.clone());
+        tokio::runtime::Handle::current()
+            .block_on(probe.connect())
+            .with_context(|| {
+                format!(
+                    "no AMQP 1.0 broker at {} (RabbitMQ: rabbitmq-plugins enable rabbitmq_amqp1_0)",
+                    broker.target.endpoint()
+                )
+            })?;
+        World::start_inner(stockgate_bin, dir, postgres, settings, false, Some(broker))
     }
 
     /// [`World::start`] with a replica of the Redis primary and a stable endpoint in front
@@ -194,7 +238,7 @@ impl World {
         postgres: Postgres,
         settings: &StockgateSettings,
     ) -> anyhow::Result<World> {
-        World::start_inner(stockgate_bin, dir, postgres, settings, true)
+        World::start_inner(stockgate_bin, dir, postgres, settings, true, None)
     }
 
     fn start_inner(
@@ -203,14 +247,27 @@ impl World {
         postgres: Postgres,
         settings: &StockgateSettings,
         failover_ready: bool,
+        broker: Option<AmqpSettings>,
     ) -> anyhow::Result<World> {
         let redis = RedisServer::start(dir)?;
         let endpoint = failover_ready
             .then(|| Endpoint::start(redis.port))
             .transpose()?;
         let redis_url = endpoint.as_ref().map_or_else(|| redis.url(), Endpoint::url);
-        let stockgate =
-            Stockgate::start(stockgate_bin, dir, &redis_url, &postgres.url(), settings)?;
+        let sink = broker.as_ref().map(|b| AmqpSink {
+            url: b.target.endpoint(),
+            address: b.address.clone(),
+            user: b.user.clone(),
+            key: b.key.clone(),
+        });
+        let stockgate = Stockgate::start(
+            stockgate_bin,
+            dir,
+            &redis_url,
+            &postgres.url(),
+            settings,
+            sink.as_ref(),
+        )?;
         let ops_token = stockgate.ops_token()?;
         let mut world = World {
             dir: dir.to_owned(),
@@ -229,6 +286,10 @@ impl World {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()?,
+            broker: broker.map(|settings| WorldBroker {
+                collector: Collector::start(settings.clone()),
+                settings,
+            }),
         };
         if failover_ready {
             world.start_replica()?;
@@ -410,6 +471,16 @@ impl World {
                 summary
             }
             Fault::RedisFailover => self.fail_over().await?,
+            Fault::BrokerRestart => {
+                let broker = self.broker.as_ref().context(
+                    "broker-restart needs a world started with World::start_with_broker",
+                )?;
+                let took = restart_rabbitmq(&broker.settings).await?;
+                format!(
+                    "RabbitMQ restarted (rabbitmqctl stop_app, start_app), AMQP 1.0 links taken again after {:.1} s",
+                    took.as_secs_f64()
+                )
+            }
         };
         Ok(format!("{what}; {:.1} s", started.elapsed().as_secs_f64()))
     }
@@ -549,6 +620,8 @@ pub struct Outcome {
     pub lock_hold: Option<LockHoldProbe>,
     /// `redis-failover` only: the window whose Redis writes were lost (Unix ms).
     pub lost_window: Option<(u64, u64)>,
+    /// Worlds with a broker: what it delivered against the whole outbox.
+    pub broker: Option<DeliveryReport>,
     pub report: Report,
     pub history_file: PathBuf,
 }
@@ -567,6 +640,9 @@ pub async fn run(
     profile: Profile,
     size: &RunSize,
 ) -> anyhow::Result<Outcome> {
+    if fault == Fault::BrokerRestart && world.broker.is_none() {
+        bail!("the broker-restart fault needs a world with a broker (World::start_with_broker)");
+    }
     if fault == Fault::PostgresRestart && !world.postgres.can_restart() {
         bail!(
             "the postgres-restart fault needs a private PostgreSQL (stockgate-chaos --private-postgres)"
@@ -687,6 +763,10 @@ pub async fn run(
             ),
         });
     }
+    let broker = match &world.broker {
+        Some(broker) => Some(broker_delivery(world, broker, &mut report).await?),
+        None => None,
+    };
     // Only a failover may leave the counters for the repair: everything else keeps Redis and
     // SQL in step by itself once at rest.
     if reconcile["repaired"] == true && fault != Fault::RedisFailover {
@@ -708,9 +788,50 @@ pub async fn run(
         sql_sold_watch,
         lock_hold: world.lock_hold.take(),
         lost_window: world.lost_window,
+        broker,
         report,
         history_file,
     })
+}
+
+/// Compares what the world's broker consumer received with every row of the outbox (the relay
+/// has published them all: [`World::wait_drained`]); a lost, repeated-out-of-order, unknown or
+/// altered event is a violation.
+async fn broker_delivery(
+    world: &World,
+    broker: &WorldBroker,
+    report: &mut Report,
+) -> anyhow::Result<DeliveryReport> {
+    let db = backend_adapters::sql::Db::connect(&world.postgres.url(), 1).await?;
+    let outbox: Vec<(i64, String, String)> =
+        sqlx::query_as("SELECT id, topic, payload FROM outbox ORDER BY id")
+            .fetch_all(db.pool())
+            .await?;
+    db.close().await;
+    let ids = outbox.iter().map(|(id, _, _)| id.to_string()).collect();
+    let delivered = match broker
+        .collector
+        .wait_for(&ids, Duration::from_secs(60))
+        .await
+    {
+        Ok(received) => check_delivery(&outbox, &received),
+        // Some never came: the check names them.
+        Err(_) => check_delivery(&outbox, &broker.collector.received()),
+    };
+    if !delivered.ok() {
+        report.violations.push(invariants::Violation {
+            invariant: "broker_events_exactly_once_in_order",
+            detail: format!(
+                "{} lost (first {:?}), {} unknown, {} out of order per order, {} altered",
+                delivered.lost.len(),
+                &delivered.lost[..delivered.lost.len().min(5)],
+                delivered.unknown.len(),
+                delivered.out_of_order.len(),
+                delivered.mismatched.len()
+            ),
+        });
+    }
+    Ok(delivered)
 }
 
 /// The highest SQL `sold` seen while the run went on (reads fail while PostgreSQL is down),

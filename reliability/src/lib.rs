@@ -7,12 +7,15 @@
 //! - [`world`]: private Redis, PostgreSQL and stockgate processes that can be killed, paused
 //!   and restarted;
 //! - [`faults`]: the faults and one fault run from start to verdict;
+//! - [`broker`]: the AMQP broker of the `broker-restart` fault: a consumer, the restart, and
+//!   the check that every outbox event arrived once and in order;
 //! - [`lock_hold`]: the `pg-lock-hold` fault's lock holder and its timed probe confirms;
 //! - [`invariants`]: the checker of docs/design.md §6 over the state and the history;
 //! - [`hold_model`]: a model of a hold's life, the same invariants checked in every
 //!   interleaving of every actor by a model checker.
 #![forbid(unsafe_code)]
 
+pub mod broker;
 pub mod churn;
 pub mod endpoint;
 pub mod faults;

@@ -435,6 +435,40 @@ impl Default for StockgateSettings {
     }
 }
 
+/// The relay's AMQP sink of a world that runs the `broker-restart` fault: the broker, the
+/// address, and the SASL PLAIN user and key (written to a file of the run directory, which
+/// the config names as `sas_key_file`, as a mounted Secret would be).
+#[derive(Clone, Debug)]
+pub struct AmqpSink {
+    pub url: String,
+    pub address: String,
+    pub user: String,
+    pub key: String,
+}
+
+impl AmqpSink {
+    /// The `[settlement.outbox.amqp]` table, its key file written into `dir`.
+    fn table(&self, dir: &Path) -> anyhow::Result<String> {
+        let key_file = dir.join("amqp-sas-key");
+        std::fs::write(&key_file, &self.key)?;
+        Ok(format!(
+            r#"[settlement.outbox.amqp]
+url = "{url}"
+address = "{address}"
+sas_key_name = "{user}"
+sas_key_file = "{key_file}"
+session_per_order = true
+connect_timeout_ms = 2000
+send_timeout_ms = 5000
+"#,
+            url = self.url,
+            address = self.address,
+            user = self.user,
+            key_file = key_file.display(),
+        ))
+    }
+}
+
 /// `stockgate settlement` and `stockgate gateway` as processes sharing one config file.
 pub struct Stockgate {
     bin: PathBuf,
@@ -459,6 +493,7 @@ impl Stockgate {
         redis_url: &str,
         database_url: &str,
         settings: &StockgateSettings,
+        amqp: Option<&AmqpSink>,
     ) -> anyhow::Result<Stockgate> {
         ensure!(
             bin.is_file(),
@@ -473,6 +508,10 @@ impl Stockgate {
             settlement_admin_port,
         ] = free_ports()?;
         let config = dir.join("stockgate.toml");
+        let amqp_table = match amqp {
+            Some(sink) => sink.table(dir)?,
+            None => String::new(),
+        };
         std::fs::write(
             &config,
             format!(
@@ -504,7 +543,7 @@ sweep_interval_ms = {sweep}
 reconcile_interval_ms = {reconcile}
 confirming_grace_ms = {grace}
 leader_lease_ms = 3000
-"#,
+{amqp_table}"#,
                 data = dir.join("data").display(),
                 threads = settings.gateway_threads,
                 hold_ttl = settings.hold_ttl_secs,

@@ -2,8 +2,10 @@
 //! refused), with defaults for the embedded mode and a `validate()` that names the bad field.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use backend_adapters::amqp::{AmqpSettings, AmqpTarget};
 use backend_adapters::sql::SessionLimits;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -71,6 +73,12 @@ pub struct OutboxConfig {
     pub poll_interval_ms: u64,
     /// Most rows per relay round.
     pub batch: usize,
+    /// Publish to the Redis stream (with `redis_url`). `false` only next to `amqp`: the broker
+    /// is then the only sink, and the gateway's product cache, which follows the stream,
+    /// refreshes by its TTL alone.
+    pub publish_to_stream: bool,
+    /// `[settlement.outbox.amqp]`: publish to an AMQP 1.0 broker (Azure Service Bus) too.
+    pub amqp: Option<AmqpConfig>,
 }
 
 impl Default for OutboxConfig {
@@ -80,7 +88,139 @@ impl Default for OutboxConfig {
             stream_maxlen: 100_000,
             poll_interval_ms: 100,
             batch: 256,
+            publish_to_stream: true,
+            amqp: None,
         }
+    }
+}
+
+/// The environment variable that carries the SAS key (`sas_key_file` is the other way).
+pub const AMQP_SAS_KEY_ENV: &str = "STOCKGATE_AMQP_SAS_KEY";
+
+/// The relay's AMQP 1.0 sink: every outbox event becomes one durable message on `address`,
+/// marked published only once the broker accepted it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmqpConfig {
+    /// `amqps://<namespace>.servicebus.windows.net:5671`, or `amqp://host:5672` for a local
+    /// broker; no credentials in it.
+    pub url: String,
+    /// The entity messages are sent to: the Service Bus topic name; RabbitMQ 3.x with its
+    /// amqp1_0 plugin: `/queue/<q>` or `/exchange/<x>/<routing key>`.
+    pub address: String,
+    /// SASL PLAIN user: the SAS policy name (`SharedAccessKeyName`) on Service Bus.
+    pub sas_key_name: String,
+    /// A file holding the SAS key (a mounted Secret); `STOCKGATE_AMQP_SAS_KEY` wins over it.
+    pub sas_key_file: Option<PathBuf>,
+    /// The key from `STOCKGATE_AMQP_SAS_KEY`; never read from or written to a file.
+    #[serde(skip)]
+    pub sas_key: Secret,
+    /// Set `group-id` (Service Bus `SessionId`) to the order id, so a session-enabled
+    /// subscription hands one order's events to one receiver, in order. Events without an
+    /// order (`product.updated`) get `product:<sku>`.
+    pub session_per_order: bool,
+    /// Connecting, SASL and attaching the link, in ms.
+    pub connect_timeout_ms: u64,
+    /// Longest wait for the broker to accept one relay batch, in ms.
+    pub send_timeout_ms: u64,
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        AmqpConfig {
+            url: String::new(),
+            address: String::new(),
+            sas_key_name: String::new(),
+            sas_key_file: None,
+            sas_key: Secret::default(),
+            session_per_order: false,
+            connect_timeout_ms: 5_000,
+            send_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// A secret string: `Debug` shows whether it is set, never its value.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "<unset>"
+        } else {
+            "<redacted>"
+        })
+    }
+}
+
+impl AmqpConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Err(error) = AmqpTarget::parse(&self.url) {
+            return Err(invalid("outbox.amqp.url", &error.to_string()));
+        }
+        if self.address.is_empty() || self.address.chars().any(char::is_whitespace) {
+            return Err(invalid(
+                "outbox.amqp.address",
+                "must be set (the topic name on Service Bus) and contain no whitespace",
+            ));
+        }
+        if self.sas_key_name.is_empty() {
+            return Err(invalid(
+                "outbox.amqp.sas_key_name",
+                "must be set (the SAS policy name; `guest` on a local RabbitMQ)",
+            ));
+        }
+        if self.sas_key.0.is_empty() && self.sas_key_file.is_none() {
+            return Err(invalid(
+                "outbox.amqp.sas_key_file",
+                "or STOCKGATE_AMQP_SAS_KEY must be set: the SAS key is missing",
+            ));
+        }
+        for (field, value) in [
+            ("outbox.amqp.connect_timeout_ms", self.connect_timeout_ms),
+            ("outbox.amqp.send_timeout_ms", self.send_timeout_ms),
+        ] {
+            if value == 0 || value > 600_000 {
+                return Err(invalid(field, "must be between 1 and 600000 (ms)"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The publisher's settings, with the key from the environment or read from
+    /// `sas_key_file` (surrounding whitespace trimmed: a Secret file often ends in a newline).
+    pub fn settings(&self) -> Result<AmqpSettings, ConfigError> {
+        self.validate()?;
+        let target =
+            AmqpTarget::parse(&self.url).map_err(|e| invalid("outbox.amqp.url", &e.to_string()))?;
+        let key = match (&self.sas_key.0, &self.sas_key_file) {
+            (key, _) if !key.is_empty() => key.clone(),
+            (_, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| {
+                    invalid(
+                        "outbox.amqp.sas_key_file",
+                        &format!("cannot be read ({}): {e}", path.display()),
+                    )
+                })?
+                .trim()
+                .to_owned(),
+            (_, None) => String::new(),
+        };
+        if key.is_empty() {
+            return Err(invalid(
+                "outbox.amqp.sas_key_file",
+                "holds no key (the file is empty)",
+            ));
+        }
+        Ok(AmqpSettings {
+            target,
+            address: self.address.clone(),
+            user: self.sas_key_name.clone(),
+            key,
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            send_timeout: Duration::from_millis(self.send_timeout_ms),
+        })
     }
 }
 
@@ -176,7 +316,7 @@ impl Default for SettlementConfig {
 
 impl SettlementConfig {
     /// Environment overrides for URLs and secrets: `STOCKGATE_DATABASE_URL`,
-    /// `STOCKGATE_REDIS_URL`.
+    /// `STOCKGATE_REDIS_URL`, `STOCKGATE_AMQP_SAS_KEY`.
     pub fn with_env_overrides(mut self) -> Self {
         if let Ok(url) = std::env::var("STOCKGATE_DATABASE_URL") {
             self.database_url = url;
@@ -184,7 +324,18 @@ impl SettlementConfig {
         if let Ok(url) = std::env::var("STOCKGATE_REDIS_URL") {
             self.redis_url = Some(url);
         }
+        if let Ok(key) = std::env::var(AMQP_SAS_KEY_ENV) {
+            self.set_amqp_sas_key(key);
+        }
         self
+    }
+
+    /// The SAS key of `[settlement.outbox.amqp]` (from the environment); ignored without
+    /// that table.
+    pub fn set_amqp_sas_key(&mut self, key: String) {
+        if let Some(amqp) = self.outbox.amqp.as_mut() {
+            amqp.sas_key = Secret(key);
+        }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -271,6 +422,16 @@ impl SettlementConfig {
         }
         if self.outbox.poll_interval_ms == 0 {
             return Err(invalid("outbox.poll_interval_ms", "must be at least 1"));
+        }
+        match &self.outbox.amqp {
+            Some(amqp) => amqp.validate()?,
+            None if !self.outbox.publish_to_stream => {
+                return Err(invalid(
+                    "outbox.publish_to_stream",
+                    "= false needs [settlement.outbox.amqp]: events would be published nowhere",
+                ));
+            }
+            None => {}
         }
         let m = &self.maintenance;
         if m.sweep_interval_ms == 0 || m.reconcile_interval_ms == 0 {
@@ -371,6 +532,119 @@ mod tests {
             "maintenance.leader_lease_ms",
         );
         rejects(|c| c.status_lock_lease_ms = 1, "status_lock_lease_ms");
+    }
+
+    fn amqp() -> AmqpConfig {
+        AmqpConfig {
+            url: "amqps://ns.servicebus.windows.net".into(),
+            address: "orders".into(),
+            sas_key_name: "stockgate-send".into(),
+            sas_key: Secret("k3y".into()),
+            ..AmqpConfig::default()
+        }
+    }
+
+    #[test]
+    fn each_amqp_rule_names_its_field() {
+        let with = |mutate: fn(&mut AmqpConfig)| {
+            move |c: &mut SettlementConfig| {
+                let mut a = amqp();
+                mutate(&mut a);
+                c.outbox.amqp = Some(a);
+            }
+        };
+        rejects(with(|a| a.url = "http://ns".into()), "outbox.amqp.url");
+        rejects(with(|a| a.url = String::new()), "outbox.amqp.url");
+        rejects(
+            with(|a| a.url = "amqps://name:key@ns".into()),
+            "outbox.amqp.url",
+        );
+        rejects(with(|a| a.address = String::new()), "outbox.amqp.address");
+        rejects(
+            with(|a| a.sas_key_name = String::new()),
+            "outbox.amqp.sas_key_name",
+        );
+        rejects(
+            with(|a| a.sas_key = Secret::default()),
+            "outbox.amqp.sas_key_file",
+        );
+        rejects(
+            with(|a| a.send_timeout_ms = 0),
+            "outbox.amqp.send_timeout_ms",
+        );
+        rejects(
+            with(|a| a.connect_timeout_ms = 700_000),
+            "outbox.amqp.connect_timeout_ms",
+        );
+        rejects(
+            |c| c.outbox.publish_to_stream = false,
+            "outbox.publish_to_stream",
+        );
+        let ok = SettlementConfig {
+            outbox: OutboxConfig {
+                publish_to_stream: false,
+                amqp: Some(amqp()),
+                ..OutboxConfig::default()
+            },
+            ..SettlementConfig::default()
+        };
+        assert_eq!(ok.validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_missing_key_says_where_to_put_it() {
+        let config = AmqpConfig {
+            sas_key: Secret::default(),
+            ..amqp()
+        };
+        let error = config.settings().unwrap_err().to_string();
+        assert!(error.contains("outbox.amqp.sas_key_file"), "{error}");
+        assert!(error.contains("STOCKGATE_AMQP_SAS_KEY"), "{error}");
+        let unreadable = AmqpConfig {
+            sas_key: Secret::default(),
+            sas_key_file: Some("/nonexistent/sas-key".into()),
+            ..amqp()
+        };
+        let error = unreadable.settings().unwrap_err().to_string();
+        assert!(
+            error.contains("outbox.amqp.sas_key_file cannot be read (/nonexistent/sas-key)"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_key_comes_from_the_file_trimmed_and_never_shows() {
+        let path = std::env::temp_dir().join(format!("sas-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&path, "file-k3y\n").unwrap();
+        let config = AmqpConfig {
+            sas_key: Secret::default(),
+            sas_key_file: Some(path.clone()),
+            ..amqp()
+        };
+        let settings = config.settings().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(settings.key, "file-k3y");
+        assert_eq!(settings.user, "stockgate-send");
+        assert_eq!(settings.target.port, 5671);
+        // The environment's key wins over the file.
+        assert_eq!(amqp().settings().unwrap().key, "k3y");
+        let shown = format!("{:?} {settings:?}", amqp());
+        assert!(!shown.contains("k3y"), "{shown}");
+    }
+
+    #[test]
+    fn the_amqp_table_parses_and_the_key_is_not_a_field() {
+        let ok: SettlementConfig = serde_json::from_str(
+            r#"{"outbox":{"amqp":{"url":"amqp://127.0.0.1:5672","address":"/queue/q","sas_key_name":"guest","session_per_order":true}}}"#,
+        )
+        .unwrap();
+        let amqp = ok.outbox.amqp.unwrap();
+        assert!(amqp.session_per_order);
+        assert_eq!(amqp.send_timeout_ms, 10_000);
+        let err =
+            serde_json::from_str::<SettlementConfig>(r#"{"outbox":{"amqp":{"sas_key":"x"}}}"#)
+                .unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The settlement service: the SQL side of stockgate, final authority on stock. It turns
 //! confirmed reservations into orders in group-committed transactions, serves the buyer's
-//! orders and the ops routes, relays the outbox to Redis (or applies it in process), and runs
-//! the sweeper and reconciler under a leader lease.
+//! orders and the ops routes, relays the outbox to Redis and an AMQP broker (or applies it in
+//! process), and runs the sweeper and reconciler under a leader lease.
 //!
 //! Embed it with [`start`] (the `stockgate` binary does, for `settlement` and `all-in-one`),
 //! apply the schema with [`migrate`], and reconcile from the command line with
@@ -36,7 +36,7 @@ pub use config::{CommitMode, SettlementConfig};
 pub use error::{ApiError, StartError};
 pub use maintenance::{MaintenanceError, ReconcileOptions, ReconcileReport};
 pub use metrics::Metrics;
-pub use relay::{OutboxSink, StoreEffects, StreamSink};
+pub use relay::{AmqpSink, OutboxSink, StoreEffects, StreamSink};
 
 use crate::commit::Committer;
 use crate::http::{AppState, StatusLock, UsedAssertions};
@@ -103,13 +103,36 @@ pub async fn start(
             let used = SingleUseIds::connect(url, &config.redis_key_prefix)
                 .await
                 .map_err(|e| redis_error(&e))?;
-            let publisher =
-                StreamPublisher::connect(url, &config.events_stream(), config.outbox.stream_maxlen)
+            let publisher = match config.outbox.publish_to_stream {
+                true => Some(
+                    StreamPublisher::connect(
+                        url,
+                        &config.events_stream(),
+                        config.outbox.stream_maxlen,
+                    )
                     .await
-                    .map_err(|e| redis_error(&e))?;
-            (Some(lock), Some(publisher), UsedAssertions::Redis(used))
+                    .map_err(|e| redis_error(&e))?,
+                ),
+                false => None,
+            };
+            (Some(lock), publisher, UsedAssertions::Redis(used))
         }
         None => (None, None, UsedAssertions::local()),
+    };
+
+    // The key is read here (file or environment), once. A broker that is down does not stop
+    // the start: the relay connects on its first round and the outbox keeps the events.
+    let amqp_sink = match &config.outbox.amqp {
+        Some(amqp) => {
+            let settings = amqp.settings()?;
+            tracing::info!(endpoint = %settings.target.endpoint(), address = %settings.address, "outbox relay publishes to the AMQP broker");
+            Some(AmqpSink {
+                publisher: backend_adapters::amqp::AmqpPublisher::new(settings),
+                session_per_order: amqp.session_per_order,
+                metrics: metrics.clone(),
+            })
+        }
+        None => None,
     };
 
     // Bind before spawning anything, so a taken port leaves no task behind.
@@ -130,6 +153,9 @@ pub async fn start(
             publisher,
             metrics: metrics.clone(),
         }));
+    }
+    if let Some(sink) = amqp_sink {
+        sinks.push(Arc::new(sink));
     }
     let lease = Duration::from_millis(config.maintenance.leader_lease_ms);
     tasks.push(tokio::spawn(relay::run(

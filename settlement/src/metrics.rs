@@ -34,6 +34,14 @@ pub struct Metrics {
     /// `stockgate_outbox_stream_reassigned_total`: events appended with a Redis-assigned id
     /// because the stream was ahead of the outbox (restored database, shared stream).
     pub outbox_stream_reassigned: IntCounter,
+    /// `stockgate_outbox_amqp_published_total`: events the AMQP broker accepted (a batch
+    /// sent again after a failure counts again: the broker dedupes by message id).
+    pub outbox_amqp_published: IntCounter,
+    /// `stockgate_outbox_amqp_failures_total{reason}`: relay batches the AMQP sink did not
+    /// deliver (connect, backoff, send, not_accepted, timeout); they are retried.
+    pub outbox_amqp_failures: IntCounterVec,
+    /// `stockgate_outbox_amqp_connected`: 1 while the AMQP sink has a live link to the broker.
+    pub outbox_amqp_connected: IntGauge,
     /// `stockgate_settlement_leader{task}`: 1 while this replica holds the task's lease.
     pub leader: IntGaugeVec,
     /// `stockgate_product_store_restores_total{result}`: a product edit configured the store
@@ -130,6 +138,21 @@ impl Metrics {
                 "stockgate_outbox_stream_reassigned_total",
                 "events appended with a Redis-assigned id: the stream was ahead of the outbox",
             )?,
+            outbox_amqp_published: IntCounter::new(
+                "stockgate_outbox_amqp_published_total",
+                "outbox events the AMQP broker accepted",
+            )?,
+            outbox_amqp_failures: IntCounterVec::new(
+                Opts::new(
+                    "stockgate_outbox_amqp_failures_total",
+                    "relay batches the AMQP sink did not deliver (retried), by reason",
+                ),
+                &["reason"],
+            )?,
+            outbox_amqp_connected: IntGauge::new(
+                "stockgate_outbox_amqp_connected",
+                "1 while the AMQP sink has a live link to the broker",
+            )?,
             product_store_restores: IntCounterVec::new(
                 Opts::new(
                     "stockgate_product_store_restores_total",
@@ -159,6 +182,9 @@ impl Metrics {
         registry.register(Box::new(m.relay_effects_failed.clone()))?;
         registry.register(Box::new(m.outbox_stream_reassigned.clone()))?;
         registry.register(Box::new(m.leader.clone()))?;
+        registry.register(Box::new(m.outbox_amqp_published.clone()))?;
+        registry.register(Box::new(m.outbox_amqp_failures.clone()))?;
+        registry.register(Box::new(m.outbox_amqp_connected.clone()))?;
         registry.register(Box::new(m.product_store_restores.clone()))?;
         registry.register(Box::new(m.service_auth_refused.clone()))?;
         Ok(m)

@@ -928,7 +928,7 @@ async fn scenario_4_order_status_change_under_the_fenced_lock() {
         (
             3,
             "order.status_changed".into(),
-            json!({"order_id": order_id, "from": "confirmed", "to": "shipped", "fence": 1}),
+            json!({"order_id": order_id, "sku": "HOT", "from": "confirmed", "to": "shipped", "fence": 1}),
             true
         )
     );
@@ -1014,7 +1014,7 @@ async fn scenario_4_order_status_change_under_the_fenced_lock() {
         (
             4,
             "order.status_changed".into(),
-            json!({"order_id": order_id, "from": "shipped", "to": "delivered", "fence": 3}),
+            json!({"order_id": order_id, "sku": "HOT", "from": "shipped", "to": "delivered", "fence": 3}),
             true
         )
     );

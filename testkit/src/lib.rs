@@ -10,6 +10,8 @@
 //! - [`edge`]: the gateway alone in front of either;
 //! - [`stack`]: test configurations, and the real stack (gateway and settlement on Redis and
 //!   PostgreSQL) in one process; [`real_stack`]: that stack with the test's views into it;
+//! - [`broker`]: the AMQP 1.0 broker (RabbitMQ), scratch queues, a consumer that rides
+//!   through restarts, and a broker restart;
 //! - [`tls`]: a throwaway certificate authority and the server certificates it issues, and
 //!   [`oidc`]: a local OpenID Connect provider shaped like Entra ID, served over HTTPS with it;
 //! - [`http`]: requests as the storefront sends them, and answers read with the problem+json
@@ -18,6 +20,7 @@
 //! Everything is re-exported at the root: tests write `testkit::start_gateway()`.
 
 pub mod assertion;
+pub mod broker;
 pub mod catalog;
 pub mod counting;
 pub mod edge;

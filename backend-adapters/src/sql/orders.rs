@@ -148,6 +148,8 @@ pub async fn set_status_fenced(
 #[derive(Serialize)]
 struct StatusEvent<'a> {
     order_id: &'a str,
+    /// So that broker subscribers can filter a status change by SKU as they do an order.
+    sku: &'a str,
     from: &'a str,
     to: &'a str,
     fence: Option<i64>,
@@ -218,6 +220,7 @@ async fn apply(
         topic::ORDER_STATUS_CHANGED,
         StatusEvent {
             order_id: &order.id,
+            sku: &order.sku,
             from: order.status.as_str(),
             to: to.as_str(),
             fence,

@@ -19,7 +19,7 @@ pub mod topic {
     pub const ORDER_CREATED: &str = "order.created";
     /// Same fields as `order.created`: the units return to stock (Redis `return_cancelled`).
     pub const ORDER_CANCELLED: &str = "order.cancelled";
-    /// `{"order_id","from","to","fence"}`
+    /// `{"order_id","sku","from","to","fence"}`
     pub const ORDER_STATUS_CHANGED: &str = "order.status_changed";
     /// `{"sku","version"}`: cached product pages are stale.
     pub const PRODUCT_UPDATED: &str = "product.updated";

@@ -6,14 +6,16 @@
 //! stockgate-chaos check --database-url … --redis-url … --key-prefix … --sku SKU [--history FILE]
 //! ```
 //! `run` prints one line per fault and writes a JSON report (`--report`); it exits 1 when any
-//! run broke an invariant. `loadtests/chaos` wraps it. `redis-failover` runs last, in a world of
-//! its own (a replica and a stable endpoint in front of the primary, `<dir>/failover`), so the
-//! other faults run as they always did.
+//! run broke an invariant. `loadtests/chaos` wraps it. `broker-restart` runs in a world whose
+//! outbox relay publishes to the AMQP 1.0 broker at `--amqp-url` too (`<dir>/broker`), and
+//! `redis-failover` last, in a world of its own (a replica and a stable endpoint in front of
+//! the primary, `<dir>/failover`), so the other faults run as they always did.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use backend_adapters::amqp::{AmqpSettings, AmqpTarget};
 use clap::{Args, Parser, Subcommand};
 use reliability::faults::{self, Fault, Profile, RunSize, World};
 use reliability::history;
@@ -73,6 +75,20 @@ struct RunArgs {
     /// Runs of each fault.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
+    /// The AMQP 1.0 broker of `broker-restart` (RabbitMQ with rabbitmq_amqp1_0 on this
+    /// machine: the fault restarts it with rabbitmqctl).
+    #[arg(long, env = "AMQP_URL", default_value = "amqp://127.0.0.1:5672")]
+    amqp_url: String,
+    /// Its SASL PLAIN user and key.
+    #[arg(long, env = "AMQP_USER", default_value = "guest")]
+    amqp_user: String,
+    #[arg(
+        long,
+        env = "AMQP_KEY",
+        default_value = "guest",
+        hide_env_values = true
+    )]
+    amqp_key: String,
 }
 
 #[derive(Args)]
@@ -118,8 +134,8 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<bool> {
-    let dir = match args.dir {
-        Some(dir) => dir,
+    let dir = match &args.dir {
+        Some(dir) => dir.clone(),
         None => std::env::temp_dir().join(format!("stockgate-chaos-{}", std::process::id())),
     };
     std::fs::create_dir_all(&dir)?;
@@ -146,18 +162,19 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         hold_ttl_secs: args.hold_ttl_secs.unwrap_or(default_ttl),
         ..StockgateSettings::default()
     });
-    let (plain, failover): (Vec<Fault>, Vec<Fault>) =
-        faults.into_iter().partition(|f| *f != Fault::RedisFailover);
+    let (failover, rest): (Vec<Fault>, Vec<Fault>) =
+        faults.into_iter().partition(|f| *f == Fault::RedisFailover);
+    let (broker, plain): (Vec<Fault>, Vec<Fault>) =
+        rest.into_iter().partition(|f| *f == Fault::BrokerRestart);
     let mut outcomes = Vec::new();
     let mut all_ok = true;
-    for (failover_ready, group) in [(false, plain), (true, failover)] {
+    for (kind, group) in [("plain", plain), ("broker", broker), ("failover", failover)] {
         if group.is_empty() {
             continue;
         }
-        let dir = if failover_ready {
-            dir.join("failover")
-        } else {
-            dir.clone()
+        let dir = match kind {
+            "plain" => dir.clone(),
+            other => dir.join(other),
         };
         std::fs::create_dir_all(&dir)?;
         let postgres = if args.private_postgres {
@@ -169,12 +186,16 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
                 .context("--database-url (or DATABASE_URL) or --private-postgres")?;
             Postgres::existing(url)
         };
-        let mut world = tokio::task::block_in_place(|| {
-            if failover_ready {
-                World::start_failover_ready(&args.stockgate, &dir, postgres, &settings)
-            } else {
-                World::start(&args.stockgate, &dir, postgres, &settings)
-            }
+        let mut world = tokio::task::block_in_place(|| match kind {
+            "failover" => World::start_failover_ready(&args.stockgate, &dir, postgres, &settings),
+            "broker" => World::start_with_broker(
+                &args.stockgate,
+                &dir,
+                postgres,
+                &settings,
+                broker_settings(&args)?,
+            ),
+            _ => World::start(&args.stockgate, &dir, postgres, &settings),
         })?;
         for fault in group {
             for _ in 0..args.repeat {
@@ -194,6 +215,18 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     }
     tokio::time::sleep(Duration::from_millis(10)).await;
     Ok(all_ok)
+}
+
+/// The broker of `broker-restart`; the world picks the address.
+fn broker_settings(args: &RunArgs) -> anyhow::Result<AmqpSettings> {
+    Ok(AmqpSettings {
+        target: AmqpTarget::parse(&args.amqp_url).context("--amqp-url")?,
+        address: String::new(),
+        user: args.amqp_user.clone(),
+        key: args.amqp_key.clone(),
+        connect_timeout: Duration::from_secs(5),
+        send_timeout: Duration::from_secs(10),
+    })
 }
 
 fn print_outcome(outcome: &faults::Outcome) {
@@ -226,6 +259,18 @@ fn print_outcome(outcome: &faults::Outcome) {
     println!("    {}", outcome.struck);
     if let Some(probe) = &outcome.lock_hold {
         println!("    {}", probe.summary());
+    }
+    if let Some(b) = &outcome.broker {
+        println!(
+            "    broker: {} outbox events, {} deliveries ({} repeats), lost {}, unknown {}, out of order {}, altered {}",
+            b.outbox_events,
+            b.deliveries,
+            b.repeats,
+            b.lost.len(),
+            b.unknown.len(),
+            b.out_of_order.len(),
+            b.mismatched.len()
+        );
     }
     for v in outcome.report.violations.iter().take(20) {
         println!("    {}: {}", v.invariant, v.detail);

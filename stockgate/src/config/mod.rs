@@ -92,6 +92,8 @@ const ENV_OVERRIDES: &[&str] = &[
     "STOCKGATE_TLS_LISTEN",
     "STOCKGATE_TLS_CERT_FILE",
     "STOCKGATE_TLS_KEY_FILE",
+    // The SAS key of `[settlement.outbox.amqp]` (Azure Service Bus); ignored without that table.
+    "STOCKGATE_AMQP_SAS_KEY",
 ];
 
 /// `a, b,` → `["a", "b"]`.
@@ -224,6 +226,7 @@ impl Config {
                 "STOCKGATE_TLS_LISTEN" => edge.server.tls.listen = Some(value),
                 "STOCKGATE_TLS_CERT_FILE" => edge.server.tls.cert_file = Some(value.into()),
                 "STOCKGATE_TLS_KEY_FILE" => edge.server.tls.key_file = Some(value.into()),
+                "STOCKGATE_AMQP_SAS_KEY" => self.settlement.set_amqp_sas_key(value),
                 _ => {}
             }
         }

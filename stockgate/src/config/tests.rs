@@ -347,3 +347,33 @@ fn the_identity_provider_comes_from_the_environment_and_a_typo_is_an_error() {
     assert!(message.contains("STOCKGATE_AUTH_DISCOVERY"), "{message}");
     assert!(message.contains("true, 1, false or 0"), "{message}");
 }
+
+#[test]
+fn the_amqp_sas_key_comes_from_the_environment_and_its_absence_is_named() {
+    let file = "[settlement.outbox.amqp]\nurl = \"amqps://ns.servicebus.windows.net\"\n\
+                address = \"orders\"\nsas_key_name = \"stockgate-send\"\n";
+    let message = error_of(file);
+    assert!(message.contains("outbox.amqp.sas_key_file"), "{message}");
+    assert!(message.contains("STOCKGATE_AMQP_SAS_KEY"), "{message}");
+
+    let mut config = Config::from_toml(file).unwrap();
+    config.apply_env(|name| (name == "STOCKGATE_AMQP_SAS_KEY").then(|| "k3y".into()));
+    config.validate().unwrap();
+    let amqp = config.settlement_config().outbox.amqp.unwrap();
+    assert_eq!(amqp.settings().unwrap().key, "k3y");
+    // Never in a dump of the configuration.
+    assert!(!format!("{config:?}").contains("k3y"));
+
+    let message = Config::from_toml(&format!("{file}url_typo = 1\n")).unwrap_err();
+    assert!(
+        message.contains("settlement.outbox.amqp") && message.contains("url_typo"),
+        "{message}"
+    );
+    let message = error_of(
+        "[settlement.outbox.amqp]\nurl = \"amqp://u:p@h\"\naddress = \"q\"\nsas_key_name = \"g\"\nsas_key_file = \"/k\"\n",
+    );
+    assert!(
+        message.contains("outbox.amqp.url") && message.contains("credentials"),
+        "{message}"
+    );
+}

@@ -34,6 +34,7 @@ impl Deployment {
             &testkit::redis_url(),
             &database_url,
             &StockgateSettings::default(),
+            None,
         )
         .expect("stockgate gateway and settlement start");
         let deployment = Deployment {

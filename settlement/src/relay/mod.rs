@@ -9,6 +9,8 @@
 //! stream; [`StreamSink`] appends to the Redis stream for the gateway (cache invalidation) and
 //! any other consumer group. With Redis both run; in the embedded mode (no Redis) only
 //! `StoreEffects` does, against the in-memory store: the events are applied in process.
+//! [`AmqpSink`] (`[settlement.outbox.amqp]`) publishes to an AMQP 1.0 broker (Azure Service
+//! Bus) next to the stream, or instead of it (`outbox.publish_to_stream = false`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,9 @@ use tokio::sync::watch;
 
 use crate::leader::Leader;
 use crate::metrics::Metrics;
+
+mod amqp;
+pub use amqp::{AmqpSink, message_for};
 
 #[derive(Debug, Error)]
 pub enum RelayError {
@@ -151,6 +156,11 @@ pub async fn relay_once(
     Ok(events.len())
 }
 
+/// After a failed round the relay waits `poll × 2^failures`, up to this, before the next: a
+/// sink that is down (the broker) is not asked ten times a second, and the sinks that did
+/// deliver (store effects, the stream; all idempotent) are not re-run as often.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
 /// The relay task: every poll interval, while leader, drains the outbox. Every replica reports
 /// the outbox lag, leader or not: it is a fact of SQL, and a replica that cannot lead (Redis
 /// down, so no lease) is exactly when the lag grows and must be seen.
@@ -165,6 +175,8 @@ pub(crate) async fn run(
 ) {
     let mut tick = tokio::time::interval(poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures: u32 = 0;
+    let mut retry_at = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -172,8 +184,27 @@ pub(crate) async fn run(
         }
         let leading = leader.is_leader().await;
         metrics.leader("outbox_relay", leading);
-        if leading {
-            drain(&db, &sinks, &metrics, batch).await;
+        if leading && tokio::time::Instant::now() >= retry_at {
+            match drain(&db, &sinks, &metrics, batch).await {
+                Ok(()) => {
+                    if failures > 0 {
+                        tracing::info!(failed_rounds = failures, "outbox relay delivers again");
+                    }
+                    failures = 0;
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    // The first failure and then about one in ten: an outage is seen in the
+                    // logs without a line per round.
+                    if failures == 1 || failures.is_multiple_of(10) {
+                        tracing::warn!(error = %e, failed_rounds = failures, "outbox relay round failed");
+                    }
+                    let delay = poll
+                        .saturating_mul(1 << failures.min(16))
+                        .min(MAX_RETRY_DELAY.max(poll));
+                    retry_at = tokio::time::Instant::now() + delay;
+                }
+            }
         }
         match outbox::lag(&db).await {
             Ok((pending, age_ms)) => {
@@ -186,19 +217,17 @@ pub(crate) async fn run(
 }
 
 /// Relays rounds until the outbox is empty or a round fails.
-async fn drain(db: &Db, sinks: &[Arc<dyn OutboxSink>], metrics: &Metrics, batch: usize) {
+async fn drain(
+    db: &Db,
+    sinks: &[Arc<dyn OutboxSink>],
+    metrics: &Metrics,
+    batch: usize,
+) -> Result<(), RelayError> {
     loop {
-        match relay_once(db, sinks, batch).await {
-            Ok(n) => {
-                metrics.outbox_published.inc_by(n as u64);
-                if n < batch {
-                    return;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "outbox relay round failed");
-                return;
-            }
+        let n = relay_once(db, sinks, batch).await?;
+        metrics.outbox_published.inc_by(n as u64);
+        if n < batch {
+            return Ok(());
         }
     }
 }
