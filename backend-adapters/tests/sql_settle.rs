@@ -229,7 +229,7 @@ async fn cancel_checks_version_and_returns_stock(db: Db) -> anyhow::Result<()> {
             status: OrderStatus::Cancelled
         }
     );
-    let topics: Vec<String> = outbox::unpublished(&db, 100)
+    let topics: Vec<String> = outbox::unpublished(&db, outbox::Delivery::Redis, 100)
         .await?
         .into_iter()
         .map(|e| e.topic)

@@ -537,7 +537,11 @@ impl World {
         let sku = Sku::parse(sku)?;
         loop {
             let snapshot = store.snapshot(&sku).await;
-            let outbox = backend_adapters::sql::outbox::lag(&db).await;
+            let outbox = backend_adapters::sql::outbox::lag(
+                &db,
+                backend_adapters::sql::outbox::Delivery::Redis,
+            )
+            .await;
             if let (Ok(s), Ok((0, _))) = (&snapshot, &outbox)
                 && s.held == 0
                 && s.confirming == 0

@@ -36,7 +36,7 @@ pub use config::{CommitMode, SettlementConfig};
 pub use error::{ApiError, StartError};
 pub use maintenance::{MaintenanceError, ReconcileOptions, ReconcileReport};
 pub use metrics::Metrics;
-pub use relay::{AmqpSink, OutboxSink, StoreEffects, StreamSink};
+pub use relay::{AmqpSink, OutboxSink, RelayChannel, StoreEffects, StreamSink};
 
 use crate::commit::Committer;
 use crate::http::{AppState, StatusLock, UsedAssertions};
@@ -154,19 +154,29 @@ pub async fn start(
             metrics: metrics.clone(),
         }));
     }
-    if let Some(sink) = amqp_sink {
-        sinks.push(Arc::new(sink));
-    }
     let lease = Duration::from_millis(config.maintenance.leader_lease_ms);
+    let poll = Duration::from_millis(config.outbox.poll_interval_ms);
     tasks.push(tokio::spawn(relay::run(
         db.clone(),
-        sinks,
+        RelayChannel::redis(sinks, amqp_sink.is_some()),
         Leader::new(lock.clone(), "leader:outbox-relay", lease),
         metrics.clone(),
         config.outbox.batch,
-        Duration::from_millis(config.outbox.poll_interval_ms),
+        poll,
         shutdown_rx.clone(),
     )));
+    // The broker's own loop and lease: an outage there never holds back the Redis side.
+    if let Some(sink) = amqp_sink {
+        tasks.push(tokio::spawn(relay::run(
+            db.clone(),
+            RelayChannel::broker(Arc::new(sink)),
+            Leader::new(lock.clone(), "leader:outbox-broker-relay", lease),
+            metrics.clone(),
+            config.outbox.batch,
+            poll,
+            shutdown_rx.clone(),
+        )));
+    }
     if config.maintenance.enabled {
         tasks.push(tokio::spawn(maintenance::run(
             db.clone(),

@@ -20,6 +20,9 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     pub outbox_pending: IntGauge,
     pub outbox_lag_seconds: prometheus::Gauge,
+    /// The same two for the broker's channel (`[settlement.outbox.amqp]`; 0 without one).
+    pub outbox_broker_pending: IntGauge,
+    pub outbox_broker_lag_seconds: prometheus::Gauge,
     pub outbox_published: IntCounter,
     /// `stockgate_reconcile_sold_drift{sku}`: Redis sold + confirming − SQL sold, less what
     /// confirms in flight and cancellations not yet relayed explain.
@@ -93,6 +96,14 @@ impl Metrics {
             outbox_lag_seconds: prometheus::Gauge::new(
                 "stockgate_outbox_lag_seconds",
                 "age of the oldest unpublished outbox row",
+            )?,
+            outbox_broker_pending: IntGauge::new(
+                "stockgate_outbox_broker_pending",
+                "outbox rows not yet accepted by the message broker",
+            )?,
+            outbox_broker_lag_seconds: prometheus::Gauge::new(
+                "stockgate_outbox_broker_lag_seconds",
+                "age of the oldest outbox row the message broker has not accepted",
             )?,
             outbox_published: IntCounter::new(
                 "stockgate_outbox_published_total",
@@ -174,6 +185,8 @@ impl Metrics {
         registry.register(Box::new(m.commit_seconds.clone()))?;
         registry.register(Box::new(m.outbox_pending.clone()))?;
         registry.register(Box::new(m.outbox_lag_seconds.clone()))?;
+        registry.register(Box::new(m.outbox_broker_pending.clone()))?;
+        registry.register(Box::new(m.outbox_broker_lag_seconds.clone()))?;
         registry.register(Box::new(m.outbox_published.clone()))?;
         registry.register(Box::new(m.drift_sold.clone()))?;
         registry.register(Box::new(m.drift_unbalanced.clone()))?;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use backend_adapters::amqp::AmqpPublisher;
 use backend_adapters::sql::Db;
-use backend_adapters::sql::outbox::{self, NewEvent, topic};
-use settlement::relay::{AmqpSink, OutboxSink, RelayError, relay_once};
+use backend_adapters::sql::outbox::{self, Delivery, NewEvent, topic};
+use settlement::relay::{AmqpSink, OutboxSink, RelayChannel, RelayError, relay_once};
 use testkit::broker::{
     assert_broker_up, broker_settings, check_delivery, collect, scratch_queue, share_broker,
 };
@@ -46,14 +46,17 @@ async fn nothing_is_marked_published_until_the_broker_accepted_it() -> anyhow::R
         "/exchange/sgtest-missing-{}/k",
         uuid::Uuid::new_v4().simple()
     );
-    let error = relay_once(&db, &[sink(&refused, &metrics)], 100)
+    let error = relay_once(&db, &RelayChannel::broker(sink(&refused, &metrics)), 100)
         .await
         .unwrap_err();
     assert!(
         matches!(error, RelayError::Sink { sink: "amqp", .. }),
         "{error}"
     );
-    assert_eq!(outbox::unpublished(&db, 100).await?.len(), 12);
+    assert_eq!(
+        outbox::unpublished(&db, Delivery::Broker, 100).await?.len(),
+        12
+    );
     assert!(
         metrics
             .outbox_amqp_failures
@@ -64,10 +67,14 @@ async fn nothing_is_marked_published_until_the_broker_accepted_it() -> anyhow::R
     assert_eq!(metrics.outbox_amqp_connected.get(), 0);
 
     // The real queue: two rounds of 8 and 4, all published, all delivered once in order.
-    let good = [sink(&queue, &metrics)];
+    let good = RelayChannel::broker(sink(&queue, &metrics));
     assert_eq!(relay_once(&db, &good, 8).await?, 8);
     assert_eq!(relay_once(&db, &good, 8).await?, 4);
-    assert!(outbox::unpublished(&db, 100).await?.is_empty());
+    assert!(
+        outbox::unpublished(&db, Delivery::Broker, 100)
+            .await?
+            .is_empty()
+    );
     assert_eq!(metrics.outbox_amqp_published.get(), 12);
     assert_eq!(metrics.outbox_amqp_connected.get(), 1);
 

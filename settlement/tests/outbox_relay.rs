@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use backend_adapters::redis::stream::{ConsumerGroup, StreamPublisher};
 use backend_adapters::sql::Db;
-use backend_adapters::sql::outbox::{self, NewEvent};
-use settlement::relay::{OutboxSink, StreamSink, relay_once};
+use backend_adapters::sql::outbox::{self, Delivery, NewEvent};
+use settlement::relay::{OutboxSink, RelayChannel, StreamSink, relay_once};
 use testkit::{redis_url, scratch_prefix};
 
 async fn database() -> anyhow::Result<Db> {
@@ -45,8 +45,11 @@ async fn every_event_reaches_the_group_exactly_once_across_a_relay_restart() -> 
         publisher: StreamPublisher::connect(&redis_url(), &stream, 10_000).await?,
         metrics: metrics(),
     })];
-    assert_eq!(relay_once(&db, &first, 10).await?, 10);
-    let unmarked = outbox::unpublished(&db, 5).await?;
+    assert_eq!(
+        relay_once(&db, &RelayChannel::redis(first.clone(), false), 10).await?,
+        10
+    );
+    let unmarked = outbox::unpublished(&db, Delivery::Redis, 5).await?;
     first[0].deliver(&unmarked).await?;
     drop(first);
 
@@ -56,8 +59,12 @@ async fn every_event_reaches_the_group_exactly_once_across_a_relay_restart() -> 
         publisher: StreamPublisher::connect(&redis_url(), &stream, 10_000).await?,
         metrics: metrics(),
     })];
-    while relay_once(&db, &second, 7).await? > 0 {}
-    assert!(outbox::unpublished(&db, 1).await?.is_empty());
+    while relay_once(&db, &RelayChannel::redis(second.clone(), false), 7).await? > 0 {}
+    assert!(
+        outbox::unpublished(&db, Delivery::Redis, 1)
+            .await?
+            .is_empty()
+    );
 
     let mut seen: Vec<(i64, i64)> = Vec::new();
     loop {
@@ -114,7 +121,10 @@ async fn events_below_the_streams_last_id_are_appended_not_dropped() -> anyhow::
         publisher: StreamPublisher::connect(&redis_url(), &stream, 10_000).await?,
         metrics: metrics.clone(),
     })];
-    assert_eq!(relay_once(&db, &sinks, 10).await?, 3);
+    assert_eq!(
+        relay_once(&db, &RelayChannel::redis(sinks.clone(), false), 10).await?,
+        3
+    );
     assert_eq!(metrics.outbox_stream_reassigned.get(), 3);
 
     let mut seen = Vec::new();
@@ -207,5 +217,91 @@ async fn the_running_service_relays_its_events_to_the_stream() -> anyhow::Result
     assert_eq!(created["reservation_id"], rid.as_str());
     assert_eq!(created["user_sub"], "alice");
     app.running.shutdown().await;
+    Ok(())
+}
+
+/// A sink that records what it was given, or refuses everything while `down`.
+struct Recording {
+    down: std::sync::atomic::AtomicBool,
+    seen: std::sync::Mutex<Vec<i64>>,
+}
+
+#[async_trait::async_trait]
+impl OutboxSink for Recording {
+    async fn deliver(
+        &self,
+        events: &[outbox::OutboxEvent],
+    ) -> Result<(), settlement::relay::RelayError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(settlement::relay::RelayError::Sink {
+                sink: "recording",
+                message: "down".into(),
+            });
+        }
+        let mut seen = self.seen.lock().unwrap();
+        seen.extend(events.iter().map(|e| e.id));
+        Ok(())
+    }
+}
+
+fn recording(down: bool) -> Arc<Recording> {
+    Arc::new(Recording {
+        down: std::sync::atomic::AtomicBool::new(down),
+        seen: Default::default(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_is_down_never_holds_back_the_redis_side() -> anyhow::Result<()> {
+    let db = database().await?;
+    append(&db, 1, 40).await?;
+    let redis_side = recording(false);
+    let broker = recording(true);
+    let redis_channel = RelayChannel::redis(vec![redis_side.clone()], true);
+    let broker_channel = RelayChannel::broker(broker.clone());
+
+    // The broker refuses every round; the Redis side goes through all 40 rows in rounds of 8,
+    // far past the first round the broker is stuck on.
+    assert!(relay_once(&db, &broker_channel, 8).await.is_err());
+    while relay_once(&db, &redis_channel, 8).await? > 0 {}
+    assert_eq!(
+        *redis_side.seen.lock().unwrap(),
+        (1..=40).collect::<Vec<_>>()
+    );
+    assert_eq!(outbox::lag(&db, Delivery::Redis).await?.0, 0);
+    assert_eq!(outbox::lag(&db, Delivery::Broker).await?.0, 40);
+
+    // The broker comes back: its channel delivers all 40 in id order, once.
+    broker
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    while relay_once(&db, &broker_channel, 8).await? > 0 {}
+    assert_eq!(*broker.seen.lock().unwrap(), (1..=40).collect::<Vec<_>>());
+    assert_eq!(outbox::lag(&db, Delivery::Broker).await?.0, 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_broker_the_redis_side_marks_both_so_a_later_broker_starts_from_now()
+-> anyhow::Result<()> {
+    let db = database().await?;
+    append(&db, 1, 10).await?;
+    let redis_side = recording(false);
+    while relay_once(
+        &db,
+        &RelayChannel::redis(vec![redis_side.clone()], false),
+        100,
+    )
+    .await?
+        > 0
+    {}
+    assert_eq!(outbox::lag(&db, Delivery::Broker).await?.0, 0);
+
+    // A broker configured now gets what happens from now on, not the history.
+    append(&db, 11, 12).await?;
+    let broker = recording(false);
+    while relay_once(&db, &RelayChannel::broker(broker.clone()), 100).await? > 0 {}
+    let seen = broker.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
     Ok(())
 }

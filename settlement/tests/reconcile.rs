@@ -209,7 +209,7 @@ async fn the_running_service_sweeps_under_its_leader_lease() -> anyhow::Result<(
 async fn a_cancel_before_the_gateway_finished_its_confirm_returns_the_units() -> anyhow::Result<()>
 {
     use backend_adapters::sql::orders::{self, CancelOutcome};
-    use settlement::relay::relay_once;
+    use settlement::relay::{RelayChannel, relay_once};
     use settlement::{Metrics, OutboxSink, StoreEffects};
 
     let store = store_under(&scratch_prefix("reconcile")).await?;
@@ -233,7 +233,7 @@ async fn a_cancel_before_the_gateway_finished_its_confirm_returns_the_units() ->
         store: Arc::new(store.clone()),
         metrics: metrics.clone(),
     });
-    relay_once(&db, &[effects], 100).await?;
+    relay_once(&db, &RelayChannel::redis(vec![effects], false), 100).await?;
     assert_eq!(metrics.relay_effects_failed.get(), 0);
     let snap = store.snapshot(&sku).await?;
     assert_eq!(
@@ -262,7 +262,7 @@ async fn a_cancel_before_the_gateway_finished_its_confirm_returns_the_units() ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repair_never_undersells_nor_returns_a_cancellation_twice() -> anyhow::Result<()> {
     use backend_adapters::sql::orders::{self, CancelOutcome};
-    use settlement::relay::relay_once;
+    use settlement::relay::{RelayChannel, relay_once};
     use settlement::{Metrics, OutboxSink, StoreEffects};
 
     let prefix = scratch_prefix("reconcile");
@@ -316,7 +316,7 @@ async fn a_repair_never_undersells_nor_returns_a_cancellation_twice() -> anyhow:
         store: Arc::new(store.clone()),
         metrics,
     });
-    while relay_once(&db, std::slice::from_ref(&effects), 100).await? > 0 {}
+    while relay_once(&db, &RelayChannel::redis(vec![effects.clone()], false), 100).await? > 0 {}
     let snap = store.snapshot(&sku).await?;
     assert_eq!((snap.available, snap.sold), (9, 1), "{snap:?}");
     let check = ReconcileOptions {
@@ -357,7 +357,7 @@ async fn a_repair_never_undersells_nor_returns_a_cancellation_twice() -> anyhow:
 async fn a_repair_racing_a_finish_or_a_return_keeps_the_counters_exact() -> anyhow::Result<()> {
     use backend_adapters::sql::{orders, products};
     use settlement::maintenance::{apply_repair, prepare_repair};
-    use settlement::relay::relay_once;
+    use settlement::relay::{RelayChannel, relay_once};
     use settlement::{Metrics, OutboxSink, StoreEffects};
 
     let Rec {
@@ -377,7 +377,7 @@ async fn a_repair_racing_a_finish_or_a_return_keeps_the_counters_exact() -> anyh
         store: Arc::new(store.clone()),
         metrics,
     });
-    while relay_once(&db, std::slice::from_ref(&effects), 100).await? > 0 {}
+    while relay_once(&db, &RelayChannel::redis(vec![effects.clone()], false), 100).await? > 0 {}
     let product = || async {
         products::get(&db, "REC")
             .await?
@@ -425,7 +425,7 @@ async fn a_repair_racing_a_finish_or_a_return_keeps_the_counters_exact() -> anyh
         .ok_or_else(|| anyhow::anyhow!("no order"))?;
     let cancelled = orders::cancel(&db, &order.id, "ann", order.version).await?;
     assert!(matches!(cancelled, orders::CancelOutcome::Cancelled(_)));
-    while relay_once(&db, std::slice::from_ref(&effects), 100).await? > 0 {}
+    while relay_once(&db, &RelayChannel::redis(vec![effects.clone()], false), 100).await? > 0 {}
     apply_repair(&store, &repair).await?;
     let snap = store.snapshot(&sku).await?;
     assert_eq!(
@@ -442,7 +442,7 @@ async fn a_repair_racing_a_finish_or_a_return_keeps_the_counters_exact() -> anyh
 
     // Late duplicates change nothing, and the report agrees with SQL.
     store.finish_confirm(&eve.id).await?;
-    while relay_once(&db, std::slice::from_ref(&effects), 100).await? > 0 {}
+    while relay_once(&db, &RelayChannel::redis(vec![effects.clone()], false), 100).await? > 0 {}
     assert_eq!(store.snapshot(&sku).await?.available, 9);
     let check = ReconcileOptions {
         repair: false,

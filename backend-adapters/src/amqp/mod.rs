@@ -104,7 +104,13 @@ impl AmqpTarget {
                 let (host, after) = v6
                     .split_once(']')
                     .ok_or_else(|| AmqpError::Url("unclosed [ in the host".into()))?;
-                (host, after.strip_prefix(':'))
+                let port = match after {
+                    "" => None,
+                    _ => Some(after.strip_prefix(':').ok_or_else(|| {
+                        AmqpError::Url(format!("{after:?} after the IPv6 address"))
+                    })?),
+                };
+                (host, port)
             }
             None => match authority.rsplit_once(':') {
                 Some((host, port)) => (host, Some(port)),
@@ -122,6 +128,16 @@ impl AmqpTarget {
                 .filter(|p| *p != 0)
                 .ok_or_else(|| AmqpError::Url(format!("port {port:?} is not a port number")))?,
         };
+        // SASL PLAIN sends the key as it is: over plain amqp:// only to this machine.
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !tls && !loopback {
+            return Err(AmqpError::Url(format!(
+                "amqp:// to {host} would send the key in clear: use amqps:// (plain amqp:// is for loopback only)"
+            )));
+        }
         Ok(AmqpTarget {
             tls,
             host: host.to_owned(),
@@ -197,6 +213,9 @@ mod tests {
             ("amqp://h:0", "is not a port number"),
             ("amqp://h:99999", "is not a port number"),
             ("amqp://:5672", "has no host"),
+            ("amqp://[::1]junk", "after the IPv6 address"),
+            ("amqp://broker.example.com", "would send the key in clear"),
+            ("amqp://10.0.0.5:5672", "would send the key in clear"),
         ] {
             let error = AmqpTarget::parse(url).unwrap_err().to_string();
             assert!(error.contains(why), "{url}: {error}");
@@ -206,7 +225,7 @@ mod tests {
     #[test]
     fn the_key_is_not_in_debug_output() {
         let settings = AmqpSettings {
-            target: AmqpTarget::parse("amqp://h").unwrap(),
+            target: AmqpTarget::parse("amqps://h").unwrap(),
             address: "orders".into(),
             user: "send-only".into(),
             key: "s3cr3t-key".into(),

@@ -22,6 +22,9 @@ use tokio::sync::Mutex;
 
 use super::{AmqpError, AmqpSettings, OutgoingMessage};
 
+/// The connection's idle time-out (AMQP `idle-time-out`), ms.
+const IDLE_TIME_OUT_MS: u32 = 60_000;
+
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -242,6 +245,10 @@ pub(super) async fn open_session(
         let container_id = format!("stockgate-{role}-{}", uuid::Uuid::new_v4().simple());
         let builder = Connection::builder()
             .container_id(container_id)
+            // The broker must send a frame (heartbeats at least) within this, or the
+            // connection is closed: a broker that goes silent after Open would otherwise keep
+            // the connection's tasks and socket for as long as TCP does.
+            .idle_time_out(IDLE_TIME_OUT_MS)
             // Service Bus routes the connection by the namespace host name in `open`.
             .hostname(host)
             .sasl_hostname(host)

@@ -1,5 +1,7 @@
 //! The transactional outbox: events are appended in the same transaction as the change they
-//! describe, and the relay publishes them in id order and marks them published.
+//! describe, and the relay publishes them in id order and marks them published, once per
+//! [`Delivery`]: the Redis side and the message broker each have their own mark, so a broker
+//! that is down never holds back the Redis side.
 //!
 //! Ids are stable and commit in id order: on PostgreSQL every appender first takes one
 //! transaction-scoped advisory lock (per schema), so a transaction that took id `n` commits before any
@@ -31,6 +33,25 @@ pub mod topic {
 /// lock once stalled every schema's settlements).
 pub const OUTBOX_APPEND_LOCK_SQL: &str =
     "SELECT pg_advisory_xact_lock(1398034243, hashtext(current_schema()))";
+
+/// Where the relay delivers a row, each marked in a column of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// The store's effects (a cancellation's units back in stock) and the Redis stream:
+    /// `published_at_ms`.
+    Redis,
+    /// The message broker (AMQP 1.0, Azure Service Bus): `broker_published_at_ms`.
+    Broker,
+}
+
+impl Delivery {
+    fn column(self) -> &'static str {
+        match self {
+            Delivery::Redis => "published_at_ms",
+            Delivery::Broker => "broker_published_at_ms",
+        }
+    }
+}
 
 /// An event to append.
 #[derive(Clone, Debug)]
@@ -89,15 +110,21 @@ pub async fn append(
     Ok(())
 }
 
-/// Up to `limit` unpublished events, oldest id first.
-pub async fn unpublished(db: &Db, limit: i64) -> Result<Vec<OutboxEvent>, SqlError> {
-    let rows = sqlx::query(
+/// Up to `limit` events not yet delivered to `delivery`, oldest id first.
+pub async fn unpublished(
+    db: &Db,
+    delivery: Delivery,
+    limit: i64,
+) -> Result<Vec<OutboxEvent>, SqlError> {
+    let sql = format!(
         "SELECT id, topic, payload, created_at_ms FROM outbox \
-         WHERE published_at_ms IS NULL ORDER BY id LIMIT $1",
-    )
-    .bind(limit)
-    .fetch_all(db.pool())
-    .await?;
+         WHERE {} IS NULL ORDER BY id LIMIT $1",
+        delivery.column()
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(limit)
+        .fetch_all(db.pool())
+        .await?;
     rows.iter()
         .map(|row| {
             Ok(OutboxEvent {
@@ -110,13 +137,18 @@ pub async fn unpublished(db: &Db, limit: i64) -> Result<Vec<OutboxEvent>, SqlErr
         .collect()
 }
 
-/// Marks events published (idempotent).
-pub async fn mark_published(db: &Db, ids: &[i64]) -> Result<(), SqlError> {
-    if ids.is_empty() {
+/// Marks events delivered to each of `deliveries` (idempotent: a mark already set stays).
+pub async fn mark_published(db: &Db, deliveries: &[Delivery], ids: &[i64]) -> Result<(), SqlError> {
+    if ids.is_empty() || deliveries.is_empty() {
         return Ok(());
     }
+    let sets: Vec<String> = deliveries
+        .iter()
+        .map(|d| format!("{0} = COALESCE({0}, $1)", d.column()))
+        .collect();
     let sql = format!(
-        "UPDATE outbox SET published_at_ms = $1 WHERE id IN ({}) AND published_at_ms IS NULL",
+        "UPDATE outbox SET {} WHERE id IN ({})",
+        sets.join(", "),
         placeholders(2, ids.len())
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms());
@@ -154,13 +186,15 @@ pub async fn pending_cancellations(
     Ok(units)
 }
 
-pub async fn lag(db: &Db) -> Result<(i64, i64), SqlError> {
-    let row = sqlx::query(
+pub async fn lag(db: &Db, delivery: Delivery) -> Result<(i64, i64), SqlError> {
+    let sql = format!(
         "SELECT CAST(COUNT(*) AS BIGINT) AS n, CAST(COALESCE(MIN(created_at_ms), 0) AS BIGINT) AS oldest \
-         FROM outbox WHERE published_at_ms IS NULL",
-    )
-    .fetch_one(db.pool())
-    .await?;
+         FROM outbox WHERE {} IS NULL",
+        delivery.column()
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_one(db.pool())
+        .await?;
     let count: i64 = row.try_get("n")?;
     let oldest: i64 = row.try_get("oldest")?;
     let age = if count == 0 { 0 } else { now_ms() - oldest };

@@ -101,7 +101,11 @@ pub(crate) async fn reconcile(State(state): Shared, caller: Caller) -> Result<Re
         MaintenanceError::Database(e) => ApiError::from(e),
         MaintenanceError::Store(e) => ApiError::from(e),
     })?;
-    let (pending, lag_ms) = backend_adapters::sql::outbox::lag(&state.db).await?;
+    let (pending, lag_ms) = backend_adapters::sql::outbox::lag(
+        &state.db,
+        backend_adapters::sql::outbox::Delivery::Redis,
+    )
+    .await?;
     let view = ReconcileView {
         report,
         outbox: OutboxLag {

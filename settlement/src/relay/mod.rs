@@ -11,13 +11,18 @@
 //! `StoreEffects` does, against the in-memory store: the events are applied in process.
 //! [`AmqpSink`] (`[settlement.outbox.amqp]`) publishes to an AMQP 1.0 broker (Azure Service
 //! Bus) next to the stream, or instead of it (`outbox.publish_to_stream = false`).
+//!
+//! The Redis side and the broker are two [`RelayChannel`]s, each a loop of its own with its
+//! own mark on the row ([`Delivery`]): a broker that is down, full or refusing a message holds
+//! back only the broker's channel, never the store effects (cancelled units return to stock
+//! through a broker outage) or the gateway's cache invalidation.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use backend_adapters::redis::stream::StreamPublisher;
-use backend_adapters::sql::outbox::{self, OutboxEvent, topic};
+use backend_adapters::sql::outbox::{self, Delivery, OutboxEvent, topic};
 use backend_adapters::sql::{Db, SqlError};
 use reservation_core::{BuyerId, Qty, ReservationId, ReservationStore};
 use serde::Deserialize;
@@ -137,22 +142,64 @@ impl OutboxSink for StoreEffects {
     }
 }
 
-/// One round: delivers up to `batch` unpublished events to every sink, in id order, then
-/// marks them published. Returns how many were published.
+/// One loop of the relay: the rows without its [`Delivery`] mark go to its sinks.
+pub struct RelayChannel {
+    pub delivery: Delivery,
+    /// The marks set once every sink delivered: its own, and on the Redis channel the
+    /// broker's too while no broker is configured (so configuring one later does not replay
+    /// the history to it).
+    pub marks: Vec<Delivery>,
+    pub sinks: Vec<Arc<dyn OutboxSink>>,
+}
+
+impl RelayChannel {
+    /// The store effects and the stream; `broker_configured` says whether the broker has a
+    /// channel of its own.
+    pub fn redis(sinks: Vec<Arc<dyn OutboxSink>>, broker_configured: bool) -> Self {
+        let marks = if broker_configured {
+            vec![Delivery::Redis]
+        } else {
+            vec![Delivery::Redis, Delivery::Broker]
+        };
+        RelayChannel {
+            delivery: Delivery::Redis,
+            marks,
+            sinks,
+        }
+    }
+
+    pub fn broker(sink: Arc<dyn OutboxSink>) -> Self {
+        RelayChannel {
+            delivery: Delivery::Broker,
+            marks: vec![Delivery::Broker],
+            sinks: vec![sink],
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self.delivery {
+            Delivery::Redis => "outbox_relay",
+            Delivery::Broker => "outbox_broker_relay",
+        }
+    }
+}
+
+/// One round: delivers up to `batch` events the channel has not delivered to every one of
+/// its sinks, in id order, then marks them. Returns how many were delivered.
 pub async fn relay_once(
     db: &Db,
-    sinks: &[Arc<dyn OutboxSink>],
+    channel: &RelayChannel,
     batch: usize,
 ) -> Result<usize, RelayError> {
-    let events = outbox::unpublished(db, batch as i64).await?;
+    let events = outbox::unpublished(db, channel.delivery, batch as i64).await?;
     if events.is_empty() {
         return Ok(0);
     }
-    for sink in sinks {
+    for sink in &channel.sinks {
         sink.deliver(&events).await?;
     }
     let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
-    outbox::mark_published(db, &ids).await?;
+    outbox::mark_published(db, &channel.marks, &ids).await?;
     Ok(events.len())
 }
 
@@ -161,12 +208,12 @@ pub async fn relay_once(
 /// deliver (store effects, the stream; all idempotent) are not re-run as often.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 
-/// The relay task: every poll interval, while leader, drains the outbox. Every replica reports
-/// the outbox lag, leader or not: it is a fact of SQL, and a replica that cannot lead (Redis
-/// down, so no lease) is exactly when the lag grows and must be seen.
+/// A channel's task: every poll interval, while leader, drains the channel. Every replica
+/// reports the channel's lag, leader or not: it is a fact of SQL, and a replica that cannot
+/// lead (Redis down, so no lease) is exactly when the lag grows and must be seen.
 pub(crate) async fn run(
     db: Db,
-    sinks: Vec<Arc<dyn OutboxSink>>,
+    channel: RelayChannel,
     leader: Leader,
     metrics: Metrics,
     batch: usize,
@@ -183,12 +230,16 @@ pub(crate) async fn run(
             _ = shutdown.changed() => return,
         }
         let leading = leader.is_leader().await;
-        metrics.leader("outbox_relay", leading);
+        metrics.leader(channel.name(), leading);
         if leading && tokio::time::Instant::now() >= retry_at {
-            match drain(&db, &sinks, &metrics, batch).await {
+            match drain(&db, &channel, &leader, &metrics, batch).await {
                 Ok(()) => {
                     if failures > 0 {
-                        tracing::info!(failed_rounds = failures, "outbox relay delivers again");
+                        tracing::info!(
+                            channel = channel.name(),
+                            failed_rounds = failures,
+                            "outbox relay delivers again"
+                        );
                     }
                     failures = 0;
                 }
@@ -197,7 +248,7 @@ pub(crate) async fn run(
                     // The first failure and then about one in ten: an outage is seen in the
                     // logs without a line per round.
                     if failures == 1 || failures.is_multiple_of(10) {
-                        tracing::warn!(error = %e, failed_rounds = failures, "outbox relay round failed");
+                        tracing::warn!(channel = channel.name(), error = %e, failed_rounds = failures, "outbox relay round failed");
                     }
                     let delay = poll
                         .saturating_mul(1 << failures.min(16))
@@ -206,27 +257,39 @@ pub(crate) async fn run(
                 }
             }
         }
-        match outbox::lag(&db).await {
+        match outbox::lag(&db, channel.delivery).await {
             Ok((pending, age_ms)) => {
-                metrics.outbox_pending.set(pending);
-                metrics.outbox_lag_seconds.set(age_ms as f64 / 1000.0);
+                let (pending_gauge, lag_gauge) = match channel.delivery {
+                    Delivery::Redis => (&metrics.outbox_pending, &metrics.outbox_lag_seconds),
+                    Delivery::Broker => (
+                        &metrics.outbox_broker_pending,
+                        &metrics.outbox_broker_lag_seconds,
+                    ),
+                };
+                pending_gauge.set(pending);
+                lag_gauge.set(age_ms as f64 / 1000.0);
             }
             Err(e) => tracing::warn!(error = %e, "outbox lag unknown"),
         }
     }
 }
 
-/// Relays rounds until the outbox is empty or a round fails.
+/// Relays rounds until the channel is drained, a round fails or the lease is lost: the lease
+/// is renewed before every round, so a long backlog (after an outage) is never relayed by two
+/// replicas at once past the lease.
 async fn drain(
     db: &Db,
-    sinks: &[Arc<dyn OutboxSink>],
+    channel: &RelayChannel,
+    leader: &Leader,
     metrics: &Metrics,
     batch: usize,
 ) -> Result<(), RelayError> {
     loop {
-        let n = relay_once(db, sinks, batch).await?;
-        metrics.outbox_published.inc_by(n as u64);
-        if n < batch {
+        let n = relay_once(db, channel, batch).await?;
+        if channel.delivery == Delivery::Redis {
+            metrics.outbox_published.inc_by(n as u64);
+        }
+        if n < batch || !leader.is_leader().await {
             return Ok(());
         }
     }
