@@ -8,3 +8,4 @@
 pub mod amqp;
 pub mod redis;
 pub mod sql;
+pub mod telemetry;
