@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{
-    Link, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _,
+    Link, SpanContext, Status, TraceContextExt, Tracer as _,
     TracerProvider as _,
 };
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::Context;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
@@ -27,7 +27,8 @@ use opentelemetry_sdk::trace::{BatchConfigBuilder, Sampler, SdkTracer, SdkTracer
 use serde::Deserialize;
 use thiserror::Error;
 
-pub use opentelemetry::KeyValue as Attribute;
+pub use opentelemetry::KeyValue;
+pub use opentelemetry::trace::{SpanContext as SpanRef, SpanKind};
 
 /// The `[telemetry]` table: where spans go and how many traces are kept.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -55,6 +56,9 @@ impl Default for TelemetryConfig {
         }
     }
 }
+
+// `sampling_ratio` is never NaN once validated, so equality is an equivalence.
+impl Eq for TelemetryConfig {}
 
 impl TelemetryConfig {
     /// The first rule broken: the field (under `telemetry.`) and why.

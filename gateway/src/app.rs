@@ -55,6 +55,8 @@ pub enum StartError {
     #[error("product cache client")]
     CacheClient(#[source] reqwest::Error),
     #[error(transparent)]
+    Telemetry(#[from] backend_adapters::telemetry::TelemetryError),
+    #[error(transparent)]
     RateLimitRules(#[from] crate::ratelimit::rules::RulesError),
     /// An entry of `client_ip.trusted_proxies` (config validation refuses it first).
     #[error(transparent)]
@@ -263,7 +265,12 @@ impl Gateway {
             config.ratelimit.ipv6_prefix_len,
             shared.metrics.in_flight.clone(),
         );
+        let telemetry = backend_adapters::telemetry::Telemetry::start(
+            &config.telemetry,
+            &config.telemetry.gateway_service_name,
+        )?;
         let state = EdgeState {
+            telemetry,
             limits: EdgeLimits {
                 max_body_bytes: limits.max_body_bytes,
                 max_header_count: limits.max_header_count,

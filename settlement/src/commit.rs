@@ -14,7 +14,8 @@
 
 use std::time::{Duration, Instant};
 
-use backend_adapters::sql::{Db, SettleOutcome, SettleRequest, SqlError, settle_batch};
+use backend_adapters::sql::{Backend, Db, SettleOutcome, SettleRequest, SqlError, settle_batch};
+use backend_adapters::telemetry::{KeyValue, Span, SpanKind, SpanRef, Telemetry};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -27,6 +28,8 @@ type Reply = oneshot::Sender<Result<SettleOutcome, ApiError>>;
 struct Job {
     request: SettleRequest,
     reply: Reply,
+    /// The span of the HTTP request this job came with: the batch span links to it.
+    origin: Option<SpanRef>,
 }
 
 /// Settles requests, grouped or one by one according to the configured mode.
@@ -41,11 +44,13 @@ impl Committer {
     pub fn start(
         db: Db,
         metrics: Metrics,
+        telemetry: Telemetry,
         config: &SettlementConfig,
     ) -> (Committer, Option<JoinHandle<()>>) {
         let batches = Batches {
             db,
             metrics,
+            telemetry,
             deadline: config.batch_deadline(),
         };
         match config.commit_mode {
@@ -78,9 +83,15 @@ impl Committer {
     }
 
     /// Settles one request; returns once its transaction committed (or failed).
-    pub async fn settle(&self, request: SettleRequest) -> Result<SettleOutcome, ApiError> {
+    /// `span` is the HTTP request's (none when tracing is off).
+    pub async fn settle(
+        &self,
+        request: SettleRequest,
+        span: &Span,
+    ) -> Result<SettleOutcome, ApiError> {
+        let origin = span.span_context();
         let Some(queue) = &self.queue else {
-            let mut outcomes = self.batches.commit(&[request]).await?;
+            let mut outcomes = self.batches.commit(&[request], &[origin]).await?;
             return outcomes
                 .pop()
                 .ok_or_else(|| ApiError::new(500, "internal_error", "no settlement outcome"));
@@ -88,7 +99,11 @@ impl Committer {
         let (reply, answer) = oneshot::channel();
         let shutting_down = || ApiError::new(503, "shutting_down", "the service is stopping");
         queue
-            .send(Job { request, reply })
+            .send(Job {
+                request,
+                reply,
+                origin,
+            })
             .await
             .map_err(|_| shutting_down())?;
         answer.await.map_err(|_| shutting_down())?
@@ -100,6 +115,7 @@ impl Committer {
 struct Batches {
     db: Db,
     metrics: Metrics,
+    telemetry: Telemetry,
     deadline: Option<Duration>,
 }
 
@@ -108,8 +124,37 @@ impl Batches {
     /// (`SqlError::Deadline`: dropping it rolls the transaction back unless its COMMIT was
     /// already sent, so the outcome is open; the gateway keeps the hold `confirming` and a
     /// retry finds the order if it landed).
-    async fn commit(&self, requests: &[SettleRequest]) -> Result<Vec<SettleOutcome>, SqlError> {
+    ///
+    /// Traced as a span of its own trace (a batch belongs to no one request) linked to the
+    /// span of each request it carries (`origins`), with the SQL transaction as its child.
+    async fn commit(
+        &self,
+        requests: &[SettleRequest],
+        origins: &[Option<SpanRef>],
+    ) -> Result<Vec<SettleOutcome>, SqlError> {
         let started = Instant::now();
+        let batch_span = self.telemetry.span_with_links(
+            "settlement batch",
+            SpanKind::Internal,
+            &Default::default(),
+            vec![KeyValue::new("batch.size", requests.len() as i64)],
+            origins.iter().flatten().cloned().collect(),
+        );
+        let sql_span = self.telemetry.span(
+            "sql settle_batch",
+            SpanKind::Client,
+            &batch_span.context(),
+            vec![
+                KeyValue::new(
+                    "db.system.name",
+                    match self.db.backend() {
+                        Backend::Postgres => "postgresql",
+                        Backend::Sqlite => "sqlite",
+                    },
+                ),
+                KeyValue::new("db.operation.name", "settle_batch"),
+            ],
+        );
         let settled = settle_batch(&self.db, requests);
         let outcomes = match self.deadline {
             Some(deadline) => tokio::time::timeout(deadline, settled)
@@ -117,6 +162,12 @@ impl Batches {
                 .unwrap_or(Err(SqlError::Deadline(deadline))),
             None => settled.await,
         };
+        if let Err(error) = &outcomes {
+            sql_span.set_error(error);
+            batch_span.set_error(error);
+        }
+        sql_span.end();
+        batch_span.end();
         self.metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -126,7 +177,8 @@ impl Batches {
 
     async fn settle_jobs(&self, jobs: Vec<Job>) {
         let requests: Vec<SettleRequest> = jobs.iter().map(|j| j.request.clone()).collect();
-        match self.commit(&requests).await {
+        let origins: Vec<Option<SpanRef>> = jobs.iter().map(|j| j.origin.clone()).collect();
+        match self.commit(&requests, &origins).await {
             Ok(outcomes) => {
                 for (job, outcome) in jobs.into_iter().zip(outcomes) {
                     // A caller that went away (timeout) simply does not read its answer.
@@ -138,7 +190,10 @@ impl Batches {
                 tracing::warn!(error = %e, batch = jobs.len(), "batch failed, settling one by one");
                 for job in jobs {
                     let answer = self
-                        .commit(std::slice::from_ref(&job.request))
+                        .commit(
+                            std::slice::from_ref(&job.request),
+                            std::slice::from_ref(&job.origin),
+                        )
                         .await
                         .map_err(ApiError::from)
                         .and_then(|mut o| {

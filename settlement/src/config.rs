@@ -282,6 +282,10 @@ pub struct SettlementConfig {
     pub maintenance: MaintenanceConfig,
     /// Lease of the per-order lock of an ops status change, in ms.
     pub status_lock_lease_ms: u64,
+    /// Distributed tracing: the file's top-level `[telemetry]`, filled in by whoever
+    /// composes the services (`stockgate::config`), not a field of `[settlement]`.
+    #[serde(skip)]
+    pub telemetry: backend_adapters::telemetry::TelemetryConfig,
 }
 
 impl SettlementConfig {
@@ -310,6 +314,7 @@ impl Default for SettlementConfig {
             outbox: OutboxConfig::default(),
             maintenance: MaintenanceConfig::default(),
             status_lock_lease_ms: 5_000,
+            telemetry: Default::default(),
         }
     }
 }

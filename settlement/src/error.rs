@@ -164,6 +164,8 @@ pub enum StartError {
     Redis(String),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Telemetry(#[from] backend_adapters::telemetry::TelemetryError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,

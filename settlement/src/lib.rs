@@ -27,6 +27,7 @@ use backend_adapters::redis::lock::FencedLock;
 use backend_adapters::redis::single_use::SingleUseIds;
 use backend_adapters::redis::stream::StreamPublisher;
 use backend_adapters::sql::{Db, SqlError};
+use backend_adapters::telemetry::Telemetry;
 use reservation_core::assertion::AssertionVerifier;
 use reservation_core::{ReservationStore, TokenVerifier};
 use tokio::sync::watch;
@@ -65,6 +66,8 @@ pub struct RunningSettlement {
     /// The admin listener's address (`/healthz`, `/readyz`, `/metrics`).
     pub admin_addr: SocketAddr,
     pub metrics: Metrics,
+    /// The service's tracer (tests flush it to read what was exported).
+    pub telemetry: Telemetry,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -79,6 +82,7 @@ impl RunningSettlement {
                 tracing::warn!(error = %e, "settlement task ended abnormally");
             }
         }
+        self.telemetry.shutdown().await;
     }
 }
 
@@ -92,6 +96,10 @@ pub async fn start(
 ) -> Result<RunningSettlement, StartError> {
     config.validate()?;
     let db = connect(&config).await?;
+    let telemetry = Telemetry::start(
+        &config.telemetry,
+        &config.telemetry.settlement_service_name,
+    )?;
     let metrics = Metrics::new(&deps.registry)?;
 
     let redis_error = |e: &dyn std::fmt::Display| StartError::Redis(e.to_string());
@@ -141,7 +149,7 @@ pub async fn start(
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    let (committer, worker) = Committer::start(db.clone(), metrics.clone(), &config);
+    let (committer, worker) = Committer::start(db.clone(), metrics.clone(), telemetry.clone(), &config);
     tasks.extend(worker);
 
     let mut sinks: Vec<Arc<dyn OutboxSink>> = vec![Arc::new(StoreEffects {
@@ -204,6 +212,7 @@ pub async fn start(
         committer,
         metrics: metrics.clone(),
         status_lock,
+        telemetry: telemetry.clone(),
     });
     // The servers go first in the list: once they return, the state (and with it the
     // committer's queue) is dropped, which ends the batch worker.
@@ -225,6 +234,7 @@ pub async fn start(
         addr,
         admin_addr,
         metrics,
+        telemetry,
         shutdown,
         tasks,
     })

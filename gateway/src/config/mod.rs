@@ -50,6 +50,9 @@ pub struct Config {
     pub client_ip: crate::client_addr::ClientIpConfig,
     pub degraded: DegradedConfig,
     pub web: WebConfig,
+    /// Distributed tracing of both services (off without `otlp_endpoint`); the settlement
+    /// service gets its copy from whoever composes the two (`stockgate::config`).
+    pub telemetry: backend_adapters::telemetry::TelemetryConfig,
     /// The Redis stream of order and product events the cache invalidation follows: the
     /// settlement outbox's stream, filled in by whoever composes the two services (not a
     /// field of the file's gateway part).
@@ -383,6 +386,7 @@ impl Default for Config {
             client_ip: Default::default(),
             degraded: DegradedConfig::default(),
             web: WebConfig::default(),
+            telemetry: Default::default(),
             events_stream: reservation_core::wire::DEFAULT_EVENTS_STREAM.into(),
         }
     }

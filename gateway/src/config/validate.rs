@@ -8,6 +8,9 @@ impl Config {
     /// Checks every rule a file cannot express; the error names the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         parse_addr("server.listen", &self.server.listen)?;
+        self.telemetry
+            .validate()
+            .map_err(|(field, reason)| invalid(field, reason))?;
         parse_addr("server.admin_listen", &self.server.admin_listen)?;
         self.server.tls.validate()?;
         self.server.http2.validate()?;

@@ -82,6 +82,8 @@ pub struct EdgeState {
     pub dev_tokens: Option<dev_token::DevTokens>,
     /// Readiness (draining) and the dependencies' last check.
     pub health: Arc<crate::health::Health>,
+    /// Distributed tracing (off unless `telemetry.otlp_endpoint` is set).
+    pub telemetry: backend_adapters::telemetry::Telemetry,
 }
 
 impl EdgeState {

@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use backend_adapters::redis::lock::{FencedLock, LockLease};
 use backend_adapters::sql::Db;
+use backend_adapters::telemetry::{KeyValue, Span, SpanKind};
 use reservation_core::assertion::AssertionVerifier;
 use reservation_core::wire::{Problem, headers, paths};
 use reservation_core::{ReservationStore, TokenVerifier};
@@ -43,6 +44,8 @@ pub(crate) struct AppState {
     pub committer: Committer,
     pub metrics: Metrics,
     pub status_lock: StatusLock,
+    /// Distributed tracing (off unless `telemetry.otlp_endpoint` is set).
+    pub telemetry: backend_adapters::telemetry::Telemetry,
 }
 
 /// The lock an ops status change runs under.
@@ -123,6 +126,14 @@ fn finish(routes: Router<Arc<AppState>>, state: Arc<AppState>, listener: Listene
         )),
         Listener::Admin => routes,
     };
+    let routes = match listener {
+        // Outermost on the API: the request span covers authentication too.
+        Listener::Public => routes.layer(middleware::from_fn_with_state(
+            state.clone(),
+            trace_request,
+        )),
+        Listener::Admin => routes,
+    };
     routes
         .layer(middleware::from_fn(request_id))
         .with_state(state)
@@ -154,6 +165,35 @@ fn acceptable_request_id(value: &HeaderValue) -> Option<String> {
     let raw = value.to_str().ok()?;
     (!raw.is_empty() && raw.len() <= 128 && raw.bytes().all(|b| b.is_ascii_graphic()))
         .then(|| raw.to_owned())
+}
+
+/// The span of one API request, in the request's extensions for the handlers below it
+/// (the group commit links its batch span to it).
+#[derive(Clone)]
+pub(crate) struct RequestSpan(pub Span);
+
+/// A server span per API request, a child of the caller's `traceparent` (the gateway's
+/// settlement call) or the root of a new trace. A branch and nothing else when tracing is off.
+async fn trace_request(State(state): Shared, mut req: Request, next: Next) -> Response {
+    if !state.telemetry.is_on() {
+        return next.run(req).await;
+    }
+    let parent = state.telemetry.extract(req.headers());
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", req.method().to_string()),
+        KeyValue::new("url.path", req.uri().path().to_owned()),
+    ];
+    if let Some(id) = req.headers().get(headers::REQUEST_ID).and_then(acceptable_request_id) {
+        attributes.push(KeyValue::new("request_id", id));
+    }
+    let span = state
+        .telemetry
+        .span("settlement request", SpanKind::Server, &parent, attributes);
+    req.extensions_mut().insert(RequestSpan(span.clone()));
+    let response = next.run(req).await;
+    span.set_http_status(response.status().as_u16());
+    span.end();
+    response
 }
 
 /// Keeps the caller's `x-request-id` (or makes one), echoes it on every response and writes

@@ -3,16 +3,18 @@
 //! table is in `docs/internal-api.md`.
 
 use axum::body::Bytes;
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use backend_adapters::sql::fates::{self, Fate};
 use backend_adapters::sql::{SettleOutcome, SettleRequest, orders};
+use backend_adapters::telemetry::Span;
 use reservation_core::wire::codes;
 use reservation_core::{ReservationClaims, TokenError};
 use serde::Deserialize;
 
-use super::{Caller, Shared, json_response};
+use super::{Caller, RequestSpan, Shared, json_response};
 use crate::error::ApiError;
 use crate::views::OrderView;
 
@@ -24,10 +26,12 @@ struct SettleBody {
 
 pub(crate) async fn settle(
     State(state): Shared,
+    span: Option<Extension<RequestSpan>>,
     caller: Caller,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let result = settle_inner(&state, &caller, &body).await;
+    let span = span.map(|Extension(RequestSpan(span))| span).unwrap_or_default();
+    let result = settle_inner(&state, &caller, &body, &span).await;
     let outcome = match &result {
         Ok((StatusCode::CREATED, _)) => "created",
         Ok(_) => "existing",
@@ -47,6 +51,7 @@ async fn settle_inner(
     state: &super::AppState,
     caller: &Caller,
     body: &Bytes,
+    span: &Span,
 ) -> Result<(StatusCode, OrderView), ApiError> {
     let body: SettleBody = super::json_body(body)?;
     let claims = match state.verifier.verify(&body.reservation_token) {
@@ -71,7 +76,7 @@ async fn settle_inner(
         sku: claims.sku,
         qty: claims.qty,
     };
-    match state.committer.settle(request).await? {
+    match state.committer.settle(request, span).await? {
         SettleOutcome::Created(order) => Ok((StatusCode::CREATED, OrderView::from(&order))),
         SettleOutcome::Existing(order) => Ok((StatusCode::OK, OrderView::from(&order))),
         SettleOutcome::Oversell => {

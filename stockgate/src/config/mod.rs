@@ -94,6 +94,9 @@ const ENV_OVERRIDES: &[&str] = &[
     "STOCKGATE_TLS_KEY_FILE",
     // The SAS key of `[settlement.outbox.amqp]` (Azure Service Bus); ignored without that table.
     "STOCKGATE_AMQP_SAS_KEY",
+    // The OpenTelemetry SDKs' own names, which a collector's operator knows.
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_TRACES_SAMPLER_ARG",
 ];
 
 /// `a, b,` → `["a", "b"]`.
@@ -227,6 +230,14 @@ impl Config {
                 "STOCKGATE_TLS_CERT_FILE" => edge.server.tls.cert_file = Some(value.into()),
                 "STOCKGATE_TLS_KEY_FILE" => edge.server.tls.key_file = Some(value.into()),
                 "STOCKGATE_AMQP_SAS_KEY" => self.settlement.set_amqp_sas_key(value),
+                "OTEL_EXPORTER_OTLP_ENDPOINT" => edge.telemetry.otlp_endpoint = Some(value),
+                "OTEL_TRACES_SAMPLER_ARG" => match value.parse() {
+                    Ok(ratio) => edge.telemetry.sampling_ratio = ratio,
+                    Err(_) => {
+                        self.invalid_env =
+                            Some(("OTEL_TRACES_SAMPLER_ARG", value, "a number from 0.0 to 1.0"))
+                    }
+                },
                 _ => {}
             }
         }
@@ -280,6 +291,7 @@ impl Config {
         SettlementConfig {
             database_url: self.database_url_or_embedded(),
             redis_url: self.gateway.redis_url.clone(),
+            telemetry: self.gateway.telemetry.clone(),
             ..self.settlement.clone()
         }
     }
