@@ -14,12 +14,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{
-    Link, SpanContext, Status, TraceContextExt, Tracer as _,
-    TracerProvider as _,
+    Link, SpanContext, Status, TraceContextExt, Tracer as _, TracerProvider as _,
 };
-use opentelemetry::Context;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
@@ -285,7 +284,10 @@ impl Span {
     pub fn set_http_status(&self, status: u16) {
         if let Some(cx) = &self.0 {
             let span = cx.span();
-            span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
+            span.set_attribute(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status),
+            ));
             if status >= 500 {
                 span.set_status(Status::error(format!("HTTP {status}")));
             }
@@ -360,7 +362,10 @@ mod tests {
             sampling_ratio: 1.5,
             ..TelemetryConfig::default()
         };
-        assert_eq!(bad_ratio.validate().unwrap_err().0, "telemetry.sampling_ratio");
+        assert_eq!(
+            bad_ratio.validate().unwrap_err().0,
+            "telemetry.sampling_ratio"
+        );
         let nan = TelemetryConfig {
             sampling_ratio: f64::NAN,
             ..TelemetryConfig::default()

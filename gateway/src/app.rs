@@ -226,6 +226,10 @@ impl Gateway {
         let auth = BuyerAuth::new(&config.auth, keys.clone())?;
         keys.count_errors_in(shared.metrics.jwks_errors.clone());
         let verifier = shared.verifier();
+        let telemetry = backend_adapters::telemetry::Telemetry::start(
+            &config.telemetry,
+            &config.telemetry.gateway_service_name,
+        )?;
         let upstream_addr = config.settlement_host_port();
         let (upstream, health) = Upstream::new(upstream_addr, &config.upstream)?;
         let settlement = SettlementClient::new(
@@ -236,7 +240,8 @@ impl Gateway {
             Duration::from_secs(config.upstream.pool_idle_timeout_secs),
             Duration::from_secs(config.upstream.max_connection_age_secs),
         )
-        .map_err(StartError::SettlementClient)?;
+        .map_err(StartError::SettlementClient)?
+        .with_telemetry(telemetry.clone());
         let cache = if config.cache.enabled {
             let cache = ProductCache::new(
                 &config.cache,
@@ -265,10 +270,6 @@ impl Gateway {
             config.ratelimit.ipv6_prefix_len,
             shared.metrics.in_flight.clone(),
         );
-        let telemetry = backend_adapters::telemetry::Telemetry::start(
-            &config.telemetry,
-            &config.telemetry.gateway_service_name,
-        )?;
         let state = EdgeState {
             telemetry,
             limits: EdgeLimits {

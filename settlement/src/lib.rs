@@ -96,10 +96,7 @@ pub async fn start(
 ) -> Result<RunningSettlement, StartError> {
     config.validate()?;
     let db = connect(&config).await?;
-    let telemetry = Telemetry::start(
-        &config.telemetry,
-        &config.telemetry.settlement_service_name,
-    )?;
+    let telemetry = Telemetry::start(&config.telemetry, &config.telemetry.settlement_service_name)?;
     let metrics = Metrics::new(&deps.registry)?;
 
     let redis_error = |e: &dyn std::fmt::Display| StartError::Redis(e.to_string());
@@ -149,7 +146,8 @@ pub async fn start(
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    let (committer, worker) = Committer::start(db.clone(), metrics.clone(), telemetry.clone(), &config);
+    let (committer, worker) =
+        Committer::start(db.clone(), metrics.clone(), telemetry.clone(), &config);
     tasks.extend(worker);
 
     let mut sinks: Vec<Arc<dyn OutboxSink>> = vec![Arc::new(StoreEffects {

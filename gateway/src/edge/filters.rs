@@ -23,6 +23,7 @@ use super::routes::{self, Route};
 use super::{Edge, EdgeLimits, RequestCtx, has_body, request_id_of};
 use crate::problem::Problem;
 use crate::ratelimit::{Checkpoint, Facts};
+use backend_adapters::telemetry::{KeyValue, SpanKind};
 use reservation_core::assertion::Bound;
 // Identity headers an older settlement trusted: settlement now reads the identity from the
 // gateway's assertion only; the edge still strips them so no client's reach anywhere.
@@ -55,6 +56,7 @@ impl ProxyHttp for Edge {
             retries: 0,
             in_flight: None,
             upstream_too_old: false,
+            span: Default::default(),
         }
     }
 
@@ -66,6 +68,21 @@ impl ProxyHttp for Edge {
         crate::server::mark_headers_read();
         ctx.started = Instant::now();
         ctx.request_id = request_id_of(session);
+        if self.state.telemetry.is_on() {
+            let request = session.req_header();
+            // The client's trace when it sent one, else a new trace starts here.
+            let parent = self.state.telemetry.extract(&request.headers);
+            ctx.span = self.state.telemetry.span(
+                "gateway request",
+                SpanKind::Server,
+                &parent,
+                vec![
+                    KeyValue::new("http.request.method", request.method.to_string()),
+                    KeyValue::new("url.path", request.uri.path().to_owned()),
+                    KeyValue::new("request_id", ctx.request_id.clone()),
+                ],
+            );
+        }
         session.set_keepalive(Some(self.state.limits.idle_timeout_secs));
         session.set_read_timeout(Some(self.state.limits.body_read_timeout));
         // Pingora's read timeout does nothing on HTTP/2; the write timeout works on both.
@@ -88,6 +105,8 @@ impl ProxyHttp for Edge {
             session.req_header().uri.path(),
         );
         ctx.route = matched.route;
+        ctx.span
+            .set_attribute(KeyValue::new("http.route", matched.route.name()));
         if let Some(problem) = self.check_limits(session) {
             self.answer(
                 session,
@@ -219,6 +238,13 @@ impl ProxyHttp for Edge {
         upstream_request.remove_header(&http::header::COOKIE);
         self.assert_request(upstream_request, ctx)?;
         upstream_request.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        // The client's trace headers never pass as they are: settlement's parent is this
+        // gateway's span (none when tracing is off).
+        upstream_request.remove_header("traceparent");
+        upstream_request.remove_header("tracestate");
+        for (name, value) in ctx.span.headers() {
+            upstream_request.insert_header(name, value)?;
+        }
         Ok(())
     }
 
@@ -318,6 +344,13 @@ impl ProxyHttp for Edge {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.started.elapsed();
+        let span = std::mem::take(&mut ctx.span);
+        let trace_id = span.trace_id();
+        span.set_http_status(status);
+        if let Some(e) = e {
+            span.set_error(e);
+        }
+        span.end();
         self.state
             .metrics
             .observe_request(ctx.route, status, elapsed.as_secs_f64());
@@ -328,6 +361,7 @@ impl ProxyHttp for Edge {
             status,
             micros = elapsed.as_micros() as u64,
             error = e.map(|e| e.to_string()),
+            trace_id,
             "request"
         );
         ctx.in_flight = None;

@@ -114,6 +114,9 @@ pub struct RequestCtx {
     /// The upstream connection this request uses is `upstream.max_connection_age_secs` old:
     /// the request asks to close it after the answer (`crate::conn_age`).
     upstream_too_old: bool,
+    /// The request's server span (none when tracing is off): the parent of the store calls
+    /// and the settlement call, and what the upstream request names as its parent.
+    pub span: backend_adapters::telemetry::Span,
 }
 
 /// The Pingora proxy application.
@@ -130,6 +133,47 @@ fn request_id_of(session: &Session) -> String {
             id.to_owned()
         }
         _ => uuid::Uuid::now_v7().simple().to_string(),
+    }
+}
+
+/// Runs one reservation-store call (a Redis script) in a client span `redis <operation>`,
+/// a child of the request's span; just the call when tracing is off.
+pub(crate) async fn store_call<T, E: std::fmt::Display>(
+    state: &EdgeState,
+    ctx: &RequestCtx,
+    operation: &'static str,
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    use backend_adapters::telemetry::{KeyValue, SpanKind};
+    if !state.telemetry.is_on() {
+        return call.await;
+    }
+    let span = state.telemetry.span(
+        store_span_name(operation),
+        SpanKind::Client,
+        &ctx.span.context(),
+        vec![
+            KeyValue::new("db.system.name", "redis"),
+            KeyValue::new("db.operation.name", operation),
+        ],
+    );
+    let result = call.await;
+    if let Err(error) = &result {
+        span.set_error(error);
+    }
+    span.end();
+    result
+}
+
+/// Span names are `&'static str`: one per store operation.
+fn store_span_name(operation: &'static str) -> &'static str {
+    match operation {
+        "reserve" => "redis reserve",
+        "release" => "redis release",
+        "begin_confirm" => "redis begin_confirm",
+        "finish_confirm" => "redis finish_confirm",
+        "abort_confirm" => "redis abort_confirm",
+        _ => "redis call",
     }
 }
 

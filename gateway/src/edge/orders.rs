@@ -101,7 +101,14 @@ async fn try_confirm(
     }
 
     let id = claims.rid;
-    match state.store.begin_confirm(&id, &buyer).await {
+    match super::store_call(
+        state,
+        ctx,
+        "begin_confirm",
+        state.store.begin_confirm(&id, &buyer),
+    )
+    .await
+    {
         Ok(_) => {}
         // A token the gateway signed whose hold the store does not have: a Redis failover
         // lost it (perhaps with an earlier try's commit behind it), or it was pruned.
@@ -121,13 +128,20 @@ async fn try_confirm(
     }
     let settled = state
         .settlement
-        .settle(&reservation_token, &ctx.request_id, &asserted)
+        .settle(&reservation_token, &ctx.request_id, &asserted, &ctx.span)
         .await;
     match settled {
         Settled::Committed { created, order } => {
             // The order exists in SQL whatever happens next; a failed finish leaves the hold
             // `confirming`, which the reconciler turns into `confirmed` from SQL.
-            if let Err(error) = state.store.finish_confirm(&id).await {
+            if let Err(error) = super::store_call(
+                state,
+                ctx,
+                "finish_confirm",
+                state.store.finish_confirm(&id),
+            )
+            .await
+            {
                 state.metrics.store_errors.inc();
                 tracing::warn!(request_id = %ctx.request_id, %error, reservation = %id, "finish_confirm failed after commit");
             }
@@ -218,7 +232,7 @@ async fn lost_hold(
 ) -> Result<Reply, Refusal> {
     let decided = state
         .settlement
-        .decide_fate(token, &ctx.request_id, buyer)
+        .decide_fate(token, &ctx.request_id, buyer, &ctx.span)
         .await;
     match decided {
         Settled::Committed { order, .. } => {
@@ -336,7 +350,14 @@ async fn abort(
     id: &reservation_core::ReservationId,
     to: AbortTo,
 ) {
-    if let Err(error) = state.store.abort_confirm(id, to).await {
+    if let Err(error) = super::store_call(
+        state,
+        ctx,
+        "abort_confirm",
+        state.store.abort_confirm(id, to),
+    )
+    .await
+    {
         note_store_error(state, &error, &ctx.request_id);
         tracing::warn!(request_id = %ctx.request_id, %error, reservation = %id, "abort_confirm failed");
     }

@@ -178,21 +178,23 @@ async fn try_create(
         idempotency_key: key,
         hold_ttl_ms: state.hold_ttl_ms,
     };
-    let reservation = state.store.reserve(&request).await.map_err(|error| {
-        state.metrics.reservation(outcome_of(&error));
-        note_store_error(state, &error, &ctx.request_id);
-        if error == ReservationError::SoldOut {
-            state.sold_out.remember(&sku);
-        }
-        if matches!(error, ReservationError::Backend { .. }) {
-            // The script may have run after the reply deadline (a paused Redis): a retry
-            // under this key must reach the store to get its hold back, never the memory.
-            state
-                .sold_out
-                .note_reservation(&request.buyer, &request.idempotency_key);
-        }
-        Problem::from(error)
-    })?;
+    let reservation = super::store_call(state, ctx, "reserve", state.store.reserve(&request))
+        .await
+        .map_err(|error| {
+            state.metrics.reservation(outcome_of(&error));
+            note_store_error(state, &error, &ctx.request_id);
+            if error == ReservationError::SoldOut {
+                state.sold_out.remember(&sku);
+            }
+            if matches!(error, ReservationError::Backend { .. }) {
+                // The script may have run after the reply deadline (a paused Redis): a retry
+                // under this key must reach the store to get its hold back, never the memory.
+                state
+                    .sold_out
+                    .note_reservation(&request.buyer, &request.idempotency_key);
+            }
+            Problem::from(error)
+        })?;
     state
         .sold_out
         .note_reservation(&request.buyer, &request.idempotency_key);
@@ -325,10 +327,12 @@ pub async fn release(state: &EdgeState, ctx: &RequestCtx, matched: &Matched) -> 
     let result = async {
         let buyer = buyer_of(ctx)?;
         let id = reservation_id(matched)?;
-        state.store.release(&id, &buyer).await.map_err(|error| {
-            note_store_error(state, &error, &ctx.request_id);
-            Problem::from(error)
-        })?;
+        super::store_call(state, ctx, "release", state.store.release(&id, &buyer))
+            .await
+            .map_err(|error| {
+                note_store_error(state, &error, &ctx.request_id);
+                Problem::from(error)
+            })?;
         state.sold_out.forget(&id.sku());
         Ok(Reply::empty(204))
     }

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use backend_adapters::telemetry::{KeyValue, Span, SpanKind, Telemetry};
 use bytes::Bytes;
 use reservation_core::assertion::{AssertionSigner, Identity};
 use reservation_core::wire::{codes, headers, paths};
@@ -40,6 +41,8 @@ pub struct SettlementClient {
     http: RenewingClient,
     assertions: Arc<AssertionSigner>,
     base: String,
+    /// Each call is a client span whose `traceparent` goes with the request.
+    telemetry: Telemetry,
 }
 
 impl SettlementClient {
@@ -66,28 +69,89 @@ impl SettlementClient {
             http,
             assertions,
             base: format!("http://{host_port}"),
+            telemetry: Telemetry::off(),
         })
     }
 
-    /// Sends the reservation token with the request id, asserted for `buyer`.
-    pub async fn settle(&self, token: &str, request_id: &str, buyer: &Identity) -> Settled {
-        self.post(paths::SETTLEMENTS, token, request_id, buyer)
+    /// Traces each call as a child of the request's span (`telemetry` on).
+    pub fn with_telemetry(self, telemetry: Telemetry) -> Self {
+        SettlementClient { telemetry, ..self }
+    }
+
+    /// Sends the reservation token with the request id, asserted for `buyer`; `parent` is
+    /// the request's span.
+    pub async fn settle(
+        &self,
+        token: &str,
+        request_id: &str,
+        buyer: &Identity,
+        parent: &Span,
+    ) -> Settled {
+        self.traced(paths::SETTLEMENTS, token, request_id, buyer, parent)
             .await
     }
 
     /// Asks settlement to decide the fate of a reservation whose hold the store no longer has
     /// (`POST /internal/settlements/fate`): `Committed { created: false }` with the order, or
     /// `Refused { 410, "reservation_released" }` once SQL claimed it released.
-    pub async fn decide_fate(&self, token: &str, request_id: &str, buyer: &Identity) -> Settled {
-        self.post(paths::SETTLEMENT_FATE, token, request_id, buyer)
+    pub async fn decide_fate(
+        &self,
+        token: &str,
+        request_id: &str,
+        buyer: &Identity,
+        parent: &Span,
+    ) -> Settled {
+        self.traced(paths::SETTLEMENT_FATE, token, request_id, buyer, parent)
             .await
     }
 
-    async fn post(&self, path: &str, token: &str, request_id: &str, buyer: &Identity) -> Settled {
+    /// [`SettlementClient::post`] in a client span `settlement call` (when tracing is on).
+    async fn traced(
+        &self,
+        path: &'static str,
+        token: &str,
+        request_id: &str,
+        buyer: &Identity,
+        parent: &Span,
+    ) -> Settled {
+        let span = self.telemetry.span(
+            "settlement call",
+            SpanKind::Client,
+            &parent.context(),
+            vec![
+                KeyValue::new("http.request.method", "POST"),
+                KeyValue::new("url.path", path),
+            ],
+        );
+        let settled = self.post(path, token, request_id, buyer, &span).await;
+        match &settled {
+            Settled::Committed { created, .. } => {
+                span.set_http_status(if *created { 201 } else { 200 })
+            }
+            Settled::Refused { status, .. } => span.set_http_status(*status),
+            Settled::Unavailable { reason } | Settled::Ambiguous { reason } => {
+                span.set_error(reason)
+            }
+        }
+        span.end();
+        settled
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        token: &str,
+        request_id: &str,
+        buyer: &Identity,
+        span: &Span,
+    ) -> Settled {
         let body = serde_json::json!({ "reservation_token": token }).to_string();
         let http = self.http.get();
-        let built = http
-            .post(format!("{}{path}", self.base))
+        let mut builder = http.post(format!("{}{path}", self.base));
+        for (name, value) in span.headers() {
+            builder = builder.header(name, value);
+        }
+        let built = builder
             .header(headers::REQUEST_ID, request_id)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)

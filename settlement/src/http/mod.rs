@@ -128,10 +128,9 @@ fn finish(routes: Router<Arc<AppState>>, state: Arc<AppState>, listener: Listene
     };
     let routes = match listener {
         // Outermost on the API: the request span covers authentication too.
-        Listener::Public => routes.layer(middleware::from_fn_with_state(
-            state.clone(),
-            trace_request,
-        )),
+        Listener::Public => {
+            routes.layer(middleware::from_fn_with_state(state.clone(), trace_request))
+        }
         Listener::Admin => routes,
     };
     routes
@@ -183,7 +182,11 @@ async fn trace_request(State(state): Shared, mut req: Request, next: Next) -> Re
         KeyValue::new("http.request.method", req.method().to_string()),
         KeyValue::new("url.path", req.uri().path().to_owned()),
     ];
-    if let Some(id) = req.headers().get(headers::REQUEST_ID).and_then(acceptable_request_id) {
+    if let Some(id) = req
+        .headers()
+        .get(headers::REQUEST_ID)
+        .and_then(acceptable_request_id)
+    {
         attributes.push(KeyValue::new("request_id", id));
     }
     let span = state

@@ -2,8 +2,8 @@
 //! verified here again (the settlement never trusts the gateway's word on it); the answer
 //! table is in `docs/internal-api.md`.
 
-use axum::body::Bytes;
 use axum::Extension;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -30,7 +30,9 @@ pub(crate) async fn settle(
     caller: Caller,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let span = span.map(|Extension(RequestSpan(span))| span).unwrap_or_default();
+    let span = span
+        .map(|Extension(RequestSpan(span))| span)
+        .unwrap_or_default();
     let result = settle_inner(&state, &caller, &body, &span).await;
     let outcome = match &result {
         Ok((StatusCode::CREATED, _)) => "created",
