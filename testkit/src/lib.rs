@@ -14,6 +14,7 @@
 //!   through restarts, and a broker restart;
 //! - [`tls`]: a throwaway certificate authority and the server certificates it issues, and
 //!   [`oidc`]: a local OpenID Connect provider shaped like Entra ID, served over HTTPS with it;
+//! - [`otlp`]: an OTLP/HTTP receiver that decodes the spans a service exports;
 //! - [`http`]: requests as the storefront sends them, and answers read with the problem+json
 //!   shape checked.
 //!
@@ -28,6 +29,7 @@ pub mod http;
 pub mod idp;
 pub mod mock_settlement;
 pub mod oidc;
+pub mod otlp;
 pub mod real_stack;
 pub mod services;
 pub mod stack;

@@ -43,6 +43,8 @@ pub struct MockSettlement {
     settled: std::sync::Mutex<Vec<String>>,
     /// Headers of the last proxied request.
     pub last_headers: std::sync::Mutex<Option<HeaderMap>>,
+    /// Headers of the last `POST /internal/settlements`.
+    pub last_settlement_headers: std::sync::Mutex<Option<HeaderMap>>,
     /// The last request, settlements' included, as its assertion must cover it.
     last_request: std::sync::Mutex<Option<Seen>>,
 }
@@ -124,15 +126,27 @@ impl MockSettlement {
         });
     }
 
+    /// Header `name` of the last proxied request.
     pub fn last_header(&self, name: &str) -> Option<String> {
-        let headers = self.last_headers.lock().unwrap();
-        headers
-            .as_ref()
-            .and_then(|h| h.get(name))
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
+        header_of(&self.last_headers, name)
+    }
+
+    /// Header `name` of the last `POST /internal/settlements`.
+    pub fn last_settlement_header(&self, name: &str) -> Option<String> {
+        header_of(&self.last_settlement_headers, name)
     }
 }
+
+fn header_of(headers: &std::sync::Mutex<Option<HeaderMap>>, name: &str) -> Option<String> {
+    let headers = headers.lock().unwrap();
+    headers
+        .as_ref()
+        .and_then(|h| h.get(name))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+impl MockSettlement {}
 
 fn problem(status: u16, code: &str) -> Response {
     let status = StatusCode::from_u16(status).unwrap();
@@ -147,6 +161,7 @@ fn problem(status: u16, code: &str) -> Response {
 async fn settle(State(mock): State<Arc<MockSettlement>>, request: Request) -> Response {
     mock.hits.fetch_add(1, Ordering::SeqCst);
     mock.settlements.fetch_add(1, Ordering::SeqCst);
+    *mock.last_settlement_headers.lock().unwrap() = Some(request.headers().clone());
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, 1 << 20)
         .await
