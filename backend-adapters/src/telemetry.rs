@@ -268,10 +268,12 @@ impl Span {
         Some(cx.span().span_context().clone())
     }
 
-    /// The trace id, 32 hex digits, when tracing is on.
+    /// The trace id, 32 hex digits, when this span is recorded (tracing on and the trace
+    /// sampled): an id that can be looked up in the tracing backend, for logs and problem
+    /// bodies.
     pub fn trace_id(&self) -> Option<String> {
         let context = self.span_context()?;
-        context.is_valid().then(|| context.trace_id().to_string())
+        (context.is_valid() && context.is_sampled()).then(|| context.trace_id().to_string())
     }
 
     pub fn set_attribute(&self, attribute: KeyValue) {

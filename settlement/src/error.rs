@@ -125,8 +125,9 @@ pub(crate) fn problem_response(
     status: StatusCode,
     problem: &Problem,
     request_id: Option<&str>,
+    trace_id: Option<&str>,
 ) -> Response {
-    let mut response = (status, problem.to_json(request_id)).into_response();
+    let mut response = (status, problem.to_json_traced(request_id, trace_id)).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
@@ -137,7 +138,7 @@ pub(crate) fn problem_response(
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = self.problem();
-        let mut response = problem_response(self.status, &problem, None);
+        let mut response = problem_response(self.status, &problem, None, None);
         if let Some(secs) = self.retry_after_secs {
             response
                 .headers_mut()

@@ -122,6 +122,33 @@ async fn a_confirm_is_one_trace_across_gateway_and_settlement() {
     let script = one(&spans, "redis reserve", |s| s.name == "redis reserve");
     assert_eq!(script.parent_span_id, reserve.span_id);
 
+    // Refusals name the trace: one of the gateway's own, and one of settlement's passed on.
+    let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    let response = world
+        .http
+        .post(world.url("/api/v1/orders"))
+        .bearer_auth(&alice)
+        .header("idempotency-key", fresh_key())
+        .header("traceparent", &traceparent)
+        .json(&json!({"reservation_token": "not-a-token"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, problem) = body(response).await;
+    assert_eq!(status, 401, "{problem}");
+    assert_eq!(problem["trace_id"], CLIENT_TRACE, "{problem}");
+    let response = world
+        .http
+        .get(world.url("/api/v1/orders/ord_unknown"))
+        .bearer_auth(&alice)
+        .header("traceparent", &traceparent)
+        .send()
+        .await
+        .unwrap();
+    let (status, problem) = body(response).await;
+    assert_eq!(status, 404, "{problem}");
+    assert_eq!(problem["trace_id"], CLIENT_TRACE, "{problem}");
+
     print_trace(&spans, CLIENT_TRACE, batch);
     world.shutdown().await;
 }

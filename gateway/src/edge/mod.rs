@@ -257,6 +257,10 @@ impl Edge {
     }
 
     async fn answer(&self, session: &mut Session, ctx: &RequestCtx, reply: Reply) {
+        let reply = match ctx.span.trace_id() {
+            Some(trace_id) => reply.with_trace_id(&trace_id),
+            None => reply,
+        };
         if let Err(error) = respond::send(session, &ctx.request_id, reply).await {
             tracing::debug!(%error, request_id = %ctx.request_id, "writing the answer failed");
         }

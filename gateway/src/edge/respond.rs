@@ -80,6 +80,23 @@ impl Reply {
         }
     }
 
+    /// A problem body gains `trace_id` (tracing on); other bodies are left as they are. Only
+    /// refusals pay for the re-encoding, and only while tracing is on.
+    pub fn with_trace_id(mut self, trace_id: &str) -> Reply {
+        if self.content_type != PROBLEM_CONTENT_TYPE {
+            return self;
+        }
+        if let Ok(serde_json::Value::Object(mut body)) =
+            serde_json::from_slice::<serde_json::Value>(&self.body)
+        {
+            body.insert("trace_id".into(), trace_id.into());
+            if let Ok(encoded) = serde_json::to_vec(&body) {
+                self.body = encoded.into();
+            }
+        }
+        self
+    }
+
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
         self.headers.push((name, value.into()));
         self

@@ -36,6 +36,10 @@ struct Body<'a> {
     code: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     request_id: Option<&'a str>,
+    /// The W3C trace id of the request, when tracing is on: what to search for in the
+    /// tracing backend (Application Insights' operation id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<&'a str>,
 }
 
 impl Problem {
@@ -98,6 +102,11 @@ impl Problem {
     /// The rendered body; `request_id` is left out only while it is not known yet
     /// (settlement's request-id layer renders the body again with it).
     pub fn to_json(&self, request_id: Option<&str>) -> Vec<u8> {
+        self.to_json_traced(request_id, None)
+    }
+
+    /// [`Problem::to_json`] with the request's trace id (tracing on).
+    pub fn to_json_traced(&self, request_id: Option<&str>, trace_id: Option<&str>) -> Vec<u8> {
         let body = Body {
             kind: problem_type(self.code),
             title: title(self.status),
@@ -105,6 +114,7 @@ impl Problem {
             detail: &self.detail,
             code: self.code,
             request_id,
+            trace_id,
         };
         // Serializing plain strings and numbers cannot fail; fall back to a fixed body anyway
         // because a panic here would take a worker down.

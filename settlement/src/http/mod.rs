@@ -193,11 +193,19 @@ async fn trace_request(State(state): Shared, mut req: Request, next: Next) -> Re
         .telemetry
         .span("settlement request", SpanKind::Server, &parent, attributes);
     req.extensions_mut().insert(RequestSpan(span.clone()));
-    let response = next.run(req).await;
+    let mut response = next.run(req).await;
     span.set_http_status(response.status().as_u16());
+    if let Some(trace_id) = span.trace_id() {
+        // For the request-id layer outside, which renders problem bodies.
+        response.extensions_mut().insert(TraceId(trace_id));
+    }
     span.end();
     response
 }
+
+/// The trace id of a traced request, from [`trace_request`] to [`request_id`].
+#[derive(Clone)]
+struct TraceId(String);
 
 /// Keeps the caller's `x-request-id` (or makes one), echoes it on every response and writes
 /// it into problem bodies.
@@ -210,7 +218,9 @@ async fn request_id(req: Request, next: Next) -> Response {
     let mut response = next.run(req).await;
     if let Some(problem) = response.extensions_mut().remove::<Problem>() {
         let status = response.status();
-        let mut rebuilt = problem_response(status, &problem, Some(&id));
+        let trace_id = response.extensions_mut().remove::<TraceId>();
+        let trace_id = trace_id.as_ref().map(|t| t.0.as_str());
+        let mut rebuilt = problem_response(status, &problem, Some(&id), trace_id);
         for (name, value) in response.headers() {
             if name != header::CONTENT_LENGTH && name != header::CONTENT_TYPE {
                 rebuilt.headers_mut().insert(name.clone(), value.clone());
