@@ -66,10 +66,15 @@ SECRETS = {
 }
 # Per build additions. Local only: the dev identity key (committed, worthless elsewhere), so
 # `kubectl exec deploy/stockgate-gateway -- stockgate token` mints buyer tokens, and its JWKS.
-# AKS only: the gateway's TLS certificate and key (one PEM), its public listener there.
+# AKS only: the gateway's TLS certificate and key (one PEM), its public listener there; the
+# collector's Application Insights connection string.
 EXTRA = {
     "local": {"stockgate-gateway": {"dev-idp-key.pem", "idp-jwks.json"}},
-    "aks": {"stockgate-gateway": {"tls.pem"}},
+    "aks": {
+        "stockgate-gateway": {"tls.pem"},
+        # The OpenTelemetry Collector's Application Insights connection string (otel-collector.yaml).
+        "otel-collector": {"appinsights-connection-string"},
+    },
 }
 # The configuration fields that name a key file the workload reads (unset fields are skipped).
 KEY_FILES = {

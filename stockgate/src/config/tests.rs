@@ -377,3 +377,76 @@ fn the_amqp_sas_key_comes_from_the_environment_and_its_absence_is_named() {
         "{message}"
     );
 }
+
+#[test]
+fn telemetry_is_off_by_default_and_reaches_both_services() {
+    let config = Config::default();
+    assert_eq!(config.gateway.telemetry.otlp_endpoint, None);
+    assert_eq!(config.settlement_config().telemetry.otlp_endpoint, None);
+
+    let config = Config::from_toml(
+        "[telemetry]\notlp_endpoint = \"http://otel-collector:4318\"\nsampling_ratio = 0.25\n",
+    )
+    .unwrap();
+    config.validate().unwrap();
+    let settlement = config.settlement_config().telemetry;
+    assert_eq!(
+        settlement.traces_url().as_deref(),
+        Some("http://otel-collector:4318/v1/traces")
+    );
+    assert_eq!(settlement.sampling_ratio, 0.25);
+    assert_eq!(settlement.settlement_service_name, "stockgate-settlement");
+    assert_eq!(
+        config.gateway_config().telemetry.gateway_service_name,
+        "stockgate-gateway"
+    );
+
+    for (text, field) in [
+        (
+            "[telemetry]\notlp_endpoint = \"otel:4318\"\n",
+            "telemetry.otlp_endpoint",
+        ),
+        (
+            "[telemetry]\nsampling_ratio = 2.0\n",
+            "telemetry.sampling_ratio",
+        ),
+        (
+            "[telemetry]\ngateway_service_name = \" \"\n",
+            "telemetry.gateway_service_name",
+        ),
+    ] {
+        let message = error_of(text);
+        assert!(message.contains(field), "{message}");
+    }
+    let message = Config::from_toml("[telemetry]\nendpoint = \"http://x:4318\"\n").unwrap_err();
+    assert!(message.contains("telemetry"), "{message}");
+}
+
+#[test]
+fn telemetry_comes_from_the_opentelemetry_environment_variables() {
+    let mut config = Config::default();
+    config.apply_env(|name| match name {
+        "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("http://otel-collector:4318".into()),
+        "OTEL_TRACES_SAMPLER_ARG" => Some("0.1".into()),
+        _ => None,
+    });
+    config.validate().unwrap();
+    let telemetry = config.settlement_config().telemetry;
+    assert_eq!(
+        telemetry.otlp_endpoint.as_deref(),
+        Some("http://otel-collector:4318")
+    );
+    assert_eq!(telemetry.sampling_ratio, 0.1);
+
+    let mut config = Config::default();
+    config.apply_env(|name| (name == "OTEL_TRACES_SAMPLER_ARG").then(|| "often".into()));
+    let message = config.validate().unwrap_err().to_string();
+    assert!(
+        message.contains("OTEL_TRACES_SAMPLER_ARG") && message.contains("often"),
+        "{message}"
+    );
+    let mut config = Config::default();
+    config.apply_env(|name| (name == "OTEL_TRACES_SAMPLER_ARG").then(|| "1.5".into()));
+    let message = config.validate().unwrap_err().to_string();
+    assert!(message.contains("telemetry.sampling_ratio"), "{message}");
+}
