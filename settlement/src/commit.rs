@@ -133,28 +133,7 @@ impl Batches {
         origins: &[Option<SpanRef>],
     ) -> Result<Vec<SettleOutcome>, SqlError> {
         let started = Instant::now();
-        let batch_span = self.telemetry.span_with_links(
-            "settlement batch",
-            SpanKind::Internal,
-            &Default::default(),
-            vec![KeyValue::new("batch.size", requests.len() as i64)],
-            origins.iter().flatten().cloned().collect(),
-        );
-        let sql_span = self.telemetry.span(
-            "sql settle_batch",
-            SpanKind::Client,
-            &batch_span.context(),
-            vec![
-                KeyValue::new(
-                    "db.system.name",
-                    match self.db.backend() {
-                        Backend::Postgres => "postgresql",
-                        Backend::Sqlite => "sqlite",
-                    },
-                ),
-                KeyValue::new("db.operation.name", "settle_batch"),
-            ],
-        );
+        let (batch_span, sql_span) = self.spans(requests.len(), origins);
         let settled = settle_batch(&self.db, requests);
         let outcomes = match self.deadline {
             Some(deadline) => tokio::time::timeout(deadline, settled)
@@ -173,6 +152,35 @@ impl Batches {
             .observe(started.elapsed().as_secs_f64());
         self.metrics.batch_size.observe(requests.len() as f64);
         outcomes
+    }
+
+    /// The batch span (linked to `origins`) and the SQL span under it; nothing, not even the
+    /// attribute lists, while tracing is off.
+    fn spans(&self, size: usize, origins: &[Option<SpanRef>]) -> (Span, Span) {
+        if !self.telemetry.is_on() {
+            return (Span::none(), Span::none());
+        }
+        let batch_span = self.telemetry.span_with_links(
+            "settlement batch",
+            SpanKind::Internal,
+            &Default::default(),
+            vec![KeyValue::new("batch.size", size as i64)],
+            origins.iter().flatten().cloned().collect(),
+        );
+        let system = match self.db.backend() {
+            Backend::Postgres => "postgresql",
+            Backend::Sqlite => "sqlite",
+        };
+        let sql_span = self.telemetry.span(
+            "sql settle_batch",
+            SpanKind::Client,
+            &batch_span.context(),
+            vec![
+                KeyValue::new("db.system.name", system),
+                KeyValue::new("db.operation.name", "settle_batch"),
+            ],
+        );
+        (batch_span, sql_span)
     }
 
     async fn settle_jobs(&self, jobs: Vec<Job>) {
