@@ -215,7 +215,7 @@ impl Telemetry {
         let links = links
             .into_iter()
             .filter(SpanContext::is_valid)
-            .map(|context| Link::with_context(context))
+            .map(Link::with_context)
             .collect();
         let span = inner
             .tracer
