@@ -91,6 +91,8 @@ impl AllInOne {
         let gateway = self.gateway;
         // Joining the Pingora thread blocks; keep it off the async workers.
         let _ = tokio::task::spawn_blocking(move || gateway.shutdown()).await;
+        // The spans of the last requests, still in the exporter's queue.
+        self.edge.telemetry.shutdown().await;
         self.settlement.shutdown().await;
     }
 }

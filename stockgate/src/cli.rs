@@ -262,11 +262,12 @@ fn run_gateway(config: &Config) -> Result<()> {
         );
     }
     let runtime = background_runtime()?;
-    let prepared = runtime.block_on(async {
+    let (prepared, telemetry) = runtime.block_on(async {
         let shared = Shared::connect(config).await?;
         let gateway = Gateway::build(config, shared, app::load_keys(config).await?)?;
         gateway.spawn_background(config);
-        gateway.into_server(config)
+        let telemetry = gateway.state.telemetry.clone();
+        anyhow::Ok((gateway.into_server(config)?, telemetry))
     })?;
     println!("stockgate gateway on http://{}", prepared.public_addr);
     if let Some(addr) = prepared.tls_addr {
@@ -275,6 +276,8 @@ fn run_gateway(config: &Config) -> Result<()> {
     println!("admin (metrics) on http://{}", prepared.admin_addr);
     // Blocks until SIGTERM (graceful drain) or SIGINT; the background runtime lives until then.
     gateway::server::run_forever(prepared);
+    // The spans of the last requests, still in the exporter's queue.
+    runtime.block_on(telemetry.shutdown());
     drop(runtime);
     Ok(())
 }
