@@ -239,11 +239,18 @@ impl Telemetry {
     }
 
     /// Flushes and stops the exporter.
+    /// Sends the spans still queued, for at most [`SHUTDOWN_WAIT`]: the SDK's own shutdown
+    /// ignores its timeout and would wait out every queued export against a collector that
+    /// does not answer, past the pod's termination grace period.
     pub async fn shutdown(&self) {
         if let Some(inner) = self.inner.clone() {
-            let stopped = tokio::task::spawn_blocking(move || inner.provider.shutdown()).await;
-            if let Ok(Err(error)) = stopped {
-                tracing::debug!(%error, "stopping the span exporter");
+            let stopping = tokio::task::spawn_blocking(move || inner.provider.shutdown());
+            match tokio::time::timeout(SHUTDOWN_WAIT, stopping).await {
+                Ok(Ok(Err(error))) => tracing::debug!(%error, "stopping the span exporter"),
+                Err(_) => {
+                    tracing::warn!(wait = ?SHUTDOWN_WAIT, "span exporter not stopped in time; queued spans dropped")
+                }
+                _ => {}
             }
         }
     }
@@ -321,10 +328,19 @@ impl Span {
     }
 }
 
+/// How long [`Telemetry::shutdown`] waits for the queued spans to go out.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
 
 impl Extractor for HeaderExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
+        // A caller's `tracestate` is not taken: its size is the caller's choice (the W3C cap
+        // of 32 entries is not enforced by the SDK) and every span would carry a copy of it,
+        // and it would be passed on upstream. Only `traceparent` is read.
+        if key.eq_ignore_ascii_case("tracestate") {
+            return None;
+        }
         self.0.get(key).and_then(|v| v.to_str().ok())
     }
 
