@@ -163,6 +163,34 @@ async fn wrong_audience_issuer_or_missing_claims_are_refused() {
     assert_eq!(status, 200, "{answer}");
 }
 
+/// A gateway trusting both providers (tenants): both issuers, both CAs.
+async fn start_for_both(a: &OidcProvider, b: &OidcProvider) -> TestGateway {
+    let cas = a.ca_file.with_file_name("both-cas.pem");
+    let pem = [&a.ca_file, &b.ca_file].map(|f| std::fs::read_to_string(f).unwrap());
+    std::fs::write(&cas, pem.concat()).unwrap();
+    start(a, |c| {
+        c.auth.issuer = vec![a.issuer.clone(), b.issuer.clone()];
+        c.auth.ca_file = Some(cas.clone());
+    })
+    .await
+}
+
+/// A user of each tenant reaches a buyer route as its `oid` (`suffix` keeps the ids apart).
+async fn each_tenant_signs_in(gw: &TestGateway, a: &OidcProvider, b: &OidcProvider, suffix: &str) {
+    for (provider, tenant) in [
+        (a, "a1a1a1a1-0000-4000-8000-tenant-a-"),
+        (b, "b2b2b2b2-0000-4000-8000-tenant-b-"),
+    ] {
+        let oid = format!("{tenant}{suffix}");
+        let (status, answer) = get(gw, "/api/v1/orders", &provider.token(&oid, &[])).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(
+            gw.last_asserted().unwrap().sub.as_deref(),
+            Some(oid.as_str())
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tenants_each_vouch_only_for_their_own_tokens() {
     // Two providers (tenants), both publishing a key named "entra-key-1": the gateway keeps
@@ -171,22 +199,8 @@ async fn two_tenants_each_vouch_only_for_their_own_tokens() {
     let a = OidcProvider::start().await;
     let b = OidcProvider::start().await;
     assert_eq!(a.signing_key().kid, b.signing_key().kid);
-    let cas = a.ca_file.with_file_name("both-cas.pem");
-    let pem = [&a.ca_file, &b.ca_file].map(|f| std::fs::read_to_string(f).unwrap());
-    std::fs::write(&cas, pem.concat()).unwrap();
-    let gw = start(&a, |c| {
-        c.auth.issuer = vec![a.issuer.clone(), b.issuer.clone()];
-        c.auth.ca_file = Some(cas.clone());
-    })
-    .await;
-    for (provider, oid) in [
-        (&a, "a1a1a1a1-0000-4000-8000-tenant-a-001"),
-        (&b, "b2b2b2b2-0000-4000-8000-tenant-b-001"),
-    ] {
-        let (status, answer) = get(&gw, "/api/v1/orders", &provider.token(oid, &[])).await;
-        assert_eq!(status, 200, "{answer}");
-        assert_eq!(gw.last_asserted().unwrap().sub.as_deref(), Some(oid));
-    }
+    let gw = start_for_both(&a, &b).await;
+    each_tenant_signs_in(&gw, &a, &b, "001").await;
     // A's key signing a token that claims B's issuer.
     let mut forged = a.claims("0f0e0d0c-0b0a-4909-8807-forged000001", &["Stockgate.Ops"]);
     forged["iss"] = b.issuer.clone().into();
@@ -205,22 +219,8 @@ async fn tenants_publishing_the_same_key_each_sign_in() {
     let a = OidcProvider::start().await;
     let b = OidcProvider::start().await;
     b.use_key(a.signing_key());
-    let cas = a.ca_file.with_file_name("both-cas.pem");
-    let pem = [&a.ca_file, &b.ca_file].map(|f| std::fs::read_to_string(f).unwrap());
-    std::fs::write(&cas, pem.concat()).unwrap();
-    let gw = start(&a, |c| {
-        c.auth.issuer = vec![a.issuer.clone(), b.issuer.clone()];
-        c.auth.ca_file = Some(cas.clone());
-    })
-    .await;
-    for (provider, oid) in [
-        (&a, "a1a1a1a1-0000-4000-8000-tenant-a-002"),
-        (&b, "b2b2b2b2-0000-4000-8000-tenant-b-002"),
-    ] {
-        let (status, answer) = get(&gw, "/api/v1/orders", &provider.token(oid, &[])).await;
-        assert_eq!(status, 200, "{answer}");
-        assert_eq!(gw.last_asserted().unwrap().sub.as_deref(), Some(oid));
-    }
+    let gw = start_for_both(&a, &b).await;
+    each_tenant_signs_in(&gw, &a, &b, "002").await;
     // The shared key signing a token of an issuer that is not configured.
     let mut foreign = a.claims("0f0e0d0c-0b0a-4909-8807-foreign00001", &[]);
     foreign["iss"] = "https://login.microsoftonline.com/another-tenant/v2.0".into();

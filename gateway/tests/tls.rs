@@ -364,43 +364,44 @@ async fn h2_handshake(stream: &mut TlsStream<TcpStream>, settings: &[u8]) {
         .unwrap();
 }
 
+/// One frame, read within `deadline`: `(type, flags, stream id, payload)`; `None` when the
+/// connection ended or the deadline passed.
+async fn read_frame(
+    stream: &mut TlsStream<TcpStream>,
+    deadline: Instant,
+) -> Option<(u8, u8, u32, Vec<u8>)> {
+    let mut head = [0u8; 9];
+    let left = deadline.saturating_duration_since(Instant::now());
+    tokio::time::timeout(left, stream.read_exact(&mut head))
+        .await
+        .ok()?
+        .ok()?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).await.ok()?;
+    let stream_id = u32::from_be_bytes([head[5] & 0x7f, head[6], head[7], head[8]]);
+    Some((head[3], head[4], stream_id, payload))
+}
+
 /// Reads frames until the response HEADERS of every stream in `ids` arrived (true) or 5 s pass.
 async fn headers_of(stream: &mut TlsStream<TcpStream>, ids: &[u32]) -> bool {
     let mut waiting: std::collections::HashSet<u32> = ids.iter().copied().collect();
     let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let mut head = [0u8; 9];
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, stream.read_exact(&mut head)).await {
-            Ok(Ok(_)) => {}
-            _ => return false,
-        }
-        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-        let mut payload = vec![0u8; len];
-        if stream.read_exact(&mut payload).await.is_err() {
-            return false;
-        }
-        let stream_id = u32::from_be_bytes([head[5] & 0x7f, head[6], head[7], head[8]]);
-        if head[3] == HEADERS && waiting.remove(&stream_id) && waiting.is_empty() {
+    while let Some((kind, _, id, _)) = read_frame(stream, deadline).await {
+        if kind == HEADERS && waiting.remove(&id) && waiting.is_empty() {
             return true;
         }
     }
+    false
 }
 
-/// Reads frames until `want` arrives or the connection ends: `(type, flags, payload)` of it.
+/// Reads frames until `want` (with all of `flags`) arrives: its payload; `None` when the
+/// connection ends or 5 s pass first.
 async fn read_until(stream: &mut TlsStream<TcpStream>, want: u8, flags: u8) -> Option<Vec<u8>> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let mut head = [0u8; 9];
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, stream.read_exact(&mut head)).await {
-            Ok(Ok(_)) => {}
-            _ => return None,
-        }
-        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-        let mut payload = vec![0u8; len];
-        stream.read_exact(&mut payload).await.ok()?;
-        if head[3] == want && head[4] & flags == flags {
+        let (kind, got, _, payload) = read_frame(stream, deadline).await?;
+        if kind == want && got & flags == flags {
             return Some(payload);
         }
     }

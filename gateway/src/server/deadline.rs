@@ -106,21 +106,10 @@ where
         let flag = Arc::new(AtomicBool::new(false));
         let inner = self.inner.process_new_http(session, shutdown);
         HEADERS_READ
-            .scope(flag.clone(), async move {
-                tokio::pin!(inner);
-                tokio::select! {
-                    reused = &mut inner => reused,
-                    _ = tokio::time::sleep(budget) => {
-                        if flag.load(Ordering::Acquire) {
-                            // Headers arrived in time: the request itself may take longer.
-                            inner.await
-                        } else {
-                            tracing::debug!(?budget, "request headers not received in time, closing");
-                            None
-                        }
-                    }
-                }
-            })
+            .scope(
+                flag.clone(),
+                unless_late(inner, budget, &flag, "request headers not received in time"),
+            )
             .await
     }
 
@@ -134,6 +123,29 @@ where
 
     async fn http_cleanup(&self) {
         self.inner.http_cleanup().await
+    }
+}
+
+/// Runs `inner` to its end, unless `marked` is still unset when `budget` has passed: then
+/// `inner` is dropped (its connection closed) and the answer is `None`. Once marked in time,
+/// `inner` may take as long as it needs.
+async fn unless_late<T>(
+    inner: impl std::future::Future<Output = Option<T>>,
+    budget: Duration,
+    marked: &AtomicBool,
+    late: &'static str,
+) -> Option<T> {
+    tokio::pin!(inner);
+    tokio::select! {
+        result = &mut inner => result,
+        _ = tokio::time::sleep(budget) => {
+            if marked.load(Ordering::Acquire) {
+                inner.await
+            } else {
+                tracing::debug!(?budget, "{late}, closing");
+                None
+            }
+        }
     }
 }
 
@@ -226,18 +238,7 @@ where
             arrived: arrived.clone(),
         };
         let inner = self.inner.process_new(stream, shutdown);
-        tokio::pin!(inner);
-        tokio::select! {
-            result = &mut inner => result,
-            _ = tokio::time::sleep(self.deadline) => {
-                if arrived.load(Ordering::Acquire) {
-                    inner.await
-                } else {
-                    tracing::debug!(deadline = ?self.deadline, "no HTTP/2 request in time, closing");
-                    None
-                }
-            }
-        }
+        unless_late(inner, self.deadline, &arrived, "no HTTP/2 request in time").await
     }
 
     async fn cleanup(&self) {
